@@ -1,0 +1,62 @@
+// Api: the RequestHandler behind the HTTP server: route table, per-route metrics, access log.
+// Components register routes at start-up (register_route) and metrics sections (add_metrics);
+// after that everything runs on the loop thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "api/access_log.h"
+#include "api/router.h"
+#include "http/handler.h"
+#include "util/metrics.h"
+
+namespace sp::api {
+
+class Api;
+using RouteHandler = std::function<void(http::Exchange& ex, const RouteParams& params)>;
+
+struct RouteOptions {
+  uint64_t max_body_bytes = 0;  // 0: the server's default body limit
+};
+
+class Api : public http::RequestHandler {
+ public:
+  explicit Api(uint64_t default_max_body_bytes) : default_max_body_bytes_(default_max_body_bytes) {}
+
+  void register_route(llhttp_method_t method, std::string pattern, RouteHandler handler, RouteOptions options = {});
+  // A section of /metrics, rendered on each scrape.
+  void add_metrics(std::function<void(std::string& out)> render) { metric_sections_.push_back(std::move(render)); }
+  void render_metrics(std::string& out) const;
+  void set_access_log(AccessLog* log) { access_log_ = log; }
+  const Router& router() const { return router_; }
+
+  // http::RequestHandler
+  http::HeadDecision on_head(http::Request& request) override;
+  void on_request(http::Exchange& ex) override;
+  void on_protocol_error(http::Exchange& ex, int status, const char* reason) override;
+  void on_response(const http::Request& request, int status, uint64_t latency_ns, size_t body_bytes) override;
+
+ private:
+  struct RouteEntry {
+    std::string label;  // "GET /healthz"
+    RouteHandler handler;
+    uint64_t max_body_bytes;
+    std::vector<std::pair<int, uint64_t>> by_status;  // status → requests
+    LatencyHistogram latency;
+  };
+  static constexpr int kRouteNotFound = -2;
+  static constexpr int kRouteBadMethod = -3;
+
+  RouteEntry& entry_for(int route);
+  uint64_t default_max_body_bytes_;
+  Router router_;
+  std::vector<RouteEntry> routes_;
+  RouteEntry unmatched_{"unmatched", {}, 0, {}, {}};
+  std::vector<std::function<void(std::string&)>> metric_sections_;
+  AccessLog* access_log_ = nullptr;
+};
+
+}  // namespace sp::api
