@@ -68,6 +68,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s->store_body_ = true;
   s->body_limit_ = 0;
   s->body_seen_ = 0;
+  s->trailer_bytes_ = 0;
   s->request_.headers.clear();
   s->request_.body = {};
   s->request_.body_capacity = 0;
@@ -76,8 +77,9 @@ int RequestParser::on_message_begin(llhttp_t* p) {
 }
 
 int RequestParser::append_head(const char* at, size_t len, bool url) {
-  size_t limit = url ? limits_.max_url_bytes : limits_.max_url_bytes + limits_.max_header_bytes;
-  if (head_.size() + len > limit) {
+  size_t used = url ? url_.len : head_.size() - url_.len;
+  size_t limit = url ? limits_.max_url_bytes : limits_.max_header_bytes;
+  if (used + len > limit) {
     if (url) {
       fail(414, "request target too long");
     } else {
@@ -89,15 +91,28 @@ int RequestParser::append_head(const char* at, size_t len, bool url) {
   return 0;
 }
 
+// Trailer fields of a chunked body are not kept (the head's views must stay valid); they are
+// counted against the header limit all the same.
+int RequestParser::count_trailer(size_t len) {
+  trailer_bytes_ += len;
+  if (trailer_bytes_ > limits_.max_header_bytes) {
+    fail(431, "trailer fields too large");
+    return HPE_USER;
+  }
+  return 0;
+}
+
 int RequestParser::on_url(llhttp_t* p, const char* at, size_t len) {
   RequestParser* s = self(p);
   if (s->url_.len == 0) s->url_.begin = static_cast<uint32_t>(s->head_.size());
-  s->url_.len += static_cast<uint32_t>(len);
-  return s->append_head(at, len, true);
+  int rc = s->append_head(at, len, true);
+  if (rc == 0) s->url_.len += static_cast<uint32_t>(len);
+  return rc;
 }
 
 int RequestParser::on_header_field(llhttp_t* p, const char* at, size_t len) {
   RequestParser* s = self(p);
+  if (s->head_done_) return s->count_trailer(len);
   if (s->header_spans_.empty() || s->in_value_) {
     if (s->header_spans_.size() >= kMaxHeaders) {
       s->fail(431, "too many header fields");
@@ -112,6 +127,7 @@ int RequestParser::on_header_field(llhttp_t* p, const char* at, size_t len) {
 
 int RequestParser::on_header_value(llhttp_t* p, const char* at, size_t len) {
   RequestParser* s = self(p);
+  if (s->head_done_) return s->count_trailer(len);
   Span& v = s->header_spans_.back().second;
   if (!s->in_value_) {
     s->in_value_ = true;

@@ -104,6 +104,7 @@ class RequestParser {
   static int on_message_complete(llhttp_t* p);
 
   int append_head(const char* at, size_t len, bool url);
+  int count_trailer(size_t len);
   void fail(int status, const char* reason);
 
   llhttp_t parser_{};
@@ -120,6 +121,7 @@ class RequestParser {
   bool store_body_ = true;
   uint64_t body_limit_ = 0;
   uint64_t body_seen_ = 0;
+  size_t trailer_bytes_ = 0;
   int error_status_ = 0;
   const char* error_reason_ = "";
 };
