@@ -19,6 +19,8 @@ http::HeadDecision Api::on_head(http::Request& request) {
   Match m = router_.match(request.method, request.path);
   if (m.kind == MatchKind::kFound) {
     request.route = m.id;
+    request.route_param_count = m.params.count;
+    for (int i = 0; i < m.params.count; ++i) request.route_params[i] = m.params.values[i];
     return {routes_[m.id].max_body_bytes, true};
   }
   // Unrouted requests are answered after their (discarded) body, up to the default limit.
@@ -29,8 +31,10 @@ http::HeadDecision Api::on_head(http::Request& request) {
 void Api::on_request(http::Exchange& ex) {
   http::Request& req = ex.request();
   if (req.route >= 0) {
-    Match m = router_.match(req.method, req.path);
-    routes_[req.route].handler(ex, m.params);
+    RouteParams params;
+    params.count = req.route_param_count;
+    for (int i = 0; i < params.count; ++i) params.values[i] = req.route_params[i];
+    routes_[req.route].handler(ex, params);
     return;
   }
   if (req.route == kRouteBadMethod) {

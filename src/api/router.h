@@ -13,7 +13,7 @@
 
 namespace sp::api {
 
-inline constexpr int kMaxRouteParams = 4;
+inline constexpr int kMaxRouteParams = 4;  // = the room in http::Request::route_params
 
 struct RouteParams {
   std::string_view values[kMaxRouteParams];

@@ -44,8 +44,11 @@ struct Request {
   std::string_view header(std::string_view name) const;
   // The padded capacity behind `body` (for simdjson::padded_string_view).
   size_t body_capacity = 0;
-  // Set by the handler in on_head: its route, read back in on_request and on_response.
+  // Set by the handler in on_head: its route and the route's path parameters (views into `path`),
+  // read back in on_request and on_response.
   int route = -1;
+  std::string_view route_params[4];
+  int route_param_count = 0;
   // The peer's address as text, for logs ("127.0.0.1:50312").
   std::string_view peer;
 };
