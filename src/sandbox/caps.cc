@@ -18,7 +18,7 @@ RlimitSet default_rlimits(uint64_t max_file_bytes, uint32_t max_procs) {
   add(RLIMIT_MEMLOCK, 64 * 1024);
   add(RLIMIT_MSGQUEUE, 64 * 1024);
   add(RLIMIT_RTPRIO, 0);
-  if (max_file_bytes) add(RLIMIT_FSIZE, max_file_bytes);  // one file cannot exceed the data quota
+  (void)max_file_bytes;  // no RLIMIT_FSIZE: the tmpfs sizes bound files, and ENOSPC beats SIGXFSZ for users
   // Per host uid; every sandbox has its own host uid, so this is per sandbox too.
   if (max_procs) add(RLIMIT_NPROC, max_procs);
   return s;

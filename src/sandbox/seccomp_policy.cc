@@ -52,7 +52,7 @@ constexpr SeccompEntry kPolicy[] = {
     {"dup3", R::kAllow, "descriptor duplication"},
     {"fcntl", R::kAllow, "fd flags, locks"},
     {"flock", R::kAllow, "advisory locks on sandbox files"},
-    {"ioctl", R::kAllowIoctl, "FIONREAD, TCGETS (isatty) etc.; TIOCSTI/TIOCLINUX fail with EACCES"},
+    {"ioctl", R::kAllowIoctl, "FIONREAD, TCGETS (isatty) etc.; TIOCSTI/TIOCLINUX (terminal injection) refused"},
     {"pipe", R::kAllow, "pipes between sandbox processes"},
     {"pipe2", R::kAllow, "pipes between sandbox processes"},
     {"fsync", R::kAllow, "durability calls are harmless on tmpfs"},
@@ -279,6 +279,41 @@ constexpr SeccompEntry kPolicy[] = {
 constexpr unsigned long kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
                                           CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP;
 
+// ioctl: allowed unless the low 32 bits of the request (all the kernel looks at) are one
+// of kDeniedIoctls. libseccomp has neither a masked "not equal" nor two comparisons of
+// one argument in a rule, so the allowed set is written as a union of single masked
+// compares: "some bit on which all denied values agree is flipped", or "every such
+// bit agrees and the differing bits form a value that is not denied".
+constexpr uint32_t kDeniedIoctls[] = {TIOCSTI, TIOCLINUX};  // terminal input injection
+
+int add_ioctl_rules(scmp_filter_ctx ctx, int nr) {
+  uint32_t all_and = ~0u, all_or = 0;
+  for (uint32_t d : kDeniedIoctls) {
+    all_and &= d;
+    all_or |= d;
+  }
+  const uint32_t differ = all_and ^ all_or;  // bits on which the denied values disagree
+  for (int bit = 0; bit < 32; ++bit) {
+    const uint32_t m = 1u << bit;
+    if (differ & m) continue;
+    scmp_datum_t flipped = (all_and & m) ? 0 : m;
+    if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, m, flipped)); rc != 0)
+      return rc;
+  }
+  // Enumerate the values that agree on the common bits (2^popcount(differ) of them).
+  for (uint32_t sub = differ;; sub = (sub - 1) & differ) {
+    uint32_t value = (all_and & ~differ) | sub;
+    bool denied = false;
+    for (uint32_t d : kDeniedIoctls) denied |= d == value;
+    if (!denied) {
+      if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, value)); rc != 0)
+        return rc;
+    }
+    if (sub == 0) break;
+  }
+  return 0;
+}
+
 int add_rule(scmp_filter_ctx ctx, int nr, const SeccompEntry& e) {
   switch (e.rule) {
     case R::kAllow:
@@ -294,15 +329,8 @@ int add_rule(scmp_filter_ctx ctx, int nr, const SeccompEntry& e) {
       }
       return 0;
     }
-    case R::kAllowIoctl: {
-      // The kernel uses the low 32 bits of the request, so compare those only. EACCES, not
-      // EPERM: libseccomp refuses a rule whose action equals the default action.
-      for (unsigned long req : {static_cast<unsigned long>(TIOCSTI), static_cast<unsigned long>(TIOCLINUX)}) {
-        int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, req));
-        if (rc != 0) return rc;
-      }
-      return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
-    }
+    case R::kAllowIoctl:
+      return add_ioctl_rules(ctx, nr);
     case R::kAllowPersona: {
       int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, 0xffffffffu));
       if (rc != 0) return rc;
