@@ -4,7 +4,9 @@
  * or "ESCAPED what: ...". Exit 0: every attempt was blocked as expected;
  * 1: something got through; 2: bad usage. A probe killed by a signal is judged
  * by the runner (run_probes.py), which knows which probes should be killed. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
