@@ -193,6 +193,7 @@ constexpr SeccompEntry kPolicy[] = {
     {"rt_sigaction", R::kAllow, "signal handlers"},
     {"rt_sigprocmask", R::kAllow, "signal masks"},
     {"rt_sigreturn", R::kAllow, "return from handlers"},
+    {"restart_syscall", R::kAllow, "kernel-issued restart of an interrupted timed wait (futex, nanosleep)"},
     {"rt_sigsuspend", R::kAllow, "waiting for signals"},
     {"rt_sigpending", R::kAllow, "signal queries"},
     {"rt_sigtimedwait", R::kAllow, "waiting for signals"},

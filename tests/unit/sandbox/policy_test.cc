@@ -20,6 +20,8 @@ TEST_CASE("seccomp: every policy entry has a reason and a unique name; it compil
     CHECK(std::strlen(p[i].reason) > 3);
     CHECK(names.insert(p[i].name).second);
   }
+  for (const char* needed : {"restart_syscall", "futex", "rt_sigreturn", "exit_group", "execve", "clone"})
+    CHECK(names.count(needed) == 1);
   for (const char* denied : {"mount", "ptrace", "bpf", "unshare", "setns", "keyctl", "io_uring_setup", "setuid"})
     CHECK(names.count(denied) == 0);
   auto prog = sp::compile_seccomp_policy();
