@@ -1,0 +1,102 @@
+// Per-sandbox cgroups (memory, pids, cpu) behind one interface for cgroup v1, v2 and the hybrid layout; not the limits policy.
+//
+// Layout: <controller root>/<prefix>/o<pid>_<starttime>/<sandbox name>. The owner
+// directory names the server process that made it, so a later run can tell its
+// own cgroups from leftovers of a dead one (reclaim_stale) without touching
+// those of another live server. On a hybrid host (v1 controllers plus a cgroup2
+// mount with none), the v2 directory is still made, for cgroup.kill.
+//
+// Threading: a CgroupManager is used from one thread at a time (the spawner or
+// the reaper); Cgroup handles may move between threads. All calls block on
+// cgroupfs writes (tens of µs); never call them from the loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/result.h"
+#include "util/unique_fd.h"
+
+namespace sp {
+
+enum class CgroupVersion { kV1, kV2 };
+
+struct CgroupLimits {
+  uint64_t memory_bytes = 512ull << 20;   // for the user's code
+  uint64_t headroom_bytes = 16ull << 20;  // for init/agent, on top; the cgroup limit is the sum
+  uint32_t pids_max = 256;
+  uint32_t cpu_millis = 1000;             // 1000 = one full CPU; 0 = unlimited
+};
+
+class Cgroup {
+ public:
+  Cgroup() = default;
+  Cgroup(Cgroup&&) noexcept = default;
+  Cgroup& operator=(Cgroup&&) noexcept;
+  Cgroup(const Cgroup&) = delete;
+  Cgroup& operator=(const Cgroup&) = delete;
+  ~Cgroup();  // best effort kill() + remove() unless already removed
+
+  bool valid() const { return !dirs_.empty(); }
+  const std::string& name() const { return name_; }
+
+  // Moves `pid` (a whole thread group) into every hierarchy.
+  Status add(pid_t pid);
+  // Opens each hierarchy's cgroup.procs for writing, so that a child can move itself
+  // (write "0") before dropping privileges; the caller owns the fds.
+  Result<std::vector<UniqueFd>> open_procs_fds() const;
+  // Number of OOM kills inside this cgroup so far (memory.oom_control / memory.events).
+  uint64_t oom_kills() const;
+  // Bytes charged to the memory controller, kernel memory included.
+  uint64_t memory_current() const;
+  // SIGKILLs every task: cgroup.kill where a v2 directory exists, else a kill loop.
+  Status kill();
+  // Removes the directories; fails with EBUSY while tasks remain.
+  Status remove();
+
+ private:
+  friend class CgroupManager;
+  CgroupVersion version_ = CgroupVersion::kV1;
+  std::string name_;
+  std::vector<std::string> dirs_;  // v1: memory, pids, cpu[, unified]; v2: one
+  std::string memory_dir_, pids_dir_, unified_dir_;
+};
+
+class CgroupManager {
+ public:
+  // Detects the layout under `root` (normally /sys/fs/cgroup) and creates this
+  // process's owner directory. Fails with ENOENT when no usable memory+pids controllers exist.
+  static Result<CgroupManager> open(std::string root = "/sys/fs/cgroup", std::string prefix = "sandpool");
+
+  CgroupVersion version() const { return version_; }
+  bool has_kill() const { return !unified_.empty(); }
+  std::string describe() const;
+
+  // Makes <owner>/<name> in every hierarchy and applies the limits.
+  Result<Cgroup> create(std::string_view name, const CgroupLimits& limits);
+
+  // Kills and removes cgroups under the prefix whose owner process is gone.
+  // Returns how many sandbox cgroups were reclaimed.
+  int reclaim_stale();
+
+  // Removes this process's (empty) owner directories; call at shutdown.
+  void remove_owner_dirs();
+
+ private:
+  CgroupVersion version_ = CgroupVersion::kV1;
+  std::string prefix_, owner_;
+  // v1: memory, pids, cpu roots; v2: the single root. unified_: the v2 root usable for cgroup.kill.
+  std::string memory_, pids_, cpu_, unified_;
+};
+
+// Small helpers shared with tests.
+Status write_file(const std::string& path, std::string_view text);
+Result<std::string> read_file(const std::string& path);
+// "o<pid>_<starttime>" of process `pid`, or empty when it does not exist.
+std::string owner_tag(pid_t pid);
+
+}  // namespace sp

@@ -1,0 +1,61 @@
+// uid/gid maps from the parent and id switches in the child (async-signal-safe parts only after clone).
+#include "sandbox/userns.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "sandbox/cgroup.h"
+
+namespace sp {
+
+IdMapping id_mapping_for_slot(uint64_t slot) {
+  IdMapping m;
+  if (geteuid() != 0) {
+    m.privileged = false;
+    m.host_root_uid = geteuid();
+    m.host_root_gid = getegid();
+    return m;
+  }
+  uint32_t base = kHostIdBase + 2 * static_cast<uint32_t>(slot % kHostIdSlots);
+  m.host_root_uid = m.host_root_gid = base;
+  m.host_user_uid = m.host_user_gid = base + 1;
+  return m;
+}
+
+Status write_id_maps_from_parent(pid_t child, const IdMapping& m) {
+  std::string dir = "/proc/" + std::to_string(child);
+  std::string uid_map = "0 " + std::to_string(m.host_root_uid) + " 1\n";
+  std::string gid_map = "0 " + std::to_string(m.host_root_gid) + " 1\n";
+  if (m.privileged) {
+    uid_map += std::to_string(kSandboxUid) + " " + std::to_string(m.host_user_uid) + " 1\n";
+    gid_map += std::to_string(kSandboxGid) + " " + std::to_string(m.host_user_gid) + " 1\n";
+  } else {
+    // An unprivileged writer must deny setgroups before writing gid_map.
+    SP_TRY(write_file(dir + "/setgroups", "deny"));
+  }
+  SP_TRY(write_file(dir + "/uid_map", uid_map));
+  SP_TRY(write_file(dir + "/gid_map", gid_map));
+  return {};
+}
+
+int become_root_in_child(bool privileged) {
+  // Until this call the child still has the parent's host ids, unmapped inside.
+  if (setresgid(0, 0, 0) != 0) return errno;
+  if (setresuid(0, 0, 0) != 0) return errno;
+  // Drops the parent's supplementary groups (host gid 0 among them); allowed
+  // because a privileged parent wrote gid_map and left setgroups at "allow".
+  if (privileged && setgroups(0, nullptr) != 0) return errno;
+  return 0;
+}
+
+int become_user_in_child(bool privileged) {
+  if (!privileged) return 0;
+  if (setresgid(kSandboxGid, kSandboxGid, kSandboxGid) != 0) return errno;
+  if (setresuid(kSandboxUid, kSandboxUid, kSandboxUid) != 0) return errno;
+  return 0;
+}
+
+}  // namespace sp

@@ -1,0 +1,301 @@
+#!/usr/bin/python3
+"""Hostile-probe suite: runs each probe inside `sandpool sandbox-run` and asserts it failed the expected way.
+
+Not a unit test of the sandbox code: it attacks the real binary. Usage:
+  run_probes.py SANDPOOL_BINARY PROBES_BINARY [-k SUBSTRING] [-v]
+Exit: 0 all passed, 1 a probe escaped or a check failed, 77 skipped (no user
+namespaces / cgroups / not root). Python 3 standard library only; run it with
+Debian's /usr/bin/python3. Network probes touch only loopback and a network
+namespace this script creates (and deletes).
+"""
+import argparse
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+SKIP = 77
+
+
+class Runner:
+    def __init__(self, sandpool, probes, verbose):
+        self.sandpool = os.path.abspath(sandpool)
+        self.probes = os.path.abspath(probes)
+        self.verbose = verbose
+        self.failures = []
+        self.passed = 0
+
+    def run(self, args, probe=None, cmd=None, timeout=60, stdin=subprocess.DEVNULL, pass_fds=()):
+        """Runs one sandbox; returns (stdout, result dict from --report)."""
+        argv = [self.sandpool, "sandbox-run", "--report", "--ro-bind", self.probes + ":/probes/probes"] + list(args)
+        argv += ["--"] + (["/probes/probes"] + probe if probe else cmd)
+        p = subprocess.run(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                           pass_fds=pass_fds, text=True)
+        m = re.search(r"sandpool-result (.*)", p.stderr)
+        res = dict(kv.split("=", 1) for kv in m.group(1).split()) if m else {"status": "NoReport"}
+        res["stderr"] = p.stderr
+        res["rc"] = p.returncode
+        return p.stdout, res
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok   {name}")
+        else:
+            self.failures.append(name)
+            print(f"FAIL {name}\n{detail}")
+
+    def probe_blocked(self, name, probe, args=(), pass_fds=()):
+        out, res = self.run(list(args), probe=probe, pass_fds=pass_fds)
+        blocked = out.count("BLOCKED")
+        ok = res["status"] == "Exited" and res.get("exit_code") == "0" and "ESCAPED" not in out and blocked > 0
+        if self.verbose:
+            print(out, end="")
+        self.check(f"{name} ({blocked} attempts blocked)", ok, out + res["stderr"])
+        return out, res
+
+
+def ensure_supported(r):
+    if os.geteuid() != 0:
+        print("SKIP: the sandbox needs root here (per-sandbox cgroups and host uid ranges)")
+        sys.exit(SKIP)
+    try:
+        out, res = r.run([], cmd=["/bin/true"], timeout=30)
+    except OSError as e:
+        print(f"SKIP: cannot run {r.sandpool}: {e}")
+        sys.exit(SKIP)
+    if res["status"] != "Exited":
+        err = res["stderr"]
+        if "clone3" in err or "cgroup" in err or "user" in err.lower():
+            print(f"SKIP: user namespaces or cgroups unavailable: {err.strip()}")
+            sys.exit(SKIP)
+        print(f"sandbox-run does not work at all: {err}")
+        sys.exit(1)
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for c in children_of(todo.pop()):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def start_background(r, args, cmd, ready_word):
+    """Starts a sandbox that prints ready_word when set up; returns the Popen."""
+    argv = [r.sandpool, "sandbox-run", "--report", "--ro-bind", r.probes + ":/probes/probes"] + args + ["--"] + cmd
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()  # blocks until the sandbox speaks: no sleeping
+    if ready_word not in line:
+        p.kill()
+        raise RuntimeError(f"background sandbox did not start: {line!r} {p.stderr.read()}")
+    return p
+
+
+def stop_background(p):
+    try:
+        p.stdin.close()
+    except OSError:
+        pass
+    p.send_signal(signal.SIGTERM)  # sandbox-run has no handler: it dies, and PDEATHSIG takes the sandbox
+    p.wait(timeout=10)
+
+
+class NetNs:
+    """A network namespace with a veth to the host and a TCP listener inside: an 'outside' address."""
+
+    def __init__(self):
+        tag = os.getpid() % 10000
+        self.ns = f"sp-sec-{tag}"
+        self.host_if, self.ns_if = f"spsa{tag}", f"spsb{tag}"
+        octet = tag % 250 + 1
+        self.host_ip, self.ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
+        self.listener = None
+
+    def __enter__(self):
+        def ip(*a):
+            subprocess.run(["ip"] + list(a), check=True, capture_output=True)
+        ip("netns", "add", self.ns)
+        ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        ip("link", "set", self.ns_if, "netns", self.ns)
+        ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        ip("link", "set", self.host_if, "up")
+        ip("netns", "exec", self.ns, "ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+        ip("netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "up")
+        ip("netns", "exec", self.ns, "ip", "link", "set", "lo", "up")
+        code = ("import socket,sys\ns=socket.socket()\ns.bind(('0.0.0.0',0))\ns.listen(8)\n"
+                "print(s.getsockname()[1],flush=True)\nwhile True:\n c,_=s.accept(); c.close()\n")
+        self.listener = subprocess.Popen(["ip", "netns", "exec", self.ns, "/usr/bin/python3", "-c", code],
+                                         stdout=subprocess.PIPE, text=True)
+        self.port = int(self.listener.stdout.readline())
+        return self
+
+    def __exit__(self, *exc):
+        if self.listener:
+            self.listener.kill()
+            self.listener.wait()
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("sandpool")
+    ap.add_argument("probes")
+    ap.add_argument("-k", default="")
+    ap.add_argument("-v", action="store_true")
+    a = ap.parse_args()
+    r = Runner(a.sandpool, a.probes, a.v)
+    ensure_supported(r)
+    want = lambda name: a.k in name
+
+    # Positive controls: the probes must not pass merely because nothing works.
+    if want("control"):
+        out, res = r.run([], cmd=["/usr/bin/python3", "-c",
+                                  "import numpy, pandas, matplotlib.pyplot as p, os, sys;"
+                                  "p.plot([1,2]); p.savefig('/mnt/data/x.png');"
+                                  "print(os.getcwd(), os.getuid(), sys.stdout.isatty(), os.listdir('/mnt/data'))"])
+        r.check("control: python+numpy+pandas+matplotlib run, cwd /mnt/data, uid 1000",
+                res["status"] == "Exited" and "/mnt/data 1000 False ['x.png']" in out, out + res["stderr"])
+
+    bin_dir = os.path.dirname(r.sandpool)
+    if want("host-files"):
+        r.probe_blocked("host-files: /etc/shadow, /root, /home, /sys, server binary dir, /proc/1/*",
+                        ["host-files", r.sandpool, bin_dir, os.path.dirname(bin_dir), "/etc/shadow"])
+    if want("host-procs"):
+        r.probe_blocked("host-procs: see or signal host processes", ["host-procs", str(os.getpid()), str(os.getppid())])
+    if want("ptrace"):
+        r.probe_blocked("ptrace / process_vm_readv", ["ptrace"])
+    if want("mounts"):
+        r.probe_blocked("mount, unshare, setns, clone(NEWUSER), pivot_root, chroot", ["mounts"])
+    if want("kernel"):
+        r.probe_blocked("kernel interfaces: modules, kexec, bpf, perf, userfaultfd, io_uring, keys, clock, reboot, swap,"
+                        " personality, setuid", ["kernel"])
+    if want("devices"):
+        r.probe_blocked("devices: /dev/mem, /dev/kvm, raw/packet/netlink sockets, TIOCSTI, /proc/sys writes", ["devices"])
+    if want("readonly"):
+        r.probe_blocked("read-only runtime and setuid tricks", ["readonly"])
+    if want("symlink"):
+        r.probe_blocked("symlink in /mnt/data pointing outside", ["symlink"])
+    if want("fds"):
+        secret = open(__file__, "rb")
+        os.set_inheritable(secret.fileno(), True)
+        r.probe_blocked("inherited file descriptors (/proc/self/fd)", ["fds"], pass_fds=(secret.fileno(),))
+        secret.close()
+    for name in ("int80", "x32"):
+        if want(name):
+            out, res = r.run([], probe=[name])
+            r.check(f"{name}: foreign-ABI syscall kills the process with SIGSYS",
+                    res["status"] == "Signaled" and res.get("signal") == str(int(signal.SIGSYS)) and "ESCAPED" not in out,
+                    out + res["stderr"])
+
+    if want("connect"):
+        # The "server's own port" and another host port, both on the host's 127.0.0.1.
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        port = srv.getsockname()[1]
+        other = socket.socket()
+        other.bind(("127.0.0.1", 0))
+        other.listen(4)
+        r.probe_blocked("connect to the server's port and another host port on 127.0.0.1",
+                        ["connect", f"127.0.0.1:{port}", f"127.0.0.1:{other.getsockname()[1]}"])
+        srv.close()
+        other.close()
+    if want("outside"):
+        try:
+            with NetNs() as ns:
+                with socket.create_connection((ns.ns_ip, ns.port), timeout=5):
+                    pass  # reachable from the host: the probe below is meaningful
+                r.probe_blocked(f"reach an outside address ({ns.ns_ip}, {ns.host_ip}) in a test netns",
+                                ["connect", f"{ns.ns_ip}:{ns.port}=ENETUNREACH", f"{ns.host_ip}:{ns.port}=ENETUNREACH"])
+        except (subprocess.CalledProcessError, OSError) as e:
+            print(f"skip outside-address probe: cannot build a test netns: {e}")
+
+    if want("other-session"):
+        tag = f"secret-{os.getpid()}"
+        a_sb = start_background(r, [], ["/bin/sh", "-c", f"echo s > /mnt/data/{tag}; echo s > /tmp/{tag}; echo ready; read x"],
+                                "ready")
+        try:
+            pids = [str(p) for p in descendants(a_sb.pid)]
+            r.probe_blocked("another session's /mnt/data and /tmp", ["other-session", tag] + pids)
+            out, res = r.run([], probe=["host-procs"] + pids)
+            r.check("signal another session's processes", "ESCAPED" not in out and res.get("exit_code") == "0", out)
+        finally:
+            stop_background(a_sb)
+
+    # Resource attacks.
+    if want("forkbomb"):
+        out, res = r.run(["--pids", "64", "--timeout", "20"], probe=["forkbomb", "64"])
+        r.check("fork bomb stops at the pids limit (EAGAIN)", "BLOCKED fork bomb" in out and "ESCAPED" not in out,
+                out + res["stderr"])
+        t0 = time.monotonic()
+        out, res = r.run(["--pids", "64", "--timeout", "2"], cmd=["/bin/sh", "-c", "f() { f | f & }; f; wait"])
+        elapsed = time.monotonic() - t0
+        r.check(f"shell fork bomb is contained (pids.max) and over within its 2 s timeout ({res['status']}, {elapsed:.2f} s)",
+                res["status"] in ("Exited", "Timeout", "Signaled") and elapsed < 4, str(res)[:500])
+    if want("memory"):
+        out, res = r.run(["--memory", "64m"], cmd=["/usr/bin/python3", "-c", "b = bytearray(512 << 20); print('ESCAPED')"])
+        r.check("memory bomb is reported as OutOfMemory", res["status"] == "OutOfMemory" and "ESCAPED" not in out,
+                str(res))
+    if want("fill"):
+        r.probe_blocked("fill /mnt/data: ENOSPC inside at the quota", ["fill-data", str(8 << 20)], ["--data-size", "8m"])
+        out, res = r.run([], cmd=["/bin/true"])
+        r.check("server fine after a full /mnt/data", res["status"] == "Exited", str(res))
+    if want("cpu"):
+        def latency():
+            out, res = r.run(["--cpu", "1"], probe=["latency", "150"])
+            m = re.search(r"median_us (\d+)", out)
+            return int(m.group(1)) if m else None
+        idle = latency()
+        burner = start_background(r, ["--cpu", "1"], ["/probes/probes", "burn", "4"], "burning")
+        try:
+            loaded = min(latency(), latency())
+        finally:
+            stop_background(burner)
+        r.check(f"CPU burn in one sandbox (4 spinners, --cpu 1): another's latency {loaded} µs vs idle {idle} µs (≤ 2×)",
+                idle and loaded and loaded <= 2 * idle, "")
+
+    if want("die-with-parent"):
+        p = start_background(r, [], ["/bin/sh", "-c", "sleep 1000 & sleep 1000 & echo ready; wait"], "ready")
+        inner = descendants(p.pid)
+        fds = [os.pidfd_open(pid) for pid in inner]
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        pending = set(fds)
+        while pending and time.monotonic() - t0 < 1.0:
+            ready, _, _ = select.select(list(pending), [], [], max(0.0, 1.0 - (time.monotonic() - t0)))
+            pending -= set(ready)
+        for fd in fds:
+            os.close(fd)
+        r.check(f"SIGKILL of sandbox-run: all {len(inner)} sandbox processes gone within 1 s "
+                f"({(time.monotonic() - t0) * 1000:.0f} ms)", len(inner) >= 3 and not pending, str(inner))
+        # The next run reclaims the dead run's cgroups.
+        dead = [d for d in os.listdir("/sys/fs/cgroup/pids/sandpool") if d.startswith(f"o{p.pid}_")] \
+            if os.path.isdir("/sys/fs/cgroup/pids/sandpool") else []
+        r.run([], cmd=["/bin/true"])
+        left = [d for d in dead if os.path.exists(f"/sys/fs/cgroup/pids/sandpool/{d}")]
+        r.check("leftover cgroups of a killed run are reclaimed by the next run", not left, str(left))
+
+    print(f"\n{r.passed} passed, {len(r.failures)} failed")
+    for f in r.failures:
+        print(f"  failed: {f}")
+    return 1 if r.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+// Unit tests for the parts of src/sandbox that need no privileges: the seccomp table, the mount plan, id maps.
+#include <doctest/doctest.h>
+
+#include <sys/mount.h>
+
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "sandbox/mounts.h"
+#include "sandbox/seccomp_policy.h"
+#include "sandbox/userns.h"
+
+TEST_CASE("seccomp: every policy entry has a reason and a unique name; it compiles") {
+  size_t n = 0;
+  const sp::SeccompEntry* p = sp::seccomp_policy(&n);
+  REQUIRE(n > 100);
+  std::set<std::string> names;
+  for (size_t i = 0; i < n; ++i) {
+    CHECK(std::strlen(p[i].reason) > 3);
+    CHECK(names.insert(p[i].name).second);
+  }
+  for (const char* needed : {"restart_syscall", "futex", "rt_sigreturn", "exit_group", "execve", "clone"})
+    CHECK(names.count(needed) == 1);
+  for (const char* denied : {"mount", "ptrace", "bpf", "unshare", "setns", "keyctl", "io_uring_setup", "setuid"})
+    CHECK(names.count(denied) == 0);
+  auto prog = sp::compile_seccomp_policy();
+  REQUIRE(prog.ok());
+  CHECK(prog->insns.size() > 50);
+}
+
+TEST_CASE("mounts: the default plan has the runtime read-only, data and tmp sized, root read-only last") {
+  sp::MountConfig cfg;
+  cfg.data_bytes = 1 << 20;
+  cfg.tmp_bytes = 2 << 20;
+  auto plan = sp::build_mount_plan(cfg);
+  REQUIRE(plan.ok());
+  bool data = false, tmp = false, proc = false, usr_ro = false;
+  for (const auto& op : plan->ops) {
+    if (op.kind == sp::MountOpKind::kMount && op.target == "/tmp/mnt/data")
+      data = op.data.find("size=1048576") != std::string::npos && op.data.find("uid=1000") != std::string::npos;
+    if (op.kind == sp::MountOpKind::kMount && op.target == "/tmp/tmp") tmp = op.data.find("size=2097152") != std::string::npos;
+    if (op.kind == sp::MountOpKind::kMount && op.arg == "proc") proc = true;
+    if (op.kind == sp::MountOpKind::kSetattr && op.target == "/tmp/usr") usr_ro = (op.flags & MOUNT_ATTR_RDONLY) != 0;
+    CHECK(op.target.rfind("/tmp", 0) == 0);
+    CHECK(op.target.rfind("/tmp/sys", 0) != 0);  // no /sys at all
+  }
+  CHECK(data);
+  CHECK(tmp);
+  CHECK(proc);
+  CHECK(usr_ro);
+  const auto& last = plan->ops.back();
+  CHECK(last.kind == sp::MountOpKind::kSetattr);
+  CHECK(last.target == "/tmp");
+  CHECK((last.flags & MOUNT_ATTR_RDONLY) != 0);
+  CHECK(plan->sources.size() <= static_cast<size_t>(sp::kMaxSources));
+}
+
+TEST_CASE("mounts: a missing bind source is an error, not a crash") {
+  sp::MountConfig cfg;
+  cfg.extra_binds.push_back({"/nonexistent/sandpool-test", "/x", false});
+  auto plan = sp::build_mount_plan(cfg);
+  CHECK_FALSE(plan.ok());
+}
+
+TEST_CASE("userns: slots map to distinct unprivileged host id pairs") {
+  auto a = sp::id_mapping_for_slot(1), b = sp::id_mapping_for_slot(2);
+  if (a.privileged) {
+    CHECK(a.host_root_uid >= sp::kHostIdBase);
+    CHECK(a.host_user_uid == a.host_root_uid + 1);
+    CHECK(b.host_root_uid == a.host_root_uid + 2);
+  }
+}
