@@ -93,9 +93,10 @@ Status apply_field(std::string_view key, value v, PoolSettings* s, std::string* 
   if (key == "lifecycleConfiguration") {
     object o;
     if (v.get_object().get(o) != simdjson::SUCCESS) return fail(message, "lifecycleConfiguration must be an object");
-    for (auto field : o) {
+    for (auto result : o) {
+      simdjson::ondemand::field field;
       std::string_view k;
-      if (field.unescaped_key().get(k) != simdjson::SUCCESS) return fail(message, "bad key");
+      if (std::move(result).get(field) != simdjson::SUCCESS || field.unescaped_key().get(k) != simdjson::SUCCESS) return fail(message, "malformed JSON");
       if (k == "lifecycleType") {
         if (field.value().get_string().get(str) != simdjson::SUCCESS || str != "Timed") {
           return fail(message, "lifecycleType must be Timed for code-interpreter pools");
@@ -111,9 +112,11 @@ Status apply_field(std::string_view key, value v, PoolSettings* s, std::string* 
   if (key == "sessionNetworkConfiguration") {
     object o;
     if (v.get_object().get(o) != simdjson::SUCCESS) return fail(message, "sessionNetworkConfiguration must be an object");
-    for (auto field : o) {
+    for (auto result : o) {
+      simdjson::ondemand::field field;
       std::string_view k;
-      if (field.unescaped_key().get(k) != simdjson::SUCCESS || k != "status") return fail(message, "sessionNetworkConfiguration has only status");
+      if (std::move(result).get(field) != simdjson::SUCCESS || field.unescaped_key().get(k) != simdjson::SUCCESS) return fail(message, "malformed JSON");
+      if (k != "status") return fail(message, "sessionNetworkConfiguration has only status");
       if (field.value().get_string().get(str) != simdjson::SUCCESS) return fail(message, "status must be a string");
       if (str == "EgressDisabled") s->egress_enabled = false;
       else if (str == "EgressEnabled") return fail(message, "EgressEnabled is not available yet: sessions have loopback only");
@@ -124,9 +127,10 @@ Status apply_field(std::string_view key, value v, PoolSettings* s, std::string* 
   if (key == "resources") {
     object o;
     if (v.get_object().get(o) != simdjson::SUCCESS) return fail(message, "resources must be an object");
-    for (auto field : o) {
+    for (auto result : o) {
+      simdjson::ondemand::field field;
       std::string_view k;
-      if (field.unescaped_key().get(k) != simdjson::SUCCESS) return fail(message, "bad key");
+      if (std::move(result).get(field) != simdjson::SUCCESS || field.unescaped_key().get(k) != simdjson::SUCCESS) return fail(message, "malformed JSON");
       value fv = field.value();
       if (k == "cpu") {
         double cpu = 0;
@@ -162,9 +166,12 @@ Status apply_field(std::string_view key, value v, PoolSettings* s, std::string* 
 }
 
 Status apply_object(object obj, PoolSettings* s, std::string* message, int depth) {
-  for (auto field : obj) {
+  for (auto result : obj) {
+    simdjson::ondemand::field field;
     std::string_view key;
-    if (field.unescaped_key().get(key) != simdjson::SUCCESS) return fail(message, "malformed JSON");
+    if (std::move(result).get(field) != simdjson::SUCCESS || field.unescaped_key().get(key) != simdjson::SUCCESS) {
+      return fail(message, "malformed JSON");
+    }
     SP_TRY(apply_field(key, field.value(), s, message, depth));
   }
   return {};
@@ -189,7 +196,6 @@ Status apply_settings_json(std::string_view json, PoolSettings* settings, std::s
   if (doc.get_object().get(obj) != simdjson::SUCCESS) return fail(message, "pool settings must be a JSON object");
   PoolSettings copy = *settings;
   SP_TRY(apply_object(obj, &copy, message, 0));
-  if (!doc.at_end()) return fail(message, "trailing data after the JSON object");
   if (copy.ready_session_instances > copy.max_concurrent_sessions) {
     return fail(message, "readySessionInstances cannot exceed maxConcurrentSessions");
   }
