@@ -1,6 +1,6 @@
 // The numbered setup steps a sandbox child runs, and how it reports a failure to its parent; not the steps themselves.
 //
-// Contract: code between clone and exec (spawn.cc, template_clone.c) only calls
+// Contract: code between clone and exec (process_spawn.cc, template_clone.cc) only calls
 // async-signal-safe functions. On the first failing step it writes one
 // ChildReport to the report pipe and _exits(kChildSetupFailed). A successful
 // exec closes the (O_CLOEXEC) pipe, so the parent reads 0 bytes on success.

@@ -12,7 +12,7 @@
 
 #include "cli.h"
 #include "sandbox/cgroup.h"
-#include "sandbox/spawn.h"
+#include "sandbox/process_spawn.h"
 #include "util/log.h"
 
 namespace sp {

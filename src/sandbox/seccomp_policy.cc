@@ -375,10 +375,5 @@ Result<SeccompProgram> compile_seccomp_policy() {
   return out;
 }
 
-int load_seccomp_program(const sock_fprog* fprog) {
-  // SAFETY: raw syscall with a program the parent compiled; the kernel validates it.
-  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, fprog) != 0) return errno;
-  return 0;
-}
 
 }  // namespace sp

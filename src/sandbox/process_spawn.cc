@@ -1,5 +1,5 @@
-// clone3 + the flat list of checked child steps for one sandbox (see spawn.h); the only file that calls clone3.
-#include "sandbox/spawn.h"
+// clone3 + the flat list of checked child steps for one sandbox (see process_spawn.h); the only file that calls clone3.
+#include "sandbox/process_spawn.h"
 
 #include <fcntl.h>
 #include <linux/close_range.h>

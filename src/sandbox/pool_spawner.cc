@@ -1,0 +1,464 @@
+// The spawner and reaper threads of one pool and the template process they drive (see pool_spawner.h).
+#include "sandbox/pool_spawner.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "sandbox/child_report.h"
+#include "sandbox/seccomp_policy.h"
+#include "sandbox/userns.h"
+#include "util/log.h"
+#include "util/ring.h"
+
+namespace sp {
+namespace {
+
+constexpr int kTemplateCtrlFd = 3;
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+bool file_exists(const std::string& p) { return access(p.c_str(), R_OK) == 0; }
+
+std::string find_runtime_dir(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  if (const char* env = getenv("SANDPOOL_RUNTIME_DIR")) return env;
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return "";
+  exe[n] = 0;
+  std::string dir(exe);
+  dir.resize(dir.rfind('/'));
+  for (const std::string& cand : {dir + "/sandbox", dir + "/../lib/sandpool", dir}) {
+    if (file_exists(cand + "/template.py") && file_exists(cand + "/libsandpool_clone.so")) return cand;
+  }
+  return "";
+}
+
+void drain_eventfd(int fd) {
+  uint64_t v;
+  while (read(fd, &v, sizeof v) == sizeof v) {
+  }
+}
+
+void kick(int eventfd_fd) {
+  uint64_t one = 1;
+  ssize_t n = write(eventfd_fd, &one, sizeof one);
+  (void)n;
+}
+
+// Kills a clone and waits (bounded) for it to be gone, then removes its cgroup.
+void destroy_clone(ReadySandbox& sb) {
+  sb.agent_fd.reset();
+  if (sb.pidfd) syscall(SYS_pidfd_send_signal, sb.pidfd.get(), SIGKILL, nullptr, 0);
+  if (sb.cgroup.valid()) (void)sb.cgroup.kill();
+  if (sb.pidfd) {
+    pollfd p{sb.pidfd.get(), POLLIN, 0};
+    poll(&p, 1, 1000);
+  }
+  if (sb.cgroup.valid()) {
+    Status st = sb.cgroup.remove();
+    if (!st.ok()) LOG_WARN("clone %llu cgroup: %s", static_cast<unsigned long long>(sb.generation), st.error().message().c_str());
+  }
+  sb.pidfd.reset();
+}
+
+struct Pending {
+  ReadySandbox sb;
+  UniqueFd report_r;
+  uint64_t t0 = 0;
+  bool have_reply = false;
+  bool ready = false;
+};
+
+}  // namespace
+
+struct PoolSpawner::Impl {
+  PoolTemplateConfig cfg;
+  WakeFn on_ready = nullptr;
+  void* ctx = nullptr;
+  std::string runtime_dir;
+
+  // Spawner thread only (after start).
+  CgroupManager mgr;
+  SeccompProgram seccomp;
+  UniqueFd ctrl;
+  UniqueFd tpl_pidfd;
+  Cgroup tpl_cgroup;
+  std::vector<Pending> pending;
+  bool outstanding = false;
+  uint64_t next_gen = 1;
+  int backoff_ms = 0;
+
+  std::atomic<pid_t> tpl_pid{-1};
+  SpscRing<ReadySandbox> ready;
+  SpscRing<ReadySandbox> finished;
+  UniqueFd spawn_wake, reap_wake;
+  std::atomic<bool> stopping{false};
+  std::atomic<uint32_t> target{0};
+  SpawnerStats stats;
+  std::thread spawner, reaper;
+
+  // Start-up handshake between start() and the spawner thread.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool started = false;
+  Error start_error{};
+
+  explicit Impl(const PoolTemplateConfig& c) : cfg(c), ready(c.ring_capacity), finished(c.ring_capacity) {}
+
+  Status start_template();
+  void stop_template();
+  Status send_request();
+  void on_ctrl();
+  void on_report(size_t i);
+  void finish_failed(Pending& p, Error e);
+  void spawner_main();
+  void reaper_main();
+};
+
+Status PoolSpawner::Impl::start_template() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(template)");
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  std::string script = runtime_dir + "/template.py", lib = runtime_dir + "/libsandpool_clone.so";
+  std::vector<std::string> args = {cfg.python, "-I", script, "--ctrl-fd", std::to_string(kTemplateCtrlFd),
+                                   "--lib", lib, "--parent", std::to_string(getpid()),
+                                   "--data-bytes", std::to_string(cfg.data_bytes), "--tmp-bytes",
+                                   std::to_string(cfg.tmp_bytes), "--preload", cfg.preload};
+  if (!cfg.agent_path.empty()) {
+    args.push_back("--agent-path");
+    args.push_back(cfg.agent_path);
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const char* envp[] = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "NUMEXPR_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1",
+                        "OMP_NUM_THREADS=1", "MPLBACKEND=Agg", nullptr};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, theirs.get(), kTemplateCtrlFd);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  pid_t pid = -1;
+  // posix_spawn uses CLONE_VFORK: no copy of the server's page tables.
+  int rc = posix_spawn(&pid, cfg.python.c_str(), &fa, nullptr, argv.data(), const_cast<char**>(envp));
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return Error{rc, "posix_spawn(template)"};
+  tpl_pid = pid;
+  tpl_pidfd.reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (tpl_cgroup.valid()) (void)tpl_cgroup.add(pid);
+  theirs.reset();
+  // 1. the seccomp program; 2. wait for READY (imports take ~0.5 s; allow 120 s on a loaded box).
+  if (send(mine.get(), seccomp.insns.data(), seccomp.insns.size() * sizeof(sock_filter), 0) < 0)
+    return errno_error("send seccomp to template");
+  pollfd p{mine.get(), POLLIN, 0};
+  if (poll(&p, 1, 120000) != 1) return Error{ETIMEDOUT, "template start"};
+  char buf[16];
+  ssize_t n = recv(mine.get(), buf, sizeof buf, 0);
+  if (n != 5 || std::memcmp(buf, "READY", 5) != 0) return Error{kEProtocol, "template start (see its stderr)"};
+  ctrl = std::move(mine);
+  return {};
+}
+
+void PoolSpawner::Impl::stop_template() {
+  ctrl.reset();  // the template sees EOF and exits; its clones get SIGKILL (PDEATHSIG)
+  if (tpl_pidfd) {
+    syscall(SYS_pidfd_send_signal, tpl_pidfd.get(), SIGKILL, nullptr, 0);
+    siginfo_t si;
+    waitid(P_PIDFD, static_cast<id_t>(tpl_pidfd.get()), &si, WEXITED);
+    tpl_pidfd.reset();
+  }
+  tpl_pid = -1;
+  outstanding = false;
+}
+
+Status PoolSpawner::Impl::send_request() {
+  Pending p;
+  p.sb.generation = next_gen++;
+  IdMapping ids = id_mapping_for_slot(p.sb.generation);
+  uid_t uid = ids.privileged ? ids.host_user_uid : ids.host_root_uid;
+  gid_t gid = ids.privileged ? ids.host_user_gid : ids.host_root_gid;
+  p.t0 = now_ns();
+  SP_TRY_ASSIGN(p.sb.cgroup, mgr.create(cfg.pool + "-" + std::to_string(p.sb.generation), cfg.limits));
+  SP_TRY_ASSIGN(std::vector<UniqueFd> cg_fds, p.sb.cgroup.open_procs_fds());
+  int sv[2], rp[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(agent)");
+  p.sb.agent_fd.reset(sv[0]);
+  UniqueFd agent_theirs(sv[1]);
+  if (pipe2(rp, O_CLOEXEC) != 0) return errno_error("pipe2(report)");
+  p.report_r.reset(rp[0]);
+  UniqueFd report_w(rp[1]);
+
+  struct {
+    uint64_t gen;
+    uint32_t uid, gid;
+  } __attribute__((packed)) msg{p.sb.generation, uid, gid};
+  int fds[6] = {agent_theirs.get(), report_w.get()};
+  int nfds = 2;
+  for (auto& f : cg_fds)
+    if (nfds < 6) fds[nfds++] = f.get();
+  char cbuf[CMSG_SPACE(sizeof fds)] = {};
+  iovec iov{&msg, sizeof msg};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = CMSG_SPACE(sizeof(int) * static_cast<size_t>(nfds));
+  cmsghdr* c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<size_t>(nfds));
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(nfds));
+  if (sendmsg(ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
+  outstanding = true;
+  pending.push_back(std::move(p));
+  return {};
+}
+
+void PoolSpawner::Impl::finish_failed(Pending& p, Error e) {
+  stats.failed++;
+  stats.last_error = static_cast<uint64_t>(e.code);
+  LOG_WARN("pool %s: clone %llu failed: %s", cfg.pool.c_str(), static_cast<unsigned long long>(p.sb.generation),
+           e.message().c_str());
+  destroy_clone(p.sb);
+  backoff_ms = backoff_ms ? std::min(backoff_ms * 2, 2000) : 10;
+}
+
+void PoolSpawner::Impl::on_ctrl() {
+  struct {
+    uint64_t gen;
+    int32_t pid, err;
+  } __attribute__((packed)) reply{};
+  int pidfd = -1;
+  char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{&reply, sizeof reply};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n = recvmsg(ctrl.get(), &mh, MSG_CMSG_CLOEXEC);
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+    if (c->cmsg_type == SCM_RIGHTS) std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
+  if (n <= 0) {
+    LOG_ERROR("pool %s: template exited; restarting it", cfg.pool.c_str());
+    stop_template();
+    for (auto& p : pending) finish_failed(p, Error{EPIPE, "template died"});
+    pending.clear();
+    if (Status st = start_template(); !st.ok()) {
+      LOG_ERROR("pool %s: template restart: %s", cfg.pool.c_str(), st.error().message().c_str());
+      backoff_ms = 2000;
+    }
+    return;
+  }
+  outstanding = false;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    Pending& p = pending[i];
+    if (p.sb.generation != reply.gen || p.have_reply) continue;
+    p.have_reply = true;
+    if (reply.pid <= 0 || pidfd < 0) {
+      if (pidfd >= 0) close(pidfd);
+      finish_failed(p, Error{reply.err ? reply.err : EIO, "template fork"});
+      pending.erase(pending.begin() + static_cast<long>(i));
+      return;
+    }
+    p.sb.pid = reply.pid;
+    p.sb.pidfd.reset(pidfd);
+    if (p.ready) on_report(i);  // the clone was faster than the template's reply
+    return;
+  }
+  if (pidfd >= 0) close(pidfd);
+}
+
+void PoolSpawner::Impl::on_report(size_t i) {
+  Pending& p = pending[i];
+  if (!p.ready) {
+    ChildReport r{~0u, 0};
+    ssize_t n = read(p.report_r.get(), &r, sizeof r);
+    if (n != sizeof r || r.step != 0) {
+      Error e = n == sizeof r ? Error{r.err, step_name(r.step)} : Error{EPIPE, "clone died before ready"};
+      finish_failed(p, e);
+      pending.erase(pending.begin() + static_cast<long>(i));
+      return;
+    }
+    p.ready = true;
+    p.report_r.reset();
+  }
+  if (!p.have_reply) return;
+  p.sb.ready_ns = now_ns() - p.t0;
+  if (!ready.try_push(std::move(p.sb))) {
+    destroy_clone(p.sb);  // cannot happen while target <= capacity; be safe anyway
+  } else {
+    stats.spawned++;
+    backoff_ms = 0;
+    if (on_ready) on_ready(ctx);
+  }
+  pending.erase(pending.begin() + static_cast<long>(i));
+}
+
+void PoolSpawner::Impl::spawner_main() {
+  Status st;
+  {
+    auto m = CgroupManager::open();
+    if (!m.ok()) st = m.error();
+    else mgr = std::move(m.value());
+  }
+  if (st.ok()) {
+    if (int n = mgr.reclaim_stale(); n > 0) LOG_INFO("reclaimed %d sandbox cgroup(s) of an earlier run", n);
+    auto prog = compile_seccomp_policy();
+    if (!prog.ok()) st = prog.error();
+    else seccomp = std::move(prog.value());
+  }
+  if (st.ok()) {
+    CgroupLimits tl;
+    tl.memory_bytes = 2ull << 30;
+    tl.pids_max = 64;
+    tl.cpu_millis = 0;
+    auto cg = mgr.create("tpl-" + cfg.pool, tl);
+    if (!cg.ok()) st = cg.error();
+    else tpl_cgroup = std::move(cg.value());
+  }
+  if (st.ok()) st = start_template();
+  {
+    std::lock_guard<std::mutex> g(mu);
+    started = true;
+    if (!st.ok()) start_error = st.error();
+  }
+  cv.notify_one();
+  if (!st.ok()) {
+    stop_template();
+    return;
+  }
+  std::vector<pollfd> pfds;
+  while (!stopping.load()) {
+    bool below = ready.size_approx() + pending.size() < target.load();
+    if (below && !outstanding && pending.size() < cfg.max_pending && backoff_ms == 0 && ctrl) {
+      if (Status s = send_request(); !s.ok()) {
+        stats.failed++;
+        stats.last_error = static_cast<uint64_t>(s.error().code);
+        LOG_WARN("pool %s: spawn request: %s", cfg.pool.c_str(), s.error().message().c_str());
+        backoff_ms = 50;
+      }
+      continue;
+    }
+    pfds.clear();
+    pfds.push_back({spawn_wake.get(), POLLIN, 0});
+    if (ctrl) pfds.push_back({ctrl.get(), POLLIN, 0});
+    for (auto& p : pending) pfds.push_back({p.report_r ? p.report_r.get() : -1, POLLIN, 0});
+    int timeout = below && backoff_ms ? backoff_ms : -1;
+    int rc = poll(pfds.data(), pfds.size(), timeout);
+    if (rc == 0) {
+      backoff_ms = 0;  // backoff elapsed: try again
+      continue;
+    }
+    if (rc < 0) continue;
+    if (pfds[0].revents) drain_eventfd(spawn_wake.get());
+    size_t base = ctrl ? 2 : 1;
+    if (ctrl && pfds[1].revents) on_ctrl();
+    // Reports: walk backwards so erasing keeps earlier indices valid; skip if on_ctrl changed the set.
+    if (pfds.size() - base == pending.size()) {
+      for (size_t i = pending.size(); i-- > 0;)
+        if (pfds[base + i].revents && i < pending.size()) on_report(i);
+    }
+  }
+  for (auto& p : pending) destroy_clone(p.sb);
+  pending.clear();
+  stop_template();
+}
+
+void PoolSpawner::Impl::reaper_main() {
+  for (;;) {
+    while (auto sb = finished.try_pop()) {
+      destroy_clone(*sb);
+      stats.reaped++;
+    }
+    if (stopping.load()) break;
+    pollfd p{reap_wake.get(), POLLIN, 0};
+    poll(&p, 1, -1);
+    drain_eventfd(reap_wake.get());
+  }
+}
+
+Result<std::unique_ptr<PoolSpawner>> PoolSpawner::start(PoolTemplateConfig cfg, WakeFn on_ready, void* ctx) {
+  auto impl = std::make_unique<Impl>(cfg);
+  impl->on_ready = on_ready;
+  impl->ctx = ctx;
+  impl->target = std::min(cfg.ready_target, cfg.ring_capacity);
+  impl->runtime_dir = find_runtime_dir(cfg.runtime_dir);
+  if (impl->runtime_dir.empty()) return Error{ENOENT, "template.py / libsandpool_clone.so not found"};
+  impl->spawn_wake.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  impl->reap_wake.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!impl->spawn_wake || !impl->reap_wake) return errno_error("eventfd");
+  Impl* raw = impl.get();
+  impl->spawner = std::thread([raw] { raw->spawner_main(); });
+  {
+    std::unique_lock<std::mutex> g(impl->mu);
+    impl->cv.wait(g, [&] { return impl->started; });
+  }
+  if (impl->start_error.code != 0) {
+    impl->spawner.join();
+    return impl->start_error;
+  }
+  impl->reaper = std::thread([raw] { raw->reaper_main(); });
+  return std::unique_ptr<PoolSpawner>(new PoolSpawner(std::move(impl)));
+}
+
+PoolSpawner::PoolSpawner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+PoolSpawner::~PoolSpawner() {
+  impl_->stopping = true;
+  kick(impl_->spawn_wake.get());
+  kick(impl_->reap_wake.get());
+  impl_->spawner.join();
+  impl_->reaper.join();
+  // Both other threads are gone: we may consume the ready ring here.
+  while (auto sb = impl_->ready.try_pop()) destroy_clone(*sb);
+  if (impl_->tpl_cgroup.valid()) {
+    (void)impl_->tpl_cgroup.kill();
+    (void)impl_->tpl_cgroup.remove();
+  }
+  impl_->mgr.remove_owner_dirs();
+}
+
+std::optional<ReadySandbox> PoolSpawner::take() {
+  auto sb = impl_->ready.try_pop();
+  if (sb) kick(impl_->spawn_wake.get());  // refill
+  return sb;
+}
+
+bool PoolSpawner::give_back(ReadySandbox&& sb) {
+  if (!impl_->finished.try_push(std::move(sb))) return false;
+  kick(impl_->reap_wake.get());
+  return true;
+}
+
+void PoolSpawner::set_ready_target(uint32_t n) {
+  impl_->target = std::min(n, impl_->cfg.ring_capacity);
+  kick(impl_->spawn_wake.get());
+}
+
+size_t PoolSpawner::ready_count() const { return impl_->ready.size_approx(); }
+const SpawnerStats& PoolSpawner::stats() const { return impl_->stats; }
+pid_t PoolSpawner::template_pid() const { return impl_->tpl_pid.load(); }
+uint64_t PoolSpawner::template_memory() const {
+  return impl_->tpl_cgroup.valid() ? impl_->tpl_cgroup.memory_current() : 0;
+}
+
+}  // namespace sp

@@ -1,0 +1,96 @@
+// PoolSpawner: keeps a pool's warm Python template and a supply of ready, isolated clones of it; not the session table.
+//
+// Threads (DESIGN.md §1):
+// - the spawner thread owns the template process and creates clones: it sends
+//   the template a request with fresh fds (agent socketpair end, report pipe,
+//   cgroup.procs), the template forks, the clone isolates itself
+//   (template_clone.h) and reports ready; the spawner then pushes a
+//   ReadySandbox into the ready ring (SPSC, spawner → loop) and calls on_ready
+//   (e.g. uv_async_send) so the loop can take() it;
+// - the loop thread calls take() and, when a session ends, give_back(), which
+//   pushes into the finished ring (SPSC, loop → reaper);
+// - the reaper thread kills the clone (SIGKILL to its pid 1 via the pidfd,
+//   cgroup.kill), waits for its exit, removes its cgroup; the tmpfs holding its
+//   files vanishes with its mount namespace.
+// take() and give_back() never block and never allocate; only one thread may
+// call them (the loop). on_ready runs on the spawner thread.
+// Clones die with the server: the template has PDEATHSIG on the spawner thread,
+// each clone has PDEATHSIG on the template; start() reclaims cgroups of dead runs.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "sandbox/cgroup.h"
+#include "util/result.h"
+#include "util/unique_fd.h"
+
+namespace sp {
+
+struct PoolTemplateConfig {
+  std::string pool = "default";         // used in cgroup names and logs ([A-Za-z0-9_-])
+  std::string python = "/usr/bin/python3";
+  std::string preload = "numpy,pandas,matplotlib.pyplot";
+  std::string agent_path;               // directory with sandpool_agent.py; empty or absent: echo loop (tests)
+  std::string runtime_dir;              // template.py + libsandpool_clone.so; empty: found next to our binary
+  CgroupLimits limits;                  // per clone
+  uint64_t data_bytes = 256ull << 20;   // /mnt/data of each clone
+  uint64_t tmp_bytes = 64ull << 20;     // /tmp of each clone
+  uint32_t ready_target = 4;            // clones kept ready
+  uint32_t max_pending = 2;             // clones isolating themselves at once
+  uint32_t ring_capacity = 1024;        // both rings
+};
+
+struct ReadySandbox {
+  uint64_t generation = 0;   // unique per spawner; sessions compare it to detect reuse
+  pid_t pid = -1;            // the clone (pid 1 of its own pid ns), in our pid ns
+  UniqueFd pidfd;            // POLLIN once the clone has exited
+  UniqueFd agent_fd;         // connected SOCK_STREAM to the clone's agent (serve(fd))
+  Cgroup cgroup;             // memory/pids/cpu of this clone; oom_kills() tells an OOM death
+  uint64_t ready_ns = 0;     // request sent → ready record read (clone-to-ready)
+};
+
+struct SpawnerStats {
+  std::atomic<uint64_t> spawned{0}, failed{0}, reaped{0};
+  std::atomic<uint64_t> last_error{0};  // errno of the last failure
+};
+
+class PoolSpawner {
+ public:
+  using WakeFn = void (*)(void* ctx);
+
+  // Starts the template (blocks until its libraries are imported, ~0.5 s) and the
+  // spawner and reaper threads. on_ready(ctx) is called on the spawner thread after
+  // each push into the ready ring; it may be null.
+  static Result<std::unique_ptr<PoolSpawner>> start(PoolTemplateConfig cfg, WakeFn on_ready = nullptr,
+                                                    void* ctx = nullptr);
+  ~PoolSpawner();  // stops the threads, kills the template and every clone it still owns
+  PoolSpawner(const PoolSpawner&) = delete;
+  PoolSpawner& operator=(const PoolSpawner&) = delete;
+
+  // Loop thread: a ready clone, or nothing when the ring is empty (refill is under way).
+  std::optional<ReadySandbox> take();
+  // Loop thread: hands a finished clone to the reaper. False when the finished ring is
+  // full (then `sb` is untouched: keep it and retry).
+  bool give_back(ReadySandbox&& sb);
+  // Any thread.
+  void set_ready_target(uint32_t n);
+  size_t ready_count() const;
+  const SpawnerStats& stats() const;
+  pid_t template_pid() const;
+  // Bytes the template's own cgroup is charged (incl. page tables of forked clones).
+  uint64_t template_memory() const;
+
+  struct Impl;
+
+ private:
+  explicit PoolSpawner(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sp

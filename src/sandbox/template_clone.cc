@@ -1,0 +1,135 @@
+// libsandpool_clone.so: the isolation steps of a template clone, in C++ behind a C ABI (see template_clone.h).
+#include "sandbox/template_clone.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <linux/filter.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <grp.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "sandbox/caps.h"
+#include "sandbox/child_report.h"
+#include "sandbox/mounts.h"
+#include "sandbox/net.h"
+#include "sandbox/seccomp_policy.h"
+
+namespace {
+
+// Prepared once in the template; clones read their copy-on-write view.
+sp::MountPlan* g_plan = nullptr;
+sp::RlimitSet g_rlimits;
+sock_filter* g_bpf = nullptr;
+unsigned short g_bpf_len = 0;
+int g_own_pidns = -1;
+int g_template_pidfd = -1;  // readable once the template has exited (checked by clones)
+char g_data_dir[64];
+
+}  // namespace
+
+extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes) {
+  // The template dies with the spawner thread that started it.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -errno;
+  if (getppid() != parent_pid) return -ESRCH;
+  sp::MountConfig cfg;
+  cfg.data_bytes = data_bytes;
+  cfg.tmp_bytes = tmp_bytes;
+  cfg.privileged = false;  // no uid= option: the clone chowns /mnt/data to its own host uid
+  auto plan = sp::build_mount_plan(cfg);
+  if (!plan.ok()) return -plan.error().code;
+  g_plan = new sp::MountPlan(std::move(plan.value()));
+  std::strncpy(g_data_dir, (g_plan->staging + "/mnt/data").c_str(), sizeof g_data_dir - 1);
+  g_rlimits = sp::default_rlimits(0, 0);
+  g_own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+  if (g_own_pidns < 0) return -errno;
+  g_template_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
+  if (g_template_pidfd < 0) return -errno;
+  return 0;
+}
+
+extern "C" int sp_tpl_set_seccomp(const void* bpf, uint32_t len) {
+  if (len == 0 || len % sizeof(sock_filter) != 0 || len / sizeof(sock_filter) > 0xffff) return -EINVAL;
+  g_bpf = static_cast<sock_filter*>(std::malloc(len));
+  if (!g_bpf) return -ENOMEM;
+  std::memcpy(g_bpf, bpf, len);
+  g_bpf_len = static_cast<unsigned short>(len / sizeof(sock_filter));
+  return 0;
+}
+
+extern "C" int sp_tpl_prefork(void) {
+  // A second unshare(NEWPID) fails with EINVAL until we are back in our own pid ns.
+  if (setns(g_own_pidns, CLONE_NEWPID) != 0) return -errno;
+  if (unshare(CLONE_NEWPID) != 0) return -errno;
+  return 0;
+}
+
+extern "C" int sp_pidfd_open(int32_t pid) {
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  return fd < 0 ? -errno : fd;
+}
+
+extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
+  using namespace sp;
+  const int report = p->report_fd;
+  int err;
+  uint32_t idx = 0;
+  if (!g_plan || !g_bpf) sp_child_fail(report, kStepWaitParent, EINVAL);
+  // 1. into our cgroups before we touch (and so get charged for) any copy-on-write page.
+  for (int fd : p->cgroup_fds) {
+    if (fd < 0) continue;
+    if (write(fd, "0", 1) != 1) sp_child_fail(report, kStepJoinCgroup, errno);
+    close(fd);
+  }
+  // 2. namespaces; the pid ns was entered by the fork itself (sp_tpl_prefork).
+  if (unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
+    sp_child_fail(report, kStepNetNs, errno);
+  // 3. filesystem.
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) sp_child_fail(report, kStepMountPrivate, errno);
+  if ((err = open_mount_sources_in_child(*g_plan, &idx))) sp_child_fail(report, kStepOpenSources, err);
+  if ((err = run_mount_plan_in_child(*g_plan, &idx))) sp_child_fail(report, kStepMountOps | (idx << 8), err);
+  if (chown(g_data_dir, p->host_uid, p->host_gid) != 0) sp_child_fail(report, kStepMountOps, errno);
+  if ((err = pivot_in_child(*g_plan))) sp_child_fail(report, kStepPivotRoot, err);
+  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  // 4. network and names.
+  if ((err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
+  if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
+  // 5. privileges.
+  if ((err = apply_rlimits_in_child(g_rlimits))) sp_child_fail(report, kStepRlimits, err);
+  if ((err = drop_bounding_set_in_child())) sp_child_fail(report, kStepCapsBounding, err);
+  if (setgroups(0, nullptr) != 0) sp_child_fail(report, kStepUserIds, errno);
+  if (setresgid(p->host_gid, p->host_gid, p->host_gid) != 0) sp_child_fail(report, kStepUserIds, errno);
+  if (setresuid(p->host_uid, p->host_uid, p->host_uid) != 0) sp_child_fail(report, kStepUserIds, errno);
+  if ((err = clear_caps_in_child())) sp_child_fail(report, kStepCapsClear, err);
+  if ((err = set_no_new_privs_in_child())) sp_child_fail(report, kStepNoNewPrivs, err);
+  // After the last credential change, which clears it; then make sure the template still lives.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) sp_child_fail(report, kStepParentDeath, errno);
+  pollfd pfd{g_template_pidfd, POLLIN, 0};
+  if (poll(&pfd, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
+  // 6. descriptors: stdio to /dev/null (nothing user code writes reaches the server's log),
+  //    everything else but the agent socket and the report pipe closed.
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0) sp_child_fail(report, kStepCloseFds, errno);
+  for (int fd = 0; fd < 3; ++fd)
+    if (fd != p->agent_fd && fd != report && dup2(devnull, fd) < 0) sp_child_fail(report, kStepCloseFds, errno);
+  close(devnull);
+  int keep_lo = p->agent_fd < report ? p->agent_fd : report;
+  int keep_hi = p->agent_fd < report ? report : p->agent_fd;
+  if (keep_lo > 3) close_range(3, static_cast<unsigned>(keep_lo - 1), 0);
+  if (keep_hi > keep_lo + 1) close_range(static_cast<unsigned>(keep_lo + 1), static_cast<unsigned>(keep_hi - 1), 0);
+  close_range(static_cast<unsigned>(keep_hi + 1), ~0U, 0);
+  // 7. the filter, last.
+  sock_fprog prog{g_bpf_len, g_bpf};
+  if ((err = load_seccomp_program(&prog))) sp_child_fail(report, kStepSeccomp, err);
+  ChildReport ready{0, 0};
+  if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
+  close(report);
+  return 0;
+}

@@ -1,0 +1,42 @@
+// C ABI of libsandpool_clone.so, which a pool's Python template loads with ctypes to isolate each forked clone; not the spawner.
+//
+// Call order inside the template process (single-threaded, host root):
+//   sp_tpl_init(parent_pid, data_bytes, tmp_bytes)    once: parent-death signal, mount plan, own pid ns fd
+//   sp_tpl_set_seccomp(bytes, len)                    once: the BPF program the spawner compiled
+//   for each clone:
+//     sp_tpl_prefork()        setns(own pid ns) + unshare(NEWPID): the next fork's child is pid 1 of a new pid ns
+//     pid = os.fork()
+//     child:  sp_clone_enter(&params)  → 0 when isolated; on failure it reports and _exits itself
+//     parent: sp_pidfd_open(pid)       (before any waitpid, so the pid cannot be reused)
+// sp_clone_enter's steps (DESIGN.md §4, "root" variant of research §4): join the cgroups
+// (write 0 to each passed cgroup.procs fd), unshare NS|NET|IPC|UTS|CGROUP, replay the mount
+// plan (own /mnt/data and /tmp), pivot_root, lo up, hostname, rlimits, drop the bounding set
+// and lock securebits, setgroups(0) + setresgid/uid to the clone's unprivileged host ids,
+// clear capabilities, NO_NEW_PRIVS, parent-death signal, stdio to /dev/null, close every fd
+// but the agent socket, load the precompiled seccomp filter, then write a ready record
+// (ChildReport{0,0}) to the report fd and close it. No libseccomp and no allocation in the child.
+#pragma once
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sp_clone_params {
+  uint32_t host_uid;     // unprivileged host uid/gid the clone runs as
+  uint32_t host_gid;
+  int32_t agent_fd;      // kept open (the agent's socket)
+  int32_t report_fd;     // ChildReport on failure, {0,0} when ready; closed
+  int32_t cgroup_fds[4]; // cgroup.procs fds to join, -1 for unused; closed
+};
+
+int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes);
+int sp_tpl_set_seccomp(const void* bpf, uint32_t len);
+int sp_tpl_prefork(void);
+int sp_clone_enter(const struct sp_clone_params* p);
+int sp_pidfd_open(int32_t pid);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,104 @@
+// Tests PoolSpawner end to end with a numpy-only template and the echo stand-in agent; exits 77 without root/cgroups.
+#include <doctest/doctest.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "sandbox/pool_spawner.h"
+
+namespace {
+
+std::string ask(int fd, const std::string& msg) {
+  if (send(fd, msg.data(), msg.size(), 0) != static_cast<ssize_t>(msg.size())) return "<send failed>";
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, 10000) != 1) return "<timeout>";
+  char buf[4096];
+  ssize_t n = recv(fd, buf, sizeof buf, 0);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "<eof>";
+}
+
+void on_ready(void* ctx) {
+  uint64_t one = 1;
+  ssize_t n = write(*static_cast<int*>(ctx), &one, sizeof one);
+  (void)n;
+}
+
+// Waits (on the eventfd the spawner kicks) until `n` clones can be taken.
+std::vector<sp::ReadySandbox> take_n(sp::PoolSpawner& ps, int efd, size_t n) {
+  std::vector<sp::ReadySandbox> out;
+  while (out.size() < n) {
+    if (auto sb = ps.take()) {
+      out.push_back(std::move(*sb));
+      continue;
+    }
+    pollfd p{efd, POLLIN, 0};
+    if (poll(&p, 1, 30000) != 1) break;
+    uint64_t v;
+    ssize_t r = read(efd, &v, sizeof v);
+    (void)r;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("pool spawner: clones are isolated from the host and from each other, and are reaped") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
+    return;
+  }
+  int efd = eventfd(0, EFD_CLOEXEC);
+  sp::PoolTemplateConfig cfg;
+  cfg.pool = "unittest";
+  cfg.preload = "numpy";
+  cfg.ready_target = 3;
+  cfg.limits.memory_bytes = 128 << 20;
+  auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
+  REQUIRE_MESSAGE(ps.ok(), ps.error().message());
+  auto sbs = take_n(**ps, efd, 3);
+  REQUIRE(sbs.size() == 3);
+  std::set<std::string> uids, seeds;
+  for (auto& sb : sbs) {
+    CHECK(sb.pid > 0);
+    CHECK(sb.pidfd.valid());
+    CHECK(sb.cgroup.valid());
+    CHECK(sb.ready_ns > 0);
+    std::string who = ask(sb.agent_fd.get(), "pid");  // "<pid> <uid> <hostname> <cwd>"
+    CHECK(who.rfind("1 ", 0) == 0);                    // pid 1 of its own pid namespace
+    CHECK(who.find(" sandbox /mnt/data") != std::string::npos);
+    uids.insert(who.substr(2, who.find(' ', 2) - 2));
+    CHECK(ask(sb.agent_fd.get(), "exec:import os; result = sorted(os.listdir('/'))") ==
+          "['bin', 'dev', 'etc', 'lib', 'lib32', 'lib64', 'mnt', 'proc', 'sbin', 'tmp', 'usr']");
+    CHECK(ask(sb.agent_fd.get(), "exec:import os; result = os.path.exists('/etc/shadow') or os.path.exists('/work')") ==
+          "False");
+    CHECK(ask(sb.agent_fd.get(), "exec:import os; result = os.listdir('/sys/class/net') if os.path.exists('/sys') "
+                                 "else open('/proc/net/dev').read().count(':')") == "1");
+    CHECK(ask(sb.agent_fd.get(), "exec:import os\ntry:\n os.unshare(0)\nexcept AttributeError:\n import ctypes; "
+                                 "result = ctypes.CDLL(None, use_errno=True).unshare(0x10000000), ctypes.get_errno()") ==
+          "(-1, 1)");  // unshare(CLONE_NEWUSER) -> EPERM (seccomp)
+    seeds.insert(ask(sb.agent_fd.get(), "exec:import numpy; result = int(numpy.random.randint(1 << 30))"));
+  }
+  CHECK(uids.size() == 3);   // a distinct unprivileged host uid per clone
+  CHECK(uids.count("0") == 0);
+  CHECK(seeds.size() == 3);  // numpy's global generator was reseeded in each clone
+  // Files are private: what one clone writes in /mnt/data the next one does not see.
+  CHECK(ask(sbs[0].agent_fd.get(), "exec:open('/mnt/data/mine','w').write('x'); result = 1") == "1");
+  CHECK(ask(sbs[1].agent_fd.get(), "exec:import os; result = os.listdir('/mnt/data')") == "[]");
+  CHECK((*ps)->stats().spawned.load() >= 3);
+  // The refill kicked in after the takes; return everything and let the reaper work.
+  std::vector<pid_t> pids;
+  for (auto& sb : sbs) {
+    pids.push_back(sb.pid);
+    CHECK((*ps)->give_back(std::move(sb)));
+  }
+  for (int spins = 0; (*ps)->stats().reaped.load() < 3 && spins < 2000000; ++spins) sched_yield();
+  CHECK((*ps)->stats().reaped.load() == 3);
+  for (pid_t pid : pids) CHECK(access(("/proc/" + std::to_string(pid) + "/ns").c_str(), F_OK) != 0);
+  ps->reset();  // stops threads, kills the template and the refilled clones
+  close(efd);
+}
