@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <charconv>
+#include <cctype>
 #include <cstring>
 #include <functional>
 
@@ -53,7 +54,19 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
         "  --port-file PATH           write the bound port there once listening\n"
         "  --access-log PATH|-        one JSON line per request (off by default)\n"
         "  --log-level LEVEL          debug, info, warn, error (info)\n"
-        "  --test-routes              serve /_test/echo and /_test/sleep (for tests only)\n";
+        "  --test-routes              serve /_test/echo and /_test/sleep (for tests only)\n"
+        "  --no-default-pool          do not create the PythonLTS pool 'default'\n"
+        "  --pool-type TYPE           default pool: PythonLTS or Shell (PythonLTS)\n"
+        "  --pool-ready N             default pool: sandboxes kept ready (4)\n"
+        "  --pool-max N               default pool: maxConcurrentSessions (100)\n"
+        "  --pool-cooldown S          default pool: cooldownPeriodInSeconds (300)\n"
+        "  --pool-memory SIZE         default pool: memory per session, e.g. 2Gi (2Gi)\n"
+        "  --pools-file PATH          more pools: {\"pools\":[{settings as in the management API}]}\n"
+        "  --api-key KEY              accept 'Authorization: Bearer KEY' (repeatable); with none, any\n"
+        "  --api-keys-file PATH       one key per line\n"
+        "  --allow-unauthenticated    serve a non-loopback address without API keys\n"
+        "  --agent-dir DIR            where sandpool_agent.py is (default: beside the binary)\n"
+        "  --runtime-dir DIR          where template.py and libsandpool_clone.so are (default: beside the binary)\n";
     for (const Num& n : nums) {
       char line[160];
       std::snprintf(line, sizeof line, "  %-26s %s\n", (std::string(n.flag.name) + " N").c_str(), n.flag.help);
@@ -87,6 +100,75 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
     }
     if (name == "--test-routes") {
       c->test_routes = true;
+      continue;
+    }
+    if (name == "--no-default-pool") {
+      c->default_pool = false;
+      continue;
+    }
+    if (name == "--allow-unauthenticated") {
+      c->allow_unauthenticated = true;
+      continue;
+    }
+    struct PoolFlag {
+      const char* flag;
+      const char* field;
+      bool quoted;
+    };
+    static const PoolFlag kPoolFlags[] = {{"--pool-type", "containerType", true},
+                                          {"--pool-ready", "readySessionInstances", false},
+                                          {"--pool-max", "maxConcurrentSessions", false},
+                                          {"--pool-cooldown", "cooldownPeriodInSeconds", false},
+                                          {"--pool-memory", "resources", true}};
+    bool pool_flag = false;
+    for (const PoolFlag& f : kPoolFlags) {
+      if (name != f.flag) continue;
+      pool_flag = true;
+      if (!take()) return false;
+      for (char ch : value) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.') {
+          *error = name + ": '" + std::string(value) + "' is not a valid value";
+          return false;
+        }
+      }
+      if (!c->default_pool_json.empty()) c->default_pool_json += ',';
+      if (std::string_view(f.field) == "resources") {
+        c->default_pool_json += "\"resources\":{\"memory\":\"" + std::string(value) + "\"}";
+      } else if (f.quoted) {
+        c->default_pool_json += "\"" + std::string(f.field) + "\":\"" + std::string(value) + "\"";
+      } else {
+        c->default_pool_json += "\"" + std::string(f.field) + "\":" + std::string(value);
+      }
+    }
+    if (pool_flag) continue;
+    if (name == "--pools-file" || name == "--agent-dir" || name == "--runtime-dir" || name == "--api-key" ||
+        name == "--api-keys-file") {
+      if (!take()) return false;
+      std::string v(value);
+      if (name == "--pools-file") c->pools_file = v;
+      if (name == "--agent-dir") c->agent_dir = v;
+      if (name == "--runtime-dir") c->runtime_dir = v;
+      if (name == "--api-key") {
+        if (v.empty()) {
+          *error = "--api-key wants a non-empty key";
+          return false;
+        }
+        c->api_keys.push_back(v);
+      }
+      if (name == "--api-keys-file") {
+        FILE* f = std::fopen(v.c_str(), "r");
+        if (!f) {
+          *error = "--api-keys-file: cannot open " + v;
+          return false;
+        }
+        char line[4096];
+        while (std::fgets(line, sizeof line, f)) {
+          std::string k(line);
+          while (!k.empty() && (k.back() == '\n' || k.back() == '\r' || k.back() == ' ')) k.pop_back();
+          if (!k.empty() && k[0] != '#') c->api_keys.push_back(k);
+        }
+        std::fclose(f);
+      }
       continue;
     }
     if (name == "--listen") {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "util/log.h"
 
@@ -23,6 +24,15 @@ struct ServerConfig {
   std::string access_log;  // empty: off; "-": stdout
   LogLevel log_level = LogLevel::kInfo;
   bool test_routes = false;  // /_test/echo and /_test/sleep, for the integration tests
+  // Pools.
+  bool default_pool = true;        // a PythonLTS pool named "default", also served at the root
+  std::string default_pool_json;   // settings of the default pool from flags, as JSON fields
+  std::string pools_file;          // JSON: {"pools":[{settings}, ...]}
+  std::string agent_dir;           // sandpool_agent.py; empty: beside the binary
+  std::string runtime_dir;         // template.py + libsandpool_clone.so; empty: beside the binary
+  // Auth.
+  std::vector<std::string> api_keys;
+  bool allow_unauthenticated = false;  // serve a non-loopback address without API keys
 };
 
 // Parses `serve` flags (argv[0] is "serve"). On error returns false with a message in *error;

@@ -2,13 +2,19 @@
 #include "server.h"
 
 #include <fcntl.h>
+#include <simdjson.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 
+#include "api/errors.h"
+#include "api/pool_routes.h"
+#include "api/session_routes.h"
 #include "cli.h"
+#include "pool/metadata.h"
+#include "pool/process_source.h"
 #include "util/log.h"
 
 namespace sp {
@@ -24,11 +30,89 @@ http::HttpLimits http_limits(const ServerConfig& c) {
   return l;
 }
 
+// The directory of our own binary, where a build keeps the agent and the template runtime.
+std::string self_dir() {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return ".";
+  std::string dir(exe, static_cast<size_t>(n));
+  return dir.substr(0, dir.rfind('/'));
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
+std::string find_agent_dir(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  std::string dir = self_dir();
+  for (const std::string& cand : {dir + "/agent", dir + "/../share/sandpool"}) {
+    if (access((cand + "/sandpool_agent.py").c_str(), R_OK) == 0) return cand;
+  }
+  return "";
+}
+
 }  // namespace
 
 Server::Server(const ServerConfig& config)
-    : config_(config), api_(config.max_body_bytes), http_(&loop_, http_limits(config), &api_) {
-  uv_loop_init(&loop_);
+    : config_(config),
+      api_(config.max_body_bytes),
+      http_(&loop_, http_limits(config), &api_),
+      pools_(&loop_, [this](uv_loop_t* loop, const pool::PoolSettings& s) -> Result<std::unique_ptr<pool::SandboxSource>> {
+        pool::ProcessSourceOptions o;
+        o.agent_dir = find_agent_dir(config_.agent_dir);
+        o.runtime_dir = config_.runtime_dir;
+        if (o.agent_dir.empty()) return Error{ENOENT, "sandpool_agent.py not found (use --agent-dir)"};
+        if (s.isolation == pool::Isolation::kMicroVm) return Error{ENOTSUP, "isolation microvm is not available yet"};
+        return std::unique_ptr<pool::SandboxSource>(new pool::ProcessSource(loop, s, o));
+      }) {}
+
+Status Server::start_pools() {
+  std::string msg;
+  if (config_.default_pool) {
+    pool::PoolSettings s;
+    if (!config_.default_pool_json.empty() &&
+        !pool::apply_settings_json("{" + config_.default_pool_json + "}", &s, &msg).ok()) {
+      LOG_ERROR("default pool: %s", msg.c_str());
+      return Error{kEInvalid, "default pool settings"};
+    }
+    s.name = "default";
+    if (!pools_.create(s, &msg).ok()) {
+      LOG_ERROR("default pool: %s", msg.c_str());
+      return Error{kEInvalid, "default pool"};
+    }
+  }
+  if (!config_.pools_file.empty()) {
+    FILE* f = std::fopen(config_.pools_file.c_str(), "r");
+    if (!f) return errno_error("open pools file");
+    std::string text;
+    char buf[8192];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    std::fclose(f);
+    simdjson::dom::parser parser;
+    simdjson::dom::element root;
+    simdjson::dom::array arr;
+    if (parser.parse(text).get(root) != simdjson::SUCCESS || root["pools"].get_array().get(arr) != simdjson::SUCCESS) {
+      LOG_ERROR("%s: want {\"pools\":[{...}, ...]}", config_.pools_file.c_str());
+      return Error{kEInvalid, "pools file"};
+    }
+    std::vector<std::string> objects;
+    for (simdjson::dom::element item : arr) objects.push_back(simdjson::minify(item));
+    for (const std::string& o : objects) {
+      pool::PoolSettings s;
+      s.name = "";
+      if (!pool::apply_settings_json(o, &s, &msg).ok() || s.name.empty()) {
+        LOG_ERROR("%s: %s", config_.pools_file.c_str(), s.name.empty() && msg.empty() ? "every pool needs a name" : msg.c_str());
+        return Error{kEInvalid, "pools file"};
+      }
+      if (!pools_.create(s, &msg).ok()) {
+        LOG_ERROR("pool %s: %s", s.name.c_str(), msg.c_str());
+        return Error{kEInvalid, "pools file"};
+      }
+    }
+  }
+  return {};
 }
 
 Status Server::write_port_file(int port) {
@@ -53,6 +137,22 @@ Status Server::start() {
     metric_header(out, "sandpool_http_connections_total", "counter", "HTTP connections accepted.");
     metric_value(out, "sandpool_http_connections_total", "", http_.connections_total());
   });
+  if (!is_loopback(config_.host) && config_.api_keys.empty() && !config_.allow_unauthenticated) {
+    LOG_ERROR("refusing to serve %s without API keys: give --api-key (or --allow-unauthenticated)", config_.host.c_str());
+    return Error{EPERM, "authentication"};
+  }
+  api::SessionApiOptions session_options;
+  session_options.api_keys = config_.api_keys;
+  session_options.metadata_json = pool::collect_metadata_json();
+  api::add_session_routes(api_, pools_, session_options);
+  api::add_pool_routes(api_, pools_, [keys = config_.api_keys](http::Exchange& ex) {
+    if (keys.empty() || api::token_matches(ex.request().header("authorization"), keys)) return true;
+    api::respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
+                       "WWW-Authenticate: Bearer\r\n");
+    return false;
+  });
+  api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
+  SP_TRY(start_pools());
   if (!config_.access_log.empty()) {
     SP_TRY(access_log_.open(&loop_, config_.access_log));
     api_.set_access_log(&access_log_);
@@ -102,10 +202,13 @@ void Server::begin_shutdown(int signum) {
 
 void Server::on_http_closed(void* arg) {
   auto* self = static_cast<Server*>(arg);
-  // Handlers still owing answers to closed connections are told to stop now.
+  // Handlers still owing answers to closed connections are told to stop now; then the pools end
+  // their sessions and sandboxes.
   self->test_routes_.cancel_all();
-  self->close_own_handles();
-  LOG_INFO("stopped");
+  self->pools_.stop([self] {
+    self->close_own_handles();
+    LOG_INFO("stopped");
+  });
 }
 
 void Server::close_own_handles() {

@@ -9,6 +9,7 @@
 #include "api/system_routes.h"
 #include "config.h"
 #include "http/server.h"
+#include "pool/pool_manager.h"
 #include "util/result.h"
 
 namespace sp {
@@ -28,11 +29,17 @@ class Server {
   static void on_http_closed(void* arg);
   void begin_shutdown(int signum);
   Status start();
+  Status start_pools();
+  static void on_pools_stopped(void* arg);
   Status write_port_file(int port);
   void close_own_handles();
 
   ServerConfig config_;
   uv_loop_t loop_{};
+  // Initializes loop_ before the members below, which register handles on it.
+  struct LoopInit {
+    explicit LoopInit(uv_loop_t* loop) { uv_loop_init(loop); }
+  } loop_init_{&loop_};
   uv_signal_t sigint_{};
   uv_signal_t sigterm_{};
   api::Api api_;
@@ -40,6 +47,7 @@ class Server {
   api::AccessLog access_log_;
   api::SystemState system_;
   api::TestRoutes test_routes_;
+  pool::PoolManager pools_;
   bool draining_ = false;
 };
 
