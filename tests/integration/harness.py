@@ -13,8 +13,10 @@ BINARY = os.environ.get("SANDPOOL_BIN", "")
 class Server:
     """One sandpool process. Use as a context manager; stop() returns the exit code."""
 
-    def __init__(self, *flags, binary=None):
+    def __init__(self, *flags, binary=None, pools=False):
         self.binary = binary or BINARY
+        if not pools:
+            flags = ("--no-default-pool",) + flags
         self.dir = tempfile.TemporaryDirectory(prefix="sp-it-")
         self.port_file = os.path.join(self.dir.name, "port")
         self.stderr_path = os.path.join(self.dir.name, "stderr")
@@ -72,6 +74,19 @@ class Server:
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Conn(s)
+
+    def json(self, method, target, obj=None, headers=None):
+        """One request with a JSON body (or none); returns (Response, parsed JSON or None)."""
+        import json as _json
+        body = b"" if obj is None else _json.dumps(obj).encode()
+        hdrs = {"Content-Type": "application/json"} if obj is not None else {}
+        hdrs.update(headers or {})
+        r = self.request(method, target, body, hdrs)
+        try:
+            parsed = _json.loads(r.body) if r.body else None
+        except ValueError:
+            parsed = None
+        return r, parsed
 
     def request(self, method, target, body=b"", headers=None):
         c = self.connect()
