@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "api/errors.h"
+#include "api/file_routes.h"
 #include "api/pool_routes.h"
 #include "api/session_routes.h"
 #include "cli.h"
@@ -145,12 +146,14 @@ Status Server::start() {
   session_options.api_keys = config_.api_keys;
   session_options.metadata_json = pool::collect_metadata_json();
   api::add_session_routes(api_, pools_, session_options);
-  api::add_pool_routes(api_, pools_, [keys = config_.api_keys](http::Exchange& ex) {
+  auto authorize = [keys = config_.api_keys](http::Exchange& ex) {
     if (keys.empty() || api::token_matches(ex.request().header("authorization"), keys)) return true;
     api::respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
                        "WWW-Authenticate: Bearer\r\n");
     return false;
-  });
+  };
+  api::add_pool_routes(api_, pools_, authorize);
+  api::add_file_routes(api_, pools_, authorize);
   api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
   SP_TRY(start_pools());
   if (!config_.access_log.empty()) {

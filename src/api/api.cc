@@ -11,7 +11,8 @@ void Api::register_route(llhttp_method_t method, std::string pattern, RouteHandl
   label += ' ';
   label += pattern;
   routes_.push_back({std::move(label), std::move(handler),
-                     options.max_body_bytes ? options.max_body_bytes : default_max_body_bytes_, {}, {}});
+                     options.max_body_bytes ? options.max_body_bytes : default_max_body_bytes_,
+                     std::move(options.body_limit), options.too_large_code, {}, {}});
   router_.add(method, std::move(pattern), id);
 }
 
@@ -21,7 +22,8 @@ http::HeadDecision Api::on_head(http::Request& request) {
     request.route = m.id;
     request.route_param_count = m.params.count;
     for (int i = 0; i < m.params.count; ++i) request.route_params[i] = m.params.values[i];
-    return {routes_[m.id].max_body_bytes, true};
+    const RouteEntry& e = routes_[m.id];
+    return {e.body_limit ? e.body_limit(request) : e.max_body_bytes, true};
   }
   // Unrouted requests are answered after their (discarded) body, up to the default limit.
   request.route = m.kind == MatchKind::kNotFound ? kRouteNotFound : kRouteBadMethod;
@@ -48,6 +50,11 @@ void Api::on_request(http::Exchange& ex) {
 }
 
 void Api::on_protocol_error(http::Exchange& ex, int status, const char* reason) {
+  int route = ex.request().route;
+  if (status == 413 && route >= 0 && routes_[route].too_large_code) {
+    respond_error(ex, status, routes_[route].too_large_code, reason);
+    return;
+  }
   respond_error(ex, status, error_code_for_status(status), reason);
 }
 

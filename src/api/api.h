@@ -20,6 +20,9 @@ using RouteHandler = std::function<void(http::Exchange& ex, const RouteParams& p
 
 struct RouteOptions {
   uint64_t max_body_bytes = 0;  // 0: the server's default body limit
+  // When set, decides the limit per request from its head (e.g. by the pool in the path).
+  std::function<uint64_t(const http::Request&)> body_limit;
+  const char* too_large_code = nullptr;  // the error code of a 413 (default "PayloadTooLarge")
 };
 
 class Api : public http::RequestHandler {
@@ -44,6 +47,8 @@ class Api : public http::RequestHandler {
     std::string label;  // "GET /healthz"
     RouteHandler handler;
     uint64_t max_body_bytes;
+    std::function<uint64_t(const http::Request&)> body_limit;
+    const char* too_large_code;
     std::vector<std::pair<int, uint64_t>> by_status;  // status → requests
     LatencyHistogram latency;
   };
@@ -54,7 +59,7 @@ class Api : public http::RequestHandler {
   uint64_t default_max_body_bytes_;
   Router router_;
   std::vector<RouteEntry> routes_;
-  RouteEntry unmatched_{"unmatched", {}, 0, {}, {}};
+  RouteEntry unmatched_{"unmatched", {}, 0, {}, nullptr, {}, {}};
   std::vector<std::function<void(std::string&)>> metric_sections_;
   AccessLog* access_log_ = nullptr;
 };

@@ -117,7 +117,7 @@ class Conn:
 
     def __init__(self, sock):
         self.sock = sock
-        self.buf = b""
+        self.buf = bytearray()
 
     def close(self):
         self.sock.close()
@@ -135,8 +135,8 @@ class Conn:
         lines += ["%s: %s" % kv for kv in hdrs.items()]
         return self.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
 
-    def _fill(self):
-        data = self.sock.recv(65536)
+    def _fill(self, want=65536):
+        data = self.sock.recv(max(65536, min(want, 16 << 20)))
         if not data:
             raise EOFError("connection closed by the server")
         self.buf += data
@@ -145,13 +145,15 @@ class Conn:
         while marker not in self.buf:
             self._fill()
         i = self.buf.index(marker) + len(marker)
-        out, self.buf = self.buf[:i], self.buf[i:]
+        out = bytes(self.buf[:i])
+        del self.buf[:i]
         return out
 
     def read_exact(self, n):
         while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
+            self._fill(n - len(self.buf))
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
         return out
 
     def read_response(self, head=False):

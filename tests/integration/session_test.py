@@ -289,6 +289,133 @@ class SessionApi(unittest.TestCase):
         self.assertIn('sandpool_pool_isolation{pool="default",tier="process"} 1', text)
 
 
+def multipart(filename, data, field="file"):
+    boundary = "sandpoolTestBoundary7MA4YWxkTrZu0gW"
+    head = ('--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n" % (boundary, field, filename)).encode()
+    body = head + data + ("\r\n--%s--\r\n" % boundary).encode()
+    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
+
+
+class FilesApi(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server("--pool-ready", "1", pools=True)
+        cls.srv.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.proc.stdout.close()
+        cls.srv.dir.cleanup()
+        assert rc == 0, cls.srv.log()
+
+    def upload(self, ident, filename, data, target="/files/upload", pool=""):
+        body, headers = multipart(filename, data)
+        prefix = "/pools/%s" % pool if pool else ""
+        sep = "&" if "?" in target else "?"
+        r = self.srv.request("POST", "%s%s%sidentifier=%s" % (prefix, target, sep, ident), body, headers)
+        return r, (json.loads(r.body) if r.body else None)
+
+    def test_round_trip_both_shapes_nested(self):
+        r, j = self.upload("files-a", "a.csv", b"a,b\n1,2\n")
+        self.assertEqual(r.status, 200, r)
+        item = j["value"][0]
+        self.assertEqual((j["$id"], item["$id"], item["properties"]["$id"]), ("1", "2", "3"))
+        self.assertEqual(item["properties"]["filename"], "a.csv")
+        self.assertEqual(item["properties"]["size"], 8)
+        self.assertIn("last_modified_time", item["properties"])
+        r, j = self.upload("files-a", "/mnt/data/deep/er/b.txt", b"bee", target="/files")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((j["name"], j["type"], j["directory"], j["sizeInBytes"]), ("b.txt", "File", "deep/er", 3))
+        r, j = self.upload("files-a", "c.txt", b"see", target="/files?path=deep")
+        self.assertEqual(j["directory"], "deep")
+        r, j = self.srv.json("GET", "/files?identifier=files-a")
+        names = [(i["name"], i["type"]) for i in j["value"]]
+        self.assertEqual(names, [("a.csv", "File"), ("deep", "Directory")])
+        self.assertIsNone(j["nextLink"])
+        for i in j["value"]:  # both families' fields in each item
+            for k in ("properties", "name", "type", "contentType", "sizeInBytes", "lastModifiedAt", "directory"):
+                self.assertIn(k, i)
+        r, j = self.srv.json("GET", "/files?identifier=files-a&path=/mnt/data/deep&recursive=true")
+        self.assertEqual(sorted(i["properties"]["filename"] for i in j["value"]),
+                         ["deep/c.txt", "deep/er", "deep/er/b.txt"])
+        r = self.srv.request("GET", "/files/content/deep/er/b.txt?identifier=files-a")
+        self.assertEqual((r.status, r.body), (200, b"bee"))
+        self.assertIsNotNone(r.header("Last-Modified"))
+        r = self.srv.request("GET", "/files/deep%2Fer%2Fb.txt/content?identifier=files-a")
+        self.assertEqual(r.body, b"bee")
+        r = self.srv.request("GET", "/files/content/a.csv?identifier=files-a")
+        self.assertEqual(r.header("Content-Type"), "text/csv")
+        r, j = self.srv.json("GET", "/files/a.csv?identifier=files-a")
+        self.assertEqual(j["sizeInBytes"], 8)
+        self.assertEqual(self.srv.request("DELETE", "/files/a.csv?identifier=files-a").status, 204)
+        r, _ = self.srv.json("GET", "/files/a.csv?identifier=files-a")
+        self.assertEqual(r.status, 404)
+        # The code sees the files in its working directory.
+        r, j = execute(self.srv, "files-a", "open('deep/er/b.txt').read()")
+        self.assertEqual(j["properties"]["result"], "bee")
+
+    def test_100_mib_binary_byte_exact(self):
+        data = os.urandom(100 * 1024 * 1024)
+        r, j = self.upload("files-big", "blob.bin", data)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(j["value"][0]["properties"]["size"], len(data))
+        r = self.srv.request("GET", "/files/content/blob.bin?identifier=files-big")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.body == data)
+
+    def test_bad_names(self):
+        for name in ("../x", "a/../../x", "/etc/passwd", "x" * 256):
+            r, _ = self.upload("files-bad", name, b"x")
+            self.assertEqual(r.status, 400, name)
+            self.assertEqual(json.loads(r.body)["error"]["code"], "InvalidFileName")
+        for target in ("/files/content/..%2F..%2Fetc%2Fpasswd", "/files/%2E%2E/content", "/files?path=../.."):
+            r = self.srv.request("GET", target + ("&" if "?" in target else "?") + "identifier=files-bad")
+            self.assertEqual(r.status, 400, target)
+
+    def test_symlink_out_is_not_followed(self):
+        execute(self.srv, "files-link", "import os\nos.symlink('/etc/passwd', 'link')\nos.symlink('/etc', 'dirlink')")
+        r = self.srv.request("GET", "/files/content/link?identifier=files-link")
+        self.assertNotEqual(r.status, 200)
+        self.assertNotIn(b"root:", r.body)
+        r = self.srv.request("GET", "/files/content/dirlink/passwd?identifier=files-link")
+        self.assertNotEqual(r.status, 200)
+        r, _ = self.upload("files-link", "link", b"overwrite?")
+        r = self.srv.request("GET", "/files/content/link?identifier=files-link")
+        self.assertEqual(r.body, b"overwrite?")  # replaced the link itself, inside /mnt/data
+
+    def test_limits_413_and_507(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "small", "maxUploadBytes": 4096, "dataSizeBytes": 1048576,
+                                                "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            r, j = self.upload("files-lim", "big.bin", b"x" * 10000, pool="small")
+            self.assertEqual(r.status, 413, r)
+            self.assertEqual(j["error"]["code"], "FileTooLarge")
+            code = ("f = open('fill.bin', 'wb')\ntry:\n    while True:\n        f.write(b'x' * 4096)\n        f.flush()\n"
+                    "except OSError as e:\n    err = e.errno\nerr")
+            r, j = execute(self.srv, "files-lim", code, path="/pools/small/code/execute")
+            self.assertEqual(j["properties"]["result"], 28)  # ENOSPC inside the session
+            r, j = self.upload("files-lim", "more.bin", b"y" * 4000, pool="small")
+            self.assertEqual(r.status, 507, r)
+            self.assertEqual(j["error"]["code"], "SessionStorageFull")
+            r, j = execute(self.srv, "files-lim", "import os\nsorted(os.listdir('.'))", path="/pools/small/code/execute")
+            self.assertEqual(j["properties"]["result"], "['fill.bin']")  # no partial file left
+        finally:
+            self.srv.request("DELETE", "/pools/small")
+
+    def test_malformed_uploads(self):
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal", b"plain", {"Content-Type": "text/plain"})
+        self.assertEqual(r.status, 400)
+        body, headers = multipart("a.txt", b"x", field="notfile")
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal", body, headers)
+        self.assertEqual(r.status, 400)
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal", b"--B\r\nbroken",
+                             {"Content-Type": "multipart/form-data; boundary=B"})
+        self.assertEqual(r.status, 400)
+
+
 class Auth(unittest.TestCase):
     def test_api_keys(self):
         with Server("--api-key", "k1", "--api-key", "k2", "--pool-ready", "1", pools=True) as srv:
