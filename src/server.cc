@@ -11,6 +11,7 @@
 
 #include "api/errors.h"
 #include "api/file_routes.h"
+#include "api/openapi.h"
 #include "api/pool_routes.h"
 #include "api/session_routes.h"
 #include "cli.h"
@@ -155,6 +156,7 @@ Status Server::start() {
   api::add_pool_routes(api_, pools_, authorize);
   api::add_file_routes(api_, pools_, authorize);
   api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
+  api::add_openapi_route(api_);
   SP_TRY(start_pools());
   if (!config_.access_log.empty()) {
     SP_TRY(access_log_.open(&loop_, config_.access_log));

@@ -280,6 +280,16 @@ class SessionApi(unittest.TestCase):
         r, _ = self.srv.json("GET", "/pools/nope")
         self.assertAzureError(r, 404, "PoolNotFound")
 
+    def test_openapi_lists_every_route(self):
+        r, j = self.srv.json("GET", "/openapi.json")
+        self.assertEqual(j["openapi"], "3.0.3")
+        for path in ("/code/execute", "/pools/{pool}/code/execute", "/pools/{pool}/files/content/{name}",
+                     "/pools/{pool}/executions/{id}", "/metrics", "/pools", "/.management/stopSession"):
+            self.assertIn(path, j["paths"])
+        ops = j["paths"]["/pools/{pool}/code/execute"]["post"]
+        self.assertIn("identifier", [p["name"] for p in ops["parameters"]])
+        self.assertNotIn("identifier", [p["name"] for p in j["paths"]["/listSessions"]["get"]["parameters"]])
+
     def test_metrics_show_states_and_executions(self):
         execute(self.srv, "metrics-1", "1")
         text = self.srv.request("GET", "/metrics").body.decode()
