@@ -238,8 +238,11 @@ std::string failure_note(const ExecOutcome& o, const ExecSpec& spec) {
   return note;
 }
 
+// A cell whose value is None answers "" (as a notebook shows nothing for None): the LlamaIndex
+// client reads `result.type` whenever `result` is not a string, and fails on null.
 std::string_view result_or_empty(const ExecOutcome& o) {
-  return o.result_json.empty() ? std::string_view("\"\"") : std::string_view(o.result_json);
+  if (o.result_json.empty() || o.result_json == "null") return "\"\"";
+  return o.result_json;
 }
 
 bool python_success(const ExecOutcome& o) { return o.status == agent::ExecStatus::kSuccess; }
@@ -531,7 +534,7 @@ bool token_matches(std::string_view authorization, const std::vector<std::string
 
 void add_session_routes(Api& api, PoolManager& pools, const SessionApiOptions& options) {
   auto ctx = std::make_shared<Ctx>(Ctx{pools, options});
-  RouteOptions exec_opts{kExecuteBodyLimit};
+  RouteOptions exec_opts{kExecuteBodyLimit, {}, nullptr};
   for (Where where : {Where{true}, Where{false}}) {
     std::string base = where.pooled ? "/pools/{pool}/" : "/";
     auto reg = [&](llhttp_method_t m, const char* suffix, auto fn, RouteOptions o = {}) {

@@ -101,7 +101,7 @@ void Pool::acquire(const std::string& identifier, AcquireFn done) {
 }
 
 void Pool::on_wait_timeout(TimerEntry* e, uint64_t) {
-  auto* w = SP_TIMER_OWNER(e, Waiter, timeout);
+  auto* w = OwnedTimer<Waiter>::owner_of(e);
   Pool* p = w->pool;
   for (auto it = p->waiters_.begin(); it != p->waiters_.end(); ++it) {
     if (*it == w) {

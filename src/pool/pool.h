@@ -16,6 +16,7 @@
 
 #include "agent/protocol.h"
 #include "pool/loop_timers.h"
+#include "pool/owned_timer.h"
 #include "pool/sandbox_source.h"
 #include "pool/session.h"
 #include "pool/settings.h"
@@ -66,7 +67,7 @@ class Pool {
 
  private:
   struct Waiter {
-    TimerEntry timeout{on_wait_timeout};
+    OwnedTimer<Waiter> timeout{on_wait_timeout, this};
     Pool* pool = nullptr;
     std::string identifier;
     AcquireFn done;

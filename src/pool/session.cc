@@ -18,11 +18,11 @@ constexpr size_t kMaxExecutionsKept = 1000;
 constexpr uint64_t kAgentSlackMs = 10000;
 
 struct PendingExec {
-  TimerEntry deadline{on_deadline};
-  Session* session;
-  uint64_t request_id;
+  OwnedTimer<PendingExec> deadline{on_deadline, this};
+  Session* session = nullptr;
+  uint64_t request_id = 0;
   static void on_deadline(TimerEntry* e, uint64_t) {
-    auto* p = SP_TIMER_OWNER(e, PendingExec, deadline);
+    auto* p = OwnedTimer<PendingExec>::owner_of(e);
     LOG_WARN("session %s: no answer from the agent in time; ending the sandbox", p->session->identifier().c_str());
     p->session->destroy("agent did not answer");
   }
@@ -39,7 +39,7 @@ std::string format_iso8601_ms(int64_t unix_ms) {
   time_t secs = static_cast<time_t>(unix_ms / 1000);
   tm t{};
   gmtime_r(&secs, &t);
-  char buf[40];
+  char buf[64];
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday,
                 t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(unix_ms % 1000));
   return buf;
@@ -65,7 +65,7 @@ std::string new_uuid() {
 }
 
 Session::Session(Pool* pool, std::string identifier, Sandbox&& sandbox, int64_t now_unix_ms)
-    : cooldown_timer_(on_cooldown),
+    : cooldown_timer_(on_cooldown, this),
       pool_(pool),
       identifier_(std::move(identifier)),
       sandbox_(std::move(sandbox)),
@@ -92,7 +92,7 @@ void Session::touch() {
 }
 
 void Session::on_cooldown(TimerEntry* e, uint64_t) {
-  Session* s = SP_TIMER_OWNER(e, Session, cooldown_timer_);
+  Session* s = OwnedTimer<Session>::owner_of(e);
   if (s->busy_ > 0) {
     // Work in progress is not idleness: the cooldown starts over when it is answered.
     s->touch();

@@ -15,6 +15,7 @@
 
 #include "agent/protocol.h"
 #include "pool/agent_conn.h"
+#include "pool/owned_timer.h"
 #include "pool/sandbox_source.h"
 #include "pool/timer_wheel.h"
 
@@ -95,7 +96,7 @@ class Session : public AgentConn::Listener {
   void on_agent_hello(const agent::Hello& hello) override;
   void on_agent_lost(const Error& why) override;
 
-  TimerEntry cooldown_timer_;
+  OwnedTimer<Session> cooldown_timer_;
 
  private:
   static void on_cooldown(TimerEntry* e, uint64_t now_ms);

@@ -69,7 +69,7 @@ class SessionApi(unittest.TestCase):
         self.assertEqual(j["properties"]["result"], 82)
 
     def test_result_values(self):
-        cases = [("'s'", "s"), ("1.5", 1.5), ("True", True), ("None", None), ("float('nan')", "nan"),
+        cases = [("'s'", "s"), ("1.5", 1.5), ("True", True), ("None", ""), ("[].append(1)", ""), ("float('nan')", "nan"),
                  ("float('inf')", "inf"), ("[1, 2]", "[1, 2]"), ("y = 3", "")]
         for code, want in cases:
             r, j = execute(self.srv, "values-1", code)
