@@ -157,7 +157,6 @@ Status Server::start() {
   api::add_file_routes(api_, pools_, authorize);
   api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
   api::add_openapi_route(api_);
-  SP_TRY(start_pools());
   if (!config_.access_log.empty()) {
     SP_TRY(access_log_.open(&loop_, config_.access_log));
     api_.set_access_log(&access_log_);
@@ -167,7 +166,10 @@ Status Server::start() {
   sigint_.data = sigterm_.data = this;
   uv_signal_start(&sigint_, on_signal, SIGINT);
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  // Bind first: a taken port fails fast, before templates start. Connections wait in the backlog
+  // until the pools are up; the port file (readiness for scripts) is written after both.
   SP_TRY_ASSIGN(int port, http_.listen(config_.host.c_str(), config_.port, config_.backlog));
+  SP_TRY(start_pools());
   SP_TRY(write_port_file(port));
   LOG_INFO("sandpool %s listening on %s:%d", SANDPOOL_VERSION, config_.host.c_str(), port);
   return {};

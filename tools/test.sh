@@ -18,7 +18,12 @@ for kind in release asan; do
   echo "=== $kind build" >&2
   dir=$(tools/build.sh "$kind")
   echo "=== $kind tests" >&2
-  if meson test -C "$dir" --print-errorlogs --num-processes 1; then :; else status=1; fi
+  suites=()
+  # Under ASan/UBSan the suites that make real sandboxes are left out: the Python template loads a
+  # native module into Debian's python3 (which has no ASan runtime) and LeakSanitizer cannot run
+  # under the sandbox's seccomp filter. They run in the release build.
+  [[ "$kind" == asan ]] && suites=(--no-suite sandboxed)
+  if meson test -C "$dir" --print-errorlogs --num-processes 1 "${suites[@]}"; then :; else status=1; fi
   log="$dir/meson-logs/testlog.json"
   if [[ -f "$log" ]]; then
     read -r p f s < <(/usr/bin/python3 - "$log" <<'PY'

@@ -366,7 +366,7 @@ class BadFlags(unittest.TestCase):
     def test_port_in_use_fails_cleanly(self):
         with Server() as a:
             import subprocess
-            p = subprocess.run([harness.BINARY, "serve", "--listen", "127.0.0.1:%d" % a.port], capture_output=True,
+            p = subprocess.run([harness.BINARY, "serve", "--no-default-pool", "--listen", "127.0.0.1:%d" % a.port], capture_output=True,
                                timeout=10)
             self.assertEqual(p.returncode, 1)
             self.assertIn(b"address already in use", p.stderr.lower())
