@@ -205,7 +205,8 @@ void Session::on_agent_hello(const agent::Hello& hello) {
   // the execution it interrupted was already answered by the agent's supervisor.
   if (hello.restart_count == 0) return;
   restarts_seen_ = hello.restart_count;
-  LOG_INFO("session %s: interpreter restarted (%u)", identifier_.c_str(), hello.restart_count);
+  // Debug level: code in the session can write hello frames on its own socket at will.
+  LOG_DEBUG("session %s: interpreter restarted (%u)", identifier_.c_str(), hello.restart_count);
 }
 
 void Session::on_agent_lost(const Error& why) {

@@ -216,6 +216,42 @@ class SessionApi(unittest.TestCase):
         r, j = execute(self.srv, "tmo-1", "keep")
         self.assertEqual(j["properties"]["result"], 1)  # interrupted, not restarted: variables kept
 
+    def test_crash_restarts_interpreter_files_survive(self):
+        execute(self.srv, "crash-1", "v = 1\nopen('kept.txt', 'w').write('k')")
+        r, j = execute(self.srv, "crash-1", "import os\nos.abort()")
+        p = j["properties"]
+        self.assertEqual(p["status"], "Failure")
+        self.assertEqual(p["errorCode"], "InterpreterCrashed")
+        self.assertIn("variables were lost", p["stderr"])
+        r, j = execute(self.srv, "crash-1", "('v' in globals(), open('kept.txt').read())")
+        self.assertEqual(j["properties"]["result"], "(False, 'k')")
+
+    def test_out_of_memory_is_reported(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "oom", "resources": {"memory": "256Mi"}, "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            execute(self.srv, "oom-1", "open('kept.txt', 'w').write('k')", path="/pools/oom/code/execute")
+            r, j = execute(self.srv, "oom-1", "x = bytearray(1 << 30)", path="/pools/oom/code/execute")
+            p = j["properties"]
+            self.assertEqual(p["status"], "Failure")
+            self.assertEqual(p["errorCode"], "OutOfMemory", p)
+            r, j = execute(self.srv, "oom-1", "open('kept.txt').read()", path="/pools/oom/code/execute")
+            self.assertEqual(j["properties"]["result"], "k")
+        finally:
+            self.srv.request("DELETE", "/pools/oom")
+
+    def test_uninterruptible_code_restarts_with_variables_lost(self):
+        execute(self.srv, "hang-1", "v = 1")
+        # Code that blocks SIGINT cannot be interrupted: after the grace period the interpreter is replaced.
+        r, j = execute(self.srv, "hang-1", "import signal, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+                       "time.sleep(60)", timeoutInSeconds=1)
+        p = j["properties"]
+        self.assertEqual(p["status"], "Failure")
+        self.assertEqual(p["errorCode"], "ExecutionTimeout")
+        self.assertIn("variables were lost", p["stderr"])
+        r, j = execute(self.srv, "hang-1", "'v' in globals()")
+        self.assertEqual(j["properties"]["result"], False)
+
     def test_pool_full_then_free(self):
         r, j = self.srv.json("POST", "/pools", {"name": "tiny", "maxConcurrentSessions": 2, "readySessionInstances": 1})
         self.assertEqual(r.status, 201, r)
