@@ -154,7 +154,7 @@ Status Server::start() {
     return false;
   };
   api::add_pool_routes(api_, pools_, authorize);
-  api::add_file_routes(api_, pools_, authorize);
+  api::add_file_routes(api_, pools_, authorize, config_.api_keys);
   api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
   api::add_openapi_route(api_);
   if (!config_.access_log.empty()) {

@@ -12,31 +12,52 @@ void Api::register_route(llhttp_method_t method, std::string pattern, RouteHandl
   label += pattern;
   routes_.push_back({std::move(label), std::move(handler),
                      options.max_body_bytes ? options.max_body_bytes : default_max_body_bytes_,
-                     std::move(options.body_limit), options.too_large_code, {}, {}});
+                     std::move(options.body_limit), options.too_large_code, std::move(options.stream_head),
+                     std::move(options.stream_body), std::move(options.stream_abort), {}, {}});
   router_.add(method, std::move(pattern), id);
 }
 
-http::HeadDecision Api::on_head(http::Request& request) {
+RouteParams Api::params_of(const http::Request& req) {
+  RouteParams params;
+  params.count = req.route_param_count;
+  for (int i = 0; i < params.count; ++i) params.values[i] = req.route_params[i];
+  return params;
+}
+
+http::HeadDecision Api::on_head(http::Exchange& ex) {
+  http::Request& request = ex.request();
   Match m = router_.match(request.method, request.path);
   if (m.kind == MatchKind::kFound) {
     request.route = m.id;
     request.route_param_count = m.params.count;
     for (int i = 0; i < m.params.count; ++i) request.route_params[i] = m.params.values[i];
     const RouteEntry& e = routes_[m.id];
-    return {e.body_limit ? e.body_limit(request) : e.max_body_bytes, true};
+    uint64_t limit = e.body_limit ? e.body_limit(request) : e.max_body_bytes;
+    if (e.stream_head) {
+      e.stream_head(ex, m.params);
+      return {limit, false, true};
+    }
+    return {limit, true, false};
   }
   // Unrouted requests are answered after their (discarded) body, up to the default limit.
   request.route = m.kind == MatchKind::kNotFound ? kRouteNotFound : kRouteBadMethod;
-  return {default_max_body_bytes_, false};
+  return {default_max_body_bytes_, false, false};
+}
+
+void Api::on_body(http::Exchange& ex, std::string_view chunk) {
+  int route = ex.request().route;
+  if (route >= 0 && routes_[route].stream_body) routes_[route].stream_body(ex, chunk);
+}
+
+void Api::on_abort(http::Exchange& ex) {
+  int route = ex.request().route;
+  if (route >= 0 && routes_[route].stream_abort) routes_[route].stream_abort(ex);
 }
 
 void Api::on_request(http::Exchange& ex) {
   http::Request& req = ex.request();
   if (req.route >= 0) {
-    RouteParams params;
-    params.count = req.route_param_count;
-    for (int i = 0; i < params.count; ++i) params.values[i] = req.route_params[i];
-    routes_[req.route].handler(ex, params);
+    routes_[req.route].handler(ex, params_of(req));
     return;
   }
   if (req.route == kRouteBadMethod) {

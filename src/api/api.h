@@ -23,6 +23,11 @@ struct RouteOptions {
   // When set, decides the limit per request from its head (e.g. by the pool in the path).
   std::function<uint64_t(const http::Request&)> body_limit;
   const char* too_large_code = nullptr;  // the error code of a 413 (default "PayloadTooLarge")
+  // Streamed bodies: when set, the body is not stored; these receive it as it arrives and the
+  // route's handler is called at its end. `stream_abort` runs when the request ends early.
+  std::function<void(http::Exchange&, const RouteParams&)> stream_head;
+  std::function<void(http::Exchange&, std::string_view)> stream_body;
+  std::function<void(http::Exchange&)> stream_abort;
 };
 
 class Api : public http::RequestHandler {
@@ -37,7 +42,9 @@ class Api : public http::RequestHandler {
   const Router& router() const { return router_; }
 
   // http::RequestHandler
-  http::HeadDecision on_head(http::Request& request) override;
+  http::HeadDecision on_head(http::Exchange& ex) override;
+  void on_body(http::Exchange& ex, std::string_view chunk) override;
+  void on_abort(http::Exchange& ex) override;
   void on_request(http::Exchange& ex) override;
   void on_protocol_error(http::Exchange& ex, int status, const char* reason) override;
   void on_response(const http::Request& request, int status, uint64_t latency_ns, size_t body_bytes) override;
@@ -49,6 +56,9 @@ class Api : public http::RequestHandler {
     uint64_t max_body_bytes;
     std::function<uint64_t(const http::Request&)> body_limit;
     const char* too_large_code;
+    std::function<void(http::Exchange&, const RouteParams&)> stream_head;
+    std::function<void(http::Exchange&, std::string_view)> stream_body;
+    std::function<void(http::Exchange&)> stream_abort;
     std::vector<std::pair<int, uint64_t>> by_status;  // status → requests
     LatencyHistogram latency;
   };
@@ -56,10 +66,11 @@ class Api : public http::RequestHandler {
   static constexpr int kRouteBadMethod = -3;
 
   RouteEntry& entry_for(int route);
+  static RouteParams params_of(const http::Request& req);
   uint64_t default_max_body_bytes_;
   Router router_;
   std::vector<RouteEntry> routes_;
-  RouteEntry unmatched_{"unmatched", {}, 0, {}, nullptr, {}, {}};
+  RouteEntry unmatched_{"unmatched", {}, 0, {}, nullptr, {}, {}, {}, {}, {}};
   std::vector<std::function<void(std::string&)>> metric_sections_;
   AccessLog* access_log_ = nullptr;
 };

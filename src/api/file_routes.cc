@@ -1,13 +1,16 @@
 // File handlers: each turns one HTTP request into a short conversation with the session's agent.
 #include "api/file_routes.h"
 
+#include <deque>
 #include <memory>
+#include <unordered_map>
 
 #include "agent/protocol.h"
 #include "api/errors.h"
 #include "api/json.h"
 #include "api/multipart.h"
 #include "api/params.h"
+#include "api/session_routes.h"
 #include "http/response.h"
 
 namespace sp::api {
@@ -22,7 +25,12 @@ constexpr uint64_t kMaxDownloadBytes = 1ull << 30;  // answers are formed whole 
 
 struct Files {
   pool::PoolManager& pools;
-  std::function<bool(http::Exchange&)> authorize;
+  std::function<bool(http::Exchange&)> authorize;  // answers 401 itself
+  std::vector<std::string> api_keys;
+  // For heads of streamed requests, which cannot be answered yet: only checks.
+  bool authorize_quiet(http::Exchange& ex) const {
+    return api_keys.empty() || token_matches(ex.request().header("authorization"), api_keys);
+  }
 };
 
 struct Where {
@@ -105,131 +113,318 @@ void with_session(Files& f, http::Exchange& ex, const RouteParams& params, Where
   });
 }
 
-// ---- upload ----
+// ---- upload (streamed: the body goes to the agent as it arrives) ----
 
-struct Upload {
-  http::Exchange* ex;
-  Session* session;
-  std::string path;
-  std::string_view data;  // into the request body, valid until the answer
-  size_t sent = 0;
-  uint64_t upload_id = 0;
-  bool b_shape = false;  // files/upload (B envelope list) vs files (C object)
-};
+constexpr size_t kUploadChunk = agent::kFileChunkBytes;
+constexpr size_t kMaxBufferedUpload = 4 * kUploadChunk;  // past this the body is paused
+constexpr int kMaxChunksInFlight = 2;
 
-void upload_step(std::shared_ptr<Upload> u);
-
-void upload_finish(std::shared_ptr<Upload> u, uint64_t size) {
-  // Stat for the modification time the listing will show.
-  std::string frame;
-  agent::FrameEncoder enc(&frame);
-  uint64_t id = u->session->next_request_id();
-  agent::PathRequest pr{u->path, 0};
-  if (!agent::encode_path_request(enc, agent::FrameType::kStat, id, pr).ok()) {
-    return respond_error(*u->ex, 500, "InternalError", "cannot encode stat");
-  }
-  u->session->agent_request(frame, id, [u, size](const agent::Frame* f, const Error* err) {
-    if (err || f->header.type != agent::FrameType::kStatReply) return respond_agent_error(*u->ex, f, err, u->path);
-    auto list = agent::decode_list_reply(*f);
-    agent::FileEntry e{u->path, agent::FileType::kFile, size, pool::unix_now_ms() * 1000000};
-    if (list.ok() && !list.value().entries.empty()) e = list.value().entries[0];
-    e.size_bytes = size;
-    std::string body;
-    JsonWriter w(body);
-    int next_id = 1;
-    if (u->b_shape) {
-      w.begin_object().key("$id").string(std::to_string(next_id++)).key("value").begin_array();
-      write_item(w, &next_id, u->path, e);
-      w.end_array().end_object();
-    } else {
-      write_item(w, &next_id, u->path, e);
-    }
-    u->ex->respond(200, kJson, body);
-  });
-}
-
-void upload_step(std::shared_ptr<Upload> u) {
-  std::string frame;
-  agent::FrameEncoder enc(&frame);
-  uint64_t id = u->session->next_request_id();
-  bool last = u->sent >= u->data.size();
-  Status st;
-  if (last) {
-    st = agent::encode_upload_ref(enc, agent::FrameType::kWriteClose, id, agent::UploadRef{u->upload_id});
-  } else {
-    size_t n = std::min<size_t>(agent::kFileChunkBytes, u->data.size() - u->sent);
-    st = agent::encode_write_chunk(enc, id, agent::WriteChunk{u->upload_id, u->data.substr(u->sent, n)});
-    u->sent += n;
-  }
-  if (!st.ok()) return respond_error(*u->ex, 500, "InternalError", "cannot encode upload");
-  u->session->agent_request(frame, id, [u, last](const agent::Frame* f, const Error* err) {
-    if (err || f->header.type != agent::FrameType::kOk) {
-      if (!err && !last) {
-        // Drop the partial file; the answer reports the first failure.
-        std::string abort;
-        agent::FrameEncoder enc(&abort);
-        uint64_t aid = u->session->next_request_id();
-        if (agent::encode_upload_ref(enc, agent::FrameType::kWriteAbort, aid, agent::UploadRef{u->upload_id}).ok()) {
-          u->session->agent_request(abort, aid, [](const agent::Frame*, const Error*) {});
-        }
-      }
-      return respond_agent_error(*u->ex, f, err, u->path);
-    }
-    if (last) {
-      auto ok = agent::decode_ok(*f);
-      return upload_finish(u, ok.ok() ? ok.value().value : u->data.size());
-    }
-    upload_step(u);
-  });
-}
-
-void handle_upload(Files& files, http::Exchange& ex, const RouteParams& params, Where where, bool b_shape) {
-  const http::Request& req = ex.request();
-  auto boundary = multipart_boundary(req.header("content-type"));
-  if (!boundary.ok()) return respond_error(ex, 400, "InvalidRequestBody", "uploads are multipart/form-data with a part named 'file'");
-  auto parts = parse_multipart(req.body, boundary.value());
-  if (!parts.ok()) return respond_error(ex, 400, "InvalidRequestBody", "malformed multipart body: " + std::string(parts.error().where));
-  const MultipartPart* file = nullptr;
-  for (const MultipartPart& p : parts.value()) {
-    if (p.name == "file" && !p.filename.empty()) file = &p;
-  }
-  if (!file) return respond_error(ex, 400, "InvalidRequestBody", "no part named 'file' with a filename");
+struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<StreamUpload> {
+  Files* files = nullptr;
+  http::Exchange* ex = nullptr;
+  bool b_shape = false;
+  std::string pool_name;
+  std::string identifier;
   std::string dir;
-  if (auto path = query_param(req.query, "path")) {
-    auto clean = clean_file_name(*path, true);
-    if (!clean) return respond_error(ex, 400, "InvalidFileName", "invalid path '" + *path + "'");
-    dir = *clean;
+  uint64_t max_bytes = 0;
+  std::unique_ptr<MultipartStream> mp;
+  // Failure, answered once the body has ended (only then may the exchange be answered).
+  int err_status = 0;
+  std::string err_code, err_message;
+  // The session.
+  bool session_ready = false;
+  uint64_t session_gen = 0;
+  // The file part.
+  enum class FilePart { kNone, kIn, kDone } file = FilePart::kNone;
+  bool in_other_part = false;
+  std::string path;
+  bool open_sent = false, opened = false, close_sent = false, aborted = false, answered = false;
+  uint64_t upload_id = 0;
+  uint64_t received = 0;
+  std::string pending;            // data not yet cut into a chunk
+  std::deque<std::string> queue;  // chunks waiting to be sent
+  size_t queued_bytes = 0;
+  int in_flight = 0;
+  bool body_done = false;
+  bool paused = false;
+
+  void fail(int status, std::string code, std::string message) {
+    if (err_status == 0) {
+      err_status = status;
+      err_code = std::move(code);
+      err_message = std::move(message);
+    }
+    abort_upload();
+    queue.clear();
+    queued_bytes = 0;
+    pending.clear();
+    if (paused && !body_done) {
+      paused = false;  // the rest of the body is read and discarded, then the error is answered
+      ex->resume_body();
+    }
+    answer_if_done();
   }
-  auto name = clean_file_name(file->filename, false);
-  if (!name) return respond_error(ex, 400, "InvalidFileName", "invalid file name '" + std::string(file->filename) + "'");
-  std::string full = dir.empty() ? *name : dir + "/" + *name;
-  std::string_view pool_name = where.pooled ? params.values[0] : std::string_view("default");
-  Pool* p = files.pools.find(pool_name);
-  if (p && file->data.size() > p->settings().max_upload_bytes) {
-    return respond_error(ex, 413, "FileTooLarge",
-                         "files are limited to " + std::to_string(p->settings().max_upload_bytes) + " bytes in this pool");
+
+  Session* session() {
+    Pool* p = files->pools.find(pool_name);
+    Session* s = p ? p->find(identifier) : nullptr;
+    if (!s || s->sandbox_id() != session_gen) return nullptr;
+    return s;
   }
-  std::string_view data = file->data;
-  with_session(files, ex, params, where, [&ex, full, data, b_shape](Session* s) {
-    auto u = std::make_shared<Upload>();
-    u->ex = &ex;
-    u->session = s;
-    u->path = full;
-    u->data = data;
-    u->b_shape = b_shape;
+
+  void abort_upload() {
+    if (!opened || close_sent || aborted) return;
+    aborted = true;
+    if (Session* s = session()) {
+      std::string frame;
+      agent::FrameEncoder enc(&frame);
+      uint64_t id = s->next_request_id();
+      if (agent::encode_upload_ref(enc, agent::FrameType::kWriteAbort, id, agent::UploadRef{upload_id}).ok()) {
+        s->agent_request(frame, id, [](const agent::Frame*, const Error*) {});
+      }
+    }
+  }
+
+  void answer_if_done() {
+    if (!body_done || answered || err_status == 0) return;
+    answered = true;
+    std::string headers;
+    respond_error(*ex, err_status, err_code, err_message, headers);
+  }
+
+  void agent_failed(const agent::Frame* f, const Error* err) {
+    if (err) return fail(500, "SessionLost", "the session's sandbox did not answer: " + err->message());
+    int code = 0;
+    std::string message = "unexpected answer from the agent";
+    if (f->header.type == agent::FrameType::kError) {
+      auto e = agent::decode_error(*f);
+      if (e.ok()) {
+        code = e.value().errno_code;
+        message = std::string(e.value().message);
+      }
+    }
+    if (code == ENOSPC || code == EDQUOT) return fail(507, "SessionStorageFull", "the session's /mnt/data is full");
+    if (code == EINVAL || code == ENAMETOOLONG || code == ENOTDIR || code == ELOOP) {
+      return fail(400, "InvalidFileName", message);
+    }
+    if (code == EISDIR) return fail(400, "IsADirectory", "'" + path + "' is a directory");
+    fail(500, "FileOperationFailed", message);
+  }
+
+  // MultipartStream::Events
+  void on_part_begin(const MultipartPart& part) override {
+    in_other_part = true;
+    if (file != FilePart::kNone || part.name != "file" || part.filename.empty()) return;
+    auto name = clean_file_name(part.filename, false);
+    if (!name) return fail(400, "InvalidFileName", "invalid file name '" + std::string(part.filename) + "'");
+    path = dir.empty() ? *name : dir + "/" + *name;
+    file = FilePart::kIn;
+    in_other_part = false;
+  }
+  void on_part_data(std::string_view data) override {
+    if (file != FilePart::kIn || in_other_part || err_status) return;
+    received += data.size();
+    if (received > max_bytes) {
+      return fail(413, "FileTooLarge", "files are limited to " + std::to_string(max_bytes) + " bytes in this pool");
+    }
+    pending.append(data);
+    while (pending.size() >= kUploadChunk) {
+      queue.push_back(pending.substr(0, kUploadChunk));
+      queued_bytes += kUploadChunk;
+      pending.erase(0, kUploadChunk);
+    }
+  }
+  void on_part_end() override {
+    if (file == FilePart::kIn && !in_other_part) {
+      if (!pending.empty()) {
+        queued_bytes += pending.size();
+        queue.push_back(std::move(pending));
+        pending.clear();
+      }
+      file = FilePart::kDone;
+    }
+    in_other_part = false;
+  }
+
+  void flow_control() {
+    if (body_done) return;
+    size_t buffered = queued_bytes + pending.size();
+    if (!paused && buffered > kMaxBufferedUpload) {
+      paused = true;
+      ex->pause_body();
+    } else if (paused && buffered <= kMaxBufferedUpload / 2) {
+      paused = false;
+      ex->resume_body();
+    }
+  }
+
+  void pump() {
+    if (err_status || !session_ready) return flow_control();
+    Session* s = session();
+    if (!s) return fail(500, "SessionLost", "the session ended during the upload");
+    auto self = shared_from_this();
+    if (file != FilePart::kNone && !open_sent) {
+      open_sent = true;
+      std::string frame;
+      agent::FrameEncoder enc(&frame);
+      uint64_t id = s->next_request_id();
+      if (!agent::encode_write_open(enc, id, agent::WriteOpen{path, 1}).ok()) {
+        return fail(400, "InvalidFileName", "file name too long");
+      }
+      s->agent_request(frame, id, [self](const agent::Frame* f, const Error* err) {
+        if (self->err_status) return;
+        if (err || f->header.type != agent::FrameType::kOk) return self->agent_failed(f, err);
+        auto ok = agent::decode_ok(*f);
+        self->upload_id = ok.ok() ? ok.value().value : 0;
+        self->opened = true;
+        self->pump();
+      });
+      return flow_control();
+    }
+    while (opened && !queue.empty() && in_flight < kMaxChunksInFlight) {
+      std::string chunk = std::move(queue.front());
+      queue.pop_front();
+      queued_bytes -= chunk.size();
+      std::string frame;
+      agent::FrameEncoder enc(&frame);
+      uint64_t id = s->next_request_id();
+      if (!agent::encode_write_chunk(enc, id, agent::WriteChunk{upload_id, chunk}).ok()) {
+        return fail(500, "InternalError", "cannot encode an upload chunk");
+      }
+      ++in_flight;
+      s->agent_request(frame, id, [self](const agent::Frame* f, const Error* err) {
+        --self->in_flight;
+        if (self->err_status) return;
+        if (err || f->header.type != agent::FrameType::kOk) return self->agent_failed(f, err);
+        self->pump();
+      });
+    }
+    flow_control();
+    if (body_done && opened && file == FilePart::kDone && queue.empty() && in_flight == 0 && !close_sent) {
+      close_sent = true;
+      std::string frame;
+      agent::FrameEncoder enc(&frame);
+      uint64_t id = s->next_request_id();
+      if (!agent::encode_upload_ref(enc, agent::FrameType::kWriteClose, id, agent::UploadRef{upload_id}).ok()) {
+        return fail(500, "InternalError", "cannot encode the upload's end");
+      }
+      s->agent_request(frame, id, [self](const agent::Frame* f, const Error* err) {
+        if (self->err_status) return;
+        if (err || f->header.type != agent::FrameType::kOk) return self->agent_failed(f, err);
+        auto ok = agent::decode_ok(*f);
+        self->stat_and_answer(ok.ok() ? ok.value().value : self->received);
+      });
+    }
+  }
+
+  void stat_and_answer(uint64_t size) {
+    Session* s = session();
+    if (!s) return fail(500, "SessionLost", "the session ended during the upload");
+    auto self = shared_from_this();
     std::string frame;
     agent::FrameEncoder enc(&frame);
     uint64_t id = s->next_request_id();
-    if (!agent::encode_write_open(enc, id, agent::WriteOpen{u->path, 1}).ok()) {
-      return respond_error(ex, 400, "InvalidFileName", "file name too long");
+    if (!agent::encode_path_request(enc, agent::FrameType::kStat, id, agent::PathRequest{path, 0}).ok()) {
+      return fail(500, "InternalError", "cannot encode stat");
     }
-    s->agent_request(frame, id, [u](const agent::Frame* f, const Error* err) {
-      if (err || f->header.type != agent::FrameType::kOk) return respond_agent_error(*u->ex, f, err, u->path);
-      auto ok = agent::decode_ok(*f);
-      u->upload_id = ok.ok() ? ok.value().value : 0;
-      upload_step(u);
+    s->agent_request(frame, id, [self, size](const agent::Frame* f, const Error* err) {
+      if (err || f->header.type != agent::FrameType::kStatReply) return self->agent_failed(f, err);
+      auto list = agent::decode_list_reply(*f);
+      agent::FileEntry e{self->path, agent::FileType::kFile, size, pool::unix_now_ms() * 1000000};
+      if (list.ok() && !list.value().entries.empty()) e = list.value().entries[0];
+      e.size_bytes = size;
+      std::string body;
+      JsonWriter w(body);
+      int next_id = 1;
+      if (self->b_shape) {
+        w.begin_object().key("$id").string(std::to_string(next_id++)).key("value").begin_array();
+        write_item(w, &next_id, self->path, e);
+        w.end_array().end_object();
+      } else {
+        write_item(w, &next_id, self->path, e);
+      }
+      self->answered = true;
+      self->ex->respond(200, kJson, body);
     });
+  }
+};
+
+struct Uploads {
+  std::unordered_map<http::Exchange*, std::shared_ptr<StreamUpload>> active;
+};
+
+void upload_head(Files& files, Uploads& uploads, http::Exchange& ex, const RouteParams& params, Where where,
+                 bool b_shape) {
+  auto u = std::make_shared<StreamUpload>();
+  u->files = &files;
+  u->ex = &ex;
+  u->b_shape = b_shape;
+  uploads.active[&ex] = u;
+  const http::Request& req = ex.request();
+  if (!files.authorize_quiet(ex)) {
+    return u->fail(401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required");
+  }
+  u->pool_name = std::string(where.pooled ? params.values[0] : std::string_view("default"));
+  Pool* p = files.pools.find(u->pool_name);
+  if (!p) return u->fail(404, "PoolNotFound", "no session pool named '" + u->pool_name + "'");
+  u->max_bytes = p->settings().max_upload_bytes;
+  auto id = query_param(req.query, "identifier");
+  if (!id || !valid_identifier(*id)) return u->fail(400, "InvalidIdentifier", "a valid 'identifier' query parameter is required");
+  u->identifier = *id;
+  if (auto path = query_param(req.query, "path")) {
+    auto clean = clean_file_name(*path, true);
+    if (!clean) return u->fail(400, "InvalidFileName", "invalid path '" + *path + "'");
+    u->dir = *clean;
+  }
+  auto boundary = multipart_boundary(req.header("content-type"));
+  if (!boundary.ok()) return u->fail(400, "InvalidRequestBody", "uploads are multipart/form-data with a part named 'file'");
+  u->mp = std::make_unique<MultipartStream>(boundary.value(), u.get());
+  p->acquire(u->identifier, [u](Session* s, const AcquireError* e) {
+    if (e) return u->fail(e->status, e->code, e->message);
+    u->session_gen = s->sandbox_id();
+    u->session_ready = true;
+    u->pump();
   });
+}
+
+void upload_body(Uploads& uploads, http::Exchange& ex, std::string_view chunk) {
+  auto it = uploads.active.find(&ex);
+  if (it == uploads.active.end()) return;
+  StreamUpload& u = *it->second;
+  if (u.err_status || !u.mp) return;  // discard: the error is answered at the end
+  Status st = u.mp->feed(chunk);
+  if (!st.ok()) return u.fail(400, "InvalidRequestBody", "malformed multipart body: " + std::string(st.error().where));
+  u.pump();
+}
+
+void upload_end(Uploads& uploads, http::Exchange& ex) {
+  auto it = uploads.active.find(&ex);
+  if (it == uploads.active.end()) return respond_error(ex, 500, "InternalError", "upload state lost");
+  std::shared_ptr<StreamUpload> u = it->second;
+  uploads.active.erase(it);
+  u->body_done = true;
+  if (u->paused) {
+    u->paused = false;
+    ex.resume_body();
+  }
+  if (!u->err_status && u->mp && !u->mp->finish().ok()) {
+    return u->fail(400, "InvalidRequestBody", "malformed multipart body: it ends before the closing boundary");
+  }
+  if (!u->err_status && u->file == StreamUpload::FilePart::kNone) {
+    return u->fail(400, "InvalidRequestBody", "no part named 'file' with a filename");
+  }
+  if (u->err_status) return u->answer_if_done();
+  u->pump();
+}
+
+void upload_abort(Uploads& uploads, http::Exchange& ex) {
+  auto it = uploads.active.find(&ex);
+  if (it == uploads.active.end()) return;
+  std::shared_ptr<StreamUpload> u = it->second;
+  uploads.active.erase(it);
+  u->answered = true;  // nobody to answer (or the HTTP layer answers the error itself)
+  u->err_status = u->err_status ? u->err_status : 499;
+  u->abort_upload();
 }
 
 // ---- list, stat, delete ----
@@ -407,8 +602,10 @@ std::string_view content_type_for(std::string_view name) {
   return "application/octet-stream";
 }
 
-void add_file_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize) {
-  auto files = std::make_shared<Files>(Files{pools, std::move(authorize)});
+void add_file_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize,
+                     std::vector<std::string> api_keys) {
+  auto files = std::make_shared<Files>(Files{pools, std::move(authorize), std::move(api_keys)});
+  auto uploads = std::make_shared<Uploads>();
   for (Where where : {Where{true}, Where{false}}) {
     // The pool's upload limit plus room for the multipart framing, decided from the request head.
     RouteOptions upload_opts;
@@ -422,8 +619,16 @@ void add_file_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     auto reg = [&](llhttp_method_t m, const char* suffix, auto fn, RouteOptions o = {}) {
       api.register_route(m, base + suffix, [files, where, fn](http::Exchange& ex, const RouteParams& p) { fn(*files, ex, p, where); }, o);
     };
-    reg(HTTP_POST, "files/upload", [](Files& f, http::Exchange& ex, const RouteParams& p, Where w) { handle_upload(f, ex, p, w, true); }, upload_opts);
-    reg(HTTP_POST, "files", [](Files& f, http::Exchange& ex, const RouteParams& p, Where w) { handle_upload(f, ex, p, w, false); }, upload_opts);
+    for (bool b_shape : {true, false}) {
+      RouteOptions o = upload_opts;
+      o.stream_head = [files, uploads, where, b_shape](http::Exchange& ex, const RouteParams& p) {
+        upload_head(*files, *uploads, ex, p, where, b_shape);
+      };
+      o.stream_body = [uploads](http::Exchange& ex, std::string_view chunk) { upload_body(*uploads, ex, chunk); };
+      o.stream_abort = [uploads](http::Exchange& ex) { upload_abort(*uploads, ex); };
+      api.register_route(HTTP_POST, base + (b_shape ? "files/upload" : "files"),
+                         [uploads](http::Exchange& ex, const RouteParams&) { upload_end(*uploads, ex); }, o);
+    }
     reg(HTTP_GET, "files", handle_list);
     reg(HTTP_GET, "files/content/{name...}", handle_content);
     reg(HTTP_GET, "files/{name}/content", handle_content);

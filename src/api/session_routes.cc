@@ -534,7 +534,7 @@ bool token_matches(std::string_view authorization, const std::vector<std::string
 
 void add_session_routes(Api& api, PoolManager& pools, const SessionApiOptions& options) {
   auto ctx = std::make_shared<Ctx>(Ctx{pools, options});
-  RouteOptions exec_opts{kExecuteBodyLimit, {}, nullptr};
+  RouteOptions exec_opts{kExecuteBodyLimit, {}, nullptr, {}, {}, {}};
   for (Where where : {Where{true}, Where{false}}) {
     std::string base = where.pooled ? "/pools/{pool}/" : "/";
     auto reg = [&](llhttp_method_t m, const char* suffix, auto fn, RouteOptions o = {}) {

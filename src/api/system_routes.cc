@@ -42,7 +42,7 @@ void TestRoutes::add(Api& api, uv_loop_t* loop) {
         std::string_view type = ex.request().header("content-type");
         ex.respond(200, type.empty() ? "application/octet-stream" : type, ex.request().body);
       },
-      RouteOptions{64ull << 20, {}, nullptr});
+      RouteOptions{64ull << 20, {}, nullptr, {}, {}, {}});
   api.register_route(HTTP_GET, "/_test/sleep", [this](http::Exchange& ex, const RouteParams&) {
     uint64_t ms = 0;
     std::string_view q = ex.request().query;

@@ -14,6 +14,16 @@ Request& Exchange::request() { return conn_->parser_.request(); }
 bool Exchange::head_request() const { return conn_->parser_.request().method == HTTP_HEAD; }
 bool Exchange::peer_gone() const { return conn_->handle_closing_; }
 
+void Exchange::pause_body() {
+  conn_->body_paused_ = true;
+  conn_->update_reading();
+}
+
+void Exchange::resume_body() {
+  conn_->body_paused_ = false;
+  conn_->update_reading();
+}
+
 void Exchange::respond(int status, std::string_view content_type, std::string_view body,
                        std::string_view extra_headers) {
   if (responded_) return;
@@ -111,8 +121,11 @@ void Connection::process(const char* data, size_t len) {
         Request& req = parser_.request();
         req.peer = peer_;
         exchange_.start_ns_ = uv_hrtime();
-        HeadDecision d = server_->handler_->on_head(req);
-        if (!parser_.set_body_limit(d.max_body_bytes, d.store_body)) {
+        exchange_.responded_ = false;
+        HeadDecision d = server_->handler_->on_head(exchange_);
+        streaming_ = d.stream;
+        body_paused_ = false;
+        if (!parser_.set_body_limit(d.max_body_bytes, d.store_body, d.stream ? this : nullptr)) {
           protocol_error(parser_.error_status(), parser_.error_reason());
           return;
         }
@@ -132,7 +145,18 @@ void Connection::process(const char* data, size_t len) {
   }
 }
 
+void Connection::on_body_data(std::string_view chunk) { server_->handler_->on_body(exchange_, chunk); }
+
+void Connection::abort_stream() {
+  if (!streaming_) return;
+  streaming_ = false;
+  body_paused_ = false;
+  server_->handler_->on_abort(exchange_);
+}
+
 void Connection::dispatch() {
+  streaming_ = false;
+  body_paused_ = false;
   state_ = State::kHandling;
   server_->list_remove(this);
   owes_response_ = true;
@@ -163,6 +187,7 @@ void Connection::finish_exchange(int status, size_t body_bytes) {
 }
 
 void Connection::protocol_error(int status, const char* reason) {
+  abort_stream();
   close_after_output_ = true;
   state_ = State::kHandling;
   server_->list_remove(this);
@@ -241,6 +266,7 @@ void Connection::on_shutdown(uv_shutdown_t* req, int status) {
 void Connection::close_now() {
   if (handle_closing_) return;
   handle_closing_ = true;
+  abort_stream();
   server_->list_remove(this);
   if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   reading_ = false;
@@ -296,7 +322,7 @@ void Connection::update_reading() {
   if (handle_closing_) return;
   size_t pending = out_.size() + writing_.size();
   bool want = !eof_ && state_ != State::kHandling && pending <= server_->limits_.max_pending_output_bytes &&
-              (!close_after_output_ || shut_);
+              (!close_after_output_ || shut_) && !body_paused_;
   if (want && !reading_) {
     reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0;
   } else if (!want && reading_) {

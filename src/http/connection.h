@@ -15,7 +15,7 @@ namespace sp::http {
 class HttpServer;
 struct ConnList;
 
-class Connection {
+class Connection : private BodySink {
  public:
   Connection(HttpServer* server);
   Connection(const Connection&) = delete;
@@ -38,6 +38,8 @@ class Connection {
   static void on_shutdown(uv_shutdown_t* req, int status);
 
   void process(const char* data, size_t len);
+  void on_body_data(std::string_view chunk) override;
+  void abort_stream();
   void dispatch();
   void finish_exchange(int status, size_t body_bytes);
   void protocol_error(int status, const char* reason);
@@ -64,6 +66,8 @@ class Connection {
   bool shut_ = false;         // uv_shutdown issued
   bool handle_closing_ = false;
   bool owes_response_ = false;  // a handler holds exchange_
+  bool streaming_ = false;      // the current request's body goes to the handler as it arrives
+  bool body_paused_ = false;    // the handler asked to stop reading the body
   bool in_dispatch_ = false;    // inside the handler call: a response now is synchronous
   bool handle_closed_ = false;  // the close callback ran while a response was owed
   char peer_[64] = {};

@@ -24,6 +24,10 @@ class Exchange {
   void respond(int status, std::string_view content_type, std::string_view body,
                std::string_view extra_headers = {});
   bool responded() const { return responded_; }
+  // Streamed bodies: stop / restart reading the request body (flow control). Bytes already read
+  // are still delivered; pausing only stops further reads.
+  void pause_body();
+  void resume_body();
 
  private:
   friend class Connection;
@@ -35,6 +39,7 @@ class Exchange {
 struct HeadDecision {
   uint64_t max_body_bytes = 0;
   bool store_body = true;
+  bool stream = false;  // deliver the body through on_body() as it arrives instead of storing it
 };
 
 class RequestHandler {
@@ -42,7 +47,16 @@ class RequestHandler {
   virtual ~RequestHandler() = default;
   // After the request head: route it (the handler may record the route in request.route) and say
   // how much body it accepts. A Content-Length above the limit is answered 413 at once.
-  virtual HeadDecision on_head(Request& request) = 0;
+  // `ex` is not yet answerable; a streaming handler may keep it to receive on_body().
+  virtual HeadDecision on_head(Exchange& ex) = 0;
+  // Streamed bodies only: the next piece of the body, in order.
+  virtual void on_body(Exchange& ex, std::string_view chunk) {
+    (void)ex;
+    (void)chunk;
+  }
+  // Streamed bodies only: the request ended before on_request (peer gone, limit passed, timeout).
+  // on_request will not follow; on_protocol_error may (to form the error answer).
+  virtual void on_abort(Exchange& ex) { (void)ex; }
   // The complete request. Must lead to exactly one ex.respond(), now or later.
   virtual void on_request(Exchange& ex) = 0;
   // The connection layer answered by itself (400, 408, 413, 414, 431): form the error body.

@@ -66,6 +66,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s->header_spans_.clear();
   s->in_value_ = false;
   s->store_body_ = true;
+  s->sink_ = nullptr;
   s->body_limit_ = 0;
   s->body_seen_ = 0;
   s->trailer_bytes_ = 0;
@@ -167,14 +168,15 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   return HPE_PAUSED;
 }
 
-bool RequestParser::set_body_limit(uint64_t max_body_bytes, bool store) {
+bool RequestParser::set_body_limit(uint64_t max_body_bytes, bool store, BodySink* sink) {
   body_limit_ = max_body_bytes;
-  store_body_ = store;
+  store_body_ = store && sink == nullptr;
+  sink_ = sink;
   if (request_.has_content_length && request_.content_length > max_body_bytes) {
     fail(413, "request body too large");
     return false;
   }
-  if (store && request_.has_content_length) body_.reserve(request_.content_length + kBodyPadding);
+  if (store_body_ && request_.has_content_length) body_.reserve(request_.content_length + kBodyPadding);
   return true;
 }
 
@@ -185,7 +187,11 @@ int RequestParser::on_body(llhttp_t* p, const char* at, size_t len) {
     s->fail(413, "request body too large");
     return HPE_USER;
   }
-  if (s->store_body_) s->body_.append(at, len);
+  if (s->store_body_) {
+    s->body_.append(at, len);
+  } else if (s->sink_) {
+    s->sink_->on_body_data(std::string_view(at, len));
+  }
   return 0;
 }
 

@@ -53,6 +53,13 @@ struct Request {
   std::string_view peer;
 };
 
+// Receives body bytes of a streamed request (set_body_limit with a sink) instead of storing them.
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  virtual void on_body_data(std::string_view chunk) = 0;
+};
+
 struct ParserLimits {
   size_t max_url_bytes = 8192;
   size_t max_header_bytes = 64 * 1024;
@@ -81,7 +88,7 @@ class RequestParser {
   // After kHead: the body limit of the route. A Content-Length above it is an error at once;
   // a chunked body is refused when its running total passes it. `store` false discards the bytes.
   // Returns false (and the parser is in error with 413) when Content-Length is already too large.
-  bool set_body_limit(uint64_t max_body_bytes, bool store = true);
+  bool set_body_limit(uint64_t max_body_bytes, bool store = true, BodySink* sink = nullptr);
 
   // The peer closed its side: true when that ends a message cleanly or no message was started.
   bool finish();
@@ -122,6 +129,7 @@ class RequestParser {
   bool in_message_ = false;
   bool head_done_ = false;
   bool store_body_ = true;
+  BodySink* sink_ = nullptr;
   uint64_t body_limit_ = 0;
   uint64_t body_seen_ = 0;
   size_t trailer_bytes_ = 0;

@@ -407,6 +407,10 @@ class FilesApi(unittest.TestCase):
         r, j = self.upload("files-big", "blob.bin", data)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(j["value"][0]["properties"]["size"], len(data))
+        # The upload streamed through: the server's peak memory stayed far below the file's size.
+        with open("/proc/%d/status" % self.srv.proc.pid) as f:
+            hwm_kib = int([l for l in f if l.startswith("VmHWM:")][0].split()[1])
+        self.assertLess(hwm_kib, 48 * 1024)
         r = self.srv.request("GET", "/files/content/blob.bin?identifier=files-big")
         self.assertEqual(r.status, 200)
         self.assertTrue(r.body == data)

@@ -49,3 +49,49 @@ TEST_CASE("part count is bounded") {
 
 }  // namespace
 }  // namespace sp::api
+
+namespace sp::api {
+namespace {
+
+struct Collect : MultipartStream::Events {
+  std::vector<std::pair<std::string, std::string>> parts;  // (filename, data)
+  int ends = 0;
+  void on_part_begin(const MultipartPart& p) override { parts.emplace_back(std::string(p.filename), ""); }
+  void on_part_data(std::string_view d) override { parts.back().second.append(d); }
+  void on_part_end() override { ++ends; }
+};
+
+TEST_CASE("the stream parser matches the whole-body parser for every split") {
+  std::string bin;
+  for (int i = 0; i < 300; ++i) bin += static_cast<char>(i * 7);
+  bin += "\r\n-B\n--B\r--B\r\n-";  // near-delimiters inside the data
+  std::string body = "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.bin\"\r\n\r\n" + bin +
+                     "\r\n--B\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\nv\r\n--B--\r\nepilogue";
+  for (size_t step : {1, 2, 3, 5, 13, 64, 1000}) {
+    Collect c;
+    MultipartStream s("B", &c);
+    for (size_t off = 0; off < body.size(); off += step) REQUIRE(s.feed(std::string_view(body).substr(off, step)).ok());
+    CHECK(s.finish().ok());
+    REQUIRE(c.parts.size() == 2);
+    CHECK(c.parts[0].first == "x.bin");
+    CHECK(c.parts[0].second == bin);
+    CHECK(c.parts[1].second == "v");
+    CHECK(c.ends == 2);
+  }
+}
+
+TEST_CASE("the stream parser refuses truncated and malformed bodies") {
+  Collect c;
+  MultipartStream s("B", &c);
+  REQUIRE(s.feed("--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\npartial").ok());
+  CHECK_FALSE(s.finish().ok());
+  Collect d;
+  MultipartStream t("B", &d);
+  CHECK_FALSE(t.feed("--B\r\nno colon here\r\n\r\nx\r\n--B--").ok());
+  Collect e;
+  MultipartStream u("B", &e);
+  CHECK_FALSE(u.feed(std::string(40000, 'h')).ok());  // no boundary in a long preamble
+}
+
+}  // namespace
+}  // namespace sp::api
