@@ -21,7 +21,6 @@ using pool::Pool;
 using pool::Session;
 
 constexpr const char* kJson = "application/json; charset=utf-8";
-constexpr uint64_t kMaxDownloadBytes = 1ull << 30;  // answers are formed whole for now
 
 struct Files {
   pool::PoolManager& pools;
@@ -510,51 +509,87 @@ void handle_delete(Files& files, http::Exchange& ex, const RouteParams& params, 
   });
 }
 
-// ---- content ----
+// ---- content (streamed: one chunk in flight, paced by the client's reading) ----
 
-struct Download {
-  http::Exchange* ex;
-  Session* session;
-  std::string path;
-  std::string data;
-  int64_t mtime_ns = 0;
-};
+struct Download : std::enable_shared_from_this<Download> {
+  Files* files = nullptr;
+  http::Exchange* ex = nullptr;
+  std::string pool_name, identifier, path;
+  uint64_t session_gen = 0;
+  uint64_t size = 0;
+  uint64_t sent = 0;
+  bool started = false;
 
-void download_step(std::shared_ptr<Download> d) {
-  std::string frame;
-  agent::FrameEncoder enc(&frame);
-  uint64_t id = d->session->next_request_id();
-  if (!agent::encode_read_file(enc, id, agent::ReadFileRequest{d->path, d->data.size(), agent::kFileChunkBytes * 4}).ok()) {
-    return respond_error(*d->ex, 400, "InvalidFileName", "name too long");
+  Session* session() {
+    Pool* p = files->pools.find(pool_name);
+    Session* s = p ? p->find(identifier) : nullptr;
+    return s && s->sandbox_id() == session_gen ? s : nullptr;
   }
-  d->session->agent_request(frame, id, [d](const agent::Frame* f, const Error* err) {
-    if (err || f->header.type != agent::FrameType::kFileData) return respond_agent_error(*d->ex, f, err, d->path);
-    auto fd = agent::decode_file_data(*f);
-    if (!fd.ok()) return respond_error(*d->ex, 500, "InternalError", "malformed file data");
-    if (fd.value().file_size > kMaxDownloadBytes) {
-      return respond_error(*d->ex, 413, "FileTooLarge", "files over 1 GiB cannot be downloaded yet");
+
+  void fail_midway() { ex->fail_stream(); }
+
+  void next() {
+    if (started && (ex->peer_gone() || sent >= size)) {
+      if (ex->peer_gone()) return ex->fail_stream();
+      return ex->end_stream();
     }
-    if (d->data.empty()) d->data.reserve(fd.value().file_size);
-    d->data += fd.value().data;
-    d->mtime_ns = fd.value().mtime_ns;
-    if (!fd.value().eof && !fd.value().data.empty()) return download_step(d);
-    char date[29];
-    http::format_http_date(d->mtime_ns / 1000000000, date);
-    std::string headers = "Last-Modified: " + std::string(date, sizeof date) + "\r\n";
-    std::string_view base = d->path.substr(d->path.rfind('/') == std::string::npos ? 0 : d->path.rfind('/') + 1);
-    d->ex->respond(200, content_type_for(base), d->data, headers);
-  });
-}
+    Session* s = session();
+    if (!s) {
+      if (started) return fail_midway();
+      return respond_error(*ex, 500, "SessionLost", "the session ended");
+    }
+    std::string frame;
+    agent::FrameEncoder enc(&frame);
+    uint64_t id = s->next_request_id();
+    uint32_t want = agent::kFileChunkBytes * 4;
+    if (started) want = static_cast<uint32_t>(std::min<uint64_t>(want, size - sent));
+    if (!agent::encode_read_file(enc, id, agent::ReadFileRequest{path, sent, want}).ok()) {
+      return respond_error(*ex, 400, "InvalidFileName", "name too long");
+    }
+    auto self = shared_from_this();
+    s->agent_request(frame, id, [self](const agent::Frame* f, const Error* err) { self->on_chunk(f, err); });
+  }
+
+  void on_chunk(const agent::Frame* f, const Error* err) {
+    if (err || f->header.type != agent::FrameType::kFileData) {
+      if (started) return fail_midway();
+      return respond_agent_error(*ex, f, err, path);
+    }
+    auto fd = agent::decode_file_data(*f);
+    if (!fd.ok()) return started ? fail_midway() : respond_error(*ex, 500, "InternalError", "malformed file data");
+    std::string_view data = fd.value().data;
+    if (!started) {
+      started = true;
+      size = fd.value().file_size;
+      char date[29];
+      http::format_http_date(fd.value().mtime_ns / 1000000000, date);
+      std::string headers = "Last-Modified: " + std::string(date, sizeof date) + "\r\n";
+      std::string_view base = std::string_view(path).substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+      ex->begin_stream(200, content_type_for(base), size, headers);
+    }
+    if (data.size() > size - sent) data = data.substr(0, size - sent);  // the file grew: send what was announced
+    if (data.empty() && sent < size) return fail_midway();               // the file shrank
+    ex->stream_write(data);
+    sent += data.size();
+    auto self = shared_from_this();
+    ex->on_drained([self] { self->next(); });
+  }
+};
 
 void handle_content(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
   auto name = name_param(ex, params.values[where.pooled ? 1 : 0]);
   if (!name) return;
-  with_session(files, ex, params, where, [&ex, path = *name](Session* s) {
+  Files* fp = &files;
+  std::string pool_name(where.pooled ? params.values[0] : std::string_view("default"));
+  with_session(files, ex, params, where, [&ex, fp, pool_name, path = *name](Session* s) {
     auto d = std::make_shared<Download>();
+    d->files = fp;
     d->ex = &ex;
-    d->session = s;
+    d->pool_name = pool_name;
+    d->identifier = s->identifier();
+    d->session_gen = s->sandbox_id();
     d->path = path;
-    download_step(d);
+    d->next();
   });
 }
 

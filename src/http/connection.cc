@@ -43,6 +43,66 @@ void Exchange::respond(int status, std::string_view content_type, std::string_vi
   c->finish_exchange(status, body.size());
 }
 
+namespace {
+constexpr size_t kDrainedBytes = 256 * 1024;
+}  // namespace
+
+void Exchange::begin_stream(int status, std::string_view content_type, uint64_t content_length,
+                            std::string_view extra_headers) {
+  Connection* c = conn_;
+  streaming_answer_ = true;
+  stream_status_ = status;
+  stream_bytes_ = content_length;
+  const Request& req = c->parser_.request();
+  if (!req.keep_alive || c->server_->shutting_down_) c->close_after_output_ = true;
+  if (c->handle_closing_) return;
+  ResponseHead head;
+  head.status = status;
+  head.content_type = content_type;
+  head.extra_headers = extra_headers;
+  head.close = c->close_after_output_;
+  head.content_length = content_length;
+  head.body_follows_separately = true;
+  append_response(c->out_, head, {}, c->server_->date());
+  c->flush();
+}
+
+void Exchange::stream_write(std::string_view data) {
+  Connection* c = conn_;
+  if (c->handle_closing_ || c->parser_.request().method == HTTP_HEAD) return;
+  c->out_.append(data);
+  c->flush();
+}
+
+size_t Exchange::pending_output() const { return conn_->out_.size() + conn_->writing_.size(); }
+
+void Exchange::on_drained(std::function<void()> fn) {
+  conn_->on_drained_ = std::move(fn);
+  conn_->maybe_drained();
+}
+
+void Exchange::end_stream() {
+  if (responded_) return;
+  responded_ = true;
+  streaming_answer_ = false;
+  conn_->on_drained_ = nullptr;
+  conn_->finish_exchange(stream_status_, stream_bytes_);
+}
+
+void Exchange::fail_stream() {
+  conn_->close_now();
+  end_stream();
+}
+
+void Connection::maybe_drained() {
+  if (!on_drained_) return;
+  if (!handle_closing_ && out_.size() + writing_.size() > kDrainedBytes) return;
+  // Also when the peer is gone: the writer learns it from peer_gone() and stops.
+  auto fn = std::move(on_drained_);
+  on_drained_ = nullptr;
+  fn();
+}
+
 // ---- Connection ----
 
 Connection::Connection(HttpServer* server) : server_(server), parser_(server->limits().parser) {
@@ -235,9 +295,11 @@ void Connection::on_write(uv_write_t* req, int status) {
   c->writing_.clear();
   if (status < 0) {
     c->close_now();
+    c->maybe_drained();
     return;
   }
   c->flush();
+  c->maybe_drained();
 }
 
 void Connection::begin_close() {
@@ -267,6 +329,7 @@ void Connection::close_now() {
   if (handle_closing_) return;
   handle_closing_ = true;
   abort_stream();
+  maybe_drained();  // a streamed answer learns that its peer is gone
   server_->list_remove(this);
   if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   reading_ = false;

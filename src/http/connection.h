@@ -48,6 +48,7 @@ class Connection : private BodySink {
   void close_now();
   void set_timeout_for_state();
   void update_reading();
+  void maybe_drained();
 
   uv_tcp_t tcp_{};  // first member: the handle's memory is this object's
   HttpServer* server_;
@@ -68,6 +69,7 @@ class Connection : private BodySink {
   bool owes_response_ = false;  // a handler holds exchange_
   bool streaming_ = false;      // the current request's body goes to the handler as it arrives
   bool body_paused_ = false;    // the handler asked to stop reading the body
+  std::function<void()> on_drained_;  // a streamed answer waits for the output to drain
   bool in_dispatch_ = false;    // inside the handler call: a response now is synchronous
   bool handle_closed_ = false;  // the close callback ran while a response was owed
   char peer_[64] = {};

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string_view>
 
 #include "http/parser.h"
@@ -24,6 +25,18 @@ class Exchange {
   void respond(int status, std::string_view content_type, std::string_view body,
                std::string_view extra_headers = {});
   bool responded() const { return responded_; }
+  // A streamed answer of known length: begin_stream(), then stream_write() pieces adding up to
+  // exactly `content_length` bytes, then end_stream(). pending_output() tells how much is not yet
+  // sent; on_drained (set before writing) runs once the pending output falls below 256 KiB.
+  void begin_stream(int status, std::string_view content_type, uint64_t content_length,
+                    std::string_view extra_headers = {});
+  void stream_write(std::string_view data);
+  void end_stream();
+  // The streamed answer cannot be completed (its source failed): the connection is closed so the
+  // client sees a short body instead of a wrong one, and the exchange ends.
+  void fail_stream();
+  size_t pending_output() const;
+  void on_drained(std::function<void()> fn);
   // Streamed bodies: stop / restart reading the request body (flow control). Bytes already read
   // are still delivered; pausing only stops further reads.
   void pause_body();
@@ -34,6 +47,9 @@ class Exchange {
   Connection* conn_ = nullptr;
   uint64_t start_ns_ = 0;
   bool responded_ = false;
+  bool streaming_answer_ = false;
+  int stream_status_ = 0;
+  uint64_t stream_bytes_ = 0;
 };
 
 struct HeadDecision {

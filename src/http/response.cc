@@ -92,14 +92,14 @@ void append_response(std::string& out, const ResponseHead& head, std::string_vie
   bool bodiless = head.status < 200 || head.status == 204 || head.status == 304;
   if (!bodiless) {
     out += "Content-Length: ";
-    r = std::to_chars(num, num + sizeof num, body.size());
+    r = std::to_chars(num, num + sizeof num, head.body_follows_separately ? head.content_length : body.size());
     out.append(num, r.ptr);
     out += "\r\n";
   }
   if (head.close) out += "Connection: close\r\n";
   out += head.extra_headers;
   out += "\r\n";
-  if (!bodiless && !head.head_only) out += body;
+  if (!bodiless && !head.head_only && !head.body_follows_separately) out += body;
 }
 
 }  // namespace sp::http

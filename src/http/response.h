@@ -19,6 +19,9 @@ struct ResponseHead {
   std::string_view extra_headers;  // complete "Name: value\r\n" lines, or empty
   bool close = false;              // adds "Connection: close"
   bool head_only = false;          // HEAD: headers announce the body, which is not sent
+  // A body written afterwards by the caller: Content-Length is `content_length`, `body` unused.
+  bool body_follows_separately = false;
+  uint64_t content_length = 0;
 };
 
 // Appends a complete response to `out`. `date` is the 29-byte cached Date value.

@@ -414,6 +414,38 @@ class FilesApi(unittest.TestCase):
         r = self.srv.request("GET", "/files/content/blob.bin?identifier=files-big")
         self.assertEqual(r.status, 200)
         self.assertTrue(r.body == data)
+        with open("/proc/%d/status" % self.srv.proc.pid) as f:
+            hwm_kib = int([l for l in f if l.startswith("VmHWM:")][0].split()[1])
+        self.assertLess(hwm_kib, 48 * 1024)  # the download streamed too
+        # HEAD of the content: the length without the bytes; then the connection is still usable.
+        c = self.srv.connect()
+        c.send_request("HEAD", "/files/content/blob.bin?identifier=files-big")
+        r = c.read_response(head=True)
+        self.assertEqual(r.header("Content-Length"), str(len(data)))
+        c.send_request("GET", "/files/blob.bin?identifier=files-big")
+        self.assertEqual(json.loads(c.read_response().body)["sizeInBytes"], len(data))
+        c.close()
+
+    def test_clients_leaving_midway(self):
+        self.upload("files-mid", "ten.bin", os.urandom(10 * 1024 * 1024))
+        # A download abandoned after its first bytes.
+        c = self.srv.connect()
+        c.send_request("GET", "/files/content/ten.bin?identifier=files-mid")
+        c.read_until(b"\r\n\r\n")
+        c.sock.recv(65536)
+        c.close()
+        # An upload abandoned in the middle of its body.
+        body, headers = multipart("half.bin", os.urandom(4 * 1024 * 1024))
+        headers["Content-Length"] = str(len(body))
+        c = self.srv.connect()
+        c.send_request("POST", "/files/upload?identifier=files-mid", b"", headers)
+        c.send(body[: len(body) // 2])
+        c.close()
+        time.sleep(0.3)
+        r, j = self.srv.json("GET", "/files?identifier=files-mid")
+        self.assertEqual([i["name"] for i in j["value"]], ["ten.bin"])  # no partial upload left
+        r = self.srv.request("GET", "/files/content/ten.bin?identifier=files-mid")
+        self.assertEqual(len(r.body), 10 * 1024 * 1024)
 
     def test_bad_names(self):
         for name in ("../x", "a/../../x", "/etc/passwd", "x" * 256):
