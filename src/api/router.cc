@@ -3,8 +3,19 @@
 
 namespace sp::api {
 
+namespace {
+
+std::string_view first_segment(std::string_view path) {
+  if (!path.empty() && path.front() == '/') path.remove_prefix(1);
+  return path.substr(0, path.find('/'));
+}
+
+}  // namespace
+
 void Router::add(llhttp_method_t method, std::string pattern, int id) {
-  routes_.push_back({method, std::move(pattern), id});
+  std::string first(first_segment(pattern));
+  if (!first.empty() && first.front() == '{') first.clear();
+  routes_.push_back({method, std::move(pattern), id, std::move(first)});
 }
 
 bool Router::match_pattern(std::string_view pattern, std::string_view path, RouteParams* params) {
@@ -40,7 +51,9 @@ Match Router::match(llhttp_method_t method, std::string_view path) const {
   Match m;
   RouteParams params;
   bool seen[64] = {};
+  std::string_view first = first_segment(path);
   for (const RouteSpec& r : routes_) {
+    if (!r.first_literal.empty() && r.first_literal != first) continue;
     if (!match_pattern(r.pattern, path, &params)) continue;
     if (r.method == method || (method == HTTP_HEAD && r.method == HTTP_GET)) {
       m.kind = MatchKind::kFound;

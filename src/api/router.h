@@ -23,7 +23,8 @@ struct RouteParams {
 struct RouteSpec {
   llhttp_method_t method;
   std::string pattern;
-  int id;  // caller's identifier, returned on a match
+  int id;                     // caller's identifier, returned on a match
+  std::string first_literal;  // the first segment when literal (a cheap pre-filter), else empty
 };
 
 enum class MatchKind { kFound, kNotFound, kMethodNotAllowed };
