@@ -60,12 +60,20 @@ UPLOAD_PREFIX = b".sandpool-upload-"
 MAX_UPLOADS = 16
 
 # Page shared by supervisor and worker. The worker writes, at offset 0: seq, running,
-# request id, deadline ns, start ns (CLOCK_MONOTONIC), and the output limit at offset 48;
-# the supervisor writes the time it will next wake up ("armed until") at offset 40.
-SHARED = struct.Struct("<QQQqqqQ")
+# request id, deadline ns, start ns (CLOCK_MONOTONIC), and at offset 48: the output
+# limit and where this cell's stdout/stderr begin in the capture files; the supervisor
+# writes the time it will next wake up ("armed until") at offset 40.
+SHARED = struct.Struct("<QQQqqqQQQ")
 WORKER_PART = struct.Struct("<QQQqq")
 ARMED_OFFSET = 40
-LIMIT_OFFSET = 48
+OUTPUT_PART = struct.Struct("<QQQ")
+OUTPUT_OFFSET = 48
+CAPTURE_RESET_BYTES = 1 << 20  # capture files are emptied once they grow past this
+
+PEEK_NOWAIT = int(socket.MSG_PEEK) | int(socket.MSG_DONTWAIT)
+WAITALL = int(socket.MSG_WAITALL)
+EXEC_FIXED = struct.Struct("<BIII")   # mode, timeout ms, output limit, code length
+REPLY_FIXED = struct.Struct("<IIBBHQBBiQI")  # header + status, flags, exit, us, out len
 
 
 class ProtocolError(Exception):
@@ -115,9 +123,13 @@ class Reader:
 
 
 def encode_reply(rid, status, flags, exit_code, exec_us, out, err, result_json):
-    p = struct.pack("<BBiQ", status, flags, exit_code, exec_us) + _b(out) + _b(err) + \
-        _b(result_json.encode())
-    return frame(T_EXEC_REPLY, rid, p)
+    res = result_json.encode()
+    n = 18 + len(out) + 4 + len(err) + 4 + len(res)
+    if n > MAX_PAYLOAD:
+        raise ProtocolError("reply over the frame limit")
+    return b"".join((REPLY_FIXED.pack(MAGIC, n, PROTOCOL_VERSION, T_EXEC_REPLY, 0, rid, status,
+                                      flags, exit_code, exec_us, len(out)),
+                     out, struct.pack("<I", len(err)), err, struct.pack("<I", len(res)), res))
 
 
 def encode_error(rid, code, message):
@@ -270,6 +282,10 @@ class Worker:
         self.shared = shared          # mmap page shared with the supervisor, or None
         self.nudge_fd = nudge_fd      # pipe to wake the supervisor, or -1
         self.out_fd, self.err_fd, self.log_fd = out_fd, err_fd, log_fd
+        self.base = {out_fd: 0, err_fd: 0}  # where the current cell's output starts
+        self.sock_flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
         self.rbuf = bytearray()
         self.pending = collections.deque()  # frames read by the SIGIO handler
         self.eof = False
@@ -349,7 +365,7 @@ class Worker:
             have = len(self.rbuf)
             try:
                 if have < HEADER.size:
-                    head = self.sock.recv(HEADER.size - have, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    head = self.sock.recv(HEADER.size - have, PEEK_NOWAIT)
                     if len(head) < HEADER.size - have:
                         break
                     n = HEADER.unpack(bytes(self.rbuf) + head)[1]
@@ -358,11 +374,11 @@ class Worker:
                 if n > MAX_PAYLOAD:
                     break
                 need = HEADER.size + n - have
-                if len(self.sock.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) < need:
+                if len(self.sock.recv(need, PEEK_NOWAIT)) < need:
                     break
             except (BlockingIOError, InterruptedError):
                 break
-            self.rbuf += self.sock.recv(need, socket.MSG_WAITALL)
+            self.rbuf += self.sock.recv(need, WAITALL)
         if interrupt:
             self.host_interrupt = True  # also seen by a cell about to start
             if self.executing:
@@ -380,7 +396,8 @@ class Worker:
         if self.shared is None:
             return
         self.seq += 1
-        struct.pack_into("<Q", self.shared, LIMIT_OFFSET, limit)
+        OUTPUT_PART.pack_into(self.shared, OUTPUT_OFFSET, limit, self.base[self.out_fd],
+                              self.base[self.err_fd])
         WORKER_PART.pack_into(self.shared, 0, self.seq, 1, rid, self.deadline_ns, now)
         armed = struct.unpack_from("<q", self.shared, ARMED_OFFSET)[0]
         if armed == 0 or armed > self.deadline_ns:
@@ -396,13 +413,20 @@ class Worker:
     # ---- captured output
 
     def take_output(self, fd, limit):
+        """This cell's bytes on `fd` (cut to `limit`), truncated?. The capture file is
+        only emptied when large, so a quiet cell costs one lseek."""
         pos = os.lseek(fd, 0, os.SEEK_CUR)
-        if pos == 0:
+        base = self.base[fd]
+        if pos == base:
             return b"", False
-        data = os.pread(fd, min(pos, limit + 4) if limit > 0 else pos, 0)
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        if limit > 0 and pos > limit:
+        data = os.pread(fd, min(pos - base, limit + 4), base)
+        if pos > CAPTURE_RESET_BYTES:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            self.base[fd] = 0
+        else:
+            self.base[fd] = pos
+        if pos - base > limit:
             return clip(data, limit)[0], True
         return data, False
 
@@ -498,10 +522,14 @@ class Worker:
         return status, rc, ""
 
     def execute(self, rid, payload):
+        if len(payload) < EXEC_FIXED.size:
+            raise ProtocolError("execute request truncated")
+        mode, timeout_ms, limit, n = EXEC_FIXED.unpack_from(payload)
         r = Reader(payload)
-        mode, timeout_ms, limit = r.u8(), r.u32(), r.u32()
-        code = r.bytes()
-        argv = [r.bytes() for _ in range(r.u32())]
+        r.p = EXEC_FIXED.size
+        code = r.take(n)
+        argc = r.u32()
+        argv = [r.bytes() for _ in range(argc)] if argc else []
         stdin = r.bytes()
         r.done()
         limit = min(limit, MAX_PAYLOAD // 2 - 65536) if limit else MAX_PAYLOAD // 2 - 65536
@@ -509,10 +537,11 @@ class Worker:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         t0 = time.perf_counter_ns()
         self.begin(rid, timeout_ms, limit)
-        fl = fcntl.fcntl(self.sock.fileno(), fcntl.F_GETFL)
+        fl = self.sock_flags
         fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl | os.O_ASYNC)
         try:
-            self.on_sigio(signal.SIGIO, None)  # frames that arrived before O_ASYNC
+            if self.rbuf or self.poller.poll(0):
+                self.on_sigio(signal.SIGIO, None)  # frames that arrived before O_ASYNC
             exit_code = 0
             if mode == 1:
                 status, exit_code, tb = self.run_shell(
@@ -778,10 +807,14 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         w = Worker(sock, root, shared, nudge_fd, 1, 2, log_fd)
-        w.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
-                                    errors="backslashreplace", write_through=True)
-        w.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                    errors="backslashreplace", write_through=True)
+        # Line-buffered, flushed after every cell: whole lines keep their order with
+        # writes that C code and child processes make to the same descriptors.
+        w.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                                    encoding="utf-8", errors="backslashreplace",
+                                    line_buffering=True)
+        w.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+                                    encoding="utf-8", errors="backslashreplace",
+                                    line_buffering=True)
         sys.stdout, sys.stderr = w.stdout, w.stderr
         fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())
         signal.signal(signal.SIGIO, w.on_sigio)
@@ -817,7 +850,7 @@ class Supervisor:
         self.pid = -1
 
     def fork_worker(self, restarts, reason):
-        SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0)
+        SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         pid = os.fork()
         if pid == 0:
             _run_worker(self.sock, self.root, self.shared, self.nudge_w, self.out_fd,
@@ -879,11 +912,11 @@ class Supervisor:
                    else "exit code %d" % os.WEXITSTATUS(status))
             note = "sandpool: the interpreter crashed (%s); variables were lost\n" % how
         seq, running, rid, deadline, start = WORKER_PART.unpack_from(self.shared, 0)
-        limit = struct.unpack_from("<Q", self.shared, LIMIT_OFFSET)[0]
+        limit, out_base, err_base = OUTPUT_PART.unpack_from(self.shared, OUTPUT_OFFSET)
         if running:
             exit_code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            out, out_cut = self._take(self.out_fd, limit)
-            err, err_cut = self._take(self.err_fd, limit)
+            out, out_cut = self._take(self.out_fd, out_base, limit)
+            err, err_cut = self._take(self.err_fd, err_base, limit)
             err, more_cut = clip(err + note.encode(), limit)
             flags = F_VARS_LOST | (F_STDOUT_TRUNC if out_cut else 0) | \
                 (F_STDERR_TRUNC if err_cut or more_cut else 0)
@@ -892,9 +925,9 @@ class Supervisor:
         return reason
 
     @staticmethod
-    def _take(fd, limit):
+    def _take(fd, base, limit):
         size = os.fstat(fd).st_size
-        data = os.pread(fd, min(size, limit + 4) if limit else size, 0)
+        data = os.pread(fd, max(0, min(size - base, limit + 4)), base)
         return clip(data, limit)
 
     def run(self):
