@@ -161,7 +161,7 @@ enum class ExecStatus : uint8_t {
   kSuccess = 0, kFailure = 1, kTimeout = 2, kOutOfMemory = 3, kCrashed = 4, kInterrupted = 5,
 };
 inline constexpr uint8_t kReplyStdoutTruncated = 1, kReplyStderrTruncated = 2,
-                         kReplyVariablesLost = 4;
+                         kReplyVariablesLost = 4, kReplyResultTruncated = 8;
 
 struct ExecuteReply {
   ExecStatus status = ExecStatus::kSuccess;

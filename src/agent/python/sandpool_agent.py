@@ -42,13 +42,17 @@ MAGIC = 0x31505053
 HEADER = struct.Struct("<IIBBHQ")  # magic, payload bytes, version, type, flags, request id
 MAX_PAYLOAD = 8 << 20
 CHUNK = 256 << 10
+# Caps that keep every reply inside one frame: 2 streams + result + image < MAX_PAYLOAD.
+MAX_OUTPUT_BYTES = 1 << 20       # per stream, whatever limit the host asks for
+MAX_RESULT_CHARS = 256 << 10     # a str or repr() result; JSON escaping at most 6x
+MAX_IMAGE_JSON_BYTES = 5 << 20
 
 (T_HELLO, T_PING, T_PONG, T_EXEC, T_EXEC_REPLY, T_INTERRUPT, T_LIST, T_LIST_REPLY,
  T_STAT, T_STAT_REPLY, T_READ, T_FILE_DATA, T_WRITE_OPEN, T_WRITE_CHUNK, T_WRITE_CLOSE,
  T_WRITE_ABORT, T_OK, T_DELETE, T_ERROR, T_RESEED) = range(1, 21)
 
 S_SUCCESS, S_FAILURE, S_TIMEOUT, S_OOM, S_CRASHED, S_INTERRUPTED = range(6)
-F_STDOUT_TRUNC, F_STDERR_TRUNC, F_VARS_LOST = 1, 2, 4
+F_STDOUT_TRUNC, F_STDERR_TRUNC, F_VARS_LOST, F_RESULT_TRUNC = 1, 2, 4, 8
 R_INITIAL, R_TIMEOUT, R_CRASHED, R_OOM = range(4)
 CAP_NUMPY, CAP_MATPLOTLIB, CAP_SHELL, CAP_INTERRUPT = 1, 2, 4, 8
 
@@ -143,7 +147,22 @@ def encode_ok(rid, value=0):
 # ---------------------------------------------------------------- results (API.md §3)
 
 def result_json(v):
-    """<R> as JSON text: number/string/bool/null, "nan"/"inf", else repr() as a string."""
+    """(<R> as JSON text, truncated?): number/string/bool/null, "nan"/"inf", else repr()
+    as a string; strings past MAX_RESULT_CHARS are cut."""
+    try:
+        if isinstance(v, str) or not isinstance(v, (int, float, type(None))):
+            np = sys.modules.get("numpy")
+            if not (np is not None and isinstance(v, (np.bool_, np.integer, np.floating))):
+                text = v if isinstance(v, str) else repr(v)
+                if len(text) > MAX_RESULT_CHARS:
+                    return json.dumps(text[:MAX_RESULT_CHARS]), True
+                return json.dumps(text), False
+        return _scalar_json(v), False
+    except Exception as e:  # a hostile __repr__ must not break the agent
+        return json.dumps(f"<repr failed: {type(e).__name__}>"), False
+
+
+def _scalar_json(v):
     try:
         if v is None:
             return "null"
@@ -183,6 +202,8 @@ def figure_result():
         buf = io.BytesIO()
         plt.figure(nums[-1]).savefig(buf, format="png")
         data = base64.b64encode(buf.getvalue()).decode()
+        if len(data) > MAX_IMAGE_JSON_BYTES:
+            return json.dumps(f"<figure omitted: {len(data)} bytes of base64 PNG>")
         return json.dumps({"type": "image", "format": "png", "base64_data": data})
     except Exception:
         return None
@@ -289,7 +310,8 @@ class Worker:
         self.rbuf = bytearray()
         self.pending = collections.deque()  # frames read by the SIGIO handler
         self.eof = False
-        self.executing = False
+        self.executing = False  # user code is running: SIGINT/interrupt raise
+        self.in_cell = False    # between O_ASYNC on and off: pings are answered at once
         self.deadline_ns = 0
         self.host_interrupt = False
         self.seq = 0
@@ -358,10 +380,10 @@ class Worker:
                     break
                 if f[0] == T_INTERRUPT:
                     interrupt = True
-                elif f[0] == T_PING:
+                elif f[0] == T_PING and self.in_cell:
                     self.send(frame(T_PONG, f[1]))
                 else:
-                    self.pending.append(f)
+                    self.pending.append(f)  # the main loop answers after the cell
             have = len(self.rbuf)
             try:
                 if have < HEADER.size:
@@ -460,7 +482,7 @@ class Worker:
         return "".join(te.format())
 
     def run_python(self, code):
-        """(status, result json, traceback text)."""
+        """(status, result json, traceback text); sets self.result_cut."""
         try:
             body, last = self.compile_cell(code)
         except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
@@ -476,7 +498,7 @@ class Worker:
                     value = eval(last, self.globals)
             finally:
                 self.executing = False
-            result = result_json(value) if last is not None else '""'
+            result, self.result_cut = result_json(value) if last is not None else ('""', False)
             status, tb = S_SUCCESS, ""
         except KeyboardInterrupt as e:
             self.executing = False
@@ -532,13 +554,15 @@ class Worker:
         argv = [r.bytes() for _ in range(argc)] if argc else []
         stdin = r.bytes()
         r.done()
-        limit = min(limit, MAX_PAYLOAD // 2 - 65536) if limit else MAX_PAYLOAD // 2 - 65536
+        limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
         self.host_interrupt = False
+        self.result_cut = False
         sys.stdout, sys.stderr = self.stdout, self.stderr
         t0 = time.perf_counter_ns()
         self.begin(rid, timeout_ms, limit)
         fl = self.sock_flags
         fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl | os.O_ASYNC)
+        self.in_cell = True
         try:
             if self.rbuf or self.poller.poll(0):
                 self.on_sigio(signal.SIGIO, None)  # frames that arrived before O_ASYNC
@@ -558,6 +582,7 @@ class Worker:
             status, exit_code, result, tb = S_TIMEOUT, 0, '""', "KeyboardInterrupt\n"
         finally:
             fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
+            self.in_cell = False
             self.end()
         exec_us = (time.perf_counter_ns() - t0) // 1000
         for stream in (self.stdout, self.stderr):
@@ -572,7 +597,8 @@ class Worker:
         if tb:
             err, more_cut = clip(err + tb.encode("utf-8", "backslashreplace"), limit)
             err_cut = err_cut or more_cut
-        flags = (F_STDOUT_TRUNC if out_cut else 0) | (F_STDERR_TRUNC if err_cut else 0)
+        flags = (F_STDOUT_TRUNC if out_cut else 0) | (F_STDERR_TRUNC if err_cut else 0) | \
+            (F_RESULT_TRUNC if self.result_cut else 0)
         self.send(encode_reply(rid, status, flags, exit_code, exec_us, out, err, result))
 
     # ---- file operations (API.md §4): every name is resolved under root_fd, no symlinks

@@ -112,6 +112,20 @@ class ExecuteTest(AgentCase):
         self.assertEqual(r.stdout, "éé".encode())
         self.assertEqual(self.ok("print('z')", limit=100).flags, 0)
 
+    def test_huge_results_and_output_stay_inside_one_frame(self):
+        r = self.ok("'a' * (1 << 20)")
+        self.assertEqual(len(r.result), A.MAX_RESULT_CHARS + 2)
+        self.assertTrue(r.flags & A.F_RESULT_TRUNC)
+        r = self.ok("list(range(300000))")
+        self.assertTrue(r.flags & A.F_RESULT_TRUNC)
+        r = self.ok("import os\nos.write(1, b'o' * (9 << 20))", limit=0)
+        self.assertEqual(len(r.stdout), A.MAX_OUTPUT_BYTES)
+        self.assertTrue(r.flags & A.F_STDOUT_TRUNC)
+        self.assertEqual(self.ok("print('next')").stdout, b"next\n")
+
+    def test_ping_when_idle(self):
+        self.assertEqual(self.agent.call(A.T_PING).type, A.T_PONG)
+
     def test_input_does_not_block(self):
         r = self.agent.execute("input()")
         self.assertEqual(r.status, A.S_FAILURE)
