@@ -2,7 +2,7 @@
 // prints percentiles. Not a Google Benchmark: the distribution is the result.
 //
 //   agent_rtt [--agent PATH] [--python /usr/bin/python3] [--n 20000] [--warmup 2000]
-//             [--code 'print(1)'] [--expect '1\n']
+//             [--code 'print(1)'] [--expect '1\n'] [--agent-arg ARG]...
 // Pinning is left to the caller (taskset), so the same binary measures both placements.
 #include <sys/wait.h>
 #include <unistd.h>
@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
     else if (k == "--warmup") warmup = std::atoi(argv[i + 1]);
     else if (k == "--code") code = argv[i + 1];
     else if (k == "--expect") expect = argv[i + 1];
+    else if (k == "--agent-arg") opts.extra_args.push_back(argv[i + 1]);
     else {
       std::fprintf(stderr, "agent_rtt: unknown option %s\n", argv[i]);
       return 2;
