@@ -58,10 +58,12 @@ CAP_NUMPY, CAP_MATPLOTLIB, CAP_SHELL, CAP_INTERRUPT = 1, 2, 4, 8
 
 EXIT_EOF = 0        # host closed the connection: the session is over
 EXIT_PROTOCOL = 3   # host broke the protocol: the stream is dead, do not restart
-EXIT_GAVE_UP = 4    # supervisor: the worker keeps dying at start
+EXIT_GAVE_UP = 4    # supervisor: 5 workers in a row died before running a cell
 
 UPLOAD_PREFIX = b".sandpool-upload-"
 MAX_UPLOADS = 16
+
+RUN_IDLE, RUN_CELL, RUN_REPLYING = 0, 1, 2  # the "running" field of the shared page
 
 # Page shared by supervisor and worker. The worker writes, at offset 0: seq, running,
 # request id, deadline ns, start ns (CLOCK_MONOTONIC), and at offset 48: the output
@@ -425,18 +427,21 @@ class Worker:
         if armed == 0 or armed > self.deadline_ns:
             try:
                 os.write(self.nudge_fd, b"!")
-            except BlockingIOError:
+            except OSError:  # full pipe: already nudged
                 pass
 
-    def end(self):
+    def end(self, state):
+        """RUN_REPLYING once the cell is over (no more signals; a death from here on is
+        still answered by the supervisor), RUN_IDLE once the reply is sent."""
         if self.shared is not None:
-            struct.pack_into("<Q", self.shared, 8, 0)
+            struct.pack_into("<Q", self.shared, 8, state)
 
     # ---- captured output
 
     def take_output(self, fd, limit):
-        """This cell's bytes on `fd` (cut to `limit`), truncated?. The capture file is
-        only emptied when large, so a quiet cell costs one lseek."""
+        """This cell's bytes on capture file `fd` (cut to `limit`), truncated?. `fd`
+        shares its file offset with fd 1 or 2 (dup2). The file is only emptied when
+        large, so a quiet cell costs one lseek."""
         pos = os.lseek(fd, 0, os.SEEK_CUR)
         base = self.base[fd]
         if pos == base:
@@ -557,6 +562,9 @@ class Worker:
         limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
         self.host_interrupt = False
         self.result_cut = False
+        if signal.getsignal(signal.SIGINT) != self.on_sigint:  # a cell replaced them
+            signal.signal(signal.SIGINT, self.on_sigint)
+            signal.signal(signal.SIGIO, self.on_sigio)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         t0 = time.perf_counter_ns()
         self.begin(rid, timeout_ms, limit)
@@ -583,7 +591,7 @@ class Worker:
         finally:
             fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
             self.in_cell = False
-            self.end()
+            self.end(RUN_REPLYING)
         exec_us = (time.perf_counter_ns() - t0) // 1000
         for stream in (self.stdout, self.stderr):
             try:
@@ -600,6 +608,7 @@ class Worker:
         flags = (F_STDOUT_TRUNC if out_cut else 0) | (F_STDERR_TRUNC if err_cut else 0) | \
             (F_RESULT_TRUNC if self.result_cut else 0)
         self.send(encode_reply(rid, status, flags, exit_code, exec_us, out, err, result))
+        self.end(RUN_IDLE)
 
     # ---- file operations (API.md §4): every name is resolved under root_fd, no symlinks
 
@@ -824,6 +833,7 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
         except Exception:
             pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handler
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # input() gets EOF instead of blocking the cell forever
         os.close(devnull)
@@ -832,7 +842,7 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
             os.lseek(fd, 0, os.SEEK_SET)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
-        w = Worker(sock, root, shared, nudge_fd, 1, 2, log_fd)
+        w = Worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd)
         # Line-buffered, flushed after every cell: whole lines keep their order with
         # writes that C code and child processes make to the same descriptors.
         w.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
@@ -894,7 +904,7 @@ class Supervisor:
                 deadline = struct.unpack_from("<q", self.shared, 24)[0]
                 now = time.monotonic_ns()
                 wake = now + self.IDLE_WAKE_NS
-                if running and not killed:
+                if running == RUN_CELL and not killed:
                     if seq != cur_seq:
                         cur_seq, hard_ns = seq, None
                     if hard_ns is None and now >= deadline:
@@ -959,16 +969,21 @@ class Supervisor:
     def run(self):
         restarts, reason, quick_deaths = 0, R_INITIAL, 0
         while True:
-            started = time.monotonic()
             pid = self.fork_worker(restarts, reason)
             status, killed = self.watch(pid)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (EXIT_EOF, EXIT_PROTOCOL):
+            running = struct.unpack_from("<Q", self.shared, 8)[0]
+            # Exit codes mean something only when the worker chose them, outside a cell
+            # (a cell's os._exit(0) is a crash like any other).
+            if running == RUN_IDLE and os.WIFEXITED(status) and \
+                    os.WEXITSTATUS(status) in (EXIT_EOF, EXIT_PROTOCOL):
                 return os.WEXITSTATUS(status)
             try:
                 reason = self.answer_for_dead_worker(status, killed)
             except (BrokenPipeError, ConnectionResetError):
                 return EXIT_EOF
-            quick_deaths = quick_deaths + 1 if time.monotonic() - started < 1.0 else 0
+            # A worker that dies before running any cell is broken, not killed by code.
+            cells_run = struct.unpack_from("<Q", self.shared, 0)[0]
+            quick_deaths = quick_deaths + 1 if cells_run == 0 else 0
             if quick_deaths >= 5:
                 os.write(self.log_fd, b"sandpool agent: the worker keeps dying; giving up\n")
                 return EXIT_GAVE_UP

@@ -189,11 +189,32 @@ class TimeoutTest(AgentCase):
         r = self.agent.execute("import os\nos._exit(7)")
         self.assertEqual(r.status, A.S_CRASHED)
         self.assertEqual(r.exit_code, 7)
+        for code in (0, 3):  # the supervisor's own exit codes mean nothing inside a cell
+            r = self.agent.execute(f"import os\nprint('bye')\nos._exit({code})")
+            self.assertEqual((r.status, r.exit_code, r.stdout), (A.S_CRASHED, code, b"bye\n"))
         r = self.agent.execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
         self.assertEqual(r.status, A.S_OOM)  # an outside SIGKILL is what the OOM killer sends
         self.assertEqual(self.ok("2 * 21").result, "42")
         self.assertEqual(self.agent.hellos[-1].reason, A.R_OOM)
-        self.assertEqual(self.agent.hellos[-1].restarts, 3)
+        self.assertEqual(self.agent.hellos[-1].restarts, 5)
+
+    def test_signal_handlers_are_restored_between_cells(self):
+        self.ok("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nmine = 1")
+        r = self.agent.execute("import time\ntime.sleep(30)", timeout_ms=300)
+        self.assertEqual(r.status, A.S_TIMEOUT)
+        self.assertFalse(r.flags & A.F_VARS_LOST)
+        self.assertEqual(self.ok("mine").result, "1")
+
+    def test_cell_closing_the_agent_socket_still_gets_an_answer(self):
+        r = self.agent.execute(
+            "import os\nfor fd in os.listdir('/proc/self/fd'):\n"
+            "    try:\n        link = os.readlink(f'/proc/self/fd/{fd}')\n"
+            "    except OSError:\n        continue\n"
+            "    if link.startswith('socket:'):\n        os.close(int(fd))\nprint('closed')")
+        self.assertEqual(r.status, A.S_CRASHED)
+        self.assertTrue(r.flags & A.F_VARS_LOST)
+        self.assertEqual(r.stdout, b"closed\n")
+        self.assertEqual(self.ok("3").result, "3")
 
     def test_host_interrupt_and_ping_during_a_cell(self):
         rid = self.agent.execute("import time\ntime.sleep(30)", wait=False)
