@@ -62,6 +62,7 @@ EXIT_GAVE_UP = 4    # supervisor: 5 workers in a row died before running a cell
 
 UPLOAD_PREFIX = b".sandpool-upload-"
 MAX_UPLOADS = 16
+MAX_CELL_SOURCES = 2048  # cells whose source tracebacks can still show
 
 RUN_IDLE, RUN_CELL, RUN_REPLYING = 0, 1, 2  # the "running" field of the shared page
 
@@ -319,6 +320,10 @@ class Worker:
         self.seq = 0
         self.uploads = {}
         self.code_cache = collections.OrderedDict()
+        self.cell_names = collections.deque()  # sources kept for tracebacks
+        self.is_fork_child = False
+        # A cell may os.fork(); the child must never touch the agent's socket.
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
         self.cells = 0
         module = types.ModuleType("__main__")
         module.__dict__["__builtins__"] = builtins
@@ -330,6 +335,9 @@ class Worker:
             self.fflush = ctypes.CDLL(None).fflush
         except Exception:
             pass
+
+    def _after_fork_in_child(self):
+        self.is_fork_child = True
 
     # ---- socket I/O
 
@@ -371,6 +379,8 @@ class Worker:
         """While a cell runs: act on interrupt and ping now, queue other requests.
         Only whole frames are taken from the socket (MSG_PEEK first), so a worker killed
         in the middle of a cell never leaves the stream cut inside a frame."""
+        if self.is_fork_child:
+            return
         interrupt = False
         while True:
             while True:  # frames already buffered, e.g. read together with the request
@@ -469,6 +479,9 @@ class Worker:
         name = f"<cell-{self.cells}>"
         # Keep the source for tracebacks.
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        self.cell_names.append(name)
+        if len(self.cell_names) > MAX_CELL_SOURCES:
+            linecache.cache.pop(self.cell_names.popleft(), None)
         tree = ast.parse(code, name, "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -592,6 +605,8 @@ class Worker:
             fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
             self.in_cell = False
             self.end(RUN_REPLYING)
+        if self.is_fork_child:
+            os._exit(0)  # a process the cell forked came back here: it is not the agent
         exec_us = (time.perf_counter_ns() - t0) // 1000
         for stream in (self.stdout, self.stderr):
             try:
@@ -727,6 +742,8 @@ class Worker:
         """Streams into a hidden temp file beside the target; rename on close."""
         if not comps:
             raise OSError(errno.EISDIR, "the data root is a directory")
+        if comps[-1].startswith(UPLOAD_PREFIX):
+            raise OSError(errno.EINVAL, "reserved file name")
         if len(self.uploads) >= MAX_UPLOADS:
             raise OSError(errno.EMFILE, "too many uploads in progress")
         dfd = open_dir(self.root_fd, comps[:-1], create=bool(parents))

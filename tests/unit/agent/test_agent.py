@@ -126,6 +126,24 @@ class ExecuteTest(AgentCase):
     def test_ping_when_idle(self):
         self.assertEqual(self.agent.call(A.T_PING).type, A.T_PONG)
 
+    def test_forked_child_never_answers(self):
+        r = self.ok("import os\npid = os.fork()\nif pid == 0:\n    print('child')\n"
+                    "else:\n    os.waitpid(pid, 0)\n    print('parent')")
+        self.assertEqual(r.stdout, b"child\nparent\n")
+        self.assertEqual(self.ok("1 + 1").result, "2")
+
+    def test_numpy_values(self):
+        try:
+            import numpy  # noqa: F401  (the agent runs the same interpreter)
+        except ImportError:
+            self.skipTest("numpy missing")
+        self.ok("import numpy as np")
+        for code, want in [("np.int64(5)", "5"), ("np.float64('nan')", '"nan"'),
+                           ("np.float32(1.5)", "1.5"), ("np.bool_(True)", "true"),
+                           ("np.arange(3)", '"array([0, 1, 2])"')]:
+            with self.subTest(code=code):
+                self.assertEqual(self.ok(code).result, want)
+
     def test_input_does_not_block(self):
         r = self.agent.execute("input()")
         self.assertEqual(r.status, A.S_FAILURE)
@@ -327,7 +345,14 @@ class FileTest(AgentCase):
         self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EBADF))
 
     def test_reseed(self):
+        seeded = self.ok("import random\nrandom.seed(1)\nrandom.random()").result
+        self.ok("random.seed(1)")
         self.assertEqual(self.agent.call(A.T_RESEED).type, A.T_OK)
+        self.assertNotEqual(self.ok("random.random()").result, seeded)
+
+    def test_reserved_upload_name(self):
+        r = self.agent.upload(".sandpool-upload-1", [b"x"])
+        self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EINVAL))
 
 
 class FullDiskTest(unittest.TestCase):
