@@ -236,6 +236,36 @@ def clip(data, limit):
     return data[:cut], True
 
 
+# ---------------------------------------------------------------- process helpers
+
+_libc = None
+_caps = None
+
+
+def libc():
+    """The C library through ctypes (loaded once, in the supervisor), or None."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+            _libc = ctypes.CDLL(None)
+        except Exception:
+            _libc = False
+    return _libc or None
+
+
+def capabilities():
+    global _caps
+    if _caps is None:
+        import importlib.util
+        _caps = CAP_SHELL | CAP_INTERRUPT
+        if "numpy" in sys.modules or importlib.util.find_spec("numpy"):
+            _caps |= CAP_NUMPY
+        if "matplotlib" in sys.modules or importlib.util.find_spec("matplotlib"):
+            _caps |= CAP_MATPLOTLIB
+    return _caps
+
+
 # ---------------------------------------------------------------- file names (API.md §4)
 
 def split_name(raw):
@@ -329,12 +359,7 @@ class Worker:
         module.__dict__["__builtins__"] = builtins
         sys.modules["__main__"] = module
         self.globals = module.__dict__
-        self.fflush = None
-        try:
-            import ctypes
-            self.fflush = ctypes.CDLL(None).fflush
-        except Exception:
-            pass
+        self.fflush = libc().fflush if libc() else None
 
     def _after_fork_in_child(self):
         self.is_fork_child = True
@@ -802,12 +827,7 @@ class Worker:
     # ---- main loop
 
     def hello(self, restart_count, reason):
-        caps = CAP_SHELL | CAP_INTERRUPT
-        import importlib.util
-        if "numpy" in sys.modules or importlib.util.find_spec("numpy"):
-            caps |= CAP_NUMPY
-        if "matplotlib" in sys.modules or importlib.util.find_spec("matplotlib"):
-            caps |= CAP_MATPLOTLIB
+        caps = capabilities()
         pyver = ".".join(map(str, sys.version_info[:3])).encode()
         payload = _b(AGENT_VERSION.encode()) + struct.pack("<I", os.getpid()) + _b(pyver) + \
             struct.pack("<IIB", caps, restart_count, reason)
@@ -845,11 +865,8 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
     """Body of a freshly forked worker; never returns."""
     code = 1
     try:
-        try:
-            import ctypes
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
-        except Exception:
-            pass
+        if libc():
+            libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handler
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # input() gets EOF instead of blocking the cell forever
@@ -901,6 +918,8 @@ class Supervisor:
         self.err_fd = os.memfd_create("sandpool-stderr", os.MFD_CLOEXEC)
         self.log_fd = os.dup(2)
         self.pid = -1
+        libc()          # loaded once here, not in every worker
+        capabilities()
 
     def fork_worker(self, restarts, reason):
         SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
