@@ -27,6 +27,19 @@ double now_us() {
       .count();
 }
 
+// Time a process has spent on a CPU, in microseconds (/proc/PID/schedstat, ns), or -1.
+double cpu_us_of(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/schedstat";
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return -1;
+  unsigned long long ns = 0;
+  int got = std::fscanf(f, "%llu", &ns);
+  std::fclose(f);
+  return got == 1 ? static_cast<double>(ns) / 1000 : -1;
+}
+
+double self_cpu_us() { return cpu_us_of(getpid()); }
+
 int fail(const char* what, const sp::Error& e) {
   std::fprintf(stderr, "agent_rtt: %s: %s\n", what, e.message().c_str());
   return 1;
@@ -63,6 +76,10 @@ int main(int argc, char** argv) {
   auto hello = agent->channel.wait_hello(30'000);
   if (!hello.ok()) return fail("hello", hello.error());
   double hello_us = now_us() - t0;
+  auto hello_msg = decode_hello(hello->view());
+  if (!hello_msg.ok()) return fail("hello", hello_msg.error());
+  pid_t worker = static_cast<pid_t>(hello_msg->pid);
+  double agent_cpu0 = 0, host_cpu0 = 0;
 
   ExecuteRequest req;
   req.code = code;
@@ -83,7 +100,13 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (i >= warmup) samples.push_back(b - a);
+    if (i + 1 == warmup) {
+      agent_cpu0 = cpu_us_of(worker);
+      host_cpu0 = self_cpu_us();
+    }
   }
+  double agent_cpu = cpu_us_of(worker) - agent_cpu0;
+  double host_cpu = self_cpu_us() - host_cpu0;
   agent->channel.close();  // EOF: the agent exits 0
   int status = 0;
   ::waitpid(agent->pid, &status, 0);
@@ -97,5 +120,8 @@ int main(int argc, char** argv) {
               hello_us / 1000);
   std::printf("median_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f mean_us=%.1f max_us=%.1f\n",
               pct(0.5), pct(0.9), pct(0.99), pct(0.999), sum / samples.size(), samples.back());
+  // CPU time per cell does not depend on what else runs on the machine.
+  std::printf("agent_cpu_us_per_cell=%.1f host_cpu_us_per_cell=%.1f\n", agent_cpu / n,
+              host_cpu / n);
   return 0;
 }

@@ -36,6 +36,12 @@ import time
 import traceback
 import types
 
+try:  # signal.getsignal() converts to an enum on every call: ~3 us a cell
+    from _signal import getsignal as _getsignal
+except ImportError:
+    _getsignal = signal.getsignal
+SIGINT = int(signal.SIGINT)
+
 AGENT_VERSION = "0.1.0"
 PROTOCOL_VERSION = 1
 MAGIC = 0x31505053
@@ -600,7 +606,7 @@ class Worker:
         limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
         self.host_interrupt = False
         self.result_cut = False
-        if signal.getsignal(signal.SIGINT) != self.on_sigint:  # a cell replaced them
+        if _getsignal(SIGINT) != self.on_sigint:  # a cell replaced them
             signal.signal(signal.SIGINT, self.on_sigint)
             signal.signal(signal.SIGIO, self.on_sigio)
         sys.stdout, sys.stderr = self.stdout, self.stderr
