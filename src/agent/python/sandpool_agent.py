@@ -68,6 +68,7 @@ EXIT_GAVE_UP = 4    # supervisor: 5 workers in a row died before running a cell
 
 UPLOAD_PREFIX = b".sandpool-upload-"
 MAX_UPLOADS = 16
+DEFAULT_TIMEOUT_MS = 120_000  # an execute request with timeout_ms = 0
 MAX_CELL_SOURCES = 2048  # cells whose source tracebacks can still show
 
 RUN_IDLE, RUN_CELL, RUN_REPLYING = 0, 1, 2  # the "running" field of the shared page
@@ -596,6 +597,7 @@ class Worker:
         if len(payload) < EXEC_FIXED.size:
             raise ProtocolError("execute request truncated")
         mode, timeout_ms, limit, n = EXEC_FIXED.unpack_from(payload)
+        timeout_ms = timeout_ms or DEFAULT_TIMEOUT_MS
         r = Reader(payload)
         r.p = EXEC_FIXED.size
         code = r.take(n)
@@ -939,6 +941,9 @@ class Supervisor:
     def watch(self, pid):
         """Waits for the worker to exit; returns (wait status, killed for timeout)."""
         pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(self.nudge_r, select.POLLIN)
         cur_seq, hard_ns, killed = None, None, False
         try:
             while True:
@@ -959,11 +964,14 @@ class Supervisor:
                         wake = hard_ns
                     else:
                         wake = deadline
+                # Publish the wake-up time, then look again: a worker starting a cell
+                # nudges us only when our wake-up is later than its deadline. Python
+                # has no memory fences, so in a rare interleaving both sides may miss
+                # each other; IDLE_WAKE_NS bounds how late a deadline can then be seen.
                 struct.pack_into("<q", self.shared, ARMED_OFFSET, wake)
                 if struct.unpack_from("<QQ", self.shared, 0) != (seq, running):
                     continue  # a cell began while we decided: decide again
-                ready, _, _ = select.select([pidfd, self.nudge_r], [], [],
-                                            max(0, wake - now) / 1e9)
+                ready = dict(poller.poll(max(0, -(-(wake - now) // 1_000_000))))
                 if self.nudge_r in ready:
                     try:
                         os.read(self.nudge_r, 4096)
