@@ -295,6 +295,22 @@ class FileTest(AgentCase):
         self.ok("open('from_code.txt', 'w').write('hi')")
         self.assertEqual(self.agent.read_file("from_code.txt").data, b"hi")
 
+    def test_128_mib_upload_is_streamed(self):
+        def peak_kib():
+            pid = self.agent.hellos[-1].pid
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        before = peak_kib()
+        chunk = bytes(range(256)) * (A.CHUNK // 256)
+        r = self.agent.upload("big/upload.bin", [chunk] * 512)  # 128 MiB
+        self.assertEqual((r.type, r.value), (A.T_OK, 128 << 20))
+        self.assertEqual(os.path.getsize(os.path.join(self.root, "big/upload.bin")), 128 << 20)
+        self.assertLess(peak_kib() - before, 16 << 10)  # never held whole: < 16 MiB growth
+        r = self.agent.read_file("big/upload.bin", offset=(128 << 20) - 256)
+        self.assertEqual((r.data, r.eof), (bytes(range(256)), 1))
+
     def test_hostile_names(self):
         for name, code in [("../x", errno.EINVAL), ("a/../../x", errno.EINVAL),
                            ("/etc/passwd", errno.EINVAL), ("a\0b", errno.EINVAL),
