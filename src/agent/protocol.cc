@@ -7,6 +7,8 @@
 namespace sp::agent {
 namespace {
 
+constexpr size_t kKeepBufferBytes = 256 * 1024;
+
 uint32_t load_u32(const char* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);  // little-endian host (x86-64/aarch64) = wire order
@@ -45,8 +47,12 @@ void FrameDecoder::feed(std::string_view bytes) {
 
 Result<std::optional<Frame>> FrameDecoder::next() {
   if (error_) return *error_;
-  // A frame handed out earlier is no longer referenced: reclaim space cheaply.
-  if (begin_ == end_) begin_ = end_ = 0;
+  // A frame handed out earlier is no longer referenced: reclaim space cheaply, and give
+  // back a buffer a big frame left behind (thousands of idle sessions each hold one).
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+    if (buf_.size() > kKeepBufferBytes) std::vector<char>().swap(buf_);
+  }
   size_t avail = end_ - begin_;
   if (avail < kFrameHeaderBytes) return std::optional<Frame>{};
   const char* p = buf_.data() + begin_;

@@ -80,6 +80,8 @@ class FrameDecoder {
   // The next complete frame, std::nullopt when more bytes are needed, or an error.
   Result<std::optional<Frame>> next();
   size_t buffered_bytes() const { return end_ - begin_; }
+  // Bytes allocated for buffering (released when idle and over 256 KiB).
+  size_t capacity_bytes() const { return buf_.size(); }
 
  private:
   void compact();
