@@ -876,6 +876,11 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         if libc():
             libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handler
+        try:  # the OOM killer takes the worker (and what it starts), not the supervisor
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # input() gets EOF instead of blocking the cell forever
         os.close(devnull)

@@ -41,6 +41,10 @@ class ExecuteTest(AgentCase):
         self.assertEqual(h.reason, A.R_INITIAL)
         self.assertTrue(h.caps & A.CAP_SHELL)
 
+    def test_worker_is_the_oom_killers_first_choice(self):
+        self.assertEqual(self.ok("open('/proc/self/oom_score_adj').read().strip()").result,
+                         '"1000"')
+
     def test_globals_persist_and_cwd_is_root(self):
         self.ok("x = 41")
         self.assertEqual(self.ok("x + 1").result, "42")
