@@ -782,6 +782,11 @@ class Worker:
         dfd = open_dir(self.root_fd, comps[:-1], create=bool(parents))
         tmp = UPLOAD_PREFIX + str(rid).encode()
         try:
+            try:  # fail now, not after the whole body was streamed
+                if stat.S_ISDIR(os.stat(comps[-1], dir_fd=dfd, follow_symlinks=False).st_mode):
+                    raise OSError(errno.EISDIR, "a directory has that name")
+            except FileNotFoundError:
+                pass
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o644, dir_fd=dfd)
         except BaseException:

@@ -370,6 +370,13 @@ class FileTest(AgentCase):
         self.assertEqual(self.agent.call(A.T_RESEED).type, A.T_OK)
         self.assertNotEqual(self.ok("random.random()").result, seeded)
 
+    def test_upload_onto_a_directory_fails_at_open(self):
+        os.mkdir(os.path.join(self.root, "adir"))
+        r = self.agent.call(A.T_WRITE_OPEN, b(b"adir") + b"\1")
+        self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EISDIR))
+        r = self.agent.path_op(A.T_LIST, "")
+        self.assertEqual(r.entries, [("adir", 2, 0)])
+
     def test_reserved_upload_name(self):
         r = self.agent.upload(".sandpool-upload-1", [b"x"])
         self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EINVAL))
