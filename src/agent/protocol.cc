@@ -2,6 +2,7 @@
 // Message layouts live in messages.cc.
 #include "agent/protocol.h"
 
+#include <bit>
 #include <cstring>
 
 namespace sp::agent {
@@ -9,9 +10,12 @@ namespace {
 
 constexpr size_t kKeepBufferBytes = 256 * 1024;
 
+// The wire is little-endian; so are the hosts we build for, so loads are plain copies.
+static_assert(std::endian::native == std::endian::little);
+
 uint32_t load_u32(const char* p) {
   uint32_t v;
-  std::memcpy(&v, p, 4);  // little-endian host (x86-64/aarch64) = wire order
+  std::memcpy(&v, p, 4);
   return v;
 }
 uint64_t load_u64(const char* p) {
