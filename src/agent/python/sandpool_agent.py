@@ -880,7 +880,9 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
     try:
         if libc():
             libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handler
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handlers
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
         try:  # the OOM killer takes the worker (and what it starts), not the supervisor
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")
@@ -936,6 +938,13 @@ class Supervisor:
         self.err_fd = os.memfd_create("sandpool-stderr", os.MFD_CLOEXEC)
         self.log_fd = os.dup(2)
         self.pid = -1
+        # In a sandbox the supervisor is pid 1 of its pid namespace: orphans of the cell's
+        # processes become its children, so it reaps every child, on SIGCHLD.
+        self.chld_r, chld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(chld_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        if libc():  # outside a pid namespace too, orphans of the session come to us
+            libc().prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
         libc()          # loaded once here, not in every worker
         capabilities()
 
@@ -950,47 +959,64 @@ class Supervisor:
 
     def watch(self, pid):
         """Waits for the worker to exit; returns (wait status, killed for timeout)."""
-        pidfd = os.pidfd_open(pid)
         poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
+        poller.register(self.chld_r, select.POLLIN)
         poller.register(self.nudge_r, select.POLLIN)
         cur_seq, hard_ns, killed = None, None, False
+        while True:
+            seq, running = struct.unpack_from("<QQ", self.shared, 0)
+            deadline = struct.unpack_from("<q", self.shared, 24)[0]
+            now = time.monotonic_ns()
+            wake = now + self.IDLE_WAKE_NS
+            if running == RUN_CELL and not killed:
+                if seq != cur_seq:
+                    cur_seq, hard_ns = seq, None
+                if hard_ns is None and now >= deadline:
+                    os.kill(pid, signal.SIGINT)  # KeyboardInterrupt in the cell
+                    hard_ns = now + self.grace_ns
+                if hard_ns is not None and now >= hard_ns:
+                    os.kill(pid, signal.SIGKILL)  # it did not stop: restart
+                    killed = True
+                elif hard_ns is not None:
+                    wake = hard_ns
+                else:
+                    wake = deadline
+            # Publish the wake-up time, then look again: a worker starting a cell
+            # nudges us only when our wake-up is later than its deadline. Python
+            # has no memory fences, so in a rare interleaving both sides may miss
+            # each other; IDLE_WAKE_NS bounds how late a deadline can then be seen.
+            struct.pack_into("<q", self.shared, ARMED_OFFSET, wake)
+            if struct.unpack_from("<QQ", self.shared, 0) != (seq, running):
+                continue  # a cell began while we decided: decide again
+            ready = dict(poller.poll(max(0, -(-(wake - now) // 1_000_000))))
+            if self.nudge_r in ready:
+                try:
+                    os.read(self.nudge_r, 4096)
+                except BlockingIOError:
+                    pass
+            if self.chld_r in ready:
+                status = self.reap(pid)
+                if status is not None:
+                    return status, killed
+
+    def reap(self, worker_pid):
+        """Reaps every exited child; returns the worker's wait status if it was one."""
         try:
-            while True:
-                seq, running = struct.unpack_from("<QQ", self.shared, 0)
-                deadline = struct.unpack_from("<q", self.shared, 24)[0]
-                now = time.monotonic_ns()
-                wake = now + self.IDLE_WAKE_NS
-                if running == RUN_CELL and not killed:
-                    if seq != cur_seq:
-                        cur_seq, hard_ns = seq, None
-                    if hard_ns is None and now >= deadline:
-                        os.kill(pid, signal.SIGINT)  # KeyboardInterrupt in the cell
-                        hard_ns = now + self.grace_ns
-                    if hard_ns is not None and now >= hard_ns:
-                        os.kill(pid, signal.SIGKILL)  # it did not stop: restart
-                        killed = True
-                    elif hard_ns is not None:
-                        wake = hard_ns
-                    else:
-                        wake = deadline
-                # Publish the wake-up time, then look again: a worker starting a cell
-                # nudges us only when our wake-up is later than its deadline. Python
-                # has no memory fences, so in a rare interleaving both sides may miss
-                # each other; IDLE_WAKE_NS bounds how late a deadline can then be seen.
-                struct.pack_into("<q", self.shared, ARMED_OFFSET, wake)
-                if struct.unpack_from("<QQ", self.shared, 0) != (seq, running):
-                    continue  # a cell began while we decided: decide again
-                ready = dict(poller.poll(max(0, -(-(wake - now) // 1_000_000))))
-                if self.nudge_r in ready:
-                    try:
-                        os.read(self.nudge_r, 4096)
-                    except BlockingIOError:
-                        pass
-                if pidfd in ready:
-                    return os.waitpid(pid, 0)[1], killed
-        finally:
-            os.close(pidfd)
+            while os.read(self.chld_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        status = None
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == worker_pid:
+                status = st
+        return status
 
     def answer_for_dead_worker(self, status, killed):
         """Sends the reply of the cell the worker died in, if any; returns the reason."""

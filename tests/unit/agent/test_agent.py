@@ -136,6 +136,30 @@ class ExecuteTest(AgentCase):
         self.assertEqual(r.stdout, b"child\nparent\n")
         self.assertEqual(self.ok("1 + 1").result, "2")
 
+    def test_orphans_are_reaped_by_the_supervisor(self):
+        # A daemonized grandchild outlives its parent: it is re-parented to the
+        # supervisor (pid 1 in a sandbox, a subreaper here), which must reap it.
+        r = self.ok("import subprocess\nsubprocess.run(['sh', '-c', 'sleep 0.2 &'])\n"
+                    "open('/proc/self/status').read().split('PPid:')[1].split()[0]")
+        sup = self.agent.proc.pid
+        self.assertEqual(r.result, f'"{sup}"')
+        import time
+        deadline = time.monotonic() + 10
+        while True:
+            with open(f"/proc/{sup}/task/{sup}/children") as f:
+                kids = f.read().split()
+            states = []
+            for k in kids:
+                try:
+                    with open(f"/proc/{k}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except FileNotFoundError:
+                    pass
+            if kids == [str(self.agent.hellos[-1].pid)]:
+                break  # only the worker is left: the orphan was reaped
+            self.assertLess(time.monotonic(), deadline, f"children {kids} states {states}")
+            time.sleep(0.05)
+
     def test_numpy_values(self):
         try:
             import numpy  # noqa: F401  (the agent runs the same interpreter)
