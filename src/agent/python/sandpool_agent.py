@@ -936,7 +936,10 @@ class Supervisor:
         self.nudge_r, self.nudge_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.out_fd = os.memfd_create("sandpool-stdout", os.MFD_CLOEXEC)
         self.err_fd = os.memfd_create("sandpool-stderr", os.MFD_CLOEXEC)
-        self.log_fd = os.dup(2)
+        try:  # agent diagnostics go where our stderr went before the worker took fd 2
+            self.log_fd = os.dup(2)
+        except OSError:
+            self.log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self.pid = -1
         # In a sandbox the supervisor is pid 1 of its pid namespace: orphans of the cell's
         # processes become its children, so it reaps every child, on SIGCHLD.
