@@ -200,18 +200,50 @@ def _scalar_json(v):
         return json.dumps(f"<repr failed: {type(e).__name__}>")
 
 
+_shown_png = None  # the figure pyplot.show() displayed last in this cell
+
+
+def _render_png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def patch_pyplot():
+    """Makes pyplot.show() keep the figure it shows (Agg cannot display anything), so a
+    cell that shows and then closes its figure still returns it. Cheap when done."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None or getattr(plt.show, "_sandpool", False):
+        return
+
+    def show(*args, **kwargs):
+        global _shown_png
+        nums = plt.get_fignums()
+        if nums:
+            _shown_png = _render_png(plt.figure(nums[-1]))
+
+    show._sandpool = True
+    show.__doc__ = plt.show.__doc__
+    plt.show = show
+
+
 def figure_result():
-    """The last open matplotlib figure as an image <R>, or None; closes all figures."""
+    """The cell's figure as an image <R>: the last open one, else the last shown one;
+    None without any. Closes all figures."""
+    global _shown_png
+    shown, _shown_png = _shown_png, None
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return None
     try:
         nums = plt.get_fignums()
-        if not nums:
+        if nums:
+            png = _render_png(plt.figure(nums[-1]))
+        elif shown is not None:
+            png = shown
+        else:
             return None
-        buf = io.BytesIO()
-        plt.figure(nums[-1]).savefig(buf, format="png")
-        data = base64.b64encode(buf.getvalue()).decode()
+        data = base64.b64encode(png).decode()
         if len(data) > MAX_IMAGE_JSON_BYTES:
             return json.dumps(f"<figure omitted: {len(data)} bytes of base64 PNG>")
         return json.dumps({"type": "image", "format": "png", "base64_data": data})
@@ -608,6 +640,7 @@ class Worker:
         limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
         self.host_interrupt = False
         self.result_cut = False
+        patch_pyplot()
         if _getsignal(SIGINT) != self.on_sigint:  # a cell replaced them
             signal.signal(signal.SIGINT, self.on_sigint)
             signal.signal(signal.SIGIO, self.on_sigio)

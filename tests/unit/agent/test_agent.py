@@ -188,6 +188,10 @@ class ExecuteTest(AgentCase):
         self.assertEqual(self.ok("len(plt.get_fignums())").result, "0")  # closed after
         r = self.ok("plt.plot([3, 1]); plt.show()")
         self.assertIn('"image"', r.result)
+        # Shown, then closed within the cell: still returned.
+        r = self.ok("plt.plot([1, 5]); plt.show(); plt.close('all')")
+        self.assertIn('"image"', r.result)
+        self.assertEqual(self.ok("1").result, "1")  # nothing left over for the next cell
 
 
 class TimeoutTest(AgentCase):
