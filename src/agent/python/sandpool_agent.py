@@ -7,6 +7,8 @@ The worker owns the socket while alive: it reads requests and writes replies. Th
 supervisor enforces execution deadlines (SIGINT at the deadline, SIGKILL after the grace
 period), and when the worker dies it answers the in-flight request itself (Timeout /
 OutOfMemory / Crashed, variables lost), then forks a fresh worker, which sends a Hello.
+In a sandbox the supervisor is pid 1 of the session's pid namespace; it reaps every
+child (a subreaper outside one).
 
 Runs on Debian's /usr/bin/python3 (3.11), stdlib only; numpy/matplotlib are optional.
 """
