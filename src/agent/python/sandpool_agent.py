@@ -11,6 +11,12 @@ In a sandbox the supervisor is pid 1 of the session's pid namespace; it reaps ev
 child (a subreaper outside one).
 
 Runs on Debian's /usr/bin/python3 (3.11), stdlib only; numpy/matplotlib are optional.
+Deliberately one file (longer than our usual ~600-line split): it is copied beside the
+binary and into sandboxes, and imported by src/sandbox/template.py under `python3 -I`,
+where sibling modules would not be on sys.path. Sections, in order: wire encoding,
+results (API.md §3), process helpers, file names (API.md §4), Worker (socket I/O,
+supervisor handshake, capture, execution, file operations, main loop), worker start-up,
+Supervisor, serve()/main().
 """
 
 import ast
