@@ -209,6 +209,23 @@ class TimeoutTest(AgentCase):
         self.assertEqual(r.status, A.S_TIMEOUT)
         self.assertFalse(r.flags & A.F_VARS_LOST)
 
+    def test_deadlines_at_cell_boundaries_never_kill_the_worker(self):
+        # Timeouts close to the cell's run time: SIGINT lands just before, during or just
+        # after the cell. Every reply must be well formed and no restart may happen.
+        import random
+        rnd = random.Random(5)
+        seen = set()
+        for i in range(100):
+            d = rnd.choice([0.005, 0.01, 0.02])
+            r = self.agent.execute(f"import time\nx = {i}\ntime.sleep({d})\nx",
+                                   timeout_ms=rnd.choice([5, 10, 20, 30]))
+            seen.add(r.status)
+            self.assertIn(r.status, (A.S_SUCCESS, A.S_TIMEOUT))
+            if r.status == A.S_SUCCESS:
+                self.assertEqual(r.result, str(i))
+        self.assertEqual(len(self.agent.hellos), 1)
+        self.assertEqual(seen, {A.S_SUCCESS, A.S_TIMEOUT})
+
     def test_hung_c_loop_restarts_interpreter(self):
         self.ok("lost = 1\nopen('kept.txt', 'w').write('file survives')")
         # sum() over itertools.repeat never returns to the eval loop: SIGINT is ignored.
