@@ -31,6 +31,8 @@ class HostChannel {
   explicit HostChannel(UniqueFd fd) : fd_(std::move(fd)) {}
 
   int fd() const { return fd_.get(); }
+  // Closes the connection: the agent sees EOF and exits 0.
+  void close() { fd_.reset(); }
   uint64_t next_id() { return ++last_id_; }
 
   Status send_raw(std::string_view bytes);

@@ -2,14 +2,20 @@
 // Message layouts live in messages.cc.
 #include "agent/protocol.h"
 
+#include <bit>
 #include <cstring>
 
 namespace sp::agent {
 namespace {
 
+constexpr size_t kKeepBufferBytes = 256 * 1024;
+
+// The wire is little-endian; so are the hosts we build for, so loads are plain copies.
+static_assert(std::endian::native == std::endian::little);
+
 uint32_t load_u32(const char* p) {
   uint32_t v;
-  std::memcpy(&v, p, 4);  // little-endian host (x86-64/aarch64) = wire order
+  std::memcpy(&v, p, 4);
   return v;
 }
 uint64_t load_u64(const char* p) {
@@ -45,8 +51,12 @@ void FrameDecoder::feed(std::string_view bytes) {
 
 Result<std::optional<Frame>> FrameDecoder::next() {
   if (error_) return *error_;
-  // A frame handed out earlier is no longer referenced: reclaim space cheaply.
-  if (begin_ == end_) begin_ = end_ = 0;
+  // A frame handed out earlier is no longer referenced: reclaim space cheaply, and give
+  // back a buffer a big frame left behind (thousands of idle sessions each hold one).
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+    if (buf_.size() > kKeepBufferBytes) std::vector<char>().swap(buf_);
+  }
   size_t avail = end_ - begin_;
   if (avail < kFrameHeaderBytes) return std::optional<Frame>{};
   const char* p = buf_.data() + begin_;

@@ -80,6 +80,8 @@ class FrameDecoder {
   // The next complete frame, std::nullopt when more bytes are needed, or an error.
   Result<std::optional<Frame>> next();
   size_t buffered_bytes() const { return end_ - begin_; }
+  // Bytes allocated for buffering (released when idle and over 256 KiB).
+  size_t capacity_bytes() const { return buf_.size(); }
 
  private:
   void compact();
@@ -161,7 +163,7 @@ enum class ExecStatus : uint8_t {
   kSuccess = 0, kFailure = 1, kTimeout = 2, kOutOfMemory = 3, kCrashed = 4, kInterrupted = 5,
 };
 inline constexpr uint8_t kReplyStdoutTruncated = 1, kReplyStderrTruncated = 2,
-                         kReplyVariablesLost = 4;
+                         kReplyVariablesLost = 4, kReplyResultTruncated = 8;
 
 struct ExecuteReply {
   ExecStatus status = ExecStatus::kSuccess;

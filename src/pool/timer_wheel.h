@@ -14,6 +14,13 @@
 // - next_deadline() is a lower bound of the earliest deadline, exact when it is less
 //   than 64 ms away; driving one uv_timer_t with it and calling advance() when it fires
 //   is always correct (an early wake-up only moves entries to finer levels).
+//
+// Driving it from libuv (loop thread), after any arm/cancel and in the timer callback:
+//   wheel.advance(uv_now(loop));
+//   if (auto d = wheel.next_deadline())
+//     uv_timer_start(&timer, on_wheel_timer, *d > uv_now(loop) ? *d - uv_now(loop) : 0, 0);
+//   else
+//     uv_timer_stop(&timer);
 #pragma once
 
 #include <cstddef>

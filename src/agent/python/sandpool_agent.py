@@ -7,8 +7,16 @@ The worker owns the socket while alive: it reads requests and writes replies. Th
 supervisor enforces execution deadlines (SIGINT at the deadline, SIGKILL after the grace
 period), and when the worker dies it answers the in-flight request itself (Timeout /
 OutOfMemory / Crashed, variables lost), then forks a fresh worker, which sends a Hello.
+In a sandbox the supervisor is pid 1 of the session's pid namespace; it reaps every
+child (a subreaper outside one).
 
 Runs on Debian's /usr/bin/python3 (3.11), stdlib only; numpy/matplotlib are optional.
+Deliberately one file (longer than our usual ~600-line split): it is copied beside the
+binary and into sandboxes, and imported by src/sandbox/template.py under `python3 -I`,
+where sibling modules would not be on sys.path. Sections, in order: wire encoding,
+results (API.md §3), process helpers, file names (API.md §4), Worker (socket I/O,
+supervisor handshake, capture, execution, file operations, main loop), worker start-up,
+Supervisor, serve()/main().
 """
 
 import ast
@@ -36,36 +44,58 @@ import time
 import traceback
 import types
 
+try:  # signal.getsignal() converts to an enum on every call: ~3 us a cell
+    from _signal import getsignal as _getsignal
+except ImportError:
+    _getsignal = signal.getsignal
+SIGINT = int(signal.SIGINT)
+
 AGENT_VERSION = "0.1.0"
 PROTOCOL_VERSION = 1
 MAGIC = 0x31505053
 HEADER = struct.Struct("<IIBBHQ")  # magic, payload bytes, version, type, flags, request id
 MAX_PAYLOAD = 8 << 20
 CHUNK = 256 << 10
+# Caps that keep every reply inside one frame: 2 streams + result + image < MAX_PAYLOAD.
+MAX_OUTPUT_BYTES = 1 << 20       # per stream, whatever limit the host asks for
+MAX_RESULT_CHARS = 256 << 10     # a str or repr() result; JSON escaping at most 6x
+MAX_IMAGE_JSON_BYTES = 5 << 20
 
 (T_HELLO, T_PING, T_PONG, T_EXEC, T_EXEC_REPLY, T_INTERRUPT, T_LIST, T_LIST_REPLY,
  T_STAT, T_STAT_REPLY, T_READ, T_FILE_DATA, T_WRITE_OPEN, T_WRITE_CHUNK, T_WRITE_CLOSE,
  T_WRITE_ABORT, T_OK, T_DELETE, T_ERROR, T_RESEED) = range(1, 21)
 
 S_SUCCESS, S_FAILURE, S_TIMEOUT, S_OOM, S_CRASHED, S_INTERRUPTED = range(6)
-F_STDOUT_TRUNC, F_STDERR_TRUNC, F_VARS_LOST = 1, 2, 4
+F_STDOUT_TRUNC, F_STDERR_TRUNC, F_VARS_LOST, F_RESULT_TRUNC = 1, 2, 4, 8
 R_INITIAL, R_TIMEOUT, R_CRASHED, R_OOM = range(4)
 CAP_NUMPY, CAP_MATPLOTLIB, CAP_SHELL, CAP_INTERRUPT = 1, 2, 4, 8
 
 EXIT_EOF = 0        # host closed the connection: the session is over
 EXIT_PROTOCOL = 3   # host broke the protocol: the stream is dead, do not restart
-EXIT_GAVE_UP = 4    # supervisor: the worker keeps dying at start
+EXIT_GAVE_UP = 4    # supervisor: 5 workers in a row died before running a cell
 
 UPLOAD_PREFIX = b".sandpool-upload-"
 MAX_UPLOADS = 16
+DEFAULT_TIMEOUT_MS = 120_000  # an execute request with timeout_ms = 0
+MAX_CELL_SOURCES = 2048  # cells whose source tracebacks can still show
+
+RUN_IDLE, RUN_CELL, RUN_REPLYING = 0, 1, 2  # the "running" field of the shared page
 
 # Page shared by supervisor and worker. The worker writes, at offset 0: seq, running,
-# request id, deadline ns, start ns (CLOCK_MONOTONIC), and the output limit at offset 48;
-# the supervisor writes the time it will next wake up ("armed until") at offset 40.
-SHARED = struct.Struct("<QQQqqqQ")
+# request id, deadline ns, start ns (CLOCK_MONOTONIC), and at offset 48: the output
+# limit and where this cell's stdout/stderr begin in the capture files; the supervisor
+# writes the time it will next wake up ("armed until") at offset 40.
+SHARED = struct.Struct("<QQQqqqQQQ")
 WORKER_PART = struct.Struct("<QQQqq")
 ARMED_OFFSET = 40
-LIMIT_OFFSET = 48
+OUTPUT_PART = struct.Struct("<QQQ")
+OUTPUT_OFFSET = 48
+CAPTURE_RESET_BYTES = 1 << 20  # capture files are emptied once they grow past this
+
+PEEK_NOWAIT = int(socket.MSG_PEEK) | int(socket.MSG_DONTWAIT)
+WAITALL = int(socket.MSG_WAITALL)
+EXEC_FIXED = struct.Struct("<BIII")   # mode, timeout ms, output limit, code length
+REPLY_FIXED = struct.Struct("<IIBBHQBBiQI")  # header + status, flags, exit, us, out len
 
 
 class ProtocolError(Exception):
@@ -115,9 +145,13 @@ class Reader:
 
 
 def encode_reply(rid, status, flags, exit_code, exec_us, out, err, result_json):
-    p = struct.pack("<BBiQ", status, flags, exit_code, exec_us) + _b(out) + _b(err) + \
-        _b(result_json.encode())
-    return frame(T_EXEC_REPLY, rid, p)
+    res = result_json.encode()
+    n = 18 + len(out) + 4 + len(err) + 4 + len(res)
+    if n > MAX_PAYLOAD:
+        raise ProtocolError("reply over the frame limit")
+    return b"".join((REPLY_FIXED.pack(MAGIC, n, PROTOCOL_VERSION, T_EXEC_REPLY, 0, rid, status,
+                                      flags, exit_code, exec_us, len(out)),
+                     out, struct.pack("<I", len(err)), err, struct.pack("<I", len(res)), res))
 
 
 def encode_error(rid, code, message):
@@ -131,7 +165,22 @@ def encode_ok(rid, value=0):
 # ---------------------------------------------------------------- results (API.md §3)
 
 def result_json(v):
-    """<R> as JSON text: number/string/bool/null, "nan"/"inf", else repr() as a string."""
+    """(<R> as JSON text, truncated?): number/string/bool/null, "nan"/"inf", else repr()
+    as a string; strings past MAX_RESULT_CHARS are cut."""
+    try:
+        if isinstance(v, str) or not isinstance(v, (int, float, type(None))):
+            np = sys.modules.get("numpy")
+            if not (np is not None and isinstance(v, (np.bool_, np.integer, np.floating))):
+                text = v if isinstance(v, str) else repr(v)
+                if len(text) > MAX_RESULT_CHARS:
+                    return json.dumps(text[:MAX_RESULT_CHARS]), True
+                return json.dumps(text), False
+        return _scalar_json(v), False
+    except Exception as e:  # a hostile __repr__ must not break the agent
+        return json.dumps(f"<repr failed: {type(e).__name__}>"), False
+
+
+def _scalar_json(v):
     try:
         if v is None:
             return "null"
@@ -159,18 +208,52 @@ def result_json(v):
         return json.dumps(f"<repr failed: {type(e).__name__}>")
 
 
+_shown_png = None  # the figure pyplot.show() displayed last in this cell
+
+
+def _render_png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def patch_pyplot():
+    """Makes pyplot.show() keep the figure it shows (Agg cannot display anything), so a
+    cell that shows and then closes its figure still returns it. Cheap when done."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None or getattr(plt.show, "_sandpool", False):
+        return
+
+    def show(*args, **kwargs):
+        global _shown_png
+        nums = plt.get_fignums()
+        if nums:
+            _shown_png = _render_png(plt.figure(nums[-1]))
+
+    show._sandpool = True
+    show.__doc__ = plt.show.__doc__
+    plt.show = show
+
+
 def figure_result():
-    """The last open matplotlib figure as an image <R>, or None; closes all figures."""
+    """The cell's figure as an image <R>: the last open one, else the last shown one;
+    None without any. Closes all figures."""
+    global _shown_png
+    shown, _shown_png = _shown_png, None
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return None
     try:
         nums = plt.get_fignums()
-        if not nums:
+        if nums:
+            png = _render_png(plt.figure(nums[-1]))
+        elif shown is not None:
+            png = shown
+        else:
             return None
-        buf = io.BytesIO()
-        plt.figure(nums[-1]).savefig(buf, format="png")
-        data = base64.b64encode(buf.getvalue()).decode()
+        data = base64.b64encode(png).decode()
+        if len(data) > MAX_IMAGE_JSON_BYTES:
+            return json.dumps(f"<figure omitted: {len(data)} bytes of base64 PNG>")
         return json.dumps({"type": "image", "format": "png", "base64_data": data})
     except Exception:
         return None
@@ -198,6 +281,36 @@ def clip(data, limit):
         if cut > 0 and (data[cut] & 0xC0) == 0x80:
             cut -= 1
     return data[:cut], True
+
+
+# ---------------------------------------------------------------- process helpers
+
+_libc = None
+_caps = None
+
+
+def libc():
+    """The C library through ctypes (loaded once, in the supervisor), or None."""
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+            _libc = ctypes.CDLL(None)
+        except Exception:
+            _libc = False
+    return _libc or None
+
+
+def capabilities():
+    global _caps
+    if _caps is None:
+        import importlib.util
+        _caps = CAP_SHELL | CAP_INTERRUPT
+        if "numpy" in sys.modules or importlib.util.find_spec("numpy"):
+            _caps |= CAP_NUMPY
+        if "matplotlib" in sys.modules or importlib.util.find_spec("matplotlib"):
+            _caps |= CAP_MATPLOTLIB
+    return _caps
 
 
 # ---------------------------------------------------------------- file names (API.md §4)
@@ -270,26 +383,33 @@ class Worker:
         self.shared = shared          # mmap page shared with the supervisor, or None
         self.nudge_fd = nudge_fd      # pipe to wake the supervisor, or -1
         self.out_fd, self.err_fd, self.log_fd = out_fd, err_fd, log_fd
+        self.base = {out_fd: 0, err_fd: 0}  # where the current cell's output starts
+        self.sock_flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
         self.rbuf = bytearray()
         self.pending = collections.deque()  # frames read by the SIGIO handler
         self.eof = False
-        self.executing = False
+        self.executing = False  # user code is running: SIGINT/interrupt raise
+        self.in_cell = False    # between O_ASYNC on and off: pings are answered at once
         self.deadline_ns = 0
         self.host_interrupt = False
         self.seq = 0
         self.uploads = {}
         self.code_cache = collections.OrderedDict()
+        self.cell_names = collections.deque()  # sources kept for tracebacks
+        self.is_fork_child = False
+        # A cell may os.fork(); the child must never touch the agent's socket.
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
         self.cells = 0
         module = types.ModuleType("__main__")
         module.__dict__["__builtins__"] = builtins
         sys.modules["__main__"] = module
         self.globals = module.__dict__
-        self.fflush = None
-        try:
-            import ctypes
-            self.fflush = ctypes.CDLL(None).fflush
-        except Exception:
-            pass
+        self.fflush = libc().fflush if libc() else None
+
+    def _after_fork_in_child(self):
+        self.is_fork_child = True
 
     # ---- socket I/O
 
@@ -331,6 +451,8 @@ class Worker:
         """While a cell runs: act on interrupt and ping now, queue other requests.
         Only whole frames are taken from the socket (MSG_PEEK first), so a worker killed
         in the middle of a cell never leaves the stream cut inside a frame."""
+        if self.is_fork_child:
+            return
         interrupt = False
         while True:
             while True:  # frames already buffered, e.g. read together with the request
@@ -342,14 +464,14 @@ class Worker:
                     break
                 if f[0] == T_INTERRUPT:
                     interrupt = True
-                elif f[0] == T_PING:
+                elif f[0] == T_PING and self.in_cell:
                     self.send(frame(T_PONG, f[1]))
                 else:
-                    self.pending.append(f)
+                    self.pending.append(f)  # the main loop answers after the cell
             have = len(self.rbuf)
             try:
                 if have < HEADER.size:
-                    head = self.sock.recv(HEADER.size - have, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    head = self.sock.recv(HEADER.size - have, PEEK_NOWAIT)
                     if len(head) < HEADER.size - have:
                         break
                     n = HEADER.unpack(bytes(self.rbuf) + head)[1]
@@ -358,11 +480,11 @@ class Worker:
                 if n > MAX_PAYLOAD:
                     break
                 need = HEADER.size + n - have
-                if len(self.sock.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) < need:
+                if len(self.sock.recv(need, PEEK_NOWAIT)) < need:
                     break
             except (BlockingIOError, InterruptedError):
                 break
-            self.rbuf += self.sock.recv(need, socket.MSG_WAITALL)
+            self.rbuf += self.sock.recv(need, WAITALL)
         if interrupt:
             self.host_interrupt = True  # also seen by a cell about to start
             if self.executing:
@@ -380,29 +502,40 @@ class Worker:
         if self.shared is None:
             return
         self.seq += 1
-        struct.pack_into("<Q", self.shared, LIMIT_OFFSET, limit)
+        OUTPUT_PART.pack_into(self.shared, OUTPUT_OFFSET, limit, self.base[self.out_fd],
+                              self.base[self.err_fd])
         WORKER_PART.pack_into(self.shared, 0, self.seq, 1, rid, self.deadline_ns, now)
         armed = struct.unpack_from("<q", self.shared, ARMED_OFFSET)[0]
         if armed == 0 or armed > self.deadline_ns:
             try:
                 os.write(self.nudge_fd, b"!")
-            except BlockingIOError:
+            except OSError:  # full pipe: already nudged
                 pass
 
-    def end(self):
+    def end(self, state):
+        """RUN_REPLYING once the cell is over (no more signals; a death from here on is
+        still answered by the supervisor), RUN_IDLE once the reply is sent."""
         if self.shared is not None:
-            struct.pack_into("<Q", self.shared, 8, 0)
+            struct.pack_into("<Q", self.shared, 8, state)
 
     # ---- captured output
 
     def take_output(self, fd, limit):
+        """This cell's bytes on capture file `fd` (cut to `limit`), truncated?. `fd`
+        shares its file offset with fd 1 or 2 (dup2). The file is only emptied when
+        large, so a quiet cell costs one lseek."""
         pos = os.lseek(fd, 0, os.SEEK_CUR)
-        if pos == 0:
+        base = self.base[fd]
+        if pos == base:
             return b"", False
-        data = os.pread(fd, min(pos, limit + 4) if limit > 0 else pos, 0)
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        if limit > 0 and pos > limit:
+        data = os.pread(fd, min(pos - base, limit + 4), base)
+        if pos > CAPTURE_RESET_BYTES:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            self.base[fd] = 0
+        else:
+            self.base[fd] = pos
+        if pos - base > limit:
             return clip(data, limit)[0], True
         return data, False
 
@@ -418,6 +551,9 @@ class Worker:
         name = f"<cell-{self.cells}>"
         # Keep the source for tracebacks.
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        self.cell_names.append(name)
+        if len(self.cell_names) > MAX_CELL_SOURCES:
+            linecache.cache.pop(self.cell_names.popleft(), None)
         tree = ast.parse(code, name, "exec")
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -436,7 +572,7 @@ class Worker:
         return "".join(te.format())
 
     def run_python(self, code):
-        """(status, result json, traceback text)."""
+        """(status, result json, traceback text); sets self.result_cut."""
         try:
             body, last = self.compile_cell(code)
         except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
@@ -452,7 +588,7 @@ class Worker:
                     value = eval(last, self.globals)
             finally:
                 self.executing = False
-            result = result_json(value) if last is not None else '""'
+            result, self.result_cut = result_json(value) if last is not None else ('""', False)
             status, tb = S_SUCCESS, ""
         except KeyboardInterrupt as e:
             self.executing = False
@@ -498,21 +634,33 @@ class Worker:
         return status, rc, ""
 
     def execute(self, rid, payload):
+        if len(payload) < EXEC_FIXED.size:
+            raise ProtocolError("execute request truncated")
+        mode, timeout_ms, limit, n = EXEC_FIXED.unpack_from(payload)
+        timeout_ms = timeout_ms or DEFAULT_TIMEOUT_MS
         r = Reader(payload)
-        mode, timeout_ms, limit = r.u8(), r.u32(), r.u32()
-        code = r.bytes()
-        argv = [r.bytes() for _ in range(r.u32())]
+        r.p = EXEC_FIXED.size
+        code = r.take(n)
+        argc = r.u32()
+        argv = [r.bytes() for _ in range(argc)] if argc else []
         stdin = r.bytes()
         r.done()
-        limit = min(limit, MAX_PAYLOAD // 2 - 65536) if limit else MAX_PAYLOAD // 2 - 65536
+        limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
         self.host_interrupt = False
+        self.result_cut = False
+        patch_pyplot()
+        if _getsignal(SIGINT) != self.on_sigint:  # a cell replaced them
+            signal.signal(signal.SIGINT, self.on_sigint)
+            signal.signal(signal.SIGIO, self.on_sigio)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         t0 = time.perf_counter_ns()
         self.begin(rid, timeout_ms, limit)
-        fl = fcntl.fcntl(self.sock.fileno(), fcntl.F_GETFL)
+        fl = self.sock_flags
         fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl | os.O_ASYNC)
+        self.in_cell = True
         try:
-            self.on_sigio(signal.SIGIO, None)  # frames that arrived before O_ASYNC
+            if self.rbuf or self.poller.poll(0):
+                self.on_sigio(signal.SIGIO, None)  # frames that arrived before O_ASYNC
             exit_code = 0
             if mode == 1:
                 status, exit_code, tb = self.run_shell(
@@ -529,7 +677,10 @@ class Worker:
             status, exit_code, result, tb = S_TIMEOUT, 0, '""', "KeyboardInterrupt\n"
         finally:
             fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
-            self.end()
+            self.in_cell = False
+            self.end(RUN_REPLYING)
+        if self.is_fork_child:
+            os._exit(0)  # a process the cell forked came back here: it is not the agent
         exec_us = (time.perf_counter_ns() - t0) // 1000
         for stream in (self.stdout, self.stderr):
             try:
@@ -543,8 +694,10 @@ class Worker:
         if tb:
             err, more_cut = clip(err + tb.encode("utf-8", "backslashreplace"), limit)
             err_cut = err_cut or more_cut
-        flags = (F_STDOUT_TRUNC if out_cut else 0) | (F_STDERR_TRUNC if err_cut else 0)
+        flags = (F_STDOUT_TRUNC if out_cut else 0) | (F_STDERR_TRUNC if err_cut else 0) | \
+            (F_RESULT_TRUNC if self.result_cut else 0)
         self.send(encode_reply(rid, status, flags, exit_code, exec_us, out, err, result))
+        self.end(RUN_IDLE)
 
     # ---- file operations (API.md §4): every name is resolved under root_fd, no symlinks
 
@@ -663,11 +816,18 @@ class Worker:
         """Streams into a hidden temp file beside the target; rename on close."""
         if not comps:
             raise OSError(errno.EISDIR, "the data root is a directory")
+        if comps[-1].startswith(UPLOAD_PREFIX):
+            raise OSError(errno.EINVAL, "reserved file name")
         if len(self.uploads) >= MAX_UPLOADS:
             raise OSError(errno.EMFILE, "too many uploads in progress")
         dfd = open_dir(self.root_fd, comps[:-1], create=bool(parents))
         tmp = UPLOAD_PREFIX + str(rid).encode()
         try:
+            try:  # fail now, not after the whole body was streamed
+                if stat.S_ISDIR(os.stat(comps[-1], dir_fd=dfd, follow_symlinks=False).st_mode):
+                    raise OSError(errno.EISDIR, "a directory has that name")
+            except FileNotFoundError:
+                pass
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o644, dir_fd=dfd)
         except BaseException:
@@ -721,12 +881,7 @@ class Worker:
     # ---- main loop
 
     def hello(self, restart_count, reason):
-        caps = CAP_SHELL | CAP_INTERRUPT
-        import importlib.util
-        if "numpy" in sys.modules or importlib.util.find_spec("numpy"):
-            caps |= CAP_NUMPY
-        if "matplotlib" in sys.modules or importlib.util.find_spec("matplotlib"):
-            caps |= CAP_MATPLOTLIB
+        caps = capabilities()
         pyver = ".".join(map(str, sys.version_info[:3])).encode()
         payload = _b(AGENT_VERSION.encode()) + struct.pack("<I", os.getpid()) + _b(pyver) + \
             struct.pack("<IIB", caps, restart_count, reason)
@@ -764,10 +919,15 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
     """Body of a freshly forked worker; never returns."""
     code = 1
     try:
-        try:
-            import ctypes
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
-        except Exception:
+        if libc():
+            libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the supervisor's handlers
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        try:  # the OOM killer takes the worker (and what it starts), not the supervisor
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
             pass
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)  # input() gets EOF instead of blocking the cell forever
@@ -777,11 +937,15 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
             os.lseek(fd, 0, os.SEEK_SET)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
-        w = Worker(sock, root, shared, nudge_fd, 1, 2, log_fd)
-        w.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
-                                    errors="backslashreplace", write_through=True)
-        w.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                                    errors="backslashreplace", write_through=True)
+        w = Worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd)
+        # Line-buffered, flushed after every cell: whole lines keep their order with
+        # writes that C code and child processes make to the same descriptors.
+        w.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+                                    encoding="utf-8", errors="backslashreplace",
+                                    line_buffering=True)
+        w.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+                                    encoding="utf-8", errors="backslashreplace",
+                                    line_buffering=True)
         sys.stdout, sys.stderr = w.stdout, w.stderr
         fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())
         signal.signal(signal.SIGIO, w.on_sigio)
@@ -813,11 +977,23 @@ class Supervisor:
         self.nudge_r, self.nudge_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.out_fd = os.memfd_create("sandpool-stdout", os.MFD_CLOEXEC)
         self.err_fd = os.memfd_create("sandpool-stderr", os.MFD_CLOEXEC)
-        self.log_fd = os.dup(2)
+        try:  # agent diagnostics go where our stderr went before the worker took fd 2
+            self.log_fd = os.dup(2)
+        except OSError:
+            self.log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self.pid = -1
+        # In a sandbox the supervisor is pid 1 of its pid namespace: orphans of the cell's
+        # processes become its children, so it reaps every child, on SIGCHLD.
+        self.chld_r, chld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(chld_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        if libc():  # outside a pid namespace too, orphans of the session come to us
+            libc().prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+        libc()          # loaded once here, not in every worker
+        capabilities()
 
     def fork_worker(self, restarts, reason):
-        SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0)
+        SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         pid = os.fork()
         if pid == 0:
             _run_worker(self.sock, self.root, self.shared, self.nudge_w, self.out_fd,
@@ -827,41 +1003,64 @@ class Supervisor:
 
     def watch(self, pid):
         """Waits for the worker to exit; returns (wait status, killed for timeout)."""
-        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        poller.register(self.chld_r, select.POLLIN)
+        poller.register(self.nudge_r, select.POLLIN)
         cur_seq, hard_ns, killed = None, None, False
+        while True:
+            seq, running = struct.unpack_from("<QQ", self.shared, 0)
+            deadline = struct.unpack_from("<q", self.shared, 24)[0]
+            now = time.monotonic_ns()
+            wake = now + self.IDLE_WAKE_NS
+            if running == RUN_CELL and not killed:
+                if seq != cur_seq:
+                    cur_seq, hard_ns = seq, None
+                if hard_ns is None and now >= deadline:
+                    os.kill(pid, signal.SIGINT)  # KeyboardInterrupt in the cell
+                    hard_ns = now + self.grace_ns
+                if hard_ns is not None and now >= hard_ns:
+                    os.kill(pid, signal.SIGKILL)  # it did not stop: restart
+                    killed = True
+                elif hard_ns is not None:
+                    wake = hard_ns
+                else:
+                    wake = deadline
+            # Publish the wake-up time, then look again: a worker starting a cell
+            # nudges us only when our wake-up is later than its deadline. Python
+            # has no memory fences, so in a rare interleaving both sides may miss
+            # each other; IDLE_WAKE_NS bounds how late a deadline can then be seen.
+            struct.pack_into("<q", self.shared, ARMED_OFFSET, wake)
+            if struct.unpack_from("<QQ", self.shared, 0) != (seq, running):
+                continue  # a cell began while we decided: decide again
+            ready = dict(poller.poll(max(0, -(-(wake - now) // 1_000_000))))
+            if self.nudge_r in ready:
+                try:
+                    os.read(self.nudge_r, 4096)
+                except BlockingIOError:
+                    pass
+            if self.chld_r in ready:
+                status = self.reap(pid)
+                if status is not None:
+                    return status, killed
+
+    def reap(self, worker_pid):
+        """Reaps every exited child; returns the worker's wait status if it was one."""
         try:
-            while True:
-                seq, running = struct.unpack_from("<QQ", self.shared, 0)
-                deadline = struct.unpack_from("<q", self.shared, 24)[0]
-                now = time.monotonic_ns()
-                wake = now + self.IDLE_WAKE_NS
-                if running and not killed:
-                    if seq != cur_seq:
-                        cur_seq, hard_ns = seq, None
-                    if hard_ns is None and now >= deadline:
-                        os.kill(pid, signal.SIGINT)  # KeyboardInterrupt in the cell
-                        hard_ns = now + self.grace_ns
-                    if hard_ns is not None and now >= hard_ns:
-                        os.kill(pid, signal.SIGKILL)  # it did not stop: restart
-                        killed = True
-                    elif hard_ns is not None:
-                        wake = hard_ns
-                    else:
-                        wake = deadline
-                struct.pack_into("<q", self.shared, ARMED_OFFSET, wake)
-                if struct.unpack_from("<QQ", self.shared, 0) != (seq, running):
-                    continue  # a cell began while we decided: decide again
-                ready, _, _ = select.select([pidfd, self.nudge_r], [], [],
-                                            max(0, wake - now) / 1e9)
-                if self.nudge_r in ready:
-                    try:
-                        os.read(self.nudge_r, 4096)
-                    except BlockingIOError:
-                        pass
-                if pidfd in ready:
-                    return os.waitpid(pid, 0)[1], killed
-        finally:
-            os.close(pidfd)
+            while os.read(self.chld_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        status = None
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == worker_pid:
+                status = st
+        return status
 
     def answer_for_dead_worker(self, status, killed):
         """Sends the reply of the cell the worker died in, if any; returns the reason."""
@@ -879,11 +1078,11 @@ class Supervisor:
                    else "exit code %d" % os.WEXITSTATUS(status))
             note = "sandpool: the interpreter crashed (%s); variables were lost\n" % how
         seq, running, rid, deadline, start = WORKER_PART.unpack_from(self.shared, 0)
-        limit = struct.unpack_from("<Q", self.shared, LIMIT_OFFSET)[0]
+        limit, out_base, err_base = OUTPUT_PART.unpack_from(self.shared, OUTPUT_OFFSET)
         if running:
             exit_code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            out, out_cut = self._take(self.out_fd, limit)
-            err, err_cut = self._take(self.err_fd, limit)
+            out, out_cut = self._take(self.out_fd, out_base, limit)
+            err, err_cut = self._take(self.err_fd, err_base, limit)
             err, more_cut = clip(err + note.encode(), limit)
             flags = F_VARS_LOST | (F_STDOUT_TRUNC if out_cut else 0) | \
                 (F_STDERR_TRUNC if err_cut or more_cut else 0)
@@ -892,24 +1091,29 @@ class Supervisor:
         return reason
 
     @staticmethod
-    def _take(fd, limit):
+    def _take(fd, base, limit):
         size = os.fstat(fd).st_size
-        data = os.pread(fd, min(size, limit + 4) if limit else size, 0)
+        data = os.pread(fd, max(0, min(size - base, limit + 4)), base)
         return clip(data, limit)
 
     def run(self):
         restarts, reason, quick_deaths = 0, R_INITIAL, 0
         while True:
-            started = time.monotonic()
             pid = self.fork_worker(restarts, reason)
             status, killed = self.watch(pid)
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (EXIT_EOF, EXIT_PROTOCOL):
+            running = struct.unpack_from("<Q", self.shared, 8)[0]
+            # Exit codes mean something only when the worker chose them, outside a cell
+            # (a cell's os._exit(0) is a crash like any other).
+            if running == RUN_IDLE and os.WIFEXITED(status) and \
+                    os.WEXITSTATUS(status) in (EXIT_EOF, EXIT_PROTOCOL):
                 return os.WEXITSTATUS(status)
             try:
                 reason = self.answer_for_dead_worker(status, killed)
             except (BrokenPipeError, ConnectionResetError):
                 return EXIT_EOF
-            quick_deaths = quick_deaths + 1 if time.monotonic() - started < 1.0 else 0
+            # A worker that dies before running any cell is broken, not killed by code.
+            cells_run = struct.unpack_from("<Q", self.shared, 0)[0]
+            quick_deaths = quick_deaths + 1 if cells_run == 0 else 0
             if quick_deaths >= 5:
                 os.write(self.log_fd, b"sandpool agent: the worker keeps dying; giving up\n")
                 return EXIT_GAVE_UP

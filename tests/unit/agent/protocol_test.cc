@@ -264,3 +264,17 @@ TEST_CASE("random garbage never crashes the decoder or the message decoders") {
     (void)decode_error(fr);
   }
 }
+
+TEST_CASE("a big frame's buffer is released once consumed") {
+  std::string big = one_execute(1, std::string(3 << 20, 'b'));
+  FrameDecoder dec;
+  dec.feed(big);
+  auto f = dec.next();
+  REQUIRE(f.ok());
+  REQUIRE(f.value().has_value());
+  CHECK(dec.capacity_bytes() >= big.size());
+  CHECK_FALSE(dec.next().value().has_value());
+  CHECK(dec.capacity_bytes() == 0);
+  dec.feed(one_execute(2, "x"));
+  CHECK(dec.next().value()->header.request_id == 2);
+}

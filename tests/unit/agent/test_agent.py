@@ -41,6 +41,10 @@ class ExecuteTest(AgentCase):
         self.assertEqual(h.reason, A.R_INITIAL)
         self.assertTrue(h.caps & A.CAP_SHELL)
 
+    def test_worker_is_the_oom_killers_first_choice(self):
+        self.assertEqual(self.ok("open('/proc/self/oom_score_adj').read().strip()").result,
+                         '"1000"')
+
     def test_globals_persist_and_cwd_is_root(self):
         self.ok("x = 41")
         self.assertEqual(self.ok("x + 1").result, "42")
@@ -112,6 +116,62 @@ class ExecuteTest(AgentCase):
         self.assertEqual(r.stdout, "éé".encode())
         self.assertEqual(self.ok("print('z')", limit=100).flags, 0)
 
+    def test_huge_results_and_output_stay_inside_one_frame(self):
+        r = self.ok("'a' * (1 << 20)")
+        self.assertEqual(len(r.result), A.MAX_RESULT_CHARS + 2)
+        self.assertTrue(r.flags & A.F_RESULT_TRUNC)
+        r = self.ok("list(range(300000))")
+        self.assertTrue(r.flags & A.F_RESULT_TRUNC)
+        r = self.ok("import os\nos.write(1, b'o' * (9 << 20))", limit=0)
+        self.assertEqual(len(r.stdout), A.MAX_OUTPUT_BYTES)
+        self.assertTrue(r.flags & A.F_STDOUT_TRUNC)
+        self.assertEqual(self.ok("print('next')").stdout, b"next\n")
+
+    def test_ping_when_idle(self):
+        self.assertEqual(self.agent.call(A.T_PING).type, A.T_PONG)
+
+    def test_forked_child_never_answers(self):
+        r = self.ok("import os\npid = os.fork()\nif pid == 0:\n    print('child')\n"
+                    "else:\n    os.waitpid(pid, 0)\n    print('parent')")
+        self.assertEqual(r.stdout, b"child\nparent\n")
+        self.assertEqual(self.ok("1 + 1").result, "2")
+
+    def test_orphans_are_reaped_by_the_supervisor(self):
+        # A daemonized grandchild outlives its parent: it is re-parented to the
+        # supervisor (pid 1 in a sandbox, a subreaper here), which must reap it.
+        r = self.ok("import subprocess\nsubprocess.run(['sh', '-c', 'sleep 0.2 &'])\n"
+                    "open('/proc/self/status').read().split('PPid:')[1].split()[0]")
+        sup = self.agent.proc.pid
+        self.assertEqual(r.result, f'"{sup}"')
+        import time
+        deadline = time.monotonic() + 10
+        while True:
+            with open(f"/proc/{sup}/task/{sup}/children") as f:
+                kids = f.read().split()
+            states = []
+            for k in kids:
+                try:
+                    with open(f"/proc/{k}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except FileNotFoundError:
+                    pass
+            if kids == [str(self.agent.hellos[-1].pid)]:
+                break  # only the worker is left: the orphan was reaped
+            self.assertLess(time.monotonic(), deadline, f"children {kids} states {states}")
+            time.sleep(0.05)
+
+    def test_numpy_values(self):
+        try:
+            import numpy  # noqa: F401  (the agent runs the same interpreter)
+        except ImportError:
+            self.skipTest("numpy missing")
+        self.ok("import numpy as np")
+        for code, want in [("np.int64(5)", "5"), ("np.float64('nan')", '"nan"'),
+                           ("np.float32(1.5)", "1.5"), ("np.bool_(True)", "true"),
+                           ("np.arange(3)", '"array([0, 1, 2])"')]:
+            with self.subTest(code=code):
+                self.assertEqual(self.ok(code).result, want)
+
     def test_input_does_not_block(self):
         r = self.agent.execute("input()")
         self.assertEqual(r.status, A.S_FAILURE)
@@ -128,6 +188,10 @@ class ExecuteTest(AgentCase):
         self.assertEqual(self.ok("len(plt.get_fignums())").result, "0")  # closed after
         r = self.ok("plt.plot([3, 1]); plt.show()")
         self.assertIn('"image"', r.result)
+        # Shown, then closed within the cell: still returned.
+        r = self.ok("plt.plot([1, 5]); plt.show(); plt.close('all')")
+        self.assertIn('"image"', r.result)
+        self.assertEqual(self.ok("1").result, "1")  # nothing left over for the next cell
 
 
 class TimeoutTest(AgentCase):
@@ -144,6 +208,23 @@ class TimeoutTest(AgentCase):
         r = self.agent.execute("while True:\n    pass", timeout_ms=300)
         self.assertEqual(r.status, A.S_TIMEOUT)
         self.assertFalse(r.flags & A.F_VARS_LOST)
+
+    def test_deadlines_at_cell_boundaries_never_kill_the_worker(self):
+        # Timeouts close to the cell's run time: SIGINT lands just before, during or just
+        # after the cell. Every reply must be well formed and no restart may happen.
+        import random
+        rnd = random.Random(5)
+        seen = set()
+        for i in range(100):
+            d = rnd.choice([0.005, 0.01, 0.02])
+            r = self.agent.execute(f"import time\nx = {i}\ntime.sleep({d})\nx",
+                                   timeout_ms=rnd.choice([5, 10, 20, 30]))
+            seen.add(r.status)
+            self.assertIn(r.status, (A.S_SUCCESS, A.S_TIMEOUT))
+            if r.status == A.S_SUCCESS:
+                self.assertEqual(r.result, str(i))
+        self.assertEqual(len(self.agent.hellos), 1)
+        self.assertEqual(seen, {A.S_SUCCESS, A.S_TIMEOUT})
 
     def test_hung_c_loop_restarts_interpreter(self):
         self.ok("lost = 1\nopen('kept.txt', 'w').write('file survives')")
@@ -175,11 +256,32 @@ class TimeoutTest(AgentCase):
         r = self.agent.execute("import os\nos._exit(7)")
         self.assertEqual(r.status, A.S_CRASHED)
         self.assertEqual(r.exit_code, 7)
+        for code in (0, 3):  # the supervisor's own exit codes mean nothing inside a cell
+            r = self.agent.execute(f"import os\nprint('bye')\nos._exit({code})")
+            self.assertEqual((r.status, r.exit_code, r.stdout), (A.S_CRASHED, code, b"bye\n"))
         r = self.agent.execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
         self.assertEqual(r.status, A.S_OOM)  # an outside SIGKILL is what the OOM killer sends
         self.assertEqual(self.ok("2 * 21").result, "42")
         self.assertEqual(self.agent.hellos[-1].reason, A.R_OOM)
-        self.assertEqual(self.agent.hellos[-1].restarts, 3)
+        self.assertEqual(self.agent.hellos[-1].restarts, 5)
+
+    def test_signal_handlers_are_restored_between_cells(self):
+        self.ok("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nmine = 1")
+        r = self.agent.execute("import time\ntime.sleep(30)", timeout_ms=300)
+        self.assertEqual(r.status, A.S_TIMEOUT)
+        self.assertFalse(r.flags & A.F_VARS_LOST)
+        self.assertEqual(self.ok("mine").result, "1")
+
+    def test_cell_closing_the_agent_socket_still_gets_an_answer(self):
+        r = self.agent.execute(
+            "import os\nfor fd in os.listdir('/proc/self/fd'):\n"
+            "    try:\n        link = os.readlink(f'/proc/self/fd/{fd}')\n"
+            "    except OSError:\n        continue\n"
+            "    if link.startswith('socket:'):\n        os.close(int(fd))\nprint('closed')")
+        self.assertEqual(r.status, A.S_CRASHED)
+        self.assertTrue(r.flags & A.F_VARS_LOST)
+        self.assertEqual(r.stdout, b"closed\n")
+        self.assertEqual(self.ok("3").result, "3")
 
     def test_host_interrupt_and_ping_during_a_cell(self):
         rid = self.agent.execute("import time\ntime.sleep(30)", wait=False)
@@ -242,6 +344,22 @@ class FileTest(AgentCase):
         self.ok("open('from_code.txt', 'w').write('hi')")
         self.assertEqual(self.agent.read_file("from_code.txt").data, b"hi")
 
+    def test_128_mib_upload_is_streamed(self):
+        def peak_kib():
+            pid = self.agent.hellos[-1].pid
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        before = peak_kib()
+        chunk = bytes(range(256)) * (A.CHUNK // 256)
+        r = self.agent.upload("big/upload.bin", [chunk] * 512)  # 128 MiB
+        self.assertEqual((r.type, r.value), (A.T_OK, 128 << 20))
+        self.assertEqual(os.path.getsize(os.path.join(self.root, "big/upload.bin")), 128 << 20)
+        self.assertLess(peak_kib() - before, 16 << 10)  # never held whole: < 16 MiB growth
+        r = self.agent.read_file("big/upload.bin", offset=(128 << 20) - 256)
+        self.assertEqual((r.data, r.eof), (bytes(range(256)), 1))
+
     def test_hostile_names(self):
         for name, code in [("../x", errno.EINVAL), ("a/../../x", errno.EINVAL),
                            ("/etc/passwd", errno.EINVAL), ("a\0b", errno.EINVAL),
@@ -292,7 +410,21 @@ class FileTest(AgentCase):
         self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EBADF))
 
     def test_reseed(self):
+        seeded = self.ok("import random\nrandom.seed(1)\nrandom.random()").result
+        self.ok("random.seed(1)")
         self.assertEqual(self.agent.call(A.T_RESEED).type, A.T_OK)
+        self.assertNotEqual(self.ok("random.random()").result, seeded)
+
+    def test_upload_onto_a_directory_fails_at_open(self):
+        os.mkdir(os.path.join(self.root, "adir"))
+        r = self.agent.call(A.T_WRITE_OPEN, b(b"adir") + b"\1")
+        self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EISDIR))
+        r = self.agent.path_op(A.T_LIST, "")
+        self.assertEqual(r.entries, [("adir", 2, 0)])
+
+    def test_reserved_upload_name(self):
+        r = self.agent.upload(".sandpool-upload-1", [b"x"])
+        self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EINVAL))
 
 
 class FullDiskTest(unittest.TestCase):
