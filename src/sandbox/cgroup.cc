@@ -227,7 +227,7 @@ std::string CgroupManager::describe() const {
   return s;
 }
 
-Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& limits) {
+Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& limits, bool with_kill_dir) {
   Cgroup cg;
   cg.version_ = version_;
   cg.name_ = std::string(name);
@@ -264,7 +264,7 @@ Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& 
     cg.dirs_.push_back(d);
     if (limits.cpu_millis) SP_TRY(write_file(d + "/cpu.cfs_quota_us", std::to_string(limits.cpu_millis * 100)));
   }
-  if (!unified_.empty()) {
+  if (!unified_.empty() && with_kill_dir) {
     std::string d = path(unified_);
     if (make_dir(d).ok()) {
       cg.dirs_.push_back(d);

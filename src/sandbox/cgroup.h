@@ -76,8 +76,11 @@ class CgroupManager {
   bool has_kill() const { return !unified_.empty(); }
   std::string describe() const;
 
-  // Makes <owner>/<name> in every hierarchy and applies the limits.
-  Result<Cgroup> create(std::string_view name, const CgroupLimits& limits);
+  // Makes <owner>/<name> in every hierarchy and applies the limits. with_kill_dir: on a
+  // hybrid host also make the v2 directory (for cgroup.kill); each extra hierarchy costs
+  // the joining task one more migration (0.1–10 ms here), so clones in their own pid
+  // namespace, which die with their pid 1, skip it.
+  Result<Cgroup> create(std::string_view name, const CgroupLimits& limits, bool with_kill_dir = true);
 
   // Kills and removes cgroups under the prefix whose owner process is gone.
   // Returns how many sandbox cgroups were reclaimed.

@@ -21,11 +21,10 @@ constexpr const char* kGroup = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
 constexpr const char* kHosts = "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n";
 
 // Host /etc entries a runtime needs (those that exist are bound read-only).
+// Kept short: each entry costs three mount operations per sandbox (~50 µs).
 constexpr const char* kEtcEntries[] = {
     "alternatives",  // Debian's libblas.so.3 and friends resolve through it (numpy)
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "matplotlibrc", "mime.types",
-    "fonts", "ssl", "os-release", "debian_version", "nsswitch.conf", "python3", "python3.11",
-    "python3.12", "protocols", "services",
+    "ld.so.cache", "localtime", "matplotlibrc", "mime.types", "python3", "python3.11", "nsswitch.conf",
 };
 
 struct Builder {
