@@ -1,6 +1,6 @@
 // End-to-end benchmark of the process tier's warm-template cloning, with bubblewrap as the peer; not a microbenchmark.
 //
-// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--bwrap 20] [--preload numpy,pandas,matplotlib.pyplot]
+// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--preload numpy,pandas,matplotlib.pyplot]
 // Prints a markdown report on stdout. Needs root (cgroups). Measures, in one run:
 //  1. clone-to-ready: request sent to the template → the clone's "isolated" record read by
 //     the spawner, one clone at a time (target 1), n samples; plus ready → first echo round trip;
@@ -80,13 +80,14 @@ double run_once(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n = 200, refill = 300, pending = 2, bwrap_n = 20;
+  int n = 200, refill = 300, pending = 2, bwrap_n = 20, templates = 1;
   std::string preload = "numpy,pandas,matplotlib.pyplot";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--n")) n = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--refill")) refill = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--pending")) pending = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--bwrap")) bwrap_n = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--templates")) templates = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--preload")) preload = argv[i + 1];
   }
   if (geteuid() != 0) {
@@ -99,6 +100,7 @@ int main(int argc, char** argv) {
   cfg.preload = preload;
   cfg.ready_target = 0;
   cfg.max_pending = static_cast<uint32_t>(pending);
+  cfg.templates = static_cast<uint32_t>(templates);
   cfg.limits.memory_bytes = 512ull << 20;
   cfg.limits.cpu_millis = 0;
   double t_start = now_ms();
@@ -174,8 +176,8 @@ int main(int argc, char** argv) {
   std::printf("| peer: bwrap --unshare-all python3 -c 'import numpy, pandas, matplotlib' (ms) | %zu | %.1f | %.1f | %.1f | %.1f | ours ≥ 100× faster |\n",
               bw_ms.size(), pct(bw_ms, 50), pct(bw_ms, 90), pct(bw_ms, 99), pct(bw_ms, 100));
   std::printf("\nratio peer/ours (medians): **%.0f×**%s\n\n", pct(bw_ms, 50) / med, bw_fail ? " (some bwrap runs failed)" : "");
-  std::printf("refill: %llu clones ready in %.0f ms with %d isolating at once → **%.0f sandboxes/s** (target ≥ 300)\n\n",
-              static_cast<unsigned long long>(spawned), refill_ms, pending,
+  std::printf("refill: %llu clones ready in %.0f ms, %d template(s), up to %d isolating at once → **%.0f sandboxes/s** (target ≥ 300)\n\n",
+              static_cast<unsigned long long>(spawned), refill_ms, templates, pending,
               static_cast<double>(spawned) * 1000.0 / refill_ms);
   std::printf("memory per idle clone (%zu idle): own memcg median %.0f KiB (p90 %.0f, max %.0f) + template memcg growth "
               "%.0f KiB per clone = **%.2f MiB** (target ≤ 3 MiB)\n",
