@@ -1,6 +1,6 @@
 // End-to-end benchmark of the process tier's warm-template cloning, with bubblewrap as the peer; not a microbenchmark.
 //
-// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--preload numpy,pandas,matplotlib.pyplot]
+// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--preload numpy,pandas,matplotlib.pyplot]
 // Prints a markdown report on stdout. Needs root (cgroups). Measures, in one run:
 //  1. clone-to-ready: request sent to the template → the clone's "isolated" record read by
 //     the spawner, one clone at a time (target 1), n samples; plus ready → first echo round trip;
@@ -82,19 +82,34 @@ double run_once(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   int n = 200, refill = 300, pending = 2, bwrap_n = 20, templates = 1;
   std::string preload = "numpy,pandas,matplotlib.pyplot";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--n")) n = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--refill")) refill = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--pending")) pending = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--bwrap")) bwrap_n = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--templates")) templates = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--preload")) preload = argv[i + 1];
+  bool favor = false;
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    const char* v = i + 1 < argc ? argv[i + 1] : "0";
+    if (!std::strcmp(a, "--favordynmods")) { favor = true; continue; }
+    if (!std::strcmp(a, "--n")) n = std::atoi(v);
+    else if (!std::strcmp(a, "--refill")) refill = std::atoi(v);
+    else if (!std::strcmp(a, "--pending")) pending = std::atoi(v);
+    else if (!std::strcmp(a, "--bwrap")) bwrap_n = std::atoi(v);
+    else if (!std::strcmp(a, "--templates")) templates = std::atoi(v);
+    else if (!std::strcmp(a, "--preload")) preload = v;
+    else { std::fprintf(stderr, "clone_bench: unknown option %s\n", a); return 2; }
+    ++i;
   }
   if (geteuid() != 0) {
     std::fprintf(stderr, "clone_bench: needs root (cgroups)\n");
     return 77;
   }
   g_efd = eventfd(0, EFD_CLOEXEC);
+  bool favor_was_on = false;
+  if (favor) {
+    auto r = sp::cgroup_set_favor_dynmods(true);
+    if (!r.ok()) {
+      std::fprintf(stderr, "clone_bench: favordynmods: %s\n", r.error().message().c_str());
+      return 1;
+    }
+    favor_was_on = *r;
+  }
   sp::PoolTemplateConfig cfg;
   cfg.pool = "bench";
   cfg.preload = preload;
@@ -149,6 +164,7 @@ int main(int argc, char** argv) {
   for (auto& sb : idle)
     while (!pool.give_back(std::move(sb))) sched_yield();
   ps->reset();
+  if (favor && !favor_was_on) (void)sp::cgroup_set_favor_dynmods(false);
 
   // 4. the peer.
   std::vector<std::string> bw = {"/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
@@ -166,7 +182,8 @@ int main(int argc, char** argv) {
   }
 
   double med = pct(ready_ms, 50);
-  std::printf("## Process tier: warm-template clones (preload: %s)\n\n", preload.c_str());
+  std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s)\n\n", preload.c_str(),
+              favor ? "on for this run" : "off");
   std::printf("template start (import + warm-up, once per pool): %.0f ms\n\n", template_start_ms);
   std::printf("| measure | n | median | p90 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---|\n");
   std::printf("| clone-to-ready (request → isolated, ms) | %zu | %.2f | %.2f | %.2f | %.2f | median ≤ 3, p99 ≤ 10 |\n",

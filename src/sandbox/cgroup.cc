@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -104,6 +105,39 @@ std::string owner_tag(pid_t pid) {
     ++p;
   }
   return "o" + std::to_string(pid) + "_" + std::string(p, std::strcspn(p, " "));
+}
+
+Result<bool> cgroup_set_favor_dynmods(bool on, const std::string& root) {
+  std::string target = exists(root + "/cgroup.controllers") ? root : root + "/unified";
+  SP_TRY_ASSIGN(std::string info, read_file("/proc/self/mountinfo"));
+  // mountinfo: "... <mount point> ... - cgroup2 <source> <super options>"
+  size_t pos = 0;
+  while (pos < info.size()) {
+    size_t eol = info.find('\n', pos);
+    if (eol == std::string::npos) eol = info.size();
+    std::string line = info.substr(pos, eol - pos);
+    pos = eol + 1;
+    size_t dash = line.find(" - cgroup2 ");
+    if (dash == std::string::npos || line.find(" " + target + " ") == std::string::npos) continue;
+    std::string super = line.substr(line.rfind(' ') + 1);
+    std::string kept;
+    bool was_on = false;
+    size_t a = 0;
+    while (a <= super.size()) {
+      size_t b = super.find(',', a);
+      if (b == std::string::npos) b = super.size();
+      std::string opt = super.substr(a, b - a);
+      if (opt == "favordynmods") was_on = true;
+      else if (opt != "rw" && opt != "ro" && !opt.empty()) kept += (kept.empty() ? "" : ",") + opt;
+      a = b + 1;
+    }
+    if (on) kept += (kept.empty() ? "" : ",") + std::string("favordynmods");
+    // SAFETY: remount of an existing cgroup2 mount with its own options, plus or minus one.
+    if (::mount("cgroup2", target.c_str(), "cgroup2", MS_REMOUNT, kept.c_str()) != 0)
+      return errno_error("remount cgroup2 (favordynmods)");
+    return was_on;
+  }
+  return Error{ENOENT, "no cgroup2 mount"};
 }
 
 // ---- Cgroup ----

@@ -96,6 +96,13 @@ class CgroupManager {
   std::string memory_, pids_, cpu_, unified_;
 };
 
+// Host tuning, opt-in: remounts the cgroup2 hierarchy (v2 root, or the hybrid's "unified")
+// with or without `favordynmods`, keeping its other options. With it, moving a task into a
+// cgroup no longer waits for an RCU grace period (measured here: 5–17 ms per clone join
+// without, 0.1–6 ms with), at the cost of slightly slower fork/exit host-wide. Returns
+// whether it was on before, so a caller can restore it.
+Result<bool> cgroup_set_favor_dynmods(bool on, const std::string& root = "/sys/fs/cgroup");
+
 // Small helpers shared with tests.
 Status write_file(const std::string& path, std::string_view text);
 Result<std::string> read_file(const std::string& path);
