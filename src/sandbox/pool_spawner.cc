@@ -46,7 +46,8 @@ std::string find_runtime_dir(const std::string& configured) {
   exe[n] = 0;
   std::string dir(exe);
   dir.resize(dir.rfind('/'));
-  for (const std::string& cand : {dir + "/sandbox", dir + "/../lib/sandpool", dir}) {
+  // Build tree (build/src/sandpool → build/src/sandbox/), then the installed location.
+  for (const std::string& cand : {dir + "/sandbox", std::string(SANDPOOL_LIBDIR), dir + "/../lib/sandpool"}) {
     if (file_exists(cand + "/template.py") && file_exists(cand + "/libsandpool_clone.so")) return cand;
   }
   return "";

@@ -35,6 +35,7 @@ struct SandboxSpec {
   uint64_t slot = 0;                  // selects the host uid/gid pair
   std::vector<std::string> argv;      // the command
   std::vector<std::string> env;       // KEY=VALUE, the whole environment of the command
+  int respawns = 0;                   // init restarts a command killed by a signal this often
 };
 
 // A running sandbox: its init's pid in our pid namespace, a pidfd to wait on, and the

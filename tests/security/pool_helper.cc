@@ -2,7 +2,8 @@
 //
 // Usage: pool_helper N  → prints "ready TEMPLATE_PID PID1 ... PIDN" once N clones are ready, then
 // answers stdin lines: "exec I CODE" (runs CODE in clone I, prints its `result` repr on one line),
-// "oom I" (prints the clone's cgroup OOM-kill count), "alive I" (1 while the clone runs).
+// "oom I" (prints the clone's cgroup OOM-kill count), "alive I" (1 while the clone runs),
+// "wait-exit I" (1 once the clone has exited, waiting up to 5 s for it).
 // At EOF it stops the pool normally; run_probes.py also SIGKILLs it to test die-with-server.
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -89,6 +90,9 @@ int main(int argc, char** argv) {
     } else if (!std::strcmp(cmd, "alive")) {
       pollfd p{sbs[static_cast<size_t>(idx)].pidfd.get(), POLLIN, 0};
       std::printf("%d\n", poll(&p, 1, 0) == 0 ? 1 : 0);
+    } else if (!std::strcmp(cmd, "wait-exit")) {  // waits (≤ 5 s) for the clone's exit; 1 = exited
+      pollfd p{sbs[static_cast<size_t>(idx)].pidfd.get(), POLLIN, 0};
+      std::printf("%d\n", poll(&p, 1, 5000) == 1 ? 1 : 0);
     } else {
       std::printf("bad command\n");
     }

@@ -223,9 +223,10 @@ def pool_probes(r, helper):
                     "except OSError as e: result = (e.errno, n <= 8 << 20)")
         r.check(f"pool: filling /mnt/data stops with ENOSPC at the quota ({got})", got == "(28, True)", got)
         got = ex(2, "b = bytearray(512 << 20); result = 'allocated'")
-        alive, ooms = cmd("alive 2"), cmd("oom 2")
-        r.check(f"pool: a memory bomb kills only that clone, seen as an OOM kill (reply {got}, alive {alive}, oom_kills {ooms})",
-                got == "<eof>" and alive == "0" and ooms.isdigit() and int(ooms) >= 1 and cmd("alive 0") == "1", got)
+        exited, ooms = cmd("wait-exit 2"), cmd("oom 2")
+        r.check(f"pool: a memory bomb kills only that clone, seen as an OOM kill (reply {got}, exited {exited}, "
+                f"oom_kills {ooms})",
+                got == "<eof>" and exited == "1" and ooms.isdigit() and int(ooms) >= 1 and cmd("alive 0") == "1", got)
         # Die with the server: SIGKILL the process that owns the pool.
         fds = [os.pidfd_open(pid) for pid in [tpl_pid] + clone_pids[:2]]
         t0 = time.monotonic()
@@ -265,6 +266,15 @@ def main():
                                   "print(os.getcwd(), os.getuid(), sys.stdout.isatty(), os.listdir('/mnt/data'))"])
         r.check("control: python+numpy+pandas+matplotlib run, cwd /mnt/data, uid 1000",
                 res["status"] == "Exited" and "/mnt/data 1000 False ['x.png']" in out, out + res["stderr"])
+
+    if want("control-respawn"):
+        out, res = r.run(["--respawn", "1"], cmd=["/bin/sh", "-c", "if [ -f /mnt/data/once ]; then echo second; exit 0; fi;"
+                                                  " touch /mnt/data/once; kill -SEGV $$"])
+        r.check("control: init restarts a crashed command once, /mnt/data survives",
+                res["status"] == "Exited" and out.strip() == "second", out + res["stderr"])
+        out, res = r.run([], cmd=["/bin/sh", "-c", "sleep 100 & sleep 100 & exit 7"])
+        r.check("control: init ends orphans with the command and propagates its exit status",
+                res["status"] == "Exited" and res.get("exit_code") == "7", str(res))
 
     bin_dir = os.path.dirname(r.sandpool)
     if want("host-files"):
