@@ -53,7 +53,8 @@ def machine():
 
 def main():
     build = os.path.abspath(sys.argv[1])
-    args = sys.argv[2:]
+    user_args = sys.argv[2:]
+    args = list(user_args)
     exe = os.path.join(build, "bench", "sandbox", "clone_bench")
     env = dict(os.environ, SANDPOOL_RUNTIME_DIR=os.path.join(build, "src", "sandbox"))
     busy, waited = wait_quiet()
@@ -61,6 +62,7 @@ def main():
     t0, i0 = cpu_times()
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     w0 = time.monotonic()
+    args = args + ["--sandpool", os.path.join(build, "src", "sandpool")]
     out = subprocess.run([exe] + args, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
     wall = time.monotonic() - w0
     t1, i1 = cpu_times()
@@ -71,7 +73,7 @@ def main():
     # so "others" is an upper bound on other tenants' use.
     others = max(0.0, total_busy_s - ours_s)
     date = datetime.datetime.utcnow().strftime("%Y-%m-%d")
-    cmd = "sudo /usr/bin/python3 bench/sandbox/run_bench.py " + " ".join([os.path.relpath(build)] + args)
+    cmd = "sudo /usr/bin/python3 bench/sandbox/run_bench.py " + " ".join([os.path.relpath(build)] + user_args)
     report = [
         f"# Process-tier sandbox benchmark, {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC')}",
         "",

@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   cfg.data_bytes = 8 << 20;
   cfg.limits.memory_bytes = 96 << 20;
   cfg.limits.pids_max = 32;
+  if (const char* agent = getenv("SANDPOOL_AGENT_PATH")) cfg.agent_path = agent;  // real agent instead of echo
   auto ps = sp::PoolSpawner::start(cfg, on_ready, nullptr);
   if (!ps.ok()) {
     std::printf("error %s\n", ps.error().message().c_str());
@@ -85,6 +86,13 @@ int main(int argc, char** argv) {
       for (auto& c : reply)
         if (c == '\n') c = ' ';
       std::printf("%s\n", reply.c_str());
+    } else if (!std::strcmp(cmd, "read")) {  // prints the first bytes the clone sends, hex (the agent's Hello)
+      int fd = sbs[static_cast<size_t>(idx)].agent_fd.get();
+      pollfd p{fd, POLLIN, 0};
+      unsigned char buf[64];
+      ssize_t r = poll(&p, 1, 20000) == 1 ? recv(fd, buf, sizeof buf, 0) : -1;
+      for (ssize_t k = 0; k < r; ++k) std::printf("%02x", buf[k]);
+      std::printf("\n");
     } else if (!std::strcmp(cmd, "oom")) {
       std::printf("%llu\n", static_cast<unsigned long long>(sbs[static_cast<size_t>(idx)].cgroup.oom_kills()));
     } else if (!std::strcmp(cmd, "alive")) {

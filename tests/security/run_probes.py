@@ -168,8 +168,21 @@ result = sorted(name for name, a in calls.items() if sc(*a) != (-1, errno.EPERM)
 """
 
 
+def pool_agent_hello(r, helper, agent_dir):
+    """With the real agent importable, a clone must greet with the agent protocol's Hello frame."""
+    env = dict(os.environ, SANDPOOL_AGENT_PATH=agent_dir)
+    p = subprocess.run([helper, "1"], input="read 0\n", stdout=subprocess.PIPE, text=True, env=env, timeout=120)
+    lines = p.stdout.split("\n")
+    magic = lines[1][:8] if len(lines) > 1 else ""
+    r.check(f"pool: clone runs sandpool_agent.serve(fd) from {agent_dir} (first bytes {magic})",
+            magic == "53505031", p.stdout)
+
+
 def pool_probes(r, helper):
     """Probes run inside warm-template clones (the server's path), through the echo stand-in agent."""
+    agent_dir = os.environ.pop("SANDPOOL_AGENT_PATH", "")
+    if agent_dir and os.path.exists(os.path.join(agent_dir, "sandpool_agent.py")):
+        pool_agent_hello(r, helper, agent_dir)
     env = dict(os.environ)
     p = subprocess.Popen([helper, "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     line = p.stdout.readline().split()
