@@ -148,13 +148,12 @@ def main():
                 os.close(fd)
             ctrl.send(REPLY.pack(gen, 0, -rc))
             continue
-        pid = os.fork()
+        params = CloneParams(uid, gid, agent_fd, report_fd, (ctypes.c_int32 * 4)(*(cg_fds + [-1] * (4 - len(cg_fds)))))
+        pid = lib.sp_tpl_fork_clone(ctypes.byref(params))  # the child returns 0 once isolated
         if pid == 0:
-            # The clone. Detach Python objects from fds the C side will close.
+            # The clone. The C side closed every fd but agent_fd; detach Python objects from them.
             signal.set_wakeup_fd(-1)
             ctrl.detach()
-            params = CloneParams(uid, gid, agent_fd, report_fd, (ctypes.c_int32 * 4)(*(cg_fds + [-1] * (4 - len(cg_fds)))))
-            lib.sp_clone_enter(ctypes.byref(params))  # returns only when isolated
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             if np is not None:
                 np.random.seed()  # Python's random reseeds itself at fork; numpy's global RNG does not
@@ -163,6 +162,11 @@ def main():
                 code = serve(agent_fd) if serve is not None else echo_loop(agent_fd)
             finally:
                 os._exit(code or 0)
+        if pid < 0:
+            for fd in fds:
+                os.close(fd)
+            ctrl.send(REPLY.pack(gen, 0, -pid))
+            continue
         pidfd = lib.sp_pidfd_open(pid)
         for fd in fds:
             os.close(fd)

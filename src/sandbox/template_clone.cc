@@ -76,7 +76,10 @@ extern "C" int sp_pidfd_open(int32_t pid) {
   return fd < 0 ? -errno : fd;
 }
 
-extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
+namespace {
+
+// Steps 1–5 and 7 of the clone's isolation (all but descriptor clean-up). Fails via sp_child_fail.
+void isolate(const struct sp_clone_params* p) {
   using namespace sp;
   const int report = p->report_fd;
   int err;
@@ -113,7 +116,16 @@ extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) sp_child_fail(report, kStepParentDeath, errno);
   pollfd pfd{g_template_pidfd, POLLIN, 0};
   if (poll(&pfd, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
-  // 6. descriptors: stdio to /dev/null (nothing user code writes reaches the server's log),
+  // 6. the filter, last of the privilege steps.
+  sock_fprog prog{g_bpf_len, g_bpf};
+  if ((err = load_seccomp_program(&prog))) sp_child_fail(report, kStepSeccomp, err);
+}
+
+// stdio to /dev/null, every fd but the agent socket closed, then the ready record.
+void finish(const struct sp_clone_params* p) {
+  using namespace sp;
+  const int report = p->report_fd;
+  // 7. descriptors: stdio to /dev/null (nothing user code writes reaches the server's log),
   //    everything else but the agent socket and the report pipe closed.
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (devnull < 0) sp_child_fail(report, kStepCloseFds, errno);
@@ -125,11 +137,39 @@ extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
   if (keep_lo > 3) close_range(3, static_cast<unsigned>(keep_lo - 1), 0);
   if (keep_hi > keep_lo + 1) close_range(static_cast<unsigned>(keep_lo + 1), static_cast<unsigned>(keep_hi - 1), 0);
   close_range(static_cast<unsigned>(keep_hi + 1), ~0U, 0);
-  // 7. the filter, last.
-  sock_fprog prog{g_bpf_len, g_bpf};
-  if ((err = load_seccomp_program(&prog))) sp_child_fail(report, kStepSeccomp, err);
   ChildReport ready{0, 0};
   if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
   close(report);
+}
+
+}  // namespace
+
+extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
+  isolate(p);
+  finish(p);
   return 0;
+}
+
+// Python's fork bookkeeping, exported by the interpreter that loaded us.
+extern "C" void PyOS_BeforeFork(void);
+extern "C" void PyOS_AfterFork_Parent(void);
+extern "C" void PyOS_AfterFork_Child(void);
+
+extern "C" int sp_tpl_fork_clone(const struct sp_clone_params* p) {
+  // Called through ctypes.PyDLL, so we hold the GIL, as os.fork() would.
+  PyOS_BeforeFork();
+  pid_t pid = fork();
+  if (pid == 0) {
+    // Isolate first, in C, before the interpreter's after-fork work touches (and so
+    // copies) its pages: that work then happens inside the clone's own cgroup.
+    isolate(p);  // returns only when isolated (namespaces, mounts, ids, caps, seccomp)
+    // The interpreter's at-fork hooks may close files its objects own (matplotlib drops
+    // its FT2Font cache): let them, before we close every descriptor we did not pass.
+    PyOS_AfterFork_Child();
+    finish(p);
+    return 0;
+  }
+  int err = errno;
+  PyOS_AfterFork_Parent();
+  return pid < 0 ? -err : pid;
 }

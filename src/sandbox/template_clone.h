@@ -5,9 +5,12 @@
 //   sp_tpl_set_seccomp(bytes, len)                    once: the BPF program the spawner compiled
 //   for each clone:
 //     sp_tpl_prefork()        setns(own pid ns) + unshare(NEWPID): the next fork's child is pid 1 of a new pid ns
-//     pid = os.fork()
-//     child:  sp_clone_enter(&params)  → 0 when isolated; on failure it reports and _exits itself
+//     pid = sp_tpl_fork_clone(&params)   (through ctypes.PyDLL: fork with Python's before/after-fork
+//                                         bookkeeping; the child runs sp_clone_enter first, then
+//                                         PyOS_AfterFork_Child, and returns 0 when isolated)
 //     parent: sp_pidfd_open(pid)       (before any waitpid, so the pid cannot be reused)
+//   (sp_clone_enter can also be called after a plain os.fork(); it then runs after
+//   Python's after-fork work.)
 // sp_clone_enter's steps (DESIGN.md §4, "root" variant of research §4): join the cgroups
 // (write 0 to each passed cgroup.procs fd), unshare NS|NET|IPC|UTS|CGROUP, replay the mount
 // plan (own /mnt/data and /tmp), pivot_root, lo up, hostname, rlimits, drop the bounding set
@@ -35,6 +38,7 @@ int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes);
 int sp_tpl_set_seccomp(const void* bpf, uint32_t len);
 int sp_tpl_prefork(void);
 int sp_clone_enter(const struct sp_clone_params* p);
+int sp_tpl_fork_clone(const struct sp_clone_params* p);
 int sp_pidfd_open(int32_t pid);
 
 #ifdef __cplusplus

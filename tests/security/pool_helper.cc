@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   cfg.limits.memory_bytes = 96 << 20;
   cfg.limits.pids_max = 32;
   if (const char* agent = getenv("SANDPOOL_AGENT_PATH")) cfg.agent_path = agent;  // real agent instead of echo
+  if (const char* pre = getenv("SANDPOOL_PRELOAD")) cfg.preload = pre;
   auto ps = sp::PoolSpawner::start(cfg, on_ready, nullptr);
   if (!ps.ok()) {
     std::printf("error %s\n", ps.error().message().c_str());

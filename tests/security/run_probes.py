@@ -178,11 +178,24 @@ def pool_agent_hello(r, helper, agent_dir):
             magic == "53505031", p.stdout)
 
 
+def pool_full_preload(r, helper):
+    """A clone of the full template (numpy, pandas, matplotlib) works: plot to PNG, pandas, numpy."""
+    env = dict(os.environ, SANDPOOL_PRELOAD="numpy,pandas,matplotlib.pyplot")
+    code = ("import io, numpy, pandas, matplotlib.pyplot as plt\x01plt.plot(numpy.arange(10))\x01b = io.BytesIO()\x01"
+            "plt.savefig(b, format='png')\x01result = (b.getvalue()[:4], int(pandas.DataFrame({'a': [1, 2]}).a.sum()))")
+    p = subprocess.run([helper, "1"], input=f"exec 0 {code}\n", stdout=subprocess.PIPE, text=True, env=env, timeout=120)
+    lines = p.stdout.split("\n")
+    got = lines[1] if len(lines) > 1 else p.stdout
+    r.check(f"pool: a clone of the numpy+pandas+matplotlib template plots and computes ({got})",
+            got == "(b'\\x89PNG', 3)", p.stdout)
+
+
 def pool_probes(r, helper):
     """Probes run inside warm-template clones (the server's path), through the echo stand-in agent."""
     agent_dir = os.environ.pop("SANDPOOL_AGENT_PATH", "")
     if agent_dir and os.path.exists(os.path.join(agent_dir, "sandpool_agent.py")):
         pool_agent_hello(r, helper, agent_dir)
+    pool_full_preload(r, helper)
     env = dict(os.environ)
     p = subprocess.Popen([helper, "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     line = p.stdout.readline().split()
