@@ -63,7 +63,9 @@ def main():
     a = ap.parse_args()
 
     lib = ctypes.PyDLL(a.lib)  # PyDLL: the GIL stays held, nothing else runs during a call
-    rc = lib.sp_tpl_init(a.parent, ctypes.c_uint64(a.data_bytes), ctypes.c_uint64(a.tmp_bytes))
+    agent = os.path.abspath(a.agent_path).encode() if a.agent_path and os.path.isdir(a.agent_path) else None
+    # From here on we live in a sandbox-shaped root: only /usr, /lib*, /etc subset, /dev, agent.
+    rc = lib.sp_tpl_init(a.parent, ctypes.c_uint64(a.data_bytes), ctypes.c_uint64(a.tmp_bytes), agent)
     if rc != 0:
         sys.stderr.write(f"sandpool template: init failed: {os.strerror(-rc)}\n")
         return 1
@@ -76,7 +78,8 @@ def main():
     # Warm the interpreter the way sessions will use it.
     for k, v in (("MPLBACKEND", "Agg"), ("NUMEXPR_NUM_THREADS", "1"), ("OPENBLAS_NUM_THREADS", "1"),
                  ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("HOME", "/mnt/data"), ("TMPDIR", "/tmp"),
-                 ("MPLCONFIGDIR", "/tmp/.matplotlib"), ("PATH", "/usr/local/bin:/usr/bin:/bin")):
+                 ("MPLCONFIGDIR", "/tmp/.matplotlib"), ("XDG_CACHE_HOME", "/tmp/.cache"),
+                 ("PATH", "/usr/local/bin:/usr/bin:/bin")):
         os.environ[k] = v
     np = None
     for name in [m for m in a.preload.split(",") if m]:
@@ -94,8 +97,8 @@ def main():
         fig.savefig(io.BytesIO(), format="png")
         plt.close("all")
     serve = None
-    if a.agent_path:
-        sys.path.insert(0, a.agent_path)
+    if agent:
+        sys.path.insert(0, agent.decode())
     try:
         import sandpool_agent
         serve = sandpool_agent.serve

@@ -31,27 +31,42 @@ sock_filter* g_bpf = nullptr;
 unsigned short g_bpf_len = 0;
 int g_own_pidns = -1;
 int g_template_pidfd = -1;  // readable once the template has exited (checked by clones)
-char g_data_dir[64];
 
 }  // namespace
 
-extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes) {
+extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes, const char* agent_path) {
+  using namespace sp;
   // The template dies with the spawner thread that started it.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -errno;
   if (getppid() != parent_pid) return -ESRCH;
-  sp::MountConfig cfg;
-  cfg.data_bytes = data_bytes;
-  cfg.tmp_bytes = tmp_bytes;
-  cfg.privileged = false;  // no uid= option: the clone chowns /mnt/data to its own host uid
-  auto plan = sp::build_mount_plan(cfg);
-  if (!plan.ok()) return -plan.error().code;
-  g_plan = new sp::MountPlan(std::move(plan.value()));
-  std::strncpy(g_data_dir, (g_plan->staging + "/mnt/data").c_str(), sizeof g_data_dir - 1);
-  g_rlimits = sp::default_rlimits(0, 0);
   g_own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
   if (g_own_pidns < 0) return -errno;
   g_template_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
   if (g_template_pidfd < 0) return -errno;
+  // Our own mount namespace holding only the sandbox root's base layer: clones copy it
+  // (a dozen mounts, whatever the host has) and add their scratch layer.
+  MountConfig cfg;
+  cfg.layer = MountLayer::kBase;
+  cfg.privileged = false;
+  if (agent_path && *agent_path) cfg.extra_binds.push_back({agent_path, agent_path, false});
+  auto base = build_mount_plan(cfg);
+  if (!base.ok()) return -base.error().code;
+  uint32_t idx = 0;
+  int err;
+  if (unshare(CLONE_NEWNS) != 0) return -errno;
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return -errno;
+  if ((err = open_mount_sources_in_child(*base, &idx))) return -err;
+  if ((err = run_mount_plan_in_child(*base, &idx))) return -err;
+  if ((err = pivot_in_child(*base))) return -err;
+  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  cfg.layer = MountLayer::kScratch;
+  cfg.data_bytes = data_bytes;
+  cfg.tmp_bytes = tmp_bytes;
+  cfg.extra_binds.clear();
+  auto scratch = build_mount_plan(cfg);
+  if (!scratch.ok()) return -scratch.error().code;
+  g_plan = new MountPlan(std::move(scratch.value()));
+  g_rlimits = default_rlimits(0, 0);
   return 0;
 }
 
@@ -96,11 +111,9 @@ void isolate(const struct sp_clone_params* p) {
     sp_child_fail(report, kStepNetNs, errno);
   // 3. filesystem.
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) sp_child_fail(report, kStepMountPrivate, errno);
-  if ((err = open_mount_sources_in_child(*g_plan, &idx))) sp_child_fail(report, kStepOpenSources, err);
   if ((err = run_mount_plan_in_child(*g_plan, &idx))) sp_child_fail(report, kStepMountOps | (idx << 8), err);
-  if (chown(g_data_dir, p->host_uid, p->host_gid) != 0) sp_child_fail(report, kStepMountOps, errno);
-  if ((err = pivot_in_child(*g_plan))) sp_child_fail(report, kStepPivotRoot, err);
-  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  if (chown("/mnt/data", p->host_uid, p->host_gid) != 0) sp_child_fail(report, kStepMountOps, errno);
+  if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
   // 4. network and names.
   if ((err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
   if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
