@@ -98,7 +98,7 @@ def main():
         plt.close("all")
     serve = None
     if agent:
-        sys.path.insert(0, agent.decode())
+        sys.path.insert(0, "/opt/sandpool/agent")  # where sp_tpl_init bound agent_path
     try:
         import sandpool_agent
         serve = sandpool_agent.serve

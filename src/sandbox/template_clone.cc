@@ -34,6 +34,8 @@ int g_template_pidfd = -1;  // readable once the template has exited (checked by
 
 }  // namespace
 
+constexpr const char* kAgentDirInside = "/opt/sandpool/agent";
+
 extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes, const char* agent_path) {
   using namespace sp;
   // The template dies with the spawner thread that started it.
@@ -48,7 +50,8 @@ extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp
   MountConfig cfg;
   cfg.layer = MountLayer::kBase;
   cfg.privileged = false;
-  if (agent_path && *agent_path) cfg.extra_binds.push_back({agent_path, agent_path, false});
+  // The agent's directory appears at a fixed path, so no host path shows inside.
+  if (agent_path && *agent_path) cfg.extra_binds.push_back({agent_path, kAgentDirInside, false});
   auto base = build_mount_plan(cfg);
   if (!base.ok()) return -base.error().code;
   uint32_t idx = 0;

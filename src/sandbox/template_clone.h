@@ -3,7 +3,7 @@
 // Call order inside the template process (single-threaded, host root):
 //   sp_tpl_init(parent_pid, data_bytes, tmp_bytes, agent_path)   once, before any import: parent-death
 //       signal, own pid ns fd; enters its own mount namespace holding only the base layer of a
-//       sandbox root (runtime, /etc, /dev, agent_path read-only) and pivots into it
+//       sandbox root (runtime, /etc, /dev, agent_path read-only at /opt/sandpool/agent) and pivots into it
 //   sp_tpl_set_seccomp(bytes, len)                    once: the BPF program the spawner compiled
 //   for each clone:
 //     sp_tpl_prefork()        setns(own pid ns) + unshare(NEWPID): the next fork's child is pid 1 of a new pid ns
