@@ -1,5 +1,6 @@
 // `sandpool sandbox-run [options] -- CMD...`: one command in a fresh sandbox, with the server's code path; not `init`.
 #include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -121,6 +122,8 @@ int sandbox_run_main(int argc, char** argv) {
   if (i >= argc) { std::fputs(kUsage, stderr); return 2; }
   for (; i < argc; ++i) spec.argv.push_back(argv[i]);
 
+  // A child that dies early must not take us down with SIGPIPE on the sync pipe.
+  signal(SIGPIPE, SIG_IGN);
   double t0 = now_ms();
   auto mgr = CgroupManager::open();
   if (!mgr.ok()) {

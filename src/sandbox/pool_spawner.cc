@@ -175,7 +175,7 @@ Status PoolSpawner::Impl::start_template(Template& t) {
   if (tpl_cgroup.valid()) (void)tpl_cgroup.add(pid);
   theirs.reset();
   // 1. the seccomp program; 2. wait for READY (imports take ~0.5 s; allow 120 s on a loaded box).
-  if (send(mine.get(), seccomp.insns.data(), seccomp.insns.size() * sizeof(sock_filter), 0) < 0)
+  if (send(mine.get(), seccomp.insns.data(), seccomp.insns.size() * sizeof(sock_filter), MSG_NOSIGNAL) < 0)
     return errno_error("send seccomp to template");
   pollfd p{mine.get(), POLLIN, 0};
   if (poll(&p, 1, 120000) != 1) return Error{ETIMEDOUT, "template start"};
