@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   int n = 200, refill = 300, pending = 2, bwrap_n = 20, templates = 1;
   std::string preload = "numpy,pandas,matplotlib.pyplot";
   std::string sandpool;  // --sandpool PATH: also time our exec path (sandbox-run), cold
+  std::string agent;     // --agent DIR: clones run the real sandpool_agent (no echo round trip then)
   bool favor = false;
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
@@ -95,6 +96,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(a, "--templates")) templates = std::atoi(v);
     else if (!std::strcmp(a, "--preload")) preload = v;
     else if (!std::strcmp(a, "--sandpool")) sandpool = v;
+    else if (!std::strcmp(a, "--agent")) agent = v;
     else { std::fprintf(stderr, "clone_bench: unknown option %s\n", a); return 2; }
     ++i;
   }
@@ -120,6 +122,7 @@ int main(int argc, char** argv) {
   cfg.templates = static_cast<uint32_t>(templates);
   cfg.limits.memory_bytes = 512ull << 20;
   cfg.limits.cpu_millis = 0;
+  cfg.agent_path = agent;
   double t_start = now_ms();
   auto ps = sp::PoolSpawner::start(cfg, on_ready, nullptr);
   if (!ps.ok()) {
@@ -137,7 +140,7 @@ int main(int argc, char** argv) {
     while (!(sb = pool.take())) wait_ready();
     if (i >= 5) {  // the first few warm the page cache and the template's allocator
       ready_ms.push_back(static_cast<double>(sb->ready_ns) / 1e6);
-      rtt_ms.push_back(echo_rtt_ms(sb->agent_fd.get()));
+      if (agent.empty()) rtt_ms.push_back(echo_rtt_ms(sb->agent_fd.get()));
     }
     while (!pool.give_back(std::move(*sb))) sched_yield();
   }
@@ -196,8 +199,9 @@ int main(int argc, char** argv) {
   for (int i = 0; i < bwrap_n; ++i) bw_true_ms.push_back(run_once(bw_true));
 
   double med = pct(ready_ms, 50);
-  std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s)\n\n", preload.c_str(),
-              favor ? "on for this run" : "off");
+  std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s; agent: %s)\n\n",
+              preload.c_str(), favor ? "on for this run" : "off",
+              agent.empty() ? "echo stand-in" : "sandpool_agent.serve (supervisor + forked worker)");
   std::printf("template start (import + warm-up, once per pool): %.0f ms\n\n", template_start_ms);
   std::printf("| measure | n | median | p90 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---|\n");
   std::printf("| clone-to-ready (request → isolated, ms) | %zu | %.2f | %.2f | %.2f | %.2f | median ≤ 3, p99 ≤ 10 |\n",
