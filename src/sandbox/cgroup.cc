@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -59,12 +60,15 @@ void kill_listed(const std::string& dir) {
   }
 }
 
-// rmdir with a bounded retry: a cgroup stays busy for a moment after its last task is reaped.
+// rmdir with a bounded retry: a cgroup stays busy until its killed tasks have exited,
+// which can take a few ms for a large process; give up after ~0.5 s (reclaim_stale at the
+// next start removes what is left).
 Status remove_dir(const std::string& dir) {
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 1500; ++i) {
     if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return {};
     if (errno != EBUSY) break;
-    sched_yield();
+    if (i < 1000) sched_yield();
+    else poll(nullptr, 0, 1);
   }
   return errno_error("rmdir cgroup");
 }

@@ -408,10 +408,12 @@ void PoolSpawner::Impl::spawner_main() {
     for (size_t k = 0; k < tpls.size(); ++k)
       if (pfds[1 + k].revents && tpls[k].ctrl) on_ctrl(tpls[k]);
   }
+  // Templates first: their death takes every clone still isolating (PDEATHSIG), including
+  // those whose pid we have not been told yet; then their cgroups can go.
+  for (auto& t : tpls) stop_template(t);
   for (auto& p : pending) destroy_clone(p.sb);
   pending.clear();
   if (spare_cgroup.valid()) (void)spare_cgroup.remove();
-  for (auto& t : tpls) stop_template(t);
 }
 
 void PoolSpawner::Impl::reaper_main() {
