@@ -108,7 +108,12 @@ std::string owner_tag(pid_t pid) {
     if (!p) return "";
     ++p;
   }
-  return "o" + std::to_string(pid) + "_" + std::string(p, std::strcspn(p, " "));
+  // Appended piecewise: GCC 12 misreports `"o" + std::string` under -O3 (-Wrestrict).
+  std::string tag = "o";
+  tag += std::to_string(pid);
+  tag += '_';
+  tag.append(p, std::strcspn(p, " "));
+  return tag;
 }
 
 Result<bool> cgroup_set_favor_dynmods(bool on, const std::string& root) {

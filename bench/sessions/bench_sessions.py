@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""End-to-end session benchmarks over loopback HTTP, with the peer a user would pick today in the
+same run: a Jupyter kernel (Debian python3-ipykernel + python3-jupyter-client) executing the same cell.
+
+Measures (shared/DESIGN.md §8, each reported separately):
+  first  : first execute of print(1) on a new identifier (ready pool), latency per request
+  warm   : execute of print(1) on an existing session
+  jupyter: the same cell through jupyter_client against one kernel
+  tput   : trivial executes/s over 64 sessions with wrk -c64 (if wrk is installed)
+Usage: bench/sessions/bench_sessions.py BUILD_DIR [--first N] [--warm N] [--seconds S]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BODY = json.dumps({"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": "print(1)"}}).encode()
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
+
+
+def summary(name, us):
+    return "%-8s n=%-5d p50 %8.1f us   p90 %8.1f us   p99 %8.1f us" % (name, len(us), pct(us, 50), pct(us, 90), pct(us, 99))
+
+
+class Client:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def execute(self, ident):
+        req = (b"POST /code/execute?identifier=" + ident.encode() + b" HTTP/1.1\r\nHost: b\r\n"
+               b"Content-Type: application/json\r\nContent-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+        t0 = time.perf_counter_ns()
+        self.s.sendall(req)
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.s.recv(65536)
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0].split(b":")[1])
+        while len(rest) < length:
+            rest += self.s.recv(65536)
+        t1 = time.perf_counter_ns()
+        body, self.buf = rest[:length], rest[length:]
+        if not head.startswith(b"HTTP/1.1 200") or b'"stdout":"1\\n"' not in body:
+            raise RuntimeError("bad answer: %r %r" % (head[:60], body[:200]))
+        return (t1 - t0) / 1000.0
+
+
+def metric(port, name):
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        data += d
+    c.close()
+    for line in data.decode().splitlines():
+        if line.startswith(name):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_ready(port, want, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metric(port, 'sandpool_pool_sessions{pool="default",state="Ready"}') >= want:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("pool did not fill")
+
+
+def jupyter_bench(n):
+    try:
+        from jupyter_client import KernelManager
+    except ImportError:
+        return None
+    km = KernelManager(kernel_name="python3")
+    km.kernel_cmd = ["/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    times = []
+    try:
+        for i in range(n + 20):
+            t0 = time.perf_counter_ns()
+            msg_id = kc.execute("print(1)")
+            got_out = False
+            while True:
+                m = kc.get_iopub_msg(timeout=10)
+                if m["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if m["msg_type"] == "stream":
+                    got_out = True
+                if m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                    break
+            kc.get_shell_msg(timeout=10)
+            t1 = time.perf_counter_ns()
+            if i >= 20 and got_out:
+                times.append((t1 - t0) / 1000.0)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("build")
+    ap.add_argument("--first", type=int, default=200)
+    ap.add_argument("--warm", type=int, default=2000)
+    ap.add_argument("--jupyter", type=int, default=500)
+    ap.add_argument("--seconds", type=int, default=5)
+    a = ap.parse_args()
+    binary = os.path.join(a.build, "src", "sandpool")
+    tmp = tempfile.mkdtemp()
+    port_file = os.path.join(tmp, "port")
+    ready = 64
+    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--port-file", port_file, "--log-level", "warn",
+                             "--pool-ready", str(ready), "--pool-max", "2000"])
+    try:
+        while not os.path.exists(port_file):
+            time.sleep(0.02)
+        port = int(open(port_file).read())
+        print("# sandpool %s, %d cores, %s" % (binary, os.cpu_count(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+        c = Client(port)
+        # first execute on new identifiers, each from a full ready pool
+        first = []
+        for i in range(a.first):
+            wait_ready(port, ready)
+            first.append(c.execute("first-%d" % i))
+        print(summary("first", first))
+        # warm executes on one session
+        warm = []
+        for i in range(a.warm + 100):
+            t = c.execute("warm-1")
+            if i >= 100:
+                warm.append(t)
+        print(summary("warm", warm))
+        jt = jupyter_bench(a.jupyter)
+        if jt:
+            print(summary("jupyter", jt))
+            print("ratio jupyter/sandpool warm p50: %.1fx   (jupyter p50 / sandpool first p50: %.1fx)" %
+                  (pct(jt, 50) / pct(warm, 50), pct(jt, 50) / pct(first, 50)))
+        else:
+            print("jupyter: jupyter_client not installed (tools/install-deps.sh bench)")
+        if shutil.which("wrk"):
+            env = dict(os.environ, SESSIONS="64")
+            script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "execute.lua")
+            # warm the 64 sessions first
+            for i in range(64):
+                c.execute("bench-%d" % i)
+            out = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % a.seconds, "--latency", "-s", script,
+                                  "http://127.0.0.1:%d" % port], env=env, capture_output=True, text=True).stdout
+            rps = [l for l in out.splitlines() if "Requests/sec" in l]
+            lat = [l.strip() for l in out.splitlines() if l.strip().startswith(("50%", "99%"))]
+            print("tput    64 sessions, wrk -t1 -c64 -d%ds: %s  latency %s" % (a.seconds, rps[0].split()[-1] if rps else "?", " ".join(lat)))
+            if "status" in out:
+                print(out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

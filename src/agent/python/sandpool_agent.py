@@ -1,0 +1,961 @@
+"""sandpool agent: runs code cells and file operations inside one sandbox, speaking the
+agent protocol (src/agent/PROTOCOL.md) on one connected socket; not a sandbox itself.
+
+Process shape (see PROTOCOL.md "Restart contract"):
+  supervisor (main(), small, preloads libraries)  --fork-->  worker (serve())
+The worker owns the socket while alive: it reads requests and writes replies. The
+supervisor enforces execution deadlines (SIGINT at the deadline, SIGKILL after the grace
+period), and when the worker dies it answers the in-flight request itself (Timeout /
+OutOfMemory / Crashed, variables lost), then forks a fresh worker, which sends a Hello.
+
+Runs on Debian's /usr/bin/python3 (3.11), stdlib only; numpy/matplotlib are optional.
+"""
+
+import ast
+import base64
+import builtins
+import collections
+import errno
+import fcntl
+import io
+import json
+import linecache
+import math
+import mmap
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import time
+import traceback
+import types
+
+AGENT_VERSION = "0.1.0"
+PROTOCOL_VERSION = 1
+MAGIC = 0x31505053
+HEADER = struct.Struct("<IIBBHQ")  # magic, payload bytes, version, type, flags, request id
+MAX_PAYLOAD = 8 << 20
+CHUNK = 256 << 10
+
+(T_HELLO, T_PING, T_PONG, T_EXEC, T_EXEC_REPLY, T_INTERRUPT, T_LIST, T_LIST_REPLY,
+ T_STAT, T_STAT_REPLY, T_READ, T_FILE_DATA, T_WRITE_OPEN, T_WRITE_CHUNK, T_WRITE_CLOSE,
+ T_WRITE_ABORT, T_OK, T_DELETE, T_ERROR, T_RESEED) = range(1, 21)
+
+S_SUCCESS, S_FAILURE, S_TIMEOUT, S_OOM, S_CRASHED, S_INTERRUPTED = range(6)
+F_STDOUT_TRUNC, F_STDERR_TRUNC, F_VARS_LOST = 1, 2, 4
+R_INITIAL, R_TIMEOUT, R_CRASHED, R_OOM = range(4)
+CAP_NUMPY, CAP_MATPLOTLIB, CAP_SHELL, CAP_INTERRUPT = 1, 2, 4, 8
+
+EXIT_EOF = 0        # host closed the connection: the session is over
+EXIT_PROTOCOL = 3   # host broke the protocol: the stream is dead, do not restart
+EXIT_GAVE_UP = 4    # supervisor: the worker keeps dying at start
+
+UPLOAD_PREFIX = b".sandpool-upload-"
+MAX_UPLOADS = 16
+
+# Page shared by supervisor and worker. The worker writes, at offset 0: seq, running,
+# request id, deadline ns, start ns (CLOCK_MONOTONIC), and the output limit at offset 48;
+# the supervisor writes the time it will next wake up ("armed until") at offset 40.
+SHARED = struct.Struct("<QQQqqqQ")
+WORKER_PART = struct.Struct("<QQQqq")
+ARMED_OFFSET = 40
+LIMIT_OFFSET = 48
+
+
+class ProtocolError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- wire encoding
+
+def _b(v):
+    return struct.pack("<I", len(v)) + v
+
+
+def frame(ftype, rid, payload=b""):
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError("reply over the frame limit")
+    return HEADER.pack(MAGIC, len(payload), PROTOCOL_VERSION, ftype, 0, rid) + payload
+
+
+class Reader:
+    """Decodes payload fields; any underrun is a ProtocolError."""
+
+    def __init__(self, data):
+        self.d, self.p = data, 0
+
+    def take(self, n):
+        if self.p + n > len(self.d):
+            raise ProtocolError("message truncated")
+        v = self.d[self.p:self.p + n]
+        self.p += n
+        return v
+
+    def u8(self):
+        return self.take(1)[0]
+
+    def u32(self):
+        return struct.unpack("<I", self.take(4))[0]
+
+    def u64(self):
+        return struct.unpack("<Q", self.take(8))[0]
+
+    def bytes(self):
+        return bytes(self.take(self.u32()))
+
+    def done(self):
+        if self.p != len(self.d):
+            raise ProtocolError("trailing bytes")
+
+
+def encode_reply(rid, status, flags, exit_code, exec_us, out, err, result_json):
+    p = struct.pack("<BBiQ", status, flags, exit_code, exec_us) + _b(out) + _b(err) + \
+        _b(result_json.encode())
+    return frame(T_EXEC_REPLY, rid, p)
+
+
+def encode_error(rid, code, message):
+    return frame(T_ERROR, rid, struct.pack("<i", code) + _b(message.encode("utf-8", "replace")))
+
+
+def encode_ok(rid, value=0):
+    return frame(T_OK, rid, struct.pack("<Q", value))
+
+
+# ---------------------------------------------------------------- results (API.md §3)
+
+def result_json(v):
+    """<R> as JSON text: number/string/bool/null, "nan"/"inf", else repr() as a string."""
+    try:
+        if v is None:
+            return "null"
+        if v is True or v is False:
+            return "true" if v else "false"
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(v, np.bool_):
+            return "true" if v else "false"
+        if isinstance(v, int) or (np is not None and isinstance(v, np.integer)):
+            try:
+                return str(int(v))
+            except ValueError:  # more digits than int->str allows
+                return json.dumps(f"<int of {int(v).bit_length()} bits>")
+        if isinstance(v, float) or (np is not None and isinstance(v, np.floating)):
+            f = float(v)
+            if math.isnan(f):
+                return '"nan"'
+            if math.isinf(f):
+                return '"inf"' if f > 0 else '"-inf"'
+            return repr(f)
+        if isinstance(v, str):
+            return json.dumps(v)
+        return json.dumps(repr(v))
+    except Exception as e:  # a hostile __repr__ must not break the agent
+        return json.dumps(f"<repr failed: {type(e).__name__}>")
+
+
+def figure_result():
+    """The last open matplotlib figure as an image <R>, or None; closes all figures."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return None
+    try:
+        nums = plt.get_fignums()
+        if not nums:
+            return None
+        buf = io.BytesIO()
+        plt.figure(nums[-1]).savefig(buf, format="png")
+        data = base64.b64encode(buf.getvalue()).decode()
+        return json.dumps({"type": "image", "format": "png", "base64_data": data})
+    except Exception:
+        return None
+    finally:
+        try:
+            plt.close("all")
+        except Exception:
+            pass
+
+
+def reseed():
+    """Gives this process fresh random state (after a clone from a template)."""
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+
+
+def clip(data, limit):
+    """(data cut to `limit` bytes, never inside a UTF-8 sequence; truncated?)."""
+    if limit <= 0 or len(data) <= limit:
+        return data, False
+    cut = limit
+    for _ in range(3):  # back off over continuation bytes of a split character
+        if cut > 0 and (data[cut] & 0xC0) == 0x80:
+            cut -= 1
+    return data[:cut], True
+
+
+# ---------------------------------------------------------------- file names (API.md §4)
+
+def split_name(raw):
+    """Components of a name relative to the data root; raises OSError(EINVAL/ENAMETOOLONG)."""
+    if raw == b"/mnt/data" or raw.startswith(b"/mnt/data/"):
+        raw = raw[len(b"/mnt/data"):].lstrip(b"/")
+    if b"\0" in raw or raw.startswith(b"/"):
+        raise OSError(errno.EINVAL, "invalid file name")
+    if len(raw) > 4096:
+        raise OSError(errno.ENAMETOOLONG, "file name too long")
+    comps = [c for c in raw.split(b"/") if c not in (b"", b".")]
+    for c in comps:
+        if c == b"..":
+            raise OSError(errno.EINVAL, "'..' in file name")
+        if len(c) > 255:
+            raise OSError(errno.ENAMETOOLONG, "file name component over 255 bytes")
+    return comps
+
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir(root_fd, comps, create=False):
+    """fd of the directory root/comps, never following a symlink; caller closes it."""
+    fd = os.dup(root_fd)
+    try:
+        for c in comps:
+            try:
+                nfd = os.open(c, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(c, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(c, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def entry_of(name, st):
+    if stat.S_ISREG(st.st_mode):
+        t = 1
+    elif stat.S_ISDIR(st.st_mode):
+        t = 2
+    elif stat.S_ISLNK(st.st_mode):
+        t = 3
+    else:
+        t = 4
+    size = st.st_size if t == 1 else 0
+    return _b(name) + struct.pack("<BQq", t, size, st.st_mtime_ns)
+
+
+# ---------------------------------------------------------------- worker
+
+class Worker:
+    """Serves the protocol on `sock` until EOF. One per interpreter life."""
+
+    def __init__(self, sock, root, shared, nudge_fd, out_fd, err_fd, log_fd):
+        self.sock = sock
+        self.root = root
+        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.shared = shared          # mmap page shared with the supervisor, or None
+        self.nudge_fd = nudge_fd      # pipe to wake the supervisor, or -1
+        self.out_fd, self.err_fd, self.log_fd = out_fd, err_fd, log_fd
+        self.rbuf = bytearray()
+        self.pending = collections.deque()  # frames read by the SIGIO handler
+        self.eof = False
+        self.executing = False
+        self.deadline_ns = 0
+        self.host_interrupt = False
+        self.seq = 0
+        self.uploads = {}
+        self.code_cache = collections.OrderedDict()
+        self.cells = 0
+        module = types.ModuleType("__main__")
+        module.__dict__["__builtins__"] = builtins
+        sys.modules["__main__"] = module
+        self.globals = module.__dict__
+        self.fflush = None
+        try:
+            import ctypes
+            self.fflush = ctypes.CDLL(None).fflush
+        except Exception:
+            pass
+
+    # ---- socket I/O
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _parse(self):
+        """Pops one whole frame (type, id, payload) from rbuf, or None."""
+        if len(self.rbuf) < HEADER.size:
+            return None
+        magic, n, ver, ftype, flags, rid = HEADER.unpack_from(self.rbuf)
+        if magic != MAGIC or ver != PROTOCOL_VERSION or flags != 0 or not 1 <= ftype <= 20:
+            raise ProtocolError("bad frame header")
+        if n > MAX_PAYLOAD:
+            raise ProtocolError("frame over the limit")
+        if len(self.rbuf) < HEADER.size + n:
+            return None
+        payload = bytes(self.rbuf[HEADER.size:HEADER.size + n])
+        del self.rbuf[:HEADER.size + n]
+        return ftype, rid, payload
+
+    def read_frame(self):
+        if self.pending:
+            return self.pending.popleft()
+        while True:
+            f = self._parse()
+            if f is not None:
+                return f
+            if self.eof:
+                return None
+            data = self.sock.recv(1 << 20)
+            if not data:
+                if self.rbuf:
+                    raise ProtocolError("connection closed inside a frame")
+                return None
+            self.rbuf += data
+
+    def on_sigio(self, signum, frm):
+        """While a cell runs: act on interrupt and ping now, queue other requests.
+        Only whole frames are taken from the socket (MSG_PEEK first), so a worker killed
+        in the middle of a cell never leaves the stream cut inside a frame."""
+        interrupt = False
+        while True:
+            while True:  # frames already buffered, e.g. read together with the request
+                try:
+                    f = self._parse()
+                except ProtocolError:
+                    return  # the main loop reports it
+                if f is None:
+                    break
+                if f[0] == T_INTERRUPT:
+                    interrupt = True
+                elif f[0] == T_PING:
+                    self.send(frame(T_PONG, f[1]))
+                else:
+                    self.pending.append(f)
+            have = len(self.rbuf)
+            try:
+                if have < HEADER.size:
+                    head = self.sock.recv(HEADER.size - have, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                    if len(head) < HEADER.size - have:
+                        break
+                    n = HEADER.unpack(bytes(self.rbuf) + head)[1]
+                else:
+                    n = HEADER.unpack_from(self.rbuf)[1]
+                if n > MAX_PAYLOAD:
+                    break
+                need = HEADER.size + n - have
+                if len(self.sock.recv(need, socket.MSG_PEEK | socket.MSG_DONTWAIT)) < need:
+                    break
+            except (BlockingIOError, InterruptedError):
+                break
+            self.rbuf += self.sock.recv(need, socket.MSG_WAITALL)
+        if interrupt:
+            self.host_interrupt = True  # also seen by a cell about to start
+            if self.executing:
+                raise KeyboardInterrupt
+
+    def on_sigint(self, signum, frm):
+        if self.executing:
+            raise KeyboardInterrupt
+
+    # ---- supervisor handshake (shared page)
+
+    def begin(self, rid, timeout_ms, limit):
+        now = time.monotonic_ns()
+        self.deadline_ns = now + timeout_ms * 1_000_000
+        if self.shared is None:
+            return
+        self.seq += 1
+        struct.pack_into("<Q", self.shared, LIMIT_OFFSET, limit)
+        WORKER_PART.pack_into(self.shared, 0, self.seq, 1, rid, self.deadline_ns, now)
+        armed = struct.unpack_from("<q", self.shared, ARMED_OFFSET)[0]
+        if armed == 0 or armed > self.deadline_ns:
+            try:
+                os.write(self.nudge_fd, b"!")
+            except BlockingIOError:
+                pass
+
+    def end(self):
+        if self.shared is not None:
+            struct.pack_into("<Q", self.shared, 8, 0)
+
+    # ---- captured output
+
+    def take_output(self, fd, limit):
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        if pos == 0:
+            return b"", False
+        data = os.pread(fd, min(pos, limit + 4) if limit > 0 else pos, 0)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        if limit > 0 and pos > limit:
+            return clip(data, limit)[0], True
+        return data, False
+
+    # ---- code execution
+
+    def compile_cell(self, code):
+        """(statements code object, last-expression code object or None), cached."""
+        hit = self.code_cache.get(code)
+        if hit is not None:
+            self.code_cache.move_to_end(code)
+            return hit
+        self.cells += 1
+        name = f"<cell-{self.cells}>"
+        # Keep the source for tracebacks.
+        linecache.cache[name] = (len(code), None, code.splitlines(True), name)
+        tree = ast.parse(code, name, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = compile(ast.Expression(tree.body.pop().value), name, "eval")
+        body = compile(tree, name, "exec")
+        self.code_cache[code] = (body, last)
+        if len(self.code_cache) > 256:
+            self.code_cache.popitem(last=False)
+        return body, last
+
+    def format_exception(self, e):
+        """The traceback without the agent's own frames (exec wrapper, signal handlers)."""
+        te = traceback.TracebackException(type(e), e, e.__traceback__)
+        te.stack = traceback.StackSummary.from_list(
+            [f for f in te.stack if f.filename != __file__])
+        return "".join(te.format())
+
+    def run_python(self, code):
+        """(status, result json, traceback text)."""
+        try:
+            body, last = self.compile_cell(code)
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
+            return S_FAILURE, '""', "".join(traceback.format_exception_only(type(e), e))
+        value = None
+        try:
+            self.executing = True
+            try:
+                if self.host_interrupt:
+                    raise KeyboardInterrupt
+                exec(body, self.globals)
+                if last is not None:
+                    value = eval(last, self.globals)
+            finally:
+                self.executing = False
+            result = result_json(value) if last is not None else '""'
+            status, tb = S_SUCCESS, ""
+        except KeyboardInterrupt as e:
+            self.executing = False
+            timed_out = time.monotonic_ns() >= self.deadline_ns
+            status = S_INTERRUPTED if self.host_interrupt and not timed_out else S_TIMEOUT
+            result, tb = '""', self.format_exception(e)
+        except BaseException as e:  # SystemExit included: the interpreter stays
+            self.executing = False
+            result, status, tb = '""', S_FAILURE, self.format_exception(e)
+        fig = figure_result()
+        if fig is not None and status == S_SUCCESS:
+            result = fig
+        return status, result, tb
+
+    def run_shell(self, req):
+        """(status, exit code, message). The child writes to the captured fds 1 and 2."""
+        argv = req["argv"] or ["bash", "-c", req["code"]]
+        try:
+            p = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=self.root,
+                                 start_new_session=True)
+        except OSError as e:
+            return S_FAILURE, 127, f"{argv[0]}: {e.strerror}\n"
+        status = None
+        try:
+            self.executing = True
+            try:
+                if self.host_interrupt:
+                    raise KeyboardInterrupt
+                p.communicate(req["stdin"], timeout=req["timeout_ms"] / 1000)
+            finally:
+                self.executing = False
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            timed_out = time.monotonic_ns() >= self.deadline_ns
+            status = S_INTERRUPTED if self.host_interrupt and not timed_out else S_TIMEOUT
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        rc = p.returncode
+        if status is None:
+            status = S_SUCCESS if rc == 0 else S_FAILURE
+        return status, rc, ""
+
+    def execute(self, rid, payload):
+        r = Reader(payload)
+        mode, timeout_ms, limit = r.u8(), r.u32(), r.u32()
+        code = r.bytes()
+        argv = [r.bytes() for _ in range(r.u32())]
+        stdin = r.bytes()
+        r.done()
+        limit = min(limit, MAX_PAYLOAD // 2 - 65536) if limit else MAX_PAYLOAD // 2 - 65536
+        self.host_interrupt = False
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        t0 = time.perf_counter_ns()
+        self.begin(rid, timeout_ms, limit)
+        fl = fcntl.fcntl(self.sock.fileno(), fcntl.F_GETFL)
+        fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl | os.O_ASYNC)
+        try:
+            self.on_sigio(signal.SIGIO, None)  # frames that arrived before O_ASYNC
+            exit_code = 0
+            if mode == 1:
+                status, exit_code, tb = self.run_shell(
+                    {"argv": argv, "code": code, "stdin": stdin, "timeout_ms": timeout_ms})
+                result = '""'
+            else:
+                try:
+                    text = code.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    status, result, tb = S_FAILURE, '""', f"SyntaxError: {e}\n"
+                else:
+                    status, result, tb = self.run_python(text)
+        except KeyboardInterrupt:  # landed between our own lines
+            status, exit_code, result, tb = S_TIMEOUT, 0, '""', "KeyboardInterrupt\n"
+        finally:
+            fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
+            self.end()
+        exec_us = (time.perf_counter_ns() - t0) // 1000
+        for stream in (self.stdout, self.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        if self.fflush is not None:
+            self.fflush(None)
+        out, out_cut = self.take_output(self.out_fd, limit)
+        err, err_cut = self.take_output(self.err_fd, limit)
+        if tb:
+            err, more_cut = clip(err + tb.encode("utf-8", "backslashreplace"), limit)
+            err_cut = err_cut or more_cut
+        flags = (F_STDOUT_TRUNC if out_cut else 0) | (F_STDERR_TRUNC if err_cut else 0)
+        self.send(encode_reply(rid, status, flags, exit_code, exec_us, out, err, result))
+
+    # ---- file operations (API.md §4): every name is resolved under root_fd, no symlinks
+
+    def file_op(self, ftype, rid, payload):
+        r = Reader(payload)
+        if ftype in (T_LIST, T_STAT, T_DELETE):
+            path, recursive = r.bytes(), r.u8()
+            r.done()
+            comps = split_name(path)
+            if ftype == T_LIST:
+                return self.list_dir(rid, comps, recursive)
+            if ftype == T_STAT:
+                return self.stat_path(rid, path, comps)
+            return self.delete(rid, comps)
+        if ftype == T_READ:
+            path, offset, max_bytes = r.bytes(), r.u64(), r.u32()
+            r.done()
+            return self.read_file(rid, split_name(path), offset, max_bytes)
+        if ftype == T_WRITE_OPEN:
+            path, parents = r.bytes(), r.u8()
+            r.done()
+            return self.write_open(rid, split_name(path), parents)
+        upload_id = r.u64()
+        if ftype == T_WRITE_CHUNK:
+            data = r.take(r.u32())
+            r.done()
+            return self.write_chunk(rid, upload_id, data)
+        r.done()
+        return self.write_finish(rid, upload_id, commit=(ftype == T_WRITE_CLOSE))
+
+    def list_dir(self, rid, comps, recursive):
+        fd = open_dir(self.root_fd, comps)
+        parts, total, truncated = [], 0, 0
+        stack = [(fd, b"")]
+        try:
+            while stack:
+                dfd, prefix = stack.pop()
+                try:
+                    with os.scandir(dfd) as it:
+                        entries = sorted(it, key=lambda e: e.name)
+                    for e in entries:
+                        name = os.fsencode(e.name)
+                        if name.startswith(UPLOAD_PREFIX):
+                            continue
+                        st = e.stat(follow_symlinks=False)
+                        item = entry_of(prefix + name, st)
+                        if total + len(item) > MAX_PAYLOAD - 4096:
+                            truncated = 1
+                            stack.clear()
+                            break
+                        parts.append(item)
+                        total += len(item)
+                        if recursive and stat.S_ISDIR(st.st_mode):
+                            try:
+                                stack.append((os.open(name, DIR_FLAGS, dir_fd=dfd),
+                                              prefix + name + b"/"))
+                            except OSError:
+                                pass
+                finally:
+                    os.close(dfd)
+        finally:
+            for dfd, _ in stack:
+                os.close(dfd)
+        payload = struct.pack("<I", len(parts)) + b"".join(parts) + bytes([truncated])
+        self.send(frame(T_LIST_REPLY, rid, payload))
+
+    def stat_path(self, rid, raw, comps):
+        if not comps:
+            st = os.fstat(self.root_fd)
+        else:
+            fd = open_dir(self.root_fd, comps[:-1])
+            try:
+                st = os.stat(comps[-1], dir_fd=fd, follow_symlinks=False)
+            finally:
+                os.close(fd)
+        payload = struct.pack("<I", 1) + entry_of(b"/".join(comps), st) + b"\0"
+        self.send(frame(T_STAT_REPLY, rid, payload))
+
+    def delete(self, rid, comps):
+        if not comps:
+            raise OSError(errno.EINVAL, "cannot delete the data root")
+        fd = open_dir(self.root_fd, comps[:-1])
+        try:
+            st = os.stat(comps[-1], dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(comps[-1], dir_fd=fd)  # fd-based, never follows symlinks
+            else:
+                os.unlink(comps[-1], dir_fd=fd)
+        finally:
+            os.close(fd)
+        self.send(encode_ok(rid))
+
+    def read_file(self, rid, comps, offset, max_bytes):
+        if not comps:
+            raise OSError(errno.EISDIR, "the data root is a directory")
+        dfd = open_dir(self.root_fd, comps[:-1])
+        try:
+            fd = os.open(comps[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                         dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.EISDIR, "is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            data = os.pread(fd, min(max_bytes or CHUNK, MAX_PAYLOAD - 4096), offset)
+        finally:
+            os.close(fd)
+        eof = 1 if offset + len(data) >= st.st_size else 0
+        payload = struct.pack("<QqB", st.st_size, st.st_mtime_ns, eof) + _b(data)
+        self.send(frame(T_FILE_DATA, rid, payload))
+
+    def write_open(self, rid, comps, parents):
+        """Streams into a hidden temp file beside the target; rename on close."""
+        if not comps:
+            raise OSError(errno.EISDIR, "the data root is a directory")
+        if len(self.uploads) >= MAX_UPLOADS:
+            raise OSError(errno.EMFILE, "too many uploads in progress")
+        dfd = open_dir(self.root_fd, comps[:-1], create=bool(parents))
+        tmp = UPLOAD_PREFIX + str(rid).encode()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=dfd)
+        except BaseException:
+            os.close(dfd)
+            raise
+        self.uploads[rid] = [fd, dfd, tmp, comps[-1], 0]
+        self.send(encode_ok(rid, rid))
+
+    def write_chunk(self, rid, upload_id, data):
+        up = self.uploads.get(upload_id)
+        if up is None:
+            raise OSError(errno.EBADF, "unknown upload id")
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(up[0], view)
+                view = view[n:]
+                up[4] += n
+        except OSError:
+            self.drop_upload(upload_id)  # e.g. ENOSPC: free the space now
+            raise
+        self.send(encode_ok(rid, up[4]))
+
+    def drop_upload(self, upload_id):
+        fd, dfd, tmp, _, _ = self.uploads.pop(upload_id)
+        os.close(fd)
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
+        os.close(dfd)
+
+    def write_finish(self, rid, upload_id, commit):
+        up = self.uploads.get(upload_id)
+        if up is None:
+            raise OSError(errno.EBADF, "unknown upload id")
+        if not commit:
+            self.drop_upload(upload_id)
+            return self.send(encode_ok(rid))
+        fd, dfd, tmp, name, size = up
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError:
+            self.drop_upload(upload_id)
+            raise
+        del self.uploads[upload_id]
+        os.close(fd)
+        os.close(dfd)
+        self.send(encode_ok(rid, size))
+
+    # ---- main loop
+
+    def hello(self, restart_count, reason):
+        caps = CAP_SHELL | CAP_INTERRUPT
+        import importlib.util
+        if "numpy" in sys.modules or importlib.util.find_spec("numpy"):
+            caps |= CAP_NUMPY
+        if "matplotlib" in sys.modules or importlib.util.find_spec("matplotlib"):
+            caps |= CAP_MATPLOTLIB
+        pyver = ".".join(map(str, sys.version_info[:3])).encode()
+        payload = _b(AGENT_VERSION.encode()) + struct.pack("<I", os.getpid()) + _b(pyver) + \
+            struct.pack("<IIB", caps, restart_count, reason)
+        self.send(frame(T_HELLO, 0, payload))
+
+    def serve(self):
+        while True:
+            f = self.read_frame()
+            if f is None:
+                return EXIT_EOF
+            ftype, rid, payload = f
+            try:
+                if ftype == T_EXEC:
+                    self.execute(rid, payload)
+                elif ftype == T_PING:
+                    Reader(payload).done()
+                    self.send(frame(T_PONG, rid))
+                elif ftype == T_INTERRUPT:
+                    pass  # nothing runs: nothing to interrupt
+                elif ftype == T_RESEED:
+                    reseed()
+                    self.send(encode_ok(rid))
+                elif ftype in (T_LIST, T_STAT, T_DELETE, T_READ, T_WRITE_OPEN, T_WRITE_CHUNK,
+                               T_WRITE_CLOSE, T_WRITE_ABORT):
+                    self.file_op(ftype, rid, payload)
+                else:
+                    self.send(encode_error(rid, errno.EPROTO, "not a request type"))
+            except OSError as e:
+                if e.errno in (errno.EPIPE, errno.ECONNRESET) and isinstance(e, ConnectionError):
+                    return EXIT_EOF
+                self.send(encode_error(rid, e.errno or errno.EIO, e.strerror or str(e)))
+
+
+def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, reason):
+    """Body of a freshly forked worker; never returns."""
+    code = 1
+    try:
+        try:
+            import ctypes
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the supervisor
+        except Exception:
+            pass
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)  # input() gets EOF instead of blocking the cell forever
+        os.close(devnull)
+        for fd in (out_fd, err_fd):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        w = Worker(sock, root, shared, nudge_fd, 1, 2, log_fd)
+        w.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                    errors="backslashreplace", write_through=True)
+        w.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                    errors="backslashreplace", write_through=True)
+        sys.stdout, sys.stderr = w.stdout, w.stderr
+        fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())
+        signal.signal(signal.SIGIO, w.on_sigio)
+        signal.signal(signal.SIGINT, w.on_sigint)
+        os.chdir(root)
+        reseed()
+        w.hello(restarts, reason)
+        code = w.serve()
+    except ProtocolError as e:
+        os.write(log_fd, f"sandpool agent: protocol error: {e}\n".encode())
+        code = EXIT_PROTOCOL
+    except (BrokenPipeError, ConnectionResetError):
+        code = EXIT_EOF
+    except BaseException:
+        os.write(log_fd, traceback.format_exc().encode())
+        code = 1
+    finally:
+        os._exit(code)
+
+
+class Supervisor:
+    """Forks workers, enforces deadlines, answers for a worker that died mid-cell."""
+
+    IDLE_WAKE_NS = 60 * 1_000_000_000
+
+    def __init__(self, sock, root, grace_ms):
+        self.sock, self.root, self.grace_ns = sock, root, grace_ms * 1_000_000
+        self.shared = mmap.mmap(-1, SHARED.size)  # anonymous MAP_SHARED: survives fork
+        self.nudge_r, self.nudge_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.out_fd = os.memfd_create("sandpool-stdout", os.MFD_CLOEXEC)
+        self.err_fd = os.memfd_create("sandpool-stderr", os.MFD_CLOEXEC)
+        self.log_fd = os.dup(2)
+        self.pid = -1
+
+    def fork_worker(self, restarts, reason):
+        SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0)
+        pid = os.fork()
+        if pid == 0:
+            _run_worker(self.sock, self.root, self.shared, self.nudge_w, self.out_fd,
+                        self.err_fd, self.log_fd, restarts, reason)
+        self.pid = pid
+        return pid
+
+    def watch(self, pid):
+        """Waits for the worker to exit; returns (wait status, killed for timeout)."""
+        pidfd = os.pidfd_open(pid)
+        cur_seq, hard_ns, killed = None, None, False
+        try:
+            while True:
+                seq, running = struct.unpack_from("<QQ", self.shared, 0)
+                deadline = struct.unpack_from("<q", self.shared, 24)[0]
+                now = time.monotonic_ns()
+                wake = now + self.IDLE_WAKE_NS
+                if running and not killed:
+                    if seq != cur_seq:
+                        cur_seq, hard_ns = seq, None
+                    if hard_ns is None and now >= deadline:
+                        os.kill(pid, signal.SIGINT)  # KeyboardInterrupt in the cell
+                        hard_ns = now + self.grace_ns
+                    if hard_ns is not None and now >= hard_ns:
+                        os.kill(pid, signal.SIGKILL)  # it did not stop: restart
+                        killed = True
+                    elif hard_ns is not None:
+                        wake = hard_ns
+                    else:
+                        wake = deadline
+                struct.pack_into("<q", self.shared, ARMED_OFFSET, wake)
+                if struct.unpack_from("<QQ", self.shared, 0) != (seq, running):
+                    continue  # a cell began while we decided: decide again
+                ready, _, _ = select.select([pidfd, self.nudge_r], [], [],
+                                            max(0, wake - now) / 1e9)
+                if self.nudge_r in ready:
+                    try:
+                        os.read(self.nudge_r, 4096)
+                    except BlockingIOError:
+                        pass
+                if pidfd in ready:
+                    return os.waitpid(pid, 0)[1], killed
+        finally:
+            os.close(pidfd)
+
+    def answer_for_dead_worker(self, status, killed):
+        """Sends the reply of the cell the worker died in, if any; returns the reason."""
+        if killed:
+            reason, st = R_TIMEOUT, S_TIMEOUT
+            note = ("sandpool: the code did not stop within %d ms after the timeout; the "
+                    "interpreter was restarted and its variables were lost\n" %
+                    (self.grace_ns // 1_000_000))
+        elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            reason, st = R_OOM, S_OOM
+            note = "sandpool: the interpreter was killed (out of memory); variables were lost\n"
+        else:
+            reason, st = R_CRASHED, S_CRASHED
+            how = ("signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                   else "exit code %d" % os.WEXITSTATUS(status))
+            note = "sandpool: the interpreter crashed (%s); variables were lost\n" % how
+        seq, running, rid, deadline, start = WORKER_PART.unpack_from(self.shared, 0)
+        limit = struct.unpack_from("<Q", self.shared, LIMIT_OFFSET)[0]
+        if running:
+            exit_code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            out, out_cut = self._take(self.out_fd, limit)
+            err, err_cut = self._take(self.err_fd, limit)
+            err, more_cut = clip(err + note.encode(), limit)
+            flags = F_VARS_LOST | (F_STDOUT_TRUNC if out_cut else 0) | \
+                (F_STDERR_TRUNC if err_cut or more_cut else 0)
+            exec_us = (time.monotonic_ns() - start) // 1000
+            self.sock.sendall(encode_reply(rid, st, flags, exit_code, exec_us, out, err, '""'))
+        return reason
+
+    @staticmethod
+    def _take(fd, limit):
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, min(size, limit + 4) if limit else size, 0)
+        return clip(data, limit)
+
+    def run(self):
+        restarts, reason, quick_deaths = 0, R_INITIAL, 0
+        while True:
+            started = time.monotonic()
+            pid = self.fork_worker(restarts, reason)
+            status, killed = self.watch(pid)
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (EXIT_EOF, EXIT_PROTOCOL):
+                return os.WEXITSTATUS(status)
+            try:
+                reason = self.answer_for_dead_worker(status, killed)
+            except (BrokenPipeError, ConnectionResetError):
+                return EXIT_EOF
+            quick_deaths = quick_deaths + 1 if time.monotonic() - started < 1.0 else 0
+            if quick_deaths >= 5:
+                os.write(self.log_fd, b"sandpool agent: the worker keeps dying; giving up\n")
+                return EXIT_GAVE_UP
+            restarts += 1
+
+    def on_sigterm(self, signum, frm):
+        if self.pid > 0:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os._exit(0)
+
+
+def serve(sock_fd, root="/mnt/data", grace_ms=2000, preload=()):
+    """Runs the agent on the connected socket `sock_fd` until the host closes it.
+    Returns the process exit code (see EXIT_*)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    for name in preload:
+        try:
+            __import__(name)
+        except Exception as e:
+            os.write(2, f"sandpool agent: preload {name}: {e}\n".encode())
+    sock = socket.socket(fileno=sock_fd)
+    sock.setblocking(True)
+    sup = Supervisor(sock, root, grace_ms)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, sup.on_sigterm)
+    return sup.run()
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="sandpool code-interpreter agent")
+    ap.add_argument("--fd", type=int, required=True, help="connected socket to the host")
+    ap.add_argument("--root", default="/mnt/data", help="working directory and file root")
+    ap.add_argument("--grace-ms", type=int, default=2000,
+                    help="after a timeout, how long the cell may take to stop")
+    ap.add_argument("--preload", default="",
+                    help="comma-separated modules to import once, before forking workers")
+    a = ap.parse_args(argv)
+    pre = [m for m in a.preload.split(",") if m]
+    if "matplotlib" in pre and "matplotlib.pyplot" not in pre:
+        pre.append("matplotlib.pyplot")
+    return serve(a.fd, a.root, a.grace_ms, pre)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

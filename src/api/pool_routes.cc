@@ -1,0 +1,72 @@
+// GET/POST /pools, GET/PUT/PATCH/DELETE /pools/{pool}.
+#include "api/pool_routes.h"
+
+#include "api/errors.h"
+#include "api/json.h"
+
+namespace sp::api {
+namespace {
+
+constexpr const char* kJson = "application/json; charset=utf-8";
+
+std::string pool_json(pool::Pool& p) {
+  std::string out = pool::settings_to_json(p.settings());
+  // Add live figures next to the settings.
+  out.pop_back();
+  out += ",\"allocatedSessions\":" + std::to_string(p.allocated()) + "}";
+  return out;
+}
+
+}  // namespace
+
+void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize) {
+  api.register_route(HTTP_GET, "/pools", [&pools, authorize](http::Exchange& ex, const RouteParams&) {
+    if (!authorize(ex)) return;
+    std::string body;
+    JsonWriter w(body);
+    w.begin_object().key("value").begin_array();
+    for (const auto& [name, p] : pools.pools()) w.raw(pool_json(*p));
+    w.end_array().end_object();
+    ex.respond(200, kJson, body);
+  });
+  api.register_route(HTTP_POST, "/pools", [&pools, authorize](http::Exchange& ex, const RouteParams&) {
+    if (!authorize(ex)) return;
+    pool::PoolSettings s;
+    std::string msg;
+    if (!pool::apply_settings_json(ex.request().body, &s, &msg).ok()) return respond_error(ex, 400, "InvalidPoolSettings", msg);
+    if (pools.find(s.name)) return respond_error(ex, 409, "PoolExists", "pool " + s.name + " exists");
+    if (!pools.create(s, &msg).ok()) return respond_error(ex, 500, "PoolStartFailed", msg);
+    ex.respond(201, kJson, pool_json(*pools.find(s.name)), "Location: /pools/" + s.name + "\r\n");
+  });
+  api.register_route(HTTP_GET, "/pools/{pool}", [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
+    if (!authorize(ex)) return;
+    pool::Pool* pool = pools.find(p.values[0]);
+    if (!pool) return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(p.values[0]) + "'");
+    ex.respond(200, kJson, pool_json(*pool));
+  });
+  auto update = [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
+    if (!authorize(ex)) return;
+    pool::Pool* pool = pools.find(p.values[0]);
+    if (!pool) return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(p.values[0]) + "'");
+    pool::PoolSettings s = pool->settings();
+    std::string msg;
+    if (!pool::apply_settings_json(ex.request().body, &s, &msg).ok()) return respond_error(ex, 400, "InvalidPoolSettings", msg);
+    if (s.name != pool->settings().name) return respond_error(ex, 400, "InvalidPoolSettings", "a pool cannot be renamed");
+    if (s.container_type != pool->settings().container_type) {
+      return respond_error(ex, 400, "InvalidPoolSettings", "containerType cannot change; create another pool");
+    }
+    pool->update_settings(s);
+    ex.respond(200, kJson, pool_json(*pool));
+  };
+  api.register_route(HTTP_PUT, "/pools/{pool}", update);
+  api.register_route(HTTP_PATCH, "/pools/{pool}", update);
+  api.register_route(HTTP_DELETE, "/pools/{pool}", [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
+    if (!authorize(ex)) return;
+    if (!pools.remove(p.values[0])) {
+      return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(p.values[0]) + "'");
+    }
+    ex.respond(204, {}, {});
+  });
+}
+
+}  // namespace sp::api

@@ -1,0 +1,13 @@
+// The management API for pools (shared/API.md §2, server routes): list, create, show, update,
+// delete at run time. Loop thread only.
+#pragma once
+
+#include "api/api.h"
+#include "pool/pool_manager.h"
+
+namespace sp::api {
+
+// `authorize` answers 401 itself and returns false when the request lacks a valid key.
+void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize);
+
+}  // namespace sp::api

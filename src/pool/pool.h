@@ -1,0 +1,101 @@
+// Pool: one pool's sessions by identifier, its ready sandboxes (from a SandboxSource), allocation
+// with a bounded wait, refill targets and metrics. Not the HTTP shapes (api/session_routes).
+//
+// Threading: loop thread only. acquire() may call its callback synchronously (known identifier,
+// ready sandbox, pool full) or later (waiting for the next ready sandbox); exactly once either way.
+#pragma once
+
+#include <uv.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/protocol.h"
+#include "pool/loop_timers.h"
+#include "pool/owned_timer.h"
+#include "pool/sandbox_source.h"
+#include "pool/session.h"
+#include "pool/settings.h"
+#include "util/metrics.h"
+
+namespace sp::pool {
+
+struct AcquireError {
+  int status = 503;
+  const char* code = "ServiceUnavailable";
+  std::string message;
+  uint32_t retry_after_seconds = 0;  // 0: no Retry-After header
+};
+
+class Pool {
+ public:
+  using AcquireFn = std::function<void(Session* session, const AcquireError* error)>;
+
+  Pool(uv_loop_t* loop, LoopTimers* timers, PoolSettings settings, std::unique_ptr<SandboxSource> source);
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  ~Pool();
+
+  Status start();
+  const PoolSettings& settings() const { return settings_; }
+  // Settings that can change at run time (sizes, cooldown, limits); not the container type.
+  void update_settings(const PoolSettings& s);
+  LoopTimers& timers() { return *timers_; }
+
+  // The session of `identifier`, allocating one from the ready set when it is new.
+  void acquire(const std::string& identifier, AcquireFn done);
+  // The session of `identifier` if it exists (no allocation). Touches nothing.
+  Session* find(const std::string& identifier);
+  // All sessions, oldest first (for listings).
+  std::vector<Session*> sessions_by_age() const;
+  size_t allocated() const { return sessions_.size(); }
+
+  // Stops the pool: waiters get 503, sessions end, the source stops; `done` runs when all is gone.
+  void stop(std::function<void()> done);
+
+  // Every pool's metrics, one family after the other (Prometheus wants families contiguous).
+  static void render_metrics(std::string& out, const std::vector<const Pool*>& pools);
+
+  // Called by Session.
+  void session_ended(Session* s, Sandbox&& sandbox);
+  void count_expiry() { ++expiries_; }
+  void count_execution(agent::ExecStatus status, uint64_t exec_time_us);
+
+ private:
+  struct Waiter {
+    OwnedTimer<Waiter> timeout{on_wait_timeout, this};
+    Pool* pool = nullptr;
+    std::string identifier;
+    AcquireFn done;
+  };
+  static void on_wait_timeout(TimerEntry* e, uint64_t now_ms);
+  void on_sandboxes_ready();
+  Session* bind(const std::string& identifier, Sandbox&& sandbox, AcquireError* error);
+  void refill();
+  void free_ended();
+
+  uv_loop_t* loop_;
+  LoopTimers* timers_;
+  PoolSettings settings_;
+  std::unique_ptr<SandboxSource> source_;
+  std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  std::deque<Waiter*> waiters_;
+  std::vector<std::unique_ptr<Session>> ended_;  // freed on the next loop turn, never under a call
+  uv_idle_t reaper_idle_{};
+  bool stopping_ = false;
+  std::function<void()> on_stopped_;
+  // Metrics.
+  uint64_t allocations_ = 0;
+  uint64_t expiries_ = 0;
+  uint64_t rejected_full_ = 0;
+  uint64_t wait_timeouts_ = 0;
+  uint64_t executions_by_status_[6] = {};
+  LatencyHistogram execution_latency_;
+  LatencyHistogram allocation_wait_;
+};
+
+}  // namespace sp::pool

@@ -1,0 +1,51 @@
+// ProcessSource: the process tier's SandboxSource, an adapter over sandbox/PoolSpawner (warm Python
+// template, spawner and reaper threads, SPSC rings). Loop thread only, except the wake-up, which
+// the spawner thread sends with uv_async_send.
+#pragma once
+
+#include <uv.h>
+
+#include <deque>
+#include <memory>
+
+#include "pool/sandbox_source.h"
+#include "pool/settings.h"
+#include "sandbox/pool_spawner.h"
+
+namespace sp::pool {
+
+struct ProcessSourceOptions {
+  std::string agent_dir;    // directory holding sandpool_agent.py
+  std::string runtime_dir;  // template.py + libsandpool_clone.so; empty: next to the binary
+};
+
+class ProcessSource : public SandboxSource {
+ public:
+  ProcessSource(uv_loop_t* loop, const PoolSettings& settings, ProcessSourceOptions options);
+  ~ProcessSource() override;
+
+  Status start(std::function<void()> on_ready) override;
+  void set_wanted(size_t ready_wanted) override;
+  std::optional<Sandbox> pop() override;
+  size_t ready_count() const override;
+  void release(Sandbox&& sandbox) override;
+  void stop(std::function<void()> on_stopped) override;
+  SourceStats stats() const override;
+  const char* tier() const override { return "process"; }
+
+ private:
+  static void on_wake(void* self);
+  void retry_give_back();
+
+  uv_loop_t* loop_;
+  PoolSettings settings_;
+  ProcessSourceOptions options_;
+  std::unique_ptr<PoolSpawner> spawner_;
+  uv_async_t async_{};
+  bool async_open_ = false;
+  std::function<void()> on_ready_;
+  std::deque<ReadySandbox> unreturned_;  // the reaper's ring was full: retried on the next release
+  std::string last_error_;
+};
+
+}  // namespace sp::pool

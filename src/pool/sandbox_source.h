@@ -1,0 +1,58 @@
+// SandboxSource: where a pool's ready sandboxes come from and where finished ones go; an interface,
+// implemented by the process tier's template spawner (and a test source).
+//
+// Threading: every method is called on the loop thread. Implementations create sandboxes on their
+// own thread(s) and hand them over through a single-producer/single-consumer ring, waking the loop
+// with `on_ready` (called on the loop thread). A sandbox is "ready" when its agent has said hello.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "util/result.h"
+#include "util/unique_fd.h"
+
+namespace sp::pool {
+
+// A ready sandbox. Owned by exactly one party: the source's ring, a session, or the reaper.
+struct Sandbox {
+  uint64_t id = 0;         // unique per source, for logs and generation checks
+  UniqueFd agent_fd;       // connected socket to the agent (hello already consumed)
+  pid_t pid = -1;          // the sandbox's init as seen from the server
+  uint64_t ready_ns = 0;   // when it became ready (CLOCK_MONOTONIC), for metrics
+  void* opaque = nullptr;  // the source's own bookkeeping (cgroup, pidfd, ...)
+};
+
+struct SourceStats {
+  uint64_t spawned = 0;        // sandboxes made ready
+  uint64_t spawn_failures = 0; // attempts that failed
+  uint64_t pending = 0;        // being created now
+  uint64_t reaped = 0;         // destroyed after use
+  std::string last_error;      // the most recent failure, for logs and /metrics
+};
+
+class SandboxSource {
+ public:
+  virtual ~SandboxSource() = default;
+  // Starts the producer; `on_ready` runs on the loop thread whenever pop() may have more.
+  virtual Status start(std::function<void()> on_ready) = 0;
+  // Keep this many sandboxes ready (0 stops refilling). Never exceeds what the pool allows.
+  virtual void set_wanted(size_t ready_wanted) = 0;
+  // Takes one ready sandbox, O(1); nullopt when none is ready.
+  virtual std::optional<Sandbox> pop() = 0;
+  virtual size_t ready_count() const = 0;
+  // Gives a finished sandbox to the reaper: its processes are killed, its cgroup removed and its
+  // files wiped off the loop thread.
+  virtual void release(Sandbox&& sandbox) = 0;
+  // Stops producing, destroys every ready and released sandbox; `on_stopped` runs on the loop
+  // thread when nothing of this source is left (threads joined, handles closed).
+  virtual void stop(std::function<void()> on_stopped) = 0;
+  virtual SourceStats stats() const = 0;
+  virtual const char* tier() const = 0;  // "process" or "microvm", for /metrics
+};
+
+}  // namespace sp::pool

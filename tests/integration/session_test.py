@@ -1,0 +1,487 @@
+"""Integration tests of the code-interpreter session API (shared/API.md) against the real binary,
+with real process-tier sandboxes. Exit 77 (skip) when this machine cannot make sandboxes.
+
+Usage: session_test.py PATH_TO_SANDPOOL
+"""
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import harness
+from harness import Server
+
+
+def sandboxes_work():
+    try:
+        p = subprocess.run([harness.BINARY, "sandbox-run", "--", "/bin/true"], capture_output=True, timeout=60)
+    except OSError as e:
+        return False, str(e)
+    return p.returncode == 0, p.stderr.decode(errors="replace").strip()
+
+
+def execute(srv, ident, code, path="/code/execute", **extra):
+    body = {"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": code}}
+    body["properties"].update(extra)
+    r, j = srv.json("POST", "%s?identifier=%s" % (path, ident), body)
+    return r, j
+
+
+class SessionApi(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server("--pool-ready", "2", pools=True)
+        cls.srv.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.proc.stdout.close()
+        cls.srv.dir.cleanup()
+        assert rc == 0, cls.srv.log()
+
+    def assertAzureError(self, r, status, code):
+        self.assertEqual(r.status, status, r)
+        body = json.loads(r.body)
+        self.assertEqual(body["error"]["code"], code, body)
+        self.assertEqual(r.header("x-ms-error-code"), code)
+
+    def session_count(self, pool="default"):
+        r, j = self.srv.json("GET", "/pools/%s/listSessions" % pool)
+        return len(j["sessions"])
+
+    def test_envelope_b_and_state(self):
+        r, j = execute(self.srv, "state-b", "x = 41\nprint('hi')\nx + 1")
+        self.assertEqual(r.status, 200)
+        p = j["properties"]
+        self.assertEqual((j["$id"], p["$id"]), ("1", "2"))
+        self.assertEqual(p["status"], "Success")
+        self.assertEqual(p["stdout"], "hi\n")
+        self.assertEqual(p["stderr"], "")
+        self.assertEqual(p["result"], 42)
+        self.assertEqual(p["executionResult"], 42)
+        self.assertIsInstance(p["executionTimeInMilliseconds"], int)
+        r, j = execute(self.srv, "state-b", "x * 2", path="/pools/default/execute")
+        self.assertEqual(j["properties"]["result"], 82)
+
+    def test_result_values(self):
+        cases = [("'s'", "s"), ("1.5", 1.5), ("True", True), ("None", ""), ("[].append(1)", ""), ("float('nan')", "nan"),
+                 ("float('inf')", "inf"), ("[1, 2]", "[1, 2]"), ("y = 3", "")]
+        for code, want in cases:
+            r, j = execute(self.srv, "values-1", code)
+            self.assertEqual(j["properties"]["result"], want, code)
+
+    def test_legacy_python_execute(self):
+        r, j = self.srv.json("POST", "/python/execute?identifier=legacy-1",
+                             {"properties": {"codeInputType": "inline", "executionType": "synchronous",
+                                             "pythonCode": "print(2 + 2)\n'done'"}})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(j, {"result": "done", "stdout": "4\n", "stderr": ""})
+
+    def test_exception_is_failure_with_traceback(self):
+        r, j = execute(self.srv, "exc-1", "1/0")
+        p = j["properties"]
+        self.assertEqual(p["status"], "Failure")
+        self.assertIn("ZeroDivisionError", p["stderr"])
+        self.assertEqual(p["result"], "")
+
+    def test_figure_is_an_image_result(self):
+        r, j = execute(self.srv, "plot-1", "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])")
+        res = j["properties"]["result"]
+        self.assertEqual(res["type"], "image")
+        self.assertEqual(res["format"], "png")
+        self.assertTrue(base64.b64decode(res["base64_data"]).startswith(b"\x89PNG"))
+
+    def test_numpy_pandas_preloaded(self):
+        r, j = execute(self.srv, "libs-1", "import numpy, pandas\nint(pandas.Series(numpy.arange(4)).sum())")
+        self.assertEqual(j["properties"]["result"], 6)
+
+    def test_executions_sync_async_and_get(self):
+        r, j = self.srv.json("POST", "/executions?identifier=exec-c",
+                             {"codeInputType": "Inline", "executionType": "Synchronous", "code": "v = 5\nprint(v)"})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(j["status"], "Succeeded")
+        self.assertEqual(j["identifier"], "exec-c")
+        self.assertEqual(j["result"]["stdout"], "5\n")
+        self.assertEqual(r.header("operation-id"), j["id"])
+        self.assertEqual(r.header("Operation-Location"), "executions/%s?identifier=exec-c" % j["id"])
+        r, j = self.srv.json("POST", "/pools/default/executions?identifier=exec-c",
+                             {"properties": {"executionType": "Asynchronous",
+                                             "code": "import time\ntime.sleep(0.3)\nv + 1"}})
+        self.assertIn(r.status, (200, 202))
+        self.assertEqual(j["status"], "Running")
+        exec_id = j["id"]
+        for _ in range(100):
+            r, j = self.srv.json("GET", "/executions/%s?identifier=exec-c" % exec_id)
+            self.assertEqual(r.status, 200)
+            if j["status"] != "Running":
+                break
+            time.sleep(0.05)
+        self.assertEqual(j["status"], "Succeeded")
+        self.assertEqual(j["result"]["executionResult"], 6)
+        r, _ = self.srv.json("GET", "/executions/nope?identifier=exec-c")
+        self.assertAzureError(r, 404, "ExecutionNotFound")
+
+    def test_output_streams_truncated_in_c_family(self):
+        r, j = self.srv.json("POST", "/executions?identifier=trunc-1",
+                             {"code": "print('a' * 10000)", "outputStreamsMaxLength": 100})
+        self.assertEqual(len(j["result"]["stdout"]), 100)
+
+    def test_session_get_delete_and_listings(self):
+        execute(self.srv, "life-1", "z = 1")
+        r, j = self.srv.json("GET", "/session?identifier=life-1")
+        self.assertEqual(r.status, 200)
+        for k in ("identifier", "createdAt", "lastAccessedAt", "expireAt", "expiresAt", "etag", "state"):
+            self.assertIn(k, j)
+        r, j = self.srv.json("POST", "/.management/getSession?identifier=life-1")
+        self.assertEqual(j["identifier"], "life-1")
+        r, j = self.srv.json("GET", "/listSessions")
+        self.assertIn("life-1", [s["identifier"] for s in j["sessions"]])
+        self.assertIsNone(j["nextLink"])
+        r, j = self.srv.json("POST", "/.management/listSessions")
+        self.assertEqual(j["count"], len(j["value"]))
+        r = self.srv.request("DELETE", "/session?identifier=life-1")
+        self.assertEqual(r.status, 204)
+        r, _ = self.srv.json("GET", "/session?identifier=life-1")
+        self.assertAzureError(r, 404, "SessionNotFound")
+        r, j = execute(self.srv, "life-1", "'z' in globals()")
+        self.assertEqual(j["properties"]["result"], False)  # a fresh sandbox
+        r = self.srv.request("POST", "/.management/stopSession?identifier=life-1")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"Session life-1 in session pool default stopped.")
+
+    def test_sessions_do_not_see_each_other(self):
+        execute(self.srv, "iso-a", "secret = 'a'\nopen('/mnt/data/a.txt', 'w').write('a')")
+        r, j = execute(self.srv, "iso-b", "import os\n('secret' in globals(), sorted(os.listdir('/mnt/data')))")
+        self.assertEqual(j["properties"]["result"], "(False, [])")
+
+    def test_concurrent_sessions_run_in_parallel(self):
+        results = {}
+
+        def run(i):
+            r, j = execute(self.srv, "par-%d" % i, "import time\ntime.sleep(0.5)\n%d" % i)
+            results[i] = j["properties"]["result"]
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, {0: 0, 1: 1, 2: 2})
+        self.assertLess(time.monotonic() - start, 1.4)
+
+    def test_percent_encoded_identifier_is_the_same_session(self):
+        execute(self.srv, "enc%7Bid%7D", "w = 'same'")
+        r, j = execute(self.srv, "enc{id}", "w")
+        self.assertEqual(j["properties"]["result"], "same")
+
+    def test_bad_input_allocates_nothing(self):
+        before = self.session_count()
+        bad = [
+            ("/code/execute", {"code": "1"}),  # no identifier
+            ("/code/execute?identifier=abc", {"code": "1"}),
+            ("/code/execute?identifier=" + "x" * 129, {"code": "1"}),
+            ("/code/execute?identifier=has%20space", {"code": "1"}),
+            ("/code/execute?identifier=bad%2Fslash", {"code": "1"}),
+        ]
+        for target, body in bad:
+            r, _ = self.srv.json("POST", target, body)
+            self.assertAzureError(r, 400, "InvalidIdentifier")
+        for body in (b"", b"not json", b"[1]", b'{"code": 5}', b'{"properties": []}', b'{"nocode": 1}',
+                     b'{"code": "1", "timeoutInSeconds": -1}', b'{"code": "1", "executionType": "later"}',
+                     b'{"code": "1", "codeInputType": "url"}', b'{"code": ""}'):
+            r = self.srv.request("POST", "/code/execute?identifier=badbody1", body, {"Content-Type": "application/json"})
+            self.assertAzureError(r, 400, "InvalidRequestBody")
+        r, _ = self.srv.json("POST", "/pools/nope/code/execute?identifier=abcd", {"code": "1"})
+        self.assertAzureError(r, 404, "PoolNotFound")
+        self.assertEqual(self.session_count(), before)
+
+    def test_metadata_lists_real_packages(self):
+        r, j = self.srv.json("GET", "/metadata")
+        names = {p["name"].lower() for p in j["preInstalledPackages"]}
+        self.assertTrue({"numpy", "pandas", "matplotlib"} <= names, names)
+        self.assertEqual(j["runtimes"][0]["name"], "python")
+
+    def test_timeout_interrupts_and_session_survives(self):
+        execute(self.srv, "tmo-1", "keep = 1")
+        r, j = execute(self.srv, "tmo-1", "import time\ntime.sleep(30)", timeoutInSeconds=1)
+        p = j["properties"]
+        self.assertEqual(p["status"], "Failure")
+        self.assertIn("ExecutionTimeout", p["stderr"])
+        r, j = execute(self.srv, "tmo-1", "keep")
+        self.assertEqual(j["properties"]["result"], 1)  # interrupted, not restarted: variables kept
+
+    def test_crash_restarts_interpreter_files_survive(self):
+        execute(self.srv, "crash-1", "v = 1\nopen('kept.txt', 'w').write('k')")
+        r, j = execute(self.srv, "crash-1", "import os\nos.abort()")
+        p = j["properties"]
+        self.assertEqual(p["status"], "Failure")
+        self.assertEqual(p["errorCode"], "InterpreterCrashed")
+        self.assertIn("variables were lost", p["stderr"])
+        r, j = execute(self.srv, "crash-1", "('v' in globals(), open('kept.txt').read())")
+        self.assertEqual(j["properties"]["result"], "(False, 'k')")
+
+    def test_out_of_memory_is_reported(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "oom", "resources": {"memory": "256Mi"}, "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            execute(self.srv, "oom-1", "open('kept.txt', 'w').write('k')", path="/pools/oom/code/execute")
+            r, j = execute(self.srv, "oom-1", "x = bytearray(1 << 30)", path="/pools/oom/code/execute")
+            p = j["properties"]
+            self.assertEqual(p["status"], "Failure")
+            self.assertEqual(p["errorCode"], "OutOfMemory", p)
+            r, j = execute(self.srv, "oom-1", "open('kept.txt').read()", path="/pools/oom/code/execute")
+            self.assertEqual(j["properties"]["result"], "k")
+        finally:
+            self.srv.request("DELETE", "/pools/oom")
+
+    def test_uninterruptible_code_restarts_with_variables_lost(self):
+        execute(self.srv, "hang-1", "v = 1")
+        # Code that blocks SIGINT cannot be interrupted: after the grace period the interpreter is replaced.
+        r, j = execute(self.srv, "hang-1", "import signal, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+                       "time.sleep(60)", timeoutInSeconds=1)
+        p = j["properties"]
+        self.assertEqual(p["status"], "Failure")
+        self.assertEqual(p["errorCode"], "ExecutionTimeout")
+        self.assertIn("variables were lost", p["stderr"])
+        r, j = execute(self.srv, "hang-1", "'v' in globals()")
+        self.assertEqual(j["properties"]["result"], False)
+
+    def test_pool_full_then_free(self):
+        r, j = self.srv.json("POST", "/pools", {"name": "tiny", "maxConcurrentSessions": 2, "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            for ident in ("full-1", "full-2"):
+                r, j = execute(self.srv, ident, "1", path="/pools/tiny/code/execute")
+                self.assertEqual(r.status, 200, r)
+            r, _ = execute(self.srv, "full-3", "1", path="/pools/tiny/code/execute")
+            self.assertAzureError(r, 429, "SessionPoolFull")
+            self.assertIsNotNone(r.header("Retry-After"))
+            self.assertEqual(self.session_count("tiny"), 2)
+            self.srv.request("DELETE", "/pools/tiny/session?identifier=full-1")
+            r, _ = execute(self.srv, "full-3", "1", path="/pools/tiny/code/execute")
+            self.assertEqual(r.status, 200, r)
+        finally:
+            self.assertEqual(self.srv.request("DELETE", "/pools/tiny").status, 204)
+
+    def test_cooldown_ends_the_session(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "cool", "cooldownPeriodInSeconds": 1, "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            execute(self.srv, "cool-1", "v = 'old'\nopen('f.txt', 'w').write('x')", path="/pools/cool/code/execute")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                r, _ = self.srv.json("GET", "/pools/cool/session?identifier=cool-1")
+                if r.status == 404:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(r.status, 404)
+            r, j = execute(self.srv, "cool-1", "import os\n('v' in globals(), os.path.exists('f.txt'))",
+                           path="/pools/cool/code/execute")
+            self.assertEqual(j["properties"]["result"], "(False, False)")
+            text = self.srv.request("GET", "/metrics").body.decode()
+            self.assertRegex(text, r'sandpool_pool_expiries_total\{pool="cool"\} [1-9]')
+        finally:
+            self.srv.request("DELETE", "/pools/cool")
+
+    def test_shell_pool(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "sh", "containerType": "Shell", "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            r, j = self.srv.json("POST", "/pools/sh/executions?identifier=shell-1",
+                                 {"shellCommand": "echo hi; echo err >&2; exit 3"})
+            self.assertEqual(j["status"], "3")
+            self.assertEqual(j["result"]["stdout"], "hi\n")
+            self.assertEqual(j["result"]["stderr"], "err\n")
+            r, j = self.srv.json("POST", "/pools/sh/executions?identifier=shell-1",
+                                 {"execCommandAndArgs": ["cat"], "stdin": "piped"})
+            self.assertEqual((j["status"], j["result"]["stdout"]), ("0", "piped"))
+        finally:
+            self.srv.request("DELETE", "/pools/sh")
+
+    def test_pool_management(self):
+        r, j = self.srv.json("GET", "/pools")
+        self.assertIn("default", [p["name"] for p in j["value"]])
+        r, _ = self.srv.json("POST", "/pools", {"name": "Bad Name"})
+        self.assertAzureError(r, 400, "InvalidPoolSettings")
+        r, _ = self.srv.json("POST", "/pools", {"name": "default"})
+        self.assertAzureError(r, 409, "PoolExists")
+        r, j = self.srv.json("PATCH", "/pools/default", {"cooldownPeriodInSeconds": 600})
+        self.assertEqual(j["cooldownPeriodInSeconds"], 600)
+        r, _ = self.srv.json("GET", "/pools/nope")
+        self.assertAzureError(r, 404, "PoolNotFound")
+
+    def test_openapi_lists_every_route(self):
+        r, j = self.srv.json("GET", "/openapi.json")
+        self.assertEqual(j["openapi"], "3.0.3")
+        for path in ("/code/execute", "/pools/{pool}/code/execute", "/pools/{pool}/files/content/{name}",
+                     "/pools/{pool}/executions/{id}", "/metrics", "/pools", "/.management/stopSession"):
+            self.assertIn(path, j["paths"])
+        ops = j["paths"]["/pools/{pool}/code/execute"]["post"]
+        self.assertIn("identifier", [p["name"] for p in ops["parameters"]])
+        self.assertNotIn("identifier", [p["name"] for p in j["paths"]["/listSessions"]["get"]["parameters"]])
+
+    def test_metrics_show_states_and_executions(self):
+        execute(self.srv, "metrics-1", "1")
+        text = self.srv.request("GET", "/metrics").body.decode()
+        for state in ("Pending", "Ready", "Allocated", "Deleting"):
+            self.assertIn('sandpool_pool_sessions{pool="default",state="%s"}' % state, text)
+        self.assertRegex(text, r'sandpool_pool_executions_total\{pool="default",status="Success"\} [1-9]')
+        self.assertIn('sandpool_pool_isolation{pool="default",tier="process"} 1', text)
+
+
+def multipart(filename, data, field="file"):
+    boundary = "sandpoolTestBoundary7MA4YWxkTrZu0gW"
+    head = ('--%s\r\nContent-Disposition: form-data; name="%s"; filename="%s"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n" % (boundary, field, filename)).encode()
+    body = head + data + ("\r\n--%s--\r\n" % boundary).encode()
+    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
+
+
+class FilesApi(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server("--pool-ready", "1", pools=True)
+        cls.srv.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.proc.stdout.close()
+        cls.srv.dir.cleanup()
+        assert rc == 0, cls.srv.log()
+
+    def upload(self, ident, filename, data, target="/files/upload", pool=""):
+        body, headers = multipart(filename, data)
+        prefix = "/pools/%s" % pool if pool else ""
+        sep = "&" if "?" in target else "?"
+        r = self.srv.request("POST", "%s%s%sidentifier=%s" % (prefix, target, sep, ident), body, headers)
+        return r, (json.loads(r.body) if r.body else None)
+
+    def test_round_trip_both_shapes_nested(self):
+        r, j = self.upload("files-a", "a.csv", b"a,b\n1,2\n")
+        self.assertEqual(r.status, 200, r)
+        item = j["value"][0]
+        self.assertEqual((j["$id"], item["$id"], item["properties"]["$id"]), ("1", "2", "3"))
+        self.assertEqual(item["properties"]["filename"], "a.csv")
+        self.assertEqual(item["properties"]["size"], 8)
+        self.assertIn("last_modified_time", item["properties"])
+        r, j = self.upload("files-a", "/mnt/data/deep/er/b.txt", b"bee", target="/files")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((j["name"], j["type"], j["directory"], j["sizeInBytes"]), ("b.txt", "File", "deep/er", 3))
+        r, j = self.upload("files-a", "c.txt", b"see", target="/files?path=deep")
+        self.assertEqual(j["directory"], "deep")
+        r, j = self.srv.json("GET", "/files?identifier=files-a")
+        names = [(i["name"], i["type"]) for i in j["value"]]
+        self.assertEqual(names, [("a.csv", "File"), ("deep", "Directory")])
+        self.assertIsNone(j["nextLink"])
+        for i in j["value"]:  # both families' fields in each item
+            for k in ("properties", "name", "type", "contentType", "sizeInBytes", "lastModifiedAt", "directory"):
+                self.assertIn(k, i)
+        r, j = self.srv.json("GET", "/files?identifier=files-a&path=/mnt/data/deep&recursive=true")
+        self.assertEqual(sorted(i["properties"]["filename"] for i in j["value"]),
+                         ["deep/c.txt", "deep/er", "deep/er/b.txt"])
+        r = self.srv.request("GET", "/files/content/deep/er/b.txt?identifier=files-a")
+        self.assertEqual((r.status, r.body), (200, b"bee"))
+        self.assertIsNotNone(r.header("Last-Modified"))
+        r = self.srv.request("GET", "/files/deep%2Fer%2Fb.txt/content?identifier=files-a")
+        self.assertEqual(r.body, b"bee")
+        r = self.srv.request("GET", "/files/content/a.csv?identifier=files-a")
+        self.assertEqual(r.header("Content-Type"), "text/csv")
+        r, j = self.srv.json("GET", "/files/a.csv?identifier=files-a")
+        self.assertEqual(j["sizeInBytes"], 8)
+        self.assertEqual(self.srv.request("DELETE", "/files/a.csv?identifier=files-a").status, 204)
+        r, _ = self.srv.json("GET", "/files/a.csv?identifier=files-a")
+        self.assertEqual(r.status, 404)
+        # The code sees the files in its working directory.
+        r, j = execute(self.srv, "files-a", "open('deep/er/b.txt').read()")
+        self.assertEqual(j["properties"]["result"], "bee")
+
+    def test_100_mib_binary_byte_exact(self):
+        data = os.urandom(100 * 1024 * 1024)
+        r, j = self.upload("files-big", "blob.bin", data)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(j["value"][0]["properties"]["size"], len(data))
+        # The upload streamed through: the server's peak memory stayed far below the file's size.
+        with open("/proc/%d/status" % self.srv.proc.pid) as f:
+            hwm_kib = int([l for l in f if l.startswith("VmHWM:")][0].split()[1])
+        self.assertLess(hwm_kib, 48 * 1024)
+        r = self.srv.request("GET", "/files/content/blob.bin?identifier=files-big")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.body == data)
+
+    def test_bad_names(self):
+        for name in ("../x", "a/../../x", "/etc/passwd", "x" * 256):
+            r, _ = self.upload("files-bad", name, b"x")
+            self.assertEqual(r.status, 400, name)
+            self.assertEqual(json.loads(r.body)["error"]["code"], "InvalidFileName")
+        for target in ("/files/content/..%2F..%2Fetc%2Fpasswd", "/files/%2E%2E/content", "/files?path=../.."):
+            r = self.srv.request("GET", target + ("&" if "?" in target else "?") + "identifier=files-bad")
+            self.assertEqual(r.status, 400, target)
+
+    def test_symlink_out_is_not_followed(self):
+        execute(self.srv, "files-link", "import os\nos.symlink('/etc/passwd', 'link')\nos.symlink('/etc', 'dirlink')")
+        r = self.srv.request("GET", "/files/content/link?identifier=files-link")
+        self.assertNotEqual(r.status, 200)
+        self.assertNotIn(b"root:", r.body)
+        r = self.srv.request("GET", "/files/content/dirlink/passwd?identifier=files-link")
+        self.assertNotEqual(r.status, 200)
+        r, _ = self.upload("files-link", "link", b"overwrite?")
+        r = self.srv.request("GET", "/files/content/link?identifier=files-link")
+        self.assertEqual(r.body, b"overwrite?")  # replaced the link itself, inside /mnt/data
+
+    def test_limits_413_and_507(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "small", "maxUploadBytes": 4096, "dataSizeBytes": 1048576,
+                                                "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            r, j = self.upload("files-lim", "big.bin", b"x" * 10000, pool="small")
+            self.assertEqual(r.status, 413, r)
+            self.assertEqual(j["error"]["code"], "FileTooLarge")
+            code = ("f = open('fill.bin', 'wb')\ntry:\n    while True:\n        f.write(b'x' * 4096)\n        f.flush()\n"
+                    "except OSError as e:\n    err = e.errno\nerr")
+            r, j = execute(self.srv, "files-lim", code, path="/pools/small/code/execute")
+            self.assertEqual(j["properties"]["result"], 28)  # ENOSPC inside the session
+            r, j = self.upload("files-lim", "more.bin", b"y" * 4000, pool="small")
+            self.assertEqual(r.status, 507, r)
+            self.assertEqual(j["error"]["code"], "SessionStorageFull")
+            r, j = execute(self.srv, "files-lim", "import os\nsorted(os.listdir('.'))", path="/pools/small/code/execute")
+            self.assertEqual(j["properties"]["result"], "['fill.bin']")  # no partial file left
+        finally:
+            self.srv.request("DELETE", "/pools/small")
+
+    def test_malformed_uploads(self):
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal", b"plain", {"Content-Type": "text/plain"})
+        self.assertEqual(r.status, 400)
+        body, headers = multipart("a.txt", b"x", field="notfile")
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal", body, headers)
+        self.assertEqual(r.status, 400)
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal", b"--B\r\nbroken",
+                             {"Content-Type": "multipart/form-data; boundary=B"})
+        self.assertEqual(r.status, 400)
+
+
+class Auth(unittest.TestCase):
+    def test_api_keys(self):
+        with Server("--api-key", "k1", "--api-key", "k2", "--pool-ready", "1", pools=True) as srv:
+            r, _ = execute(srv, "auth-1", "1")
+            self.assertEqual(r.status, 401)
+            r, _ = srv.json("POST", "/code/execute?identifier=auth-1", {"code": "1"}, {"Authorization": "Bearer nope"})
+            self.assertEqual(r.status, 401)
+            r, j = srv.json("POST", "/code/execute?identifier=auth-1", {"code": "1"}, {"Authorization": "Bearer k2"})
+            self.assertEqual(r.status, 200)
+            self.assertEqual(srv.request("GET", "/healthz").status, 200)  # server routes stay open
+
+
+if __name__ == "__main__":
+    harness.BINARY = os.path.abspath(sys.argv.pop(1))
+    ok, why = sandboxes_work()
+    if not ok:
+        print("SKIP: this machine cannot make sandboxes (user namespaces / cgroups): " + why)
+        sys.exit(77)
+    unittest.main(verbosity=2)

@@ -1,0 +1,330 @@
+"""Behaviour tests of the Python agent over a socketpair (stdlib unittest, run with
+Debian's /usr/bin/python3 by meson). Every agent here is a real subprocess."""
+
+import base64
+import errno
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agent_client import A, Agent, b  # noqa: E402
+
+HAVE_MPL = subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"],
+                          capture_output=True).returncode == 0
+
+
+class AgentCase(unittest.TestCase):
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="sandpool-agent-test-")
+        self.agent = Agent(self.root, grace_ms=400)
+
+    def tearDown(self):
+        self.assertEqual(self.agent.close(), 0)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def ok(self, code, **kw):
+        r = self.agent.execute(code, **kw)
+        self.assertEqual(r.status, A.S_SUCCESS, r.stderr.decode())
+        return r
+
+
+class ExecuteTest(AgentCase):
+    def test_hello(self):
+        h = self.agent.hellos[0]
+        self.assertEqual(h.python.split(".")[:2], ["3", "11"])
+        self.assertEqual(h.restarts, 0)
+        self.assertEqual(h.reason, A.R_INITIAL)
+        self.assertTrue(h.caps & A.CAP_SHELL)
+
+    def test_globals_persist_and_cwd_is_root(self):
+        self.ok("x = 41")
+        self.assertEqual(self.ok("x + 1").result, "42")
+        self.assertEqual(self.ok("import os; os.getcwd()").result,
+                         '"%s"' % os.path.realpath(self.root))
+        self.ok("def f(): return x * 2")
+        self.assertEqual(self.ok("f()").result, "82")
+
+    def test_fd_level_capture_in_order(self):
+        r = self.ok("import os\nprint('a')\nos.write(1, b'b\\n')\nprint('c')\n"
+                    "os.write(2, b'E1\\n')\nimport sys; print('E2', file=sys.stderr)")
+        self.assertEqual(r.stdout, b"a\nb\nc\n")
+        self.assertEqual(r.stderr, b"E1\nE2\n")
+
+    def test_c_library_and_subprocess_output(self):
+        r = self.ok("import ctypes\nlibc = ctypes.CDLL(None)\nprint('py1')\n"
+                    "libc.printf(b'from C %d\\n', 7)\nlibc.fflush(None)\nprint('py2')")
+        self.assertEqual(r.stdout, b"py1\nfrom C 7\npy2\n")
+        # printf without fflush: the agent flushes C stdio after the cell.
+        r = self.ok("libc.printf(b'late\\n')")
+        self.assertEqual(r.stdout, b"late\n")
+        r = self.ok("import subprocess\nprint('before')\n"
+                    "subprocess.run(['sh', '-c', 'echo child; echo cerr >&2'])\nprint('after')")
+        self.assertEqual(r.stdout, b"before\nchild\nafter\n")
+        self.assertEqual(r.stderr, b"cerr\n")
+
+    def test_last_expression_values(self):
+        cases = [("1 + 1", "2"), ("2.5", "2.5"), ("'hi\"'", '"hi\\""'), ("True", "true"),
+                 ("False", "false"), ("None", "null"), ("[1, 'a']", "\"[1, 'a']\""),
+                 ("x = 3", '""'), ("float('nan')", '"nan"'), ("float('inf')", '"inf"'),
+                 ("-float('inf')", '"-inf"'), ("{'k': 1}", "\"{'k': 1}\""),
+                 ("10**30", "1000000000000000000000000000000"),
+                 ("print('p')", "null"), ("if True:\n    y = 1", '""'), ("", '""')]
+        for code, want in cases:
+            with self.subTest(code=code):
+                self.assertEqual(self.ok(code).result, want)
+
+    def test_hostile_repr(self):
+        r = self.ok("class B:\n    def __repr__(self): raise RuntimeError('no')\nB()")
+        self.assertIn("repr failed", r.result)
+
+    def test_exception_is_failure_with_traceback(self):
+        r = self.agent.execute("x = 1\ndef g():\n    return 1 / 0\ng()")
+        self.assertEqual(r.status, A.S_FAILURE)
+        self.assertEqual(r.result, '""')
+        err = r.stderr.decode()
+        self.assertIn("Traceback", err)
+        self.assertIn("ZeroDivisionError", err)
+        self.assertIn("return 1 / 0", err)  # the cell's source is shown
+        self.assertNotIn("sandpool_agent.py", err)
+        self.assertEqual(self.ok("x").result, "1")
+
+    def test_syntax_error_and_system_exit(self):
+        r = self.agent.execute("def (:")
+        self.assertEqual(r.status, A.S_FAILURE)
+        self.assertIn(b"SyntaxError", r.stderr)
+        r = self.agent.execute("import sys; sys.exit(3)")
+        self.assertEqual(r.status, A.S_FAILURE)
+        self.assertIn(b"SystemExit", r.stderr)
+        self.ok("1")  # the interpreter is still there
+
+    def test_truncation(self):
+        r = self.ok("print('x' * 10000)\nimport sys; sys.stderr.write('y' * 5000)", limit=100)
+        self.assertEqual(r.stdout, b"x" * 100)
+        self.assertEqual(r.stderr, b"y" * 100)
+        self.assertEqual(r.flags & (A.F_STDOUT_TRUNC | A.F_STDERR_TRUNC),
+                         A.F_STDOUT_TRUNC | A.F_STDERR_TRUNC)
+        r = self.ok("print('é' * 100)", limit=5)  # never cut inside a character
+        self.assertEqual(r.stdout, "éé".encode())
+        self.assertEqual(self.ok("print('z')", limit=100).flags, 0)
+
+    def test_input_does_not_block(self):
+        r = self.agent.execute("input()")
+        self.assertEqual(r.status, A.S_FAILURE)
+        self.assertIn(b"EOFError", r.stderr)
+
+    @unittest.skipUnless(HAVE_MPL, "matplotlib missing")
+    def test_figure_becomes_png_image(self):
+        r = self.ok("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\n"
+                    "plt.figure()\nplt.bar([1], [2])\n42")
+        import json
+        img = json.loads(r.result)
+        self.assertEqual((img["type"], img["format"]), ("image", "png"))
+        self.assertTrue(base64.b64decode(img["base64_data"]).startswith(b"\x89PNG\r\n\x1a\n"))
+        self.assertEqual(self.ok("len(plt.get_fignums())").result, "0")  # closed after
+        r = self.ok("plt.plot([3, 1]); plt.show()")
+        self.assertIn('"image"', r.result)
+
+
+class TimeoutTest(AgentCase):
+    def test_interruptible_sleep_keeps_variables(self):
+        self.ok("keep = 'yes'")
+        r = self.agent.execute("import time\nprint('started')\ntime.sleep(30)", timeout_ms=300)
+        self.assertEqual(r.status, A.S_TIMEOUT)
+        self.assertIn(b"KeyboardInterrupt", r.stderr)
+        self.assertEqual(r.stdout, b"started\n")
+        self.assertFalse(r.flags & A.F_VARS_LOST)
+        self.assertEqual(self.ok("keep").result, '"yes"')
+
+    def test_busy_python_loop_is_interrupted(self):
+        r = self.agent.execute("while True:\n    pass", timeout_ms=300)
+        self.assertEqual(r.status, A.S_TIMEOUT)
+        self.assertFalse(r.flags & A.F_VARS_LOST)
+
+    def test_hung_c_loop_restarts_interpreter(self):
+        self.ok("lost = 1\nopen('kept.txt', 'w').write('file survives')")
+        # sum() over itertools.repeat never returns to the eval loop: SIGINT is ignored.
+        r = self.agent.execute("import itertools\nprint('going')\n"
+                               "sum(itertools.repeat(1, 10**15))", timeout_ms=300)
+        self.assertEqual(r.status, A.S_TIMEOUT)
+        self.assertTrue(r.flags & A.F_VARS_LOST)
+        self.assertEqual(r.stdout, b"going\n")
+        self.assertIn(b"variables were lost", r.stderr)
+        r = self.agent.execute("lost")
+        self.assertEqual(r.status, A.S_FAILURE)
+        self.assertIn(b"NameError", r.stderr)
+        self.assertEqual(self.agent.hellos[-1].restarts, 1)
+        self.assertEqual(self.agent.hellos[-1].reason, A.R_TIMEOUT)
+        self.assertEqual(self.ok("open('kept.txt').read()").result, '"file survives"')
+
+    def test_code_that_swallows_interrupts_is_killed(self):
+        r = self.agent.execute("import time\nwhile True:\n    try:\n        time.sleep(1)\n"
+                               "    except KeyboardInterrupt:\n        pass", timeout_ms=200)
+        self.assertEqual(r.status, A.S_TIMEOUT)
+        self.assertTrue(r.flags & A.F_VARS_LOST)
+
+    def test_crash_and_kill_are_reported(self):
+        r = self.agent.execute("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
+        self.assertEqual(r.status, A.S_CRASHED)
+        self.assertTrue(r.flags & A.F_VARS_LOST)
+        self.assertEqual(r.exit_code, -11)
+        r = self.agent.execute("import os\nos._exit(7)")
+        self.assertEqual(r.status, A.S_CRASHED)
+        self.assertEqual(r.exit_code, 7)
+        r = self.agent.execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        self.assertEqual(r.status, A.S_OOM)  # an outside SIGKILL is what the OOM killer sends
+        self.assertEqual(self.ok("2 * 21").result, "42")
+        self.assertEqual(self.agent.hellos[-1].reason, A.R_OOM)
+        self.assertEqual(self.agent.hellos[-1].restarts, 3)
+
+    def test_host_interrupt_and_ping_during_a_cell(self):
+        rid = self.agent.execute("import time\ntime.sleep(30)", wait=False)
+        pong = self.agent.call(A.T_PING)
+        self.assertEqual(pong.type, A.T_PONG)
+        self.agent.send(A.T_INTERRUPT)
+        r = self.agent.wait(rid)
+        self.assertEqual(r.status, A.S_INTERRUPTED)
+        self.assertEqual(self.ok("5").result, "5")
+
+
+class ShellTest(AgentCase):
+    def test_bash_exit_code_and_streams(self):
+        r = self.agent.execute("echo out; echo err >&2; exit 3", shell=True)
+        self.assertEqual((r.status, r.exit_code), (A.S_FAILURE, 3))
+        self.assertEqual((r.stdout, r.stderr), (b"out\n", b"err\n"))
+        r = self.agent.execute("pwd", shell=True)
+        self.assertEqual(r.stdout.decode().strip(), os.path.realpath(self.root))
+
+    def test_argv_with_stdin(self):
+        r = self.agent.execute("", shell=True, argv=["tr", "a-z", "A-Z"], stdin=b"hello")
+        self.assertEqual((r.status, r.exit_code, r.stdout), (A.S_SUCCESS, 0, b"HELLO"))
+        r = self.agent.execute("", shell=True, argv=["/nonexistent/tool"])
+        self.assertEqual((r.status, r.exit_code), (A.S_FAILURE, 127))
+
+    def test_shell_timeout(self):
+        r = self.agent.execute("echo a; sleep 30", shell=True, timeout_ms=300)
+        self.assertEqual(r.status, A.S_TIMEOUT)
+        self.assertEqual(r.stdout, b"a\n")
+
+
+class FileTest(AgentCase):
+    def test_upload_read_stat_list_delete(self):
+        data = os.urandom(3 * A.CHUNK + 123)
+        chunks = [data[i:i + A.CHUNK] for i in range(0, len(data), A.CHUNK)]
+        r = self.agent.upload("/mnt/data/dir/sub/blob.bin", chunks)
+        self.assertEqual((r.type, r.value), (A.T_OK, len(data)))
+        got, off = b"", 0
+        while True:
+            r = self.agent.read_file("dir/sub/blob.bin", off)
+            self.assertEqual(r.type, A.T_FILE_DATA)
+            got += r.data
+            off += len(r.data)
+            if r.eof:
+                break
+        self.assertEqual(got, data)
+        r = self.agent.path_op(A.T_STAT, "dir/sub/blob.bin")
+        self.assertEqual(r.entries, [("dir/sub/blob.bin", 1, len(data))])
+        self.agent.upload("top.csv", [b"a,b\n1,2\n"])
+        r = self.agent.path_op(A.T_LIST, "")
+        self.assertEqual(sorted(e[0] for e in r.entries), ["dir", "top.csv"])
+        r = self.agent.path_op(A.T_LIST, "/mnt/data", recursive=1)
+        self.assertEqual(sorted(e[0] for e in r.entries),
+                         ["dir", "dir/sub", "dir/sub/blob.bin", "top.csv"])
+        self.assertEqual(self.agent.path_op(A.T_DELETE, "dir").type, A.T_OK)
+        self.assertFalse(os.path.exists(os.path.join(self.root, "dir")))
+        r = self.agent.path_op(A.T_STAT, "dir")
+        self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.ENOENT))
+        # Files written by code are visible to file operations and vice versa.
+        self.ok("open('from_code.txt', 'w').write('hi')")
+        self.assertEqual(self.agent.read_file("from_code.txt").data, b"hi")
+
+    def test_hostile_names(self):
+        for name, code in [("../x", errno.EINVAL), ("a/../../x", errno.EINVAL),
+                           ("/etc/passwd", errno.EINVAL), ("a\0b", errno.EINVAL),
+                           ("x" * 256, errno.ENAMETOOLONG), ("/mnt/data/../etc", errno.EINVAL)]:
+            with self.subTest(name=name):
+                r = self.agent.read_file(name)
+                self.assertEqual((r.type, r.errno), (A.T_ERROR, code))
+                r = self.agent.upload(name, [b"x"])
+                self.assertEqual((r.type, r.errno), (A.T_ERROR, code))
+        self.assertEqual(self.agent.upload("x" * 255, [b"ok"]).type, A.T_OK)
+        self.assertEqual(self.agent.path_op(A.T_DELETE, "").type, A.T_ERROR)
+
+    def test_symlinks_are_never_followed(self):
+        outside = tempfile.mkdtemp(prefix="sandpool-outside-")
+        try:
+            with open(os.path.join(outside, "secret"), "w") as f:
+                f.write("secret")
+            self.ok(f"import os\nos.symlink({outside!r}, 'out')\n"
+                    f"os.symlink({outside + '/secret'!r}, 'sec')")
+            for name in ("out/secret", "sec"):
+                with self.subTest(name=name):
+                    r = self.agent.read_file(name)
+                    self.assertEqual(r.type, A.T_ERROR)
+                    self.assertIn(r.errno, (errno.ELOOP, errno.ENOTDIR))
+            r = self.agent.upload("out/new", [b"x"])
+            self.assertEqual(r.type, A.T_ERROR)
+            self.assertEqual(self.agent.path_op(A.T_LIST, "out").type, A.T_ERROR)
+            self.assertEqual(self.agent.path_op(A.T_DELETE, "out/secret").type, A.T_ERROR)
+            # Uploading over the link replaces the link, not the file it points to.
+            self.assertEqual(self.agent.upload("sec", [b"mine"]).type, A.T_OK)
+            with open(os.path.join(outside, "secret")) as f:
+                self.assertEqual(f.read(), "secret")
+            r = self.agent.path_op(A.T_LIST, "", recursive=1)
+            self.assertIn(("out", 3, 0), r.entries)  # listed as a link, not descended
+            self.assertEqual(self.agent.path_op(A.T_DELETE, "out").type, A.T_OK)
+            self.assertTrue(os.path.exists(os.path.join(outside, "secret")))
+            self.assertEqual(os.listdir(outside), ["secret"])
+        finally:
+            shutil.rmtree(outside)
+
+    def test_abort_and_unknown_upload(self):
+        r = self.agent.call(A.T_WRITE_OPEN, b(b"half.bin") + b"\1")
+        up = r.value
+        self.agent.call(A.T_WRITE_CHUNK, struct.pack("<Q", up) + b(b"abc"))
+        self.assertEqual(self.agent.call(A.T_WRITE_ABORT, struct.pack("<Q", up)).type, A.T_OK)
+        self.assertEqual(os.listdir(self.root), [])
+        r = self.agent.call(A.T_WRITE_CHUNK, struct.pack("<Q", 999) + b(b"abc"))
+        self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.EBADF))
+
+    def test_reseed(self):
+        self.assertEqual(self.agent.call(A.T_RESEED).type, A.T_OK)
+
+
+class FullDiskTest(unittest.TestCase):
+    """ENOSPC on upload, in a 1 MiB tmpfs (needs a mount namespace: skipped without)."""
+
+    def test_enospc(self):
+        probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+        if probe.returncode != 0:
+            self.skipTest("no mount namespace: " + probe.stderr.decode().strip())
+        root = tempfile.mkdtemp(prefix="sandpool-full-")
+        import agent_client
+        real = agent_client.PYTHON
+        wrapper = os.path.join(root + ".sh")
+        with open(wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nmount -t tmpfs -o size=1m tmpfs {root} && exec {real} \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+        agent_client.PYTHON = wrapper
+        try:
+            agent = Agent(root)
+        finally:
+            agent_client.PYTHON = real
+        try:
+            r = agent.upload("big.bin", [b"z" * A.CHUNK] * 8)
+            self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.ENOSPC))
+            r = agent.path_op(A.T_LIST, "")
+            self.assertEqual(r.entries, [])  # the partial upload was removed
+            self.assertEqual(agent.upload("small.bin", [b"fits"]).type, A.T_OK)
+        finally:
+            self.assertEqual(agent.close(), 0)
+            os.unlink(wrapper)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
