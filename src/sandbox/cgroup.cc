@@ -3,8 +3,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,12 +60,15 @@ void kill_listed(const std::string& dir) {
   }
 }
 
-// rmdir with a bounded retry: a cgroup stays busy for a moment after its last task is reaped.
+// rmdir with a bounded retry: a cgroup stays busy until its killed tasks have exited,
+// which can take a few ms for a large process; give up after ~0.5 s (reclaim_stale at the
+// next start removes what is left).
 Status remove_dir(const std::string& dir) {
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < 1500; ++i) {
     if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return {};
     if (errno != EBUSY) break;
-    sched_yield();
+    if (i < 1000) sched_yield();
+    else poll(nullptr, 0, 1);
   }
   return errno_error("rmdir cgroup");
 }
@@ -109,6 +114,39 @@ std::string owner_tag(pid_t pid) {
   tag += '_';
   tag.append(p, std::strcspn(p, " "));
   return tag;
+}
+
+Result<bool> cgroup_set_favor_dynmods(bool on, const std::string& root) {
+  std::string target = exists(root + "/cgroup.controllers") ? root : root + "/unified";
+  SP_TRY_ASSIGN(std::string info, read_file("/proc/self/mountinfo"));
+  // mountinfo: "... <mount point> ... - cgroup2 <source> <super options>"
+  size_t pos = 0;
+  while (pos < info.size()) {
+    size_t eol = info.find('\n', pos);
+    if (eol == std::string::npos) eol = info.size();
+    std::string line = info.substr(pos, eol - pos);
+    pos = eol + 1;
+    size_t dash = line.find(" - cgroup2 ");
+    if (dash == std::string::npos || line.find(" " + target + " ") == std::string::npos) continue;
+    std::string super = line.substr(line.rfind(' ') + 1);
+    std::string kept;
+    bool was_on = false;
+    size_t a = 0;
+    while (a <= super.size()) {
+      size_t b = super.find(',', a);
+      if (b == std::string::npos) b = super.size();
+      std::string opt = super.substr(a, b - a);
+      if (opt == "favordynmods") was_on = true;
+      else if (opt != "rw" && opt != "ro" && !opt.empty()) kept += (kept.empty() ? "" : ",") + opt;
+      a = b + 1;
+    }
+    if (on) kept += (kept.empty() ? "" : ",") + std::string("favordynmods");
+    // SAFETY: remount of an existing cgroup2 mount with its own options, plus or minus one.
+    if (::mount("cgroup2", target.c_str(), "cgroup2", MS_REMOUNT, kept.c_str()) != 0)
+      return errno_error("remount cgroup2 (favordynmods)");
+    return was_on;
+  }
+  return Error{ENOENT, "no cgroup2 mount"};
 }
 
 // ---- Cgroup ----
@@ -232,7 +270,7 @@ std::string CgroupManager::describe() const {
   return s;
 }
 
-Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& limits) {
+Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& limits, bool with_kill_dir) {
   Cgroup cg;
   cg.version_ = version_;
   cg.name_ = std::string(name);
@@ -269,7 +307,7 @@ Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& 
     cg.dirs_.push_back(d);
     if (limits.cpu_millis) SP_TRY(write_file(d + "/cpu.cfs_quota_us", std::to_string(limits.cpu_millis * 100)));
   }
-  if (!unified_.empty()) {
+  if (!unified_.empty() && with_kill_dir) {
     std::string d = path(unified_);
     if (make_dir(d).ok()) {
       cg.dirs_.push_back(d);

@@ -1,5 +1,6 @@
 // `sandpool sandbox-run [options] -- CMD...`: one command in a fresh sandbox, with the server's code path; not `init`.
 #include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@ constexpr const char* kUsage =
     "  --ro-bind SRC[:DST], --bind SRC[:DST]   extra binds (read-only / writable)\n"
     "  --env KEY=VALUE    add to the command's environment (repeatable)\n"
     "  --timeout SECONDS  kill the sandbox after this long (exit 124)\n"
+    "  --respawn N        restart the command up to N times when a signal kills it (/mnt/data survives)\n"
     "  --slot N           host uid slot (default: our pid)\n"
     "  --report           print 'sandpool-result status=... exit_code=... signal=... oom_kills=...' on stderr\n"
     "  --print-policy     print the seccomp policy table and exit\n"
@@ -101,6 +103,7 @@ int sandbox_run_main(int argc, char** argv) {
     else if (!std::strcmp(a, "--pids")) limits.pids_max = static_cast<uint32_t>(std::atoi(need(a)));
     else if (!std::strcmp(a, "--cpu")) limits.cpu_millis = static_cast<uint32_t>(std::atof(need(a)) * 1000);
     else if (!std::strcmp(a, "--timeout")) timeout_s = std::atof(need(a));
+    else if (!std::strcmp(a, "--respawn")) spec.respawns = std::atoi(need(a));
     else if (!std::strcmp(a, "--slot")) spec.slot = std::strtoull(need(a), nullptr, 10);
     else if (!std::strcmp(a, "--rootfs")) spec.mounts.rootfs = need(a);
     else if (!std::strcmp(a, "--ro-bind")) spec.mounts.extra_binds.push_back(parse_bind(need(a), false));
@@ -119,6 +122,8 @@ int sandbox_run_main(int argc, char** argv) {
   if (i >= argc) { std::fputs(kUsage, stderr); return 2; }
   for (; i < argc; ++i) spec.argv.push_back(argv[i]);
 
+  // A child that dies early must not take us down with SIGPIPE on the sync pipe.
+  signal(SIGPIPE, SIG_IGN);
   double t0 = now_ms();
   auto mgr = CgroupManager::open();
   if (!mgr.ok()) {

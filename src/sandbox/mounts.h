@@ -25,7 +25,16 @@ struct BindSpec {
   bool writable = false;
 };
 
+// Which part of the root a plan builds. kWhole: everything, for one sandbox (exec path).
+// The template path splits it: kBase is built once by the template in its own mount
+// namespace and pivoted into (runtime, /etc, /dev, empty mount points, a small /tmp of its
+// own); kScratch is what each clone adds on top of its copy of that namespace (fresh tmpfs
+// /mnt/data, /tmp, /dev/shm and a /proc of its pid namespace), with absolute targets and no
+// pivot. A clone thus copies a dozen mounts instead of the host's whole mount table.
+enum class MountLayer : uint8_t { kWhole, kBase, kScratch };
+
 struct MountConfig {
+  MountLayer layer = MountLayer::kWhole;
   std::string rootfs;                   // empty: the host's runtime
   uint64_t data_bytes = 256ull << 20;   // /mnt/data
   uint64_t tmp_bytes = 64ull << 20;     // /tmp

@@ -46,7 +46,8 @@ std::string find_runtime_dir(const std::string& configured) {
   exe[n] = 0;
   std::string dir(exe);
   dir.resize(dir.rfind('/'));
-  for (const std::string& cand : {dir + "/sandbox", dir + "/../lib/sandpool", dir}) {
+  // Build tree (build/src/sandpool → build/src/sandbox/), then the installed location.
+  for (const std::string& cand : {dir + "/sandbox", std::string(SANDPOOL_LIBDIR), dir + "/../lib/sandpool"}) {
     if (file_exists(cand + "/template.py") && file_exists(cand + "/libsandpool_clone.so")) return cand;
   }
   return "";
@@ -82,6 +83,7 @@ void destroy_clone(ReadySandbox& sb) {
 
 struct Pending {
   ReadySandbox sb;
+  const void* tpl = nullptr;  // the template that forks it
   UniqueFd report_r;
   uint64_t t0 = 0;
   bool have_reply = false;
@@ -99,11 +101,17 @@ struct PoolSpawner::Impl {
   // Spawner thread only (after start).
   CgroupManager mgr;
   SeccompProgram seccomp;
-  UniqueFd ctrl;
-  UniqueFd tpl_pidfd;
+  struct Template {
+    UniqueFd ctrl;
+    UniqueFd pidfd;
+    pid_t pid = -1;
+    bool outstanding = false;  // a request was sent, its reply not yet read
+  };
+  std::vector<Template> tpls;  // cfg.templates of them, forking in parallel
   Cgroup tpl_cgroup;
   std::vector<Pending> pending;
-  bool outstanding = false;
+  Cgroup spare_cgroup;          // made ahead, off the clone-to-ready path
+  uint64_t spare_gen = 0;
   uint64_t next_gen = 1;
   int backoff_ms = 0;
 
@@ -124,17 +132,17 @@ struct PoolSpawner::Impl {
 
   explicit Impl(const PoolTemplateConfig& c) : cfg(c), ready(c.ring_capacity), finished(c.ring_capacity) {}
 
-  Status start_template();
-  void stop_template();
-  Status send_request();
-  void on_ctrl();
+  Status start_template(Template& t);
+  void stop_template(Template& t);
+  Status send_request(Template& t);
+  void on_ctrl(Template& t);
   void on_report(size_t i);
   void finish_failed(Pending& p, Error e);
   void spawner_main();
   void reaper_main();
 };
 
-Status PoolSpawner::Impl::start_template() {
+Status PoolSpawner::Impl::start_template(Template& t) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(template)");
   UniqueFd mine(sv[0]), theirs(sv[1]);
@@ -161,42 +169,48 @@ Status PoolSpawner::Impl::start_template() {
   int rc = posix_spawn(&pid, cfg.python.c_str(), &fa, nullptr, argv.data(), const_cast<char**>(envp));
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) return Error{rc, "posix_spawn(template)"};
-  tpl_pid = pid;
-  tpl_pidfd.reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  t.pid = pid;
+  if (tpl_pid.load() < 0) tpl_pid = pid;
+  t.pidfd.reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (tpl_cgroup.valid()) (void)tpl_cgroup.add(pid);
   theirs.reset();
   // 1. the seccomp program; 2. wait for READY (imports take ~0.5 s; allow 120 s on a loaded box).
-  if (send(mine.get(), seccomp.insns.data(), seccomp.insns.size() * sizeof(sock_filter), 0) < 0)
+  if (send(mine.get(), seccomp.insns.data(), seccomp.insns.size() * sizeof(sock_filter), MSG_NOSIGNAL) < 0)
     return errno_error("send seccomp to template");
   pollfd p{mine.get(), POLLIN, 0};
   if (poll(&p, 1, 120000) != 1) return Error{ETIMEDOUT, "template start"};
   char buf[16];
   ssize_t n = recv(mine.get(), buf, sizeof buf, 0);
   if (n != 5 || std::memcmp(buf, "READY", 5) != 0) return Error{kEProtocol, "template start (see its stderr)"};
-  ctrl = std::move(mine);
+  t.ctrl = std::move(mine);
   return {};
 }
 
-void PoolSpawner::Impl::stop_template() {
-  ctrl.reset();  // the template sees EOF and exits; its clones get SIGKILL (PDEATHSIG)
-  if (tpl_pidfd) {
-    syscall(SYS_pidfd_send_signal, tpl_pidfd.get(), SIGKILL, nullptr, 0);
+void PoolSpawner::Impl::stop_template(Template& t) {
+  t.ctrl.reset();  // the template sees EOF and exits; its clones get SIGKILL (PDEATHSIG)
+  if (t.pidfd) {
+    syscall(SYS_pidfd_send_signal, t.pidfd.get(), SIGKILL, nullptr, 0);
     siginfo_t si;
-    waitid(P_PIDFD, static_cast<id_t>(tpl_pidfd.get()), &si, WEXITED);
-    tpl_pidfd.reset();
+    waitid(P_PIDFD, static_cast<id_t>(t.pidfd.get()), &si, WEXITED);
+    t.pidfd.reset();
   }
-  tpl_pid = -1;
-  outstanding = false;
+  if (tpl_pid.load() == t.pid) tpl_pid = -1;
+  t.pid = -1;
+  t.outstanding = false;
 }
 
-Status PoolSpawner::Impl::send_request() {
+Status PoolSpawner::Impl::send_request(Template& t) {
   Pending p;
   p.sb.generation = next_gen++;
   IdMapping ids = id_mapping_for_slot(p.sb.generation);
   uid_t uid = ids.privileged ? ids.host_user_uid : ids.host_root_uid;
   gid_t gid = ids.privileged ? ids.host_user_gid : ids.host_root_gid;
   p.t0 = now_ns();
-  SP_TRY_ASSIGN(p.sb.cgroup, mgr.create(cfg.pool + "-" + std::to_string(p.sb.generation), cfg.limits));
+  if (spare_cgroup.valid() && spare_gen == p.sb.generation) {
+    p.sb.cgroup = std::move(spare_cgroup);
+  } else {
+    SP_TRY_ASSIGN(p.sb.cgroup, mgr.create(cfg.pool + "-" + std::to_string(p.sb.generation), cfg.limits, false));
+  }
   SP_TRY_ASSIGN(std::vector<UniqueFd> cg_fds, p.sb.cgroup.open_procs_fds());
   int sv[2], rp[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(agent)");
@@ -226,9 +240,15 @@ Status PoolSpawner::Impl::send_request() {
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<size_t>(nfds));
   std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(nfds));
-  if (sendmsg(ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
-  outstanding = true;
+  if (sendmsg(t.ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
+  t.outstanding = true;
   pending.push_back(std::move(p));
+  // While the template forks, prepare the next clone's cgroup (mkdir + limits ≈ 0.3 ms).
+  auto spare = mgr.create(cfg.pool + "-" + std::to_string(next_gen), cfg.limits, false);
+  if (spare.ok()) {
+    spare_cgroup = std::move(spare.value());
+    spare_gen = next_gen;
+  }
   return {};
 }
 
@@ -241,7 +261,7 @@ void PoolSpawner::Impl::finish_failed(Pending& p, Error e) {
   backoff_ms = backoff_ms ? std::min(backoff_ms * 2, 2000) : 10;
 }
 
-void PoolSpawner::Impl::on_ctrl() {
+void PoolSpawner::Impl::on_ctrl(Template& t) {
   struct {
     uint64_t gen;
     int32_t pid, err;
@@ -254,21 +274,25 @@ void PoolSpawner::Impl::on_ctrl() {
   mh.msg_iovlen = 1;
   mh.msg_control = cbuf;
   mh.msg_controllen = sizeof cbuf;
-  ssize_t n = recvmsg(ctrl.get(), &mh, MSG_CMSG_CLOEXEC);
+  ssize_t n = recvmsg(t.ctrl.get(), &mh, MSG_CMSG_CLOEXEC);
   for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
     if (c->cmsg_type == SCM_RIGHTS) std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
   if (n <= 0) {
     LOG_ERROR("pool %s: template exited; restarting it", cfg.pool.c_str());
-    stop_template();
-    for (auto& p : pending) finish_failed(p, Error{EPIPE, "template died"});
-    pending.clear();
-    if (Status st = start_template(); !st.ok()) {
+    stop_template(t);
+    // Its clones died with it (PDEATHSIG); those of the other templates live on.
+    for (size_t i = pending.size(); i-- > 0;) {
+      if (pending[i].tpl != &t) continue;
+      finish_failed(pending[i], Error{EPIPE, "template died"});
+      pending.erase(pending.begin() + static_cast<long>(i));
+    }
+    if (Status st = start_template(t); !st.ok()) {
       LOG_ERROR("pool %s: template restart: %s", cfg.pool.c_str(), st.error().message().c_str());
       backoff_ms = 2000;
     }
     return;
   }
-  outstanding = false;
+  t.outstanding = false;
   for (size_t i = 0; i < pending.size(); ++i) {
     Pending& p = pending[i];
     if (p.sb.generation != reply.gen || p.have_reply) continue;
@@ -335,7 +359,9 @@ void PoolSpawner::Impl::spawner_main() {
     if (!cg.ok()) st = cg.error();
     else tpl_cgroup = std::move(cg.value());
   }
-  if (st.ok()) st = start_template();
+  tpls.resize(std::max<uint32_t>(1, cfg.templates));
+  for (auto& t : tpls)
+    if (st.ok()) st = start_template(t);
   {
     std::lock_guard<std::mutex> g(mu);
     started = true;
@@ -343,24 +369,29 @@ void PoolSpawner::Impl::spawner_main() {
   }
   cv.notify_one();
   if (!st.ok()) {
-    stop_template();
+    for (auto& t : tpls) stop_template(t);
     return;
   }
   std::vector<pollfd> pfds;
   while (!stopping.load()) {
     bool below = ready.size_approx() + pending.size() < target.load();
-    if (below && !outstanding && pending.size() < cfg.max_pending && backoff_ms == 0 && ctrl) {
-      if (Status s = send_request(); !s.ok()) {
+    bool sent = false;
+    for (auto& t : tpls) {
+      if (!below || t.outstanding || !t.ctrl || pending.size() >= cfg.max_pending || backoff_ms != 0) continue;
+      if (Status s = send_request(t); !s.ok()) {
         stats.failed++;
         stats.last_error = static_cast<uint64_t>(s.error().code);
         LOG_WARN("pool %s: spawn request: %s", cfg.pool.c_str(), s.error().message().c_str());
         backoff_ms = 50;
       }
-      continue;
+      sent = true;
+      break;
     }
+    if (sent) continue;
+    // [0] wake eventfd, [1..T] template control sockets, then one report pipe per pending clone.
     pfds.clear();
     pfds.push_back({spawn_wake.get(), POLLIN, 0});
-    if (ctrl) pfds.push_back({ctrl.get(), POLLIN, 0});
+    for (auto& t : tpls) pfds.push_back({t.ctrl ? t.ctrl.get() : -1, POLLIN, 0});
     for (auto& p : pending) pfds.push_back({p.report_r ? p.report_r.get() : -1, POLLIN, 0});
     int timeout = below && backoff_ms ? backoff_ms : -1;
     int rc = poll(pfds.data(), pfds.size(), timeout);
@@ -370,17 +401,19 @@ void PoolSpawner::Impl::spawner_main() {
     }
     if (rc < 0) continue;
     if (pfds[0].revents) drain_eventfd(spawn_wake.get());
-    size_t base = ctrl ? 2 : 1;
-    if (ctrl && pfds[1].revents) on_ctrl();
-    // Reports: walk backwards so erasing keeps earlier indices valid; skip if on_ctrl changed the set.
-    if (pfds.size() - base == pending.size()) {
-      for (size_t i = pending.size(); i-- > 0;)
-        if (pfds[base + i].revents && i < pending.size()) on_report(i);
-    }
+    const size_t base = 1 + tpls.size();
+    // Reports first (indices still match `pending`), walking backwards so erasing is safe.
+    for (size_t i = pfds.size() - base; i-- > 0;)
+      if (pfds[base + i].revents && i < pending.size()) on_report(i);
+    for (size_t k = 0; k < tpls.size(); ++k)
+      if (pfds[1 + k].revents && tpls[k].ctrl) on_ctrl(tpls[k]);
   }
+  // Templates first: their death takes every clone still isolating (PDEATHSIG), including
+  // those whose pid we have not been told yet; then their cgroups can go.
+  for (auto& t : tpls) stop_template(t);
   for (auto& p : pending) destroy_clone(p.sb);
   pending.clear();
-  stop_template();
+  if (spare_cgroup.valid()) (void)spare_cgroup.remove();
 }
 
 void PoolSpawner::Impl::reaper_main() {

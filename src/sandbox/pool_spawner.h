@@ -43,6 +43,7 @@ struct PoolTemplateConfig {
   uint64_t tmp_bytes = 64ull << 20;     // /tmp of each clone
   uint32_t ready_target = 4;            // clones kept ready
   uint32_t max_pending = 2;             // clones isolating themselves at once
+  uint32_t templates = 1;               // template processes forking in parallel (≈ cores for refill rate)
   uint32_t ring_capacity = 1024;        // both rings
 };
 

@@ -131,7 +131,8 @@ Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) c
   SP_TRY_ASSIGN(MountPlan plan, build_mount_plan(mcfg));
   RlimitSet rlimits = default_rlimits(mcfg.data_bytes, 0);
 
-  std::vector<std::string> init_args = {"sandpool", "init", "--status-fd", std::to_string(kInitStatusFd), "--"};
+  std::vector<std::string> init_args = {"sandpool", "init", "--status-fd", std::to_string(kInitStatusFd),
+                                        "--respawn", std::to_string(spec.respawns), "--"};
   init_args.insert(init_args.end(), spec.argv.begin(), spec.argv.end());
   std::vector<char*> argv = c_array(init_args);
   std::vector<char*> envp = c_array(spec.env);

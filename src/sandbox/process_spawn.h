@@ -11,7 +11,8 @@
 // Threading: call from one non-loop thread (the spawner, or the CLI's main
 // thread). spawn() blocks until the child has exec'd (≈1 ms). The child gets
 // PR_SET_PDEATHSIG(SIGKILL): it dies when the *calling thread* exits, so the
-// calling thread must live as long as its sandboxes.
+// calling thread must live as long as its sandboxes. SIGPIPE must be ignored by the
+// process (a child that dies early closes the pipe we write "go" to).
 #pragma once
 
 #include <sys/types.h>
@@ -35,6 +36,7 @@ struct SandboxSpec {
   uint64_t slot = 0;                  // selects the host uid/gid pair
   std::vector<std::string> argv;      // the command
   std::vector<std::string> env;       // KEY=VALUE, the whole environment of the command
+  int respawns = 0;                   // init restarts a command killed by a signal this often
 };
 
 // A running sandbox: its init's pid in our pid namespace, a pidfd to wait on, and the

@@ -63,7 +63,9 @@ def main():
     a = ap.parse_args()
 
     lib = ctypes.PyDLL(a.lib)  # PyDLL: the GIL stays held, nothing else runs during a call
-    rc = lib.sp_tpl_init(a.parent, ctypes.c_uint64(a.data_bytes), ctypes.c_uint64(a.tmp_bytes))
+    agent = os.path.abspath(a.agent_path).encode() if a.agent_path and os.path.isdir(a.agent_path) else None
+    # From here on we live in a sandbox-shaped root: only /usr, /lib*, /etc subset, /dev, agent.
+    rc = lib.sp_tpl_init(a.parent, ctypes.c_uint64(a.data_bytes), ctypes.c_uint64(a.tmp_bytes), agent)
     if rc != 0:
         sys.stderr.write(f"sandpool template: init failed: {os.strerror(-rc)}\n")
         return 1
@@ -76,7 +78,8 @@ def main():
     # Warm the interpreter the way sessions will use it.
     for k, v in (("MPLBACKEND", "Agg"), ("NUMEXPR_NUM_THREADS", "1"), ("OPENBLAS_NUM_THREADS", "1"),
                  ("OMP_NUM_THREADS", "1"), ("MKL_NUM_THREADS", "1"), ("HOME", "/mnt/data"), ("TMPDIR", "/tmp"),
-                 ("MPLCONFIGDIR", "/tmp/.matplotlib"), ("PATH", "/usr/local/bin:/usr/bin:/bin")):
+                 ("MPLCONFIGDIR", "/tmp/.matplotlib"), ("XDG_CACHE_HOME", "/tmp/.cache"),
+                 ("PATH", "/usr/local/bin:/usr/bin:/bin")):
         os.environ[k] = v
     np = None
     for name in [m for m in a.preload.split(",") if m]:
@@ -94,8 +97,8 @@ def main():
         fig.savefig(io.BytesIO(), format="png")
         plt.close("all")
     serve = None
-    if a.agent_path:
-        sys.path.insert(0, a.agent_path)
+    if agent:
+        sys.path.insert(0, "/opt/sandpool/agent")  # where sp_tpl_init bound agent_path
     try:
         import sandpool_agent
         serve = sandpool_agent.serve
@@ -148,13 +151,12 @@ def main():
                 os.close(fd)
             ctrl.send(REPLY.pack(gen, 0, -rc))
             continue
-        pid = os.fork()
+        params = CloneParams(uid, gid, agent_fd, report_fd, (ctypes.c_int32 * 4)(*(cg_fds + [-1] * (4 - len(cg_fds)))))
+        pid = lib.sp_tpl_fork_clone(ctypes.byref(params))  # the child returns 0 once isolated
         if pid == 0:
-            # The clone. Detach Python objects from fds the C side will close.
+            # The clone. The C side closed every fd but agent_fd; detach Python objects from them.
             signal.set_wakeup_fd(-1)
             ctrl.detach()
-            params = CloneParams(uid, gid, agent_fd, report_fd, (ctypes.c_int32 * 4)(*(cg_fds + [-1] * (4 - len(cg_fds)))))
-            lib.sp_clone_enter(ctypes.byref(params))  # returns only when isolated
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             if np is not None:
                 np.random.seed()  # Python's random reseeds itself at fork; numpy's global RNG does not
@@ -163,6 +165,11 @@ def main():
                 code = serve(agent_fd) if serve is not None else echo_loop(agent_fd)
             finally:
                 os._exit(code or 0)
+        if pid < 0:
+            for fd in fds:
+                os.close(fd)
+            ctrl.send(REPLY.pack(gen, 0, -pid))
+            continue
         pidfd = lib.sp_pidfd_open(pid)
         for fd in fds:
             os.close(fd)

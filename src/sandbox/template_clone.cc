@@ -31,27 +31,45 @@ sock_filter* g_bpf = nullptr;
 unsigned short g_bpf_len = 0;
 int g_own_pidns = -1;
 int g_template_pidfd = -1;  // readable once the template has exited (checked by clones)
-char g_data_dir[64];
 
 }  // namespace
 
-extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes) {
+constexpr const char* kAgentDirInside = "/opt/sandpool/agent";
+
+extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes, const char* agent_path) {
+  using namespace sp;
   // The template dies with the spawner thread that started it.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -errno;
   if (getppid() != parent_pid) return -ESRCH;
-  sp::MountConfig cfg;
-  cfg.data_bytes = data_bytes;
-  cfg.tmp_bytes = tmp_bytes;
-  cfg.privileged = false;  // no uid= option: the clone chowns /mnt/data to its own host uid
-  auto plan = sp::build_mount_plan(cfg);
-  if (!plan.ok()) return -plan.error().code;
-  g_plan = new sp::MountPlan(std::move(plan.value()));
-  std::strncpy(g_data_dir, (g_plan->staging + "/mnt/data").c_str(), sizeof g_data_dir - 1);
-  g_rlimits = sp::default_rlimits(0, 0);
   g_own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
   if (g_own_pidns < 0) return -errno;
   g_template_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
   if (g_template_pidfd < 0) return -errno;
+  // Our own mount namespace holding only the sandbox root's base layer: clones copy it
+  // (a dozen mounts, whatever the host has) and add their scratch layer.
+  MountConfig cfg;
+  cfg.layer = MountLayer::kBase;
+  cfg.privileged = false;
+  // The agent's directory appears at a fixed path, so no host path shows inside.
+  if (agent_path && *agent_path) cfg.extra_binds.push_back({agent_path, kAgentDirInside, false});
+  auto base = build_mount_plan(cfg);
+  if (!base.ok()) return -base.error().code;
+  uint32_t idx = 0;
+  int err;
+  if (unshare(CLONE_NEWNS) != 0) return -errno;
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return -errno;
+  if ((err = open_mount_sources_in_child(*base, &idx))) return -err;
+  if ((err = run_mount_plan_in_child(*base, &idx))) return -err;
+  if ((err = pivot_in_child(*base))) return -err;
+  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  cfg.layer = MountLayer::kScratch;
+  cfg.data_bytes = data_bytes;
+  cfg.tmp_bytes = tmp_bytes;
+  cfg.extra_binds.clear();
+  auto scratch = build_mount_plan(cfg);
+  if (!scratch.ok()) return -scratch.error().code;
+  g_plan = new MountPlan(std::move(scratch.value()));
+  g_rlimits = default_rlimits(0, 0);
   return 0;
 }
 
@@ -76,7 +94,10 @@ extern "C" int sp_pidfd_open(int32_t pid) {
   return fd < 0 ? -errno : fd;
 }
 
-extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
+namespace {
+
+// Steps 1–5 and 7 of the clone's isolation (all but descriptor clean-up). Fails via sp_child_fail.
+void isolate(const struct sp_clone_params* p) {
   using namespace sp;
   const int report = p->report_fd;
   int err;
@@ -93,11 +114,9 @@ extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
     sp_child_fail(report, kStepNetNs, errno);
   // 3. filesystem.
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) sp_child_fail(report, kStepMountPrivate, errno);
-  if ((err = open_mount_sources_in_child(*g_plan, &idx))) sp_child_fail(report, kStepOpenSources, err);
   if ((err = run_mount_plan_in_child(*g_plan, &idx))) sp_child_fail(report, kStepMountOps | (idx << 8), err);
-  if (chown(g_data_dir, p->host_uid, p->host_gid) != 0) sp_child_fail(report, kStepMountOps, errno);
-  if ((err = pivot_in_child(*g_plan))) sp_child_fail(report, kStepPivotRoot, err);
-  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  if (chown("/mnt/data", p->host_uid, p->host_gid) != 0) sp_child_fail(report, kStepMountOps, errno);
+  if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
   // 4. network and names.
   if ((err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
   if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
@@ -113,7 +132,16 @@ extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) sp_child_fail(report, kStepParentDeath, errno);
   pollfd pfd{g_template_pidfd, POLLIN, 0};
   if (poll(&pfd, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
-  // 6. descriptors: stdio to /dev/null (nothing user code writes reaches the server's log),
+  // 6. the filter, last of the privilege steps.
+  sock_fprog prog{g_bpf_len, g_bpf};
+  if ((err = load_seccomp_program(&prog))) sp_child_fail(report, kStepSeccomp, err);
+}
+
+// stdio to /dev/null, every fd but the agent socket closed, then the ready record.
+void finish(const struct sp_clone_params* p) {
+  using namespace sp;
+  const int report = p->report_fd;
+  // 7. descriptors: stdio to /dev/null (nothing user code writes reaches the server's log),
   //    everything else but the agent socket and the report pipe closed.
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (devnull < 0) sp_child_fail(report, kStepCloseFds, errno);
@@ -125,11 +153,39 @@ extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
   if (keep_lo > 3) close_range(3, static_cast<unsigned>(keep_lo - 1), 0);
   if (keep_hi > keep_lo + 1) close_range(static_cast<unsigned>(keep_lo + 1), static_cast<unsigned>(keep_hi - 1), 0);
   close_range(static_cast<unsigned>(keep_hi + 1), ~0U, 0);
-  // 7. the filter, last.
-  sock_fprog prog{g_bpf_len, g_bpf};
-  if ((err = load_seccomp_program(&prog))) sp_child_fail(report, kStepSeccomp, err);
   ChildReport ready{0, 0};
   if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
   close(report);
+}
+
+}  // namespace
+
+extern "C" int sp_clone_enter(const struct sp_clone_params* p) {
+  isolate(p);
+  finish(p);
   return 0;
+}
+
+// Python's fork bookkeeping, exported by the interpreter that loaded us.
+extern "C" void PyOS_BeforeFork(void);
+extern "C" void PyOS_AfterFork_Parent(void);
+extern "C" void PyOS_AfterFork_Child(void);
+
+extern "C" int sp_tpl_fork_clone(const struct sp_clone_params* p) {
+  // Called through ctypes.PyDLL, so we hold the GIL, as os.fork() would.
+  PyOS_BeforeFork();
+  pid_t pid = fork();
+  if (pid == 0) {
+    // Isolate first, in C, before the interpreter's after-fork work touches (and so
+    // copies) its pages: that work then happens inside the clone's own cgroup.
+    isolate(p);  // returns only when isolated (namespaces, mounts, ids, caps, seccomp)
+    // The interpreter's at-fork hooks may close files its objects own (matplotlib drops
+    // its FT2Font cache): let them, before we close every descriptor we did not pass.
+    PyOS_AfterFork_Child();
+    finish(p);
+    return 0;
+  }
+  int err = errno;
+  PyOS_AfterFork_Parent();
+  return pid < 0 ? -err : pid;
 }

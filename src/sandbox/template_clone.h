@@ -1,16 +1,21 @@
 // C ABI of libsandpool_clone.so, which a pool's Python template loads with ctypes to isolate each forked clone; not the spawner.
 //
 // Call order inside the template process (single-threaded, host root):
-//   sp_tpl_init(parent_pid, data_bytes, tmp_bytes)    once: parent-death signal, mount plan, own pid ns fd
+//   sp_tpl_init(parent_pid, data_bytes, tmp_bytes, agent_path)   once, before any import: parent-death
+//       signal, own pid ns fd; enters its own mount namespace holding only the base layer of a
+//       sandbox root (runtime, /etc, /dev, agent_path read-only at /opt/sandpool/agent) and pivots into it
 //   sp_tpl_set_seccomp(bytes, len)                    once: the BPF program the spawner compiled
 //   for each clone:
 //     sp_tpl_prefork()        setns(own pid ns) + unshare(NEWPID): the next fork's child is pid 1 of a new pid ns
-//     pid = os.fork()
-//     child:  sp_clone_enter(&params)  → 0 when isolated; on failure it reports and _exits itself
+//     pid = sp_tpl_fork_clone(&params)   (through ctypes.PyDLL: fork with Python's before/after-fork
+//                                         bookkeeping; the child runs sp_clone_enter first, then
+//                                         PyOS_AfterFork_Child, and returns 0 when isolated)
 //     parent: sp_pidfd_open(pid)       (before any waitpid, so the pid cannot be reused)
+//   (sp_clone_enter can also be called after a plain os.fork(); it then runs after
+//   Python's after-fork work.)
 // sp_clone_enter's steps (DESIGN.md §4, "root" variant of research §4): join the cgroups
-// (write 0 to each passed cgroup.procs fd), unshare NS|NET|IPC|UTS|CGROUP, replay the mount
-// plan (own /mnt/data and /tmp), pivot_root, lo up, hostname, rlimits, drop the bounding set
+// (write 0 to each passed cgroup.procs fd), unshare NS|NET|IPC|UTS|CGROUP, mount the scratch
+// layer (own /mnt/data, /tmp, /dev/shm, /proc), lo up, hostname, rlimits, drop the bounding set
 // and lock securebits, setgroups(0) + setresgid/uid to the clone's unprivileged host ids,
 // clear capabilities, NO_NEW_PRIVS, parent-death signal, stdio to /dev/null, close every fd
 // but the agent socket, load the precompiled seccomp filter, then write a ready record
@@ -31,10 +36,11 @@ struct sp_clone_params {
   int32_t cgroup_fds[4]; // cgroup.procs fds to join, -1 for unused; closed
 };
 
-int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes);
+int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes, const char* agent_path);
 int sp_tpl_set_seccomp(const void* bpf, uint32_t len);
 int sp_tpl_prefork(void);
 int sp_clone_enter(const struct sp_clone_params* p);
+int sp_tpl_fork_clone(const struct sp_clone_params* p);
 int sp_pidfd_open(int32_t pid);
 
 #ifdef __cplusplus

@@ -151,12 +151,134 @@ class NetNs:
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
 
 
+POOL_SYSCALLS = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def sc(nr, *args):
+    ctypes.set_errno(0)
+    ret = libc.syscall(nr, *[ctypes.c_long(a) for a in args])
+    return ret, ctypes.get_errno()
+calls = {'mount': (165, 0, 0, 0, 0, 0), 'unshare(NEWUSER)': (272, 0x10000000), 'ptrace(ATTACH,1)': (101, 16, 1, 0, 0),
+         'bpf': (321, 0, 0, 0), 'io_uring_setup': (425, 8, 0), 'keyctl': (250, 0, 0), 'perf_event_open': (298, 0, -1, -1, 0, 0),
+         'setuid(0)': (105, 0), 'init_module': (175, 0, 0, 0), 'reboot': (169, 0xfee1dead, 672274793, 0x1234567, 0),
+         'swapon': (167, 0, 0), 'chroot': (161, 0), 'pivot_root': (155, 0, 0), 'setns': (308, 0, 0),
+         'userfaultfd': (323, 0), 'kexec_load': (246, 0, 0, 0, 0), 'add_key': (248, 0, 0, 0, 0, 0),
+         'clock_settime': (227, 0, 0), 'personality(READ_IMPLIES_EXEC)': (135, 0x0400000), 'ioctl(TIOCSTI)': (16, 0, 0x5412, 0)}
+result = sorted(name for name, a in calls.items() if sc(*a) != (-1, errno.EPERM))
+"""
+
+
+def pool_agent_hello(r, helper, agent_dir):
+    """With the real agent importable, a clone must greet with the agent protocol's Hello frame."""
+    env = dict(os.environ, SANDPOOL_AGENT_PATH=agent_dir)
+    p = subprocess.run([helper, "1"], input="read 0\n", stdout=subprocess.PIPE, text=True, env=env, timeout=120)
+    lines = p.stdout.split("\n")
+    magic = lines[1][:8] if len(lines) > 1 else ""
+    r.check(f"pool: clone runs sandpool_agent.serve(fd) from {agent_dir} (first bytes {magic})",
+            magic == "53505031", p.stdout)
+
+
+def pool_full_preload(r, helper):
+    """A clone of the full template (numpy, pandas, matplotlib) works: plot to PNG, pandas, numpy."""
+    env = dict(os.environ, SANDPOOL_PRELOAD="numpy,pandas,matplotlib.pyplot")
+    code = ("import io, numpy, pandas, matplotlib.pyplot as plt\x01plt.plot(numpy.arange(10))\x01b = io.BytesIO()\x01"
+            "plt.savefig(b, format='png')\x01result = (b.getvalue()[:4], int(pandas.DataFrame({'a': [1, 2]}).a.sum()))")
+    p = subprocess.run([helper, "1"], input=f"exec 0 {code}\n", stdout=subprocess.PIPE, text=True, env=env, timeout=120)
+    lines = p.stdout.split("\n")
+    got = lines[1] if len(lines) > 1 else p.stdout
+    r.check(f"pool: a clone of the numpy+pandas+matplotlib template plots and computes ({got})",
+            got == "(b'\\x89PNG', 3)", p.stdout)
+
+
+def pool_probes(r, helper):
+    """Probes run inside warm-template clones (the server's path), through the echo stand-in agent."""
+    agent_dir = os.environ.pop("SANDPOOL_AGENT_PATH", "")
+    if agent_dir and os.path.exists(os.path.join(agent_dir, "sandpool_agent.py")):
+        pool_agent_hello(r, helper, agent_dir)
+    pool_full_preload(r, helper)
+    env = dict(os.environ)
+    p = subprocess.Popen([helper, "3"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    line = p.stdout.readline().split()
+    if not line or line[0] != "ready":
+        r.check("pool: helper started 3 clones", False, " ".join(line))
+        p.kill()
+        return
+    tpl_pid, clone_pids = int(line[1]), [int(x) for x in line[2:]]
+
+    def ex(i, code):
+        p.stdin.write(f"exec {i} " + code.replace("\n", "\x01") + "\n")
+        p.stdin.flush()
+        return p.stdout.readline().strip()
+
+    def cmd(c):
+        p.stdin.write(c + "\n")
+        p.stdin.flush()
+        return p.stdout.readline().strip()
+
+    try:
+        got = ex(0, "import os\nres = []\nfor f in ('/etc/shadow', '/root', '/work', '/home', '/sys'):\n"
+                    " try: open(f); res.append(f)\n except OSError as e: res.append(e.errno)\nresult = res")
+        r.check(f"pool: host files unreachable from a clone ({got})", got == "[2, 2, 2, 2, 2]", got)
+        got = ex(0, "import os; result = sorted(int(x) for x in os.listdir('/proc') if x.isdigit())")
+        r.check(f"pool: a clone sees only itself as pid 1 ({got})", got == "[1]", got)
+        got = ex(0, POOL_SYSCALLS)
+        r.check(f"pool: privileged syscalls fail with EPERM in a clone (deviations: {got})", got == "[]", got)
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        got = ex(0, "import socket\ns = socket.socket()\ntry: s.connect(('127.0.0.1', %d)); result = 'connected'\n"
+                    "except OSError as e: result = (e.errno, [l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]])" % srv.getsockname()[1])
+        srv.close()
+        r.check(f"pool: host port on 127.0.0.1 unreachable, only lo ({got})", got == "(111, ['lo'])", got)
+        got = ex(0, "import os\nres = []\nfor f in ('/usr/bin/evil', '/evil', '/etc/passwd'):\n"
+                    " try: open(f, 'w'); res.append(f)\n except OSError as e: res.append(e.errno)\nresult = res")
+        r.check(f"pool: read-only runtime in a clone ({got})", got in ("[30, 30, 30]", "[30, 30, 13]"), got)
+        got = ex(0, "import os\nres = []\nfor f in os.listdir('/proc/self/fd'):\n"
+                    " try: res.append(os.readlink('/proc/self/fd/' + f).split(':')[0])\n except OSError: pass\n"
+                    "result = sorted(res)")
+        r.check(f"pool: a clone holds no inherited fds beyond stdio and its socket ({got})",
+                got == "['/dev/null', '/dev/null', '/dev/null', 'socket']", got)
+        ex(0, "open('/mnt/data/secret', 'w').write('x'); result = 1")
+        got = ex(1, "import os; result = [os.path.exists('/mnt/data/secret'), os.path.exists('/proc/%d/root/mnt/data/secret')]"
+                 % clone_pids[0])
+        r.check(f"pool: another clone's /mnt/data is invisible ({got})", got == "[False, False]", got)
+        uids = [ex(i, "import os; result = os.getuid()") for i in range(2)]
+        r.check(f"pool: clones run as distinct unprivileged host uids ({uids})",
+                uids[0] != uids[1] and all(u.isdigit() and int(u) >= 1000000 for u in uids), str(uids))
+        got = ex(1, "import errno\nf = open('/mnt/data/fill', 'wb')\nn = 0\ntry:\n while True: f.write(b'x' * 65536); f.flush(); n += 65536\n"
+                    "except OSError as e: result = (e.errno, n <= 8 << 20)")
+        r.check(f"pool: filling /mnt/data stops with ENOSPC at the quota ({got})", got == "(28, True)", got)
+        got = ex(2, "b = bytearray(512 << 20); result = 'allocated'")
+        exited, ooms = cmd("wait-exit 2"), cmd("oom 2")
+        r.check(f"pool: a memory bomb kills only that clone, seen as an OOM kill (reply {got}, exited {exited}, "
+                f"oom_kills {ooms})",
+                got == "<eof>" and exited == "1" and ooms.isdigit() and int(ooms) >= 1 and cmd("alive 0") == "1", got)
+        # Die with the server: SIGKILL the process that owns the pool.
+        fds = [os.pidfd_open(pid) for pid in [tpl_pid] + clone_pids[:2]]
+        t0 = time.monotonic()
+        p.kill()
+        p.wait()
+        pending = set(fds)
+        while pending and time.monotonic() - t0 < 1.0:
+            ready, _, _ = select.select(list(pending), [], [], max(0.0, 1.0 - (time.monotonic() - t0)))
+            pending -= set(ready)
+        for fd in fds:
+            os.close(fd)
+        r.check(f"pool: SIGKILL of the pool's owner ends the template and its clones within 1 s "
+                f"({(time.monotonic() - t0) * 1000:.0f} ms)", not pending, "")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sandpool")
     ap.add_argument("probes")
     ap.add_argument("-k", default="")
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--pool-helper", default="", help="tests/security/pool_helper: also probe warm-template clones")
     a = ap.parse_args()
     r = Runner(a.sandpool, a.probes, a.v)
     ensure_supported(r)
@@ -170,6 +292,15 @@ def main():
                                   "print(os.getcwd(), os.getuid(), sys.stdout.isatty(), os.listdir('/mnt/data'))"])
         r.check("control: python+numpy+pandas+matplotlib run, cwd /mnt/data, uid 1000",
                 res["status"] == "Exited" and "/mnt/data 1000 False ['x.png']" in out, out + res["stderr"])
+
+    if want("control-respawn"):
+        out, res = r.run(["--respawn", "1"], cmd=["/bin/sh", "-c", "if [ -f /mnt/data/once ]; then echo second; exit 0; fi;"
+                                                  " touch /mnt/data/once; kill -SEGV $$"])
+        r.check("control: init restarts a crashed command once, /mnt/data survives",
+                res["status"] == "Exited" and out.strip() == "second", out + res["stderr"])
+        out, res = r.run([], cmd=["/bin/sh", "-c", "sleep 100 & sleep 100 & exit 7"])
+        r.check("control: init ends orphans with the command and propagates its exit status",
+                res["status"] == "Exited" and res.get("exit_code") == "7", str(res))
 
     bin_dir = os.path.dirname(r.sandpool)
     if want("host-files"):
@@ -290,6 +421,9 @@ def main():
         r.run([], cmd=["/bin/true"])
         left = [d for d in dead if os.path.exists(f"/sys/fs/cgroup/pids/sandpool/{d}")]
         r.check("leftover cgroups of a killed run are reclaimed by the next run", not left, str(left))
+
+    if a.pool_helper and want("pool"):
+        pool_probes(r, a.pool_helper)
 
     print(f"\n{r.passed} passed, {len(r.failures)} failed")
     for f in r.failures:

@@ -71,3 +71,24 @@ TEST_CASE("userns: slots map to distinct unprivileged host id pairs") {
     CHECK(b.host_root_uid == a.host_root_uid + 2);
   }
 }
+
+TEST_CASE("mounts: the template's base layer and a clone's scratch layer split the whole root") {
+  sp::MountConfig cfg;
+  cfg.layer = sp::MountLayer::kBase;
+  auto base = sp::build_mount_plan(cfg);
+  cfg.layer = sp::MountLayer::kScratch;
+  auto scratch = sp::build_mount_plan(cfg);
+  REQUIRE(base.ok());
+  REQUIRE(scratch.ok());
+  CHECK(base->workdir == "/");
+  CHECK(scratch->sources.empty());  // a clone opens nothing on the host
+  CHECK(scratch->ops.size() < 12);  // and does a handful of mounts
+  for (const auto& op : scratch->ops) {
+    CHECK(op.kind != sp::MountOpKind::kMkdir);  // its root is read-only: mount points come from the base
+    CHECK(op.target.rfind("/tmp/", 0) != 0);    // absolute targets, no staging prefix
+  }
+  bool proc_in_base = false;
+  for (const auto& op : base->ops)
+    if (op.kind == sp::MountOpKind::kMount && op.arg == "proc") proc_in_base = true;
+  CHECK_FALSE(proc_in_base);  // the template keeps no view of the host's processes
+}
