@@ -1,13 +1,137 @@
-// Placeholder for `sandpool vm-run` until the micro-VM core lands (issue 6).
+// `sandpool vm-run [options] -- PROGRAM ARGS...`: runs one program in a micro-VM with the caller's
+// stdin/stdout/stderr; exits with the guest's status (128+N when signal N ended it).
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "cli.h"
+#include "util/log.h"
+#include "vmm/vm.h"
+
+extern char** environ;
 
 namespace sp {
+namespace {
 
-int vm_run_main(int, char**) {
-  std::fprintf(stderr, "sandpool vm-run: not built yet\n");
-  return 1;
+vmm::Vm* g_running_vm = nullptr;  // for the signal handlers below; set only while run() runs
+int g_timeouts = 0;
+
+void on_interrupt_signal(int) {
+  if (g_running_vm) g_running_vm->interrupt();
+}
+
+void on_timeout(int) {
+  // First expiry: SIGINT to the guest (KeyboardInterrupt). Second: give up on it.
+  if (++g_timeouts >= 2) _exit(124);
+  if (g_running_vm) g_running_vm->interrupt();
+}
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: sandpool vm-run [options] -- PROGRAM [ARGS...]\n"
+               "  --memory MIB          guest memory (default 1024; 64..16384, rounded up to 2 MiB)\n"
+               "  --trace               log every guest syscall to stderr\n"
+               "  --stats               print timings and syscall counts to stderr at exit\n"
+               "  --env NAME=VALUE      add to the guest environment (repeatable)\n"
+               "  --inherit-env         start from this process's environment (default: PATH, LANG, HOME)\n"
+               "  --fd GUEST=HOST       give the guest descriptor GUEST as a copy of HOST (repeatable)\n"
+               "  --timeout-ms N        send the guest SIGINT after N ms, give up (exit 124) after 2N\n"
+               "  --backend NAME        trap path: triple-fault (default) or cpl0-stub\n");
+}
+
+}  // namespace
+
+int vm_run_main(int argc, char** argv) {
+  vmm::VmConfig cfg;
+  bool inherit_env = false, stats = false;
+  std::vector<std::string> extra_env;
+  long timeout_ms = 0;
+  int i = 1;
+  for (; i < argc; ++i) {
+    std::string a = argv[i];
+    auto need = [&](const char* what) -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "vm-run: %s needs a value\n", what);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--") { ++i; break; }
+    if (a == "--help" || a == "-h") { usage(stdout); return 0; }
+    if (a == "--memory") {
+      long mib = std::atol(need("--memory"));
+      cfg.memory_bytes = (static_cast<uint64_t>(mib < 0 ? 0 : mib) * (1ull << 20) + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+    } else if (a == "--trace") {
+      cfg.trace = true;
+    } else if (a == "--stats") {
+      stats = true;
+    } else if (a == "--env") {
+      extra_env.push_back(need("--env"));
+    } else if (a == "--inherit-env") {
+      inherit_env = true;
+    } else if (a == "--fd") {
+      int gfd, hfd;
+      if (std::sscanf(need("--fd"), "%d=%d", &gfd, &hfd) != 2) { usage(stderr); return 2; }
+      cfg.fds.emplace_back(gfd, hfd);
+    } else if (a == "--timeout-ms") {
+      timeout_ms = std::atol(need("--timeout-ms"));
+    } else if (a == "--backend") {
+      if (!vmm::parse_backend(need("--backend"), &cfg.backend)) { usage(stderr); return 2; }
+    } else {
+      std::fprintf(stderr, "vm-run: unknown option %s\n", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (i >= argc) { usage(stderr); return 2; }
+  cfg.program = argv[i];
+  for (; i < argc; ++i) cfg.argv.push_back(argv[i]);
+  if (inherit_env) {
+    for (char** e = environ; *e; ++e) cfg.envp.push_back(*e);
+  } else {
+    cfg.envp = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp"};
+  }
+  for (auto& e : extra_env) cfg.envp.push_back(e);
+
+  auto vm = vmm::Vm::create(cfg);
+  if (!vm.ok()) {
+    std::fprintf(stderr, "vm-run: %s\n", vm.error().message().c_str());
+    return vm.error().code == ENOENT && std::strstr(vm.error().where, "kvm") ? 77 : 1;
+  }
+  // Ctrl-C and the timeout become SIGINT in the guest; no SA_RESTART so KVM_RUN returns EINTR.
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sa.sa_handler = on_timeout;
+  sigaction(SIGALRM, &sa, nullptr);
+  g_running_vm = vm.value().get();
+  if (timeout_ms > 0) {
+    itimerval it{};
+    it.it_value = timeval{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    it.it_interval = it.it_value;
+    setitimer(ITIMER_REAL, &it, nullptr);
+  }
+  auto ex = vm.value()->run();
+  g_running_vm = nullptr;
+  if (!ex.ok()) {
+    std::fprintf(stderr, "vm-run: %s\n", ex.error().message().c_str());
+    return 1;
+  }
+  if (stats) {
+    const auto& t = vm.value()->timings();
+    std::fprintf(stderr,
+                 "vm-run: backend %s, create %.3f ms, load %.3f ms, first exit %.3f ms, run %.3f ms, "
+                 "syscalls %llu, unknown %llu, exit %d\n",
+                 vmm::backend_name(cfg.backend), t.create_ns / 1e6, t.load_ns / 1e6, t.first_exit_ns / 1e6,
+                 t.run_ns / 1e6, static_cast<unsigned long long>(ex->syscalls),
+                 static_cast<unsigned long long>(ex->unknown_syscalls), ex->exit_code);
+  }
+  return ex->exit_code;
 }
 
 }  // namespace sp
