@@ -96,7 +96,11 @@ int vm_run_main(int argc, char** argv) {
   } else {
     cfg.envp = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp"};
   }
-  for (auto& e : extra_env) cfg.envp.push_back(e);
+  for (auto& e : extra_env) {  // --env replaces a variable of the same name
+    std::string key = e.substr(0, e.find('=') + 1);
+    std::erase_if(cfg.envp, [&](const std::string& v) { return v.rfind(key, 0) == 0; });
+    cfg.envp.push_back(e);
+  }
 
   auto vm = vmm::Vm::create(cfg);
   if (!vm.ok()) {

@@ -66,7 +66,8 @@ Trap decode_trap(TrapBackend b, kvm_run* run, const GuestMemory& mem, bool inter
       user->rflags = r.r11;
       return t;
     }
-    if (!ev.exception.injected && !ev.exception.pending) return fatal("shutdown without an exception");
+    // The exception that could not be delivered stays in the synced events (nr, error code);
+    // kvm-pvm reports it with injected = pending = 0.
     t.kind = Trap::Kind::kException;
     t.vector = ev.exception.nr;
     t.error_code = ev.exception.has_error_code ? ev.exception.error_code : 0;
