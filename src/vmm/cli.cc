@@ -41,7 +41,8 @@ void usage(FILE* out) {
                "  --inherit-env         start from this process's environment (default: PATH, LANG, HOME)\n"
                "  --fd GUEST=HOST       give the guest descriptor GUEST as a copy of HOST (repeatable)\n"
                "  --timeout-ms N        send the guest SIGINT after N ms, give up (exit 124) after 2N\n"
-               "  --backend NAME        trap path: triple-fault (default) or cpl0-stub\n");
+               "  --backend NAME        trap path: triple-fault (default) or cpl0-stub\n"
+               "  --no-vdso             no guest vDSO: every clock read is a VM exit\n");
 }
 
 }  // namespace
@@ -68,6 +69,8 @@ int vm_run_main(int argc, char** argv) {
       cfg.memory_bytes = (static_cast<uint64_t>(mib < 0 ? 0 : mib) * (1ull << 20) + (2ull << 20) - 1) & ~((2ull << 20) - 1);
     } else if (a == "--trace") {
       cfg.trace = true;
+    } else if (a == "--no-vdso") {
+      cfg.vdso = false;
     } else if (a == "--stats") {
       stats = true;
     } else if (a == "--env") {

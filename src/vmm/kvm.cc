@@ -64,6 +64,12 @@ Status KvmVcpu::set_xsave(const kvm_xsave& x) { return check(ioctl(fd_.get(), kS
 Status KvmVcpu::get_events(kvm_vcpu_events* e) {
   return check(ioctl(fd_.get(), KVM_GET_VCPU_EVENTS, e), "KVM_GET_VCPU_EVENTS");
 }
+Result<uint32_t> KvmVcpu::tsc_khz() {
+  int rc = ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
+  if (rc < 0) return errno_error("KVM_GET_TSC_KHZ");
+  return static_cast<uint32_t>(rc);
+}
+
 Status KvmVcpu::set_events(const kvm_vcpu_events& e) {
   return check(ioctl(fd_.get(), KVM_SET_VCPU_EVENTS, &e), "KVM_SET_VCPU_EVENTS");
 }

@@ -40,6 +40,7 @@ class KvmVcpu {
   Status get_xsave(kvm_xsave* out);
   Status set_xsave(const kvm_xsave& in);
   Status get_events(kvm_vcpu_events* out);
+  Result<uint32_t> tsc_khz();
   Status set_events(const kvm_vcpu_events& in);
 
   // Enters the guest until the next exit. Returns EINTR (as an Error) when a host signal or kick()

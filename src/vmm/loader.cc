@@ -28,6 +28,10 @@ Status pread_full(int fd, void* dst, size_t len, uint64_t off) {
 
 // Copies the PT_LOAD segments of `elf` at load bias `bias`; records them in `as`.
 Status map_segments(GuestMemory& mem, AddressSpace& as, int fd, const ElfFile& elf, uint64_t bias) {
+  // The image as a whole must land on free guest memory (not on the vDSO or another image).
+  if (!mem.user_range_ok(elf.min_vaddr + bias, elf.max_vaddr - elf.min_vaddr) ||
+      !as.is_free(elf.min_vaddr + bias, elf.max_vaddr - elf.min_vaddr))
+    return Error{ENOMEM, "ELF image overlaps guest memory in use"};
   for (const Elf64_Phdr& ph : elf.phdrs) {
     if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
     uint64_t start = page_down(ph.p_vaddr + bias);
@@ -147,7 +151,8 @@ Result<LoadedProgram> load_program(GuestMemory& mem, AddressSpace& as, const Loa
       {AT_PHENT, sizeof(Elf64_Phdr)}, {AT_PHNUM, elf.header.e_phnum}, {AT_BASE, out.interp_base},
       {AT_FLAGS, 0}, {AT_ENTRY, out.program_entry}, {AT_UID, req.uid}, {AT_EUID, req.uid},
       {AT_GID, req.gid}, {AT_EGID, req.gid}, {AT_SECURE, 0}, {AT_RANDOM, random}, {AT_HWCAP2, 0},
-      {AT_EXECFN, execfn}, {AT_PLATFORM, platform}, {51 /* AT_MINSIGSTKSZ */, 4096}, {AT_NULL, 0}};
+      {AT_EXECFN, execfn}, {AT_PLATFORM, platform}, {51 /* AT_MINSIGSTKSZ */, 4096},
+      {req.sysinfo_ehdr ? uint64_t{AT_SYSINFO_EHDR} : uint64_t{AT_IGNORE}, req.sysinfo_ehdr}, {AT_NULL, 0}};
   for (const auto& kv : auxv) words.push_back(kv[0]), words.push_back(kv[1]);
   sp = (sp - words.size() * 8) & ~uint64_t{15};
   if (!mem.copy_out(sp, words.data(), words.size() * 8)) return Error{EFAULT, "initial stack"};

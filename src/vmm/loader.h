@@ -35,6 +35,7 @@ struct LoadRequest {
   std::array<uint8_t, 16> random{};  // AT_RANDOM bytes
   uint32_t hwcap = 0;
   uint32_t uid = 0, gid = 0;
+  uint64_t sysinfo_ehdr = 0;  // AT_SYSINFO_EHDR (the vDSO), 0 for none
 };
 
 struct LoadedProgram {

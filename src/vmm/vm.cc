@@ -66,6 +66,11 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   g.uid = static_cast<int>(getuid());
   g.gid = static_cast<int>(getgid());
   req.uid = static_cast<uint32_t>(g.uid);
+  if (cfg.vdso) {
+    SP_TRY_ASSIGN(req.sysinfo_ehdr, install_vdso(g.mem, g.as));
+    vm->vdso_clock_ = calibrate_vdso_clock(vm->vcpu_);
+    vm->vdso_ = true;
+  }
   req.gid = static_cast<uint32_t>(g.gid);
   SP_TRY_ASSIGN(LoadedProgram lp, load_program(g.mem, g.as, req));
   SP_TRY(init_vcpu(vm->vcpu_, kvm->supported_cpuid(), cfg.backend, g.mem.size(), lp.start_rip, lp.start_rsp));
@@ -92,6 +97,7 @@ Result<VmExit> Vm::run() {
   g.vcpu = &vcpu_;
   g.regs = &user;
   bool first = true;
+  if (vdso_) refresh_vdso(g.mem, vdso_clock_);
   while (true) {
     Status st = vcpu_.run();
     bool interrupted = false;
@@ -136,6 +142,7 @@ Result<VmExit> Vm::run() {
     if (interrupt_requested_.exchange(false, std::memory_order_acq_rel)) g.sig.pending |= 1ull << (SIGINT - 1);
     if (!g.exited && (trap.kind != Trap::Kind::kInterrupted || trap.at_user)) deliver_pending(g);
     if (g.exited) break;
+    if (vdso_) refresh_vdso(g.mem, vdso_clock_);
     resume_user(backend_, run, g.mem, trap, user);
   }
   timings_.run_ns = now_ns() - start;

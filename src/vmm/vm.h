@@ -14,6 +14,7 @@
 #include "vmm/guest.h"
 #include "vmm/kvm.h"
 #include "vmm/trap.h"
+#include "vmm/vdso.h"
 
 namespace sp::vmm {
 
@@ -27,6 +28,7 @@ struct VmConfig {
   std::vector<std::pair<int, int>> fds = {{0, 0}, {1, 1}, {2, 2}};
   TrapBackend backend = TrapBackend::kTripleFault;
   bool trace = false;  // log every syscall at info level
+  bool vdso = true;    // give the guest a vDSO (clock reads without exits)
 };
 
 struct VmExit {
@@ -69,6 +71,8 @@ class Vm {
   KvmVcpu vcpu_;
   Guest guest_;
   TrapBackend backend_ = TrapBackend::kTripleFault;
+  VdsoClock vdso_clock_;
+  bool vdso_ = false;
   VmTimings timings_;
   uint64_t created_at_ns_ = 0;
   std::atomic<bool> interrupt_requested_{false};

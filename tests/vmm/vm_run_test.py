@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 SANDPOOL, HOSTILE = sys.argv[1], sys.argv[2]
 FILTER = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -86,6 +87,20 @@ print(os.path.exists(os.path.join(d, 'sub')))
     if not FILTER or "unknown" in FILTER:
         rc, out, err = vm([HOSTILE, "syscalls"], opts=("--stats",))
         check("unknown syscalls counted", rc == 0 and "unknown 7," in err, err)
+    # Clocks through the guest vDSO agree with the host and advance; without the vDSO likewise.
+    clock_script = ("import time; t = time.time(); m0 = time.monotonic(); time.sleep(0.05); d = time.monotonic() - m0; "
+                    "print(abs(t - float(input())) < 2, 0.05 <= d < 1)")
+    for opts in ((), ("--no-vdso",)):
+        if FILTER and FILTER not in "python clocks":
+            break
+        rc, out, err = vm(["/usr/bin/python3", "-c", clock_script], stdin=f"{time.time()}\n".encode(), opts=opts)
+        check(f"python clocks {opts}", rc == 0 and out == "True True\n", out + err)
+    if not FILTER or "vdso" in FILTER:
+        rc, out, err = vm(["/usr/bin/python3", "-c", "import time\nfor i in range(1000): time.monotonic()"],
+                          opts=("--stats",))
+        import re
+        m = re.search(r"syscalls (\d+)", err)
+        check("vdso: clock reads make no syscalls", rc == 0 and m and int(m.group(1)) < 700, err)
     case("python exception exit code", ["/usr/bin/python3", "-c", "raise SystemExit(5)"], 5)
     case("python mmap/mremap/big alloc",
          ["/usr/bin/python3", "-c", "b = bytearray(64 << 20); b[-1] = 7; b += bytes(8 << 20); print(len(b), b[(64<<20)-1])"],

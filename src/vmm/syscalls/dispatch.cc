@@ -50,10 +50,10 @@ int64_t dispatch_syscall(Guest& g, const SyscallArgs& args) {
     if (r == kNoReturnValue) {
       LOG_INFO("vm: %s(%llu)", name, static_cast<unsigned long long>(args.nr));
     } else {
-      LOG_INFO("vm: %s[%llu](0x%llx, 0x%llx, 0x%llx, 0x%llx) = %lld", name, static_cast<unsigned long long>(args.nr),
+      LOG_INFO("vm: %s[%llu](0x%llx, 0x%llx, 0x%llx, 0x%llx) = %lld (rip 0x%llx)", name, static_cast<unsigned long long>(args.nr),
                static_cast<unsigned long long>(args.a[0]), static_cast<unsigned long long>(args.a[1]),
                static_cast<unsigned long long>(args.a[2]), static_cast<unsigned long long>(args.a[3]),
-               static_cast<long long>(r));
+               static_cast<long long>(r), static_cast<unsigned long long>(g.regs ? g.regs->rip : 0));
     }
   }
   return r;
