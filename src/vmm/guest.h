@@ -7,7 +7,9 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "vmm/address_space.h"
 #include "vmm/fd_table.h"
@@ -63,6 +65,9 @@ struct Guest {
   bool exited = false;
   int exit_code = 0;
   int term_signal = 0;
+
+  // FPU/vector states saved at signal delivery, restored by rt_sigreturn (innermost last, bounded).
+  std::vector<std::unique_ptr<kvm_xsave>> saved_fpu;
 
   uint64_t syscall_count = 0;
   uint64_t unknown_syscalls = 0;

@@ -10,7 +10,10 @@
 namespace sp::vmm {
 
 GuestMemory::GuestMemory(GuestMemory&& o) noexcept
-    : memfd_(std::move(o.memfd_)), host_(std::exchange(o.host_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    : memfd_(std::move(o.memfd_)),
+      host_(std::exchange(o.host_, nullptr)),
+      size_(std::exchange(o.size_, 0)),
+      private_(o.private_) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& o) noexcept {
   if (this != &o) {
@@ -18,6 +21,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& o) noexcept {
     memfd_ = std::move(o.memfd_);
     host_ = std::exchange(o.host_, nullptr);
     size_ = std::exchange(o.size_, 0);
+    private_ = o.private_;
   }
   return *this;
 }
@@ -38,6 +42,17 @@ Result<GuestMemory> GuestMemory::create(uint64_t bytes) {
   if (p == MAP_FAILED) return errno_error("mmap guest memory");
   m.host_ = static_cast<uint8_t*>(p);
   m.size_ = bytes;
+  return m;
+}
+
+Result<GuestMemory> GuestMemory::map_private(int memfd, uint64_t bytes) {
+  GuestMemory m;
+  // SAFETY: a private mapping of the template's whole memfd; the template never writes it again.
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, memfd, 0);
+  if (p == MAP_FAILED) return errno_error("mmap template memory");
+  m.host_ = static_cast<uint8_t*>(p);
+  m.size_ = bytes;
+  m.private_ = true;
   return m;
 }
 
@@ -63,7 +78,15 @@ Status GuestMemory::zero(uint64_t gva, uint64_t len) {
   std::memset(host_ + gva, 0, first - gva);        // SAFETY: head, inside the checked range.
   std::memset(host_ + last, 0, gva + len - last);  // SAFETY: tail, inside the checked range.
   // Releasing the pages both zeroes them and returns their memory; KVM's MMU notifier drops any
-  // shadow mapping of them.
+  // shadow mapping of them. A private view must not punch the template's memfd: it maps fresh
+  // anonymous zero pages over the range instead.
+  if (private_) {
+    // SAFETY: [first, last) lies inside this VM's own mapping (checked above).
+    void* p = mmap(host_ + first, last - first, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) std::memset(host_ + first, 0, last - first);
+    return {};
+  }
   if (fallocate(memfd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(first),
                 static_cast<off_t>(last - first)) < 0) {
     std::memset(host_ + first, 0, last - first);  // SAFETY: inside the checked range.

@@ -23,6 +23,10 @@ class GuestMemory {
 
   // A fresh, zeroed guest of `bytes` (a multiple of 2 MiB within [kMinMemoryBytes, kMaxMemoryBytes]).
   static Result<GuestMemory> create(uint64_t bytes);
+  // A copy-on-write view of a frozen template's memfd (MAP_PRIVATE): reads share the template's
+  // pages, writes stay private to this process. The memfd is borrowed, not owned.
+  static Result<GuestMemory> map_private(int memfd, uint64_t bytes);
+  bool is_private() const { return private_; }
 
   uint64_t size() const { return size_; }
   uint8_t* host_base() const { return host_; }
@@ -62,14 +66,16 @@ class GuestMemory {
   // bad pointer, ENAMETOOLONG when no NUL appears within max_len bytes.
   Status read_cstring(uint64_t gva, size_t max_len, std::string* out) const;
 
-  // Zeroes [gva, gva+len) of user memory: whole pages are released to the host (hole punch), edges
-  // are cleared with memset. Unmapped guest memory is kept zero by this invariant.
+  // Zeroes [gva, gva+len) of user memory: whole pages are released to the host (hole punch, or for
+  // a private view fresh anonymous pages mapped over them), edges are cleared with memset.
+  // Unmapped guest memory is kept zero by this invariant.
   Status zero(uint64_t gva, uint64_t len);
 
  private:
   UniqueFd memfd_;
   uint8_t* host_ = nullptr;
   uint64_t size_ = 0;
+  bool private_ = false;
 };
 
 }  // namespace sp::vmm

@@ -16,7 +16,6 @@
 #include "vmm/x86.h"
 
 namespace sp::vmm {
-namespace {
 
 uint64_t now_ns() {
   timespec ts;
@@ -24,12 +23,13 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// /dev/kvm and the supported CPUID, opened once per process.
 Result<Kvm*> shared_kvm() {
   static Result<Kvm> kvm = Kvm::open();
   if (!kvm.ok()) return kvm.error();
   return &kvm.value();
 }
+
+namespace {
 
 std::string resolve_program(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
@@ -78,6 +78,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   g.exe_path = req.path;
   g.pid = 2;
   g.trace = cfg.trace;
+  vm->freeze_fd_ = cfg.freeze_on_read_fd;
   for (const auto& [guest_fd, host_fd] : cfg.fds) {
     UniqueFd copy(fcntl(host_fd, F_DUPFD_CLOEXEC, 3));
     if (!copy) return errno_error("dup guest descriptor");
@@ -88,6 +89,48 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   return vm;
 }
 
+bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
+  Guest& g = guest_;
+  switch (trap.kind) {
+    case Trap::Kind::kSyscall: {
+      SyscallArgs args;
+      args.nr = user.rax;
+      args.a[0] = user.rdi, args.a[1] = user.rsi, args.a[2] = user.rdx;
+      args.a[3] = user.r10, args.a[4] = user.r8, args.a[5] = user.r9;
+      if (freeze_fd_ >= 0 && args.nr == 0 && args.a[0] == static_cast<uint64_t>(freeze_fd_)) {
+        frozen_ = true;  // leave the read for the clones
+        pending_ = args;
+        pending_user_ = user;
+        return false;
+      }
+      int64_t r = dispatch_syscall(g, args);
+      if (r != kNoReturnValue) user.rax = static_cast<uint64_t>(r);
+      break;
+    }
+    case Trap::Kind::kException: {
+      global_counters().exceptions.fetch_add(1, std::memory_order_relaxed);
+      SignalInfo info = signal_for_exception(trap.vector, trap.error_code, trap.cr2);
+      if (g.trace)
+        LOG_INFO("vm: exception %u error 0x%x cr2 0x%llx at rip 0x%llx -> signal %d", trap.vector, trap.error_code,
+                 static_cast<unsigned long long>(trap.cr2), static_cast<unsigned long long>(user.rip), info.signo);
+      deliver_signal(g, info);
+      if (g.exited)
+        LOG_INFO("vm: guest killed by signal %d (cpu exception %u, error 0x%x, cr2 0x%llx, rip 0x%llx)", g.term_signal,
+                 trap.vector, trap.error_code, static_cast<unsigned long long>(trap.cr2),
+                 static_cast<unsigned long long>(user.rip));
+      break;
+    }
+    case Trap::Kind::kInterrupted:
+    case Trap::Kind::kFatal: break;
+  }
+  if (interrupt_requested_.exchange(false, std::memory_order_acq_rel)) g.sig.pending |= 1ull << (SIGINT - 1);
+  if (!g.exited && (trap.kind != Trap::Kind::kInterrupted || trap.at_user)) deliver_pending(g);
+  if (g.exited) return false;
+  if (vdso_) refresh_vdso(g.mem, vdso_clock_);
+  resume_user(backend_, vcpu_.run_area(), g.mem, trap, user);
+  return true;
+}
+
 Result<VmExit> Vm::run() {
   uint64_t start = now_ns();
   kvm_run* run = vcpu_.run_area();
@@ -96,9 +139,19 @@ Result<VmExit> Vm::run() {
   g.run = run;
   g.vcpu = &vcpu_;
   g.regs = &user;
-  bool first = true;
+  if (frozen_) return Error{EINVAL, "run of a frozen VM"};
   if (vdso_) refresh_vdso(g.mem, vdso_clock_);
-  while (true) {
+  bool running = true;
+  if (has_pending_) {  // a clone: finish the template's frozen syscall with our descriptors
+    has_pending_ = false;
+    Trap t;
+    t.kind = Trap::Kind::kSyscall;
+    user = pending_user_;
+    user.rax = pending_.nr;
+    running = handle_trap(t, user);
+  }
+  bool first = true;
+  while (running) {
     Status st = vcpu_.run();
     bool interrupted = false;
     if (!st.ok()) {
@@ -110,44 +163,18 @@ Result<VmExit> Vm::run() {
       first = false;
     }
     Trap trap = decode_trap(backend_, run, g.mem, interrupted, &user);
-    switch (trap.kind) {
-      case Trap::Kind::kSyscall: {
-        SyscallArgs args;
-        args.nr = user.rax;
-        args.a[0] = user.rdi, args.a[1] = user.rsi, args.a[2] = user.rdx;
-        args.a[3] = user.r10, args.a[4] = user.r8, args.a[5] = user.r9;
-        int64_t r = dispatch_syscall(g, args);
-        if (r != kNoReturnValue) user.rax = static_cast<uint64_t>(r);
-        break;
-      }
-      case Trap::Kind::kException: {
-        global_counters().exceptions.fetch_add(1, std::memory_order_relaxed);
-        SignalInfo info = signal_for_exception(trap.vector, trap.error_code, trap.cr2);
-        if (g.trace)
-          LOG_INFO("vm: exception %u error 0x%x cr2 0x%llx at rip 0x%llx -> signal %d", trap.vector, trap.error_code,
-                   static_cast<unsigned long long>(trap.cr2), static_cast<unsigned long long>(user.rip), info.signo);
-        deliver_signal(g, info);
-        if (g.exited)
-          LOG_INFO("vm: guest killed by signal %d (cpu exception %u, error 0x%x, cr2 0x%llx, rip 0x%llx)",
-                   g.term_signal, trap.vector, trap.error_code, static_cast<unsigned long long>(trap.cr2),
-                   static_cast<unsigned long long>(user.rip));
-        break;
-      }
-      case Trap::Kind::kInterrupted: break;
-      case Trap::Kind::kFatal:
-        LOG_ERROR("vm: %s (exit reason %u, rip 0x%llx, cs 0x%x)", trap.what, run->exit_reason,
-                  static_cast<unsigned long long>(run->s.regs.regs.rip), run->s.regs.sregs.cs.selector);
-        return Error{kEProtocol, trap.what};
+    if (trap.kind == Trap::Kind::kFatal) {
+      LOG_ERROR("vm: %s (exit reason %u, rip 0x%llx, cs 0x%x)", trap.what, run->exit_reason,
+                static_cast<unsigned long long>(run->s.regs.regs.rip), run->s.regs.sregs.cs.selector);
+      return Error{kEProtocol, trap.what};
     }
-    if (interrupt_requested_.exchange(false, std::memory_order_acq_rel)) g.sig.pending |= 1ull << (SIGINT - 1);
-    if (!g.exited && (trap.kind != Trap::Kind::kInterrupted || trap.at_user)) deliver_pending(g);
-    if (g.exited) break;
-    if (vdso_) refresh_vdso(g.mem, vdso_clock_);
-    resume_user(backend_, run, g.mem, trap, user);
+    running = handle_trap(trap, user);
   }
   timings_.run_ns = now_ns() - start;
   g.regs = nullptr;
-  return VmExit{g.exit_code, g.term_signal, g.syscall_count, g.unknown_syscalls};
+  VmExit ex{g.exit_code, g.term_signal, g.syscall_count, g.unknown_syscalls};
+  ex.frozen = frozen_;
+  return ex;
 }
 
 }  // namespace sp::vmm

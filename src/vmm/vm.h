@@ -13,6 +13,8 @@
 #include "util/result.h"
 #include "vmm/guest.h"
 #include "vmm/kvm.h"
+#include "vmm/snapshot.h"
+#include "vmm/syscalls/dispatch.h"
 #include "vmm/trap.h"
 #include "vmm/vdso.h"
 
@@ -29,6 +31,9 @@ struct VmConfig {
   TrapBackend backend = TrapBackend::kTripleFault;
   bool trace = false;  // log every syscall at info level
   bool vdso = true;    // give the guest a vDSO (clock reads without exits)
+  // >= 0: stop before the guest's first read() of this fd and return from run() with `frozen`
+  // set, ready for snapshot() (a warmed template waiting for its first request).
+  int freeze_on_read_fd = -1;
 };
 
 struct VmExit {
@@ -36,23 +41,43 @@ struct VmExit {
   int term_signal = 0;  // the signal that ended the guest, 0 for a normal exit
   uint64_t syscalls = 0;
   uint64_t unknown_syscalls = 0;
+  bool frozen = false;  // stopped for a snapshot (VmConfig::freeze_on_read_fd), not ended
 };
 
 struct VmTimings {
   uint64_t create_ns = 0;       // KVM VM + memory + vCPU + system area
   uint64_t load_ns = 0;         // ELF loading, stack and vCPU registers
   uint64_t first_exit_ns = 0;   // create() start -> the guest's first exit (first syscall or fault)
+  uint64_t clone_ns = 0;        // clone(): start -> ready to enter the guest
   uint64_t run_ns = 0;          // run() start -> exit
 };
+
+// CLOCK_MONOTONIC in ns; /dev/kvm opened once per process (shared by every VM and clone).
+uint64_t now_ns();
+Result<Kvm*> shared_kvm();
 
 class Vm {
  public:
   // Creates the VM, loads cfg.program and prepares the vCPU at its first instruction.
   static Result<std::unique_ptr<Vm>> create(const VmConfig& cfg);
 
-  // Runs the guest until it exits or is killed by a signal. An error means the VMM could not go on
-  // (an unexpected KVM exit or ioctl failure); the guest is dead either way.
+  // A clone of `snap`: memory mapped MAP_PRIVATE over the template's memfd (copy-on-write), vCPU
+  // and process state restored; `fds` (guest fd -> host fd, duplicated) replace or add descriptors.
+  // Its first run() completes the frozen syscall with the clone's descriptors. `snap` must outlive
+  // nothing: the clone keeps its own mapping.
+  static Result<std::unique_ptr<Vm>> clone(const VmSnapshot& snap, const std::vector<std::pair<int, int>>& fds);
+
+  // Gives the guest descriptor `guest_fd` as a duplicate of `host_fd` (replacing any), e.g. to bind
+  // a clone made ahead of time to a session's socketpair just before its first run().
+  Status attach_fd(int guest_fd, int host_fd);
+
+  // Runs the guest until it exits, is killed by a signal, or freezes. An error means the VMM could
+  // not go on (an unexpected KVM exit or ioctl failure); the guest is dead either way.
   Result<VmExit> run();
+
+  // After run() returned `frozen`: the snapshot of this VM (triple-fault backend only). This VM must
+  // not run again; its memfd now belongs to the snapshot.
+  Result<std::unique_ptr<VmSnapshot>> snapshot();
 
   // Requests SIGINT for the guest (Python: KeyboardInterrupt). Async-signal-safe; from another
   // thread, also signal the vCPU thread (any handled signal without SA_RESTART) so KVM_RUN returns.
@@ -67,6 +92,8 @@ class Vm {
 
  private:
   Vm() = default;
+  // Handles one decoded trap; false once the guest has exited.
+  bool handle_trap(const Trap& trap, kvm_regs& user);
   KvmVm vm_;
   KvmVcpu vcpu_;
   Guest guest_;
@@ -76,6 +103,11 @@ class Vm {
   VmTimings timings_;
   uint64_t created_at_ns_ = 0;
   std::atomic<bool> interrupt_requested_{false};
+  int freeze_fd_ = -1;
+  bool frozen_ = false;
+  bool has_pending_ = false;  // a clone: complete pending_ before the first KVM_RUN
+  SyscallArgs pending_;
+  kvm_regs pending_user_{};
 };
 
 }  // namespace sp::vmm

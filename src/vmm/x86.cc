@@ -105,9 +105,10 @@ uint32_t host_hwcap() {
   return d;
 }
 
-Status init_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, TrapBackend backend,
-                 uint64_t memory_bytes, uint64_t entry, uint64_t rsp) {
-  (void)memory_bytes;
+namespace {
+
+// MSRs, CPUID and XCR0: the same for a fresh vCPU and a restored clone.
+Status init_vcpu_common(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, TrapBackend backend) {
   const MsrValue msrs[] = {
       {kMsrStar, (uint64_t{kUserStarBase} << 48) | (uint64_t{kKernelCs} << 32)},
       {kMsrLstar, syscall_entry(backend)},
@@ -117,6 +118,22 @@ Status init_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, Trap
   };
   SP_TRY(vcpu.set_msrs(msrs, 5));
   SP_TRY(vcpu.set_cpuid(cpuid));
+  // XCR0: what CPUID.0xD:0 says KVM supports, limited to x87|SSE|AVX|opmask|ZMM (0xe7).
+  uint64_t xcr0 = 0x3;
+  for (const kvm_cpuid_entry2& e : cpuid) {
+    if (e.function == 0xd && e.index == 0) xcr0 = ((uint64_t{e.edx} << 32) | e.eax) & 0xe7;
+  }
+  if (Status st = vcpu.set_xcr0(xcr0 | 0x3); !st.ok())
+    LOG_DEBUG("vmm: KVM_SET_XCRS(0x%llx) refused: %s", static_cast<unsigned long long>(xcr0), st.error().message().c_str());
+  return {};
+}
+
+}  // namespace
+
+Status init_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, TrapBackend backend,
+                 uint64_t memory_bytes, uint64_t entry, uint64_t rsp) {
+  (void)memory_bytes;
+  SP_TRY(init_vcpu_common(vcpu, cpuid, backend));
   kvm_sregs s{};
   s.cs = segment(kUserCs, 0xb, true);
   s.ds = s.es = s.fs = s.gs = s.ss = segment(kUserDs, 0x3, false);
@@ -129,13 +146,6 @@ Status init_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, Trap
   s.cr4 = kCr4;
   s.efer = kEfer;
   SP_TRY(vcpu.set_sregs(s));
-  // XCR0: what CPUID.0xD:0 says KVM supports, limited to x87|SSE|AVX|opmask|ZMM (0xe7).
-  uint64_t xcr0 = 0x3;
-  for (const kvm_cpuid_entry2& e : cpuid) {
-    if (e.function == 0xd && e.index == 0) xcr0 = ((uint64_t{e.edx} << 32) | e.eax) & 0xe7;
-  }
-  if (Status st = vcpu.set_xcr0(xcr0 | 0x3); !st.ok())
-    LOG_DEBUG("vmm: KVM_SET_XCRS(0x%llx) refused: %s", static_cast<unsigned long long>(xcr0), st.error().message().c_str());
   kvm_fpu fpu{};
   fpu.fcw = 0x37f;
   fpu.mxcsr = 0x1f80;
@@ -145,6 +155,14 @@ Status init_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, Trap
   r.rsp = rsp;
   r.rflags = 0x202;
   return vcpu.set_regs(r);
+}
+
+Status restore_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, TrapBackend backend,
+                    const kvm_sregs& sregs, const kvm_xsave* xsave) {
+  SP_TRY(init_vcpu_common(vcpu, cpuid, backend));
+  SP_TRY(vcpu.set_sregs(sregs));
+  if (xsave) SP_TRY(vcpu.set_xsave(*xsave));
+  return {};
 }
 
 }  // namespace sp::vmm

@@ -25,6 +25,11 @@ Status build_system_area(GuestMemory& mem, TrapBackend backend);
 Status init_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, TrapBackend backend,
                  uint64_t memory_bytes, uint64_t entry, uint64_t rsp);
 
+// Restores a clone's vCPU: the common state of init_vcpu plus the template's SREGS and XSAVE
+// (general registers go in through kvm_run's sync area at the first run).
+Status restore_vcpu(KvmVcpu& vcpu, const std::vector<kvm_cpuid_entry2>& cpuid, TrapBackend backend,
+                    const kvm_sregs& sregs, const kvm_xsave* xsave);
+
 // CPUID.1:EDX of the host, for AT_HWCAP.
 uint32_t host_hwcap();
 

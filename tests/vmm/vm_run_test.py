@@ -101,6 +101,18 @@ print(os.path.exists(os.path.join(d, 'sub')))
         import re
         m = re.search(r"syscalls (\d+)", err)
         check("vdso: clock reads make no syscalls", rc == 0 and m and int(m.group(1)) < 700, err)
+    # Snapshot and copy-on-write clones: each clone starts from the frozen template, so state the
+    # request changes never leaks into the next clone.
+    if not FILTER or "clone" in FILTER:
+        cmd = ["--clones", "3", "--memory", "256", "--", "/usr/bin/python3", "-c",
+               "import sys\nn = 41\nexec(sys.stdin.read())"]
+        p = subprocess.run([SANDPOOL, "vm-run", *cmd], input=b"n += 1\nprint(n)\n", capture_output=True, timeout=120)
+        err = p.stderr.decode()
+        check("python clones", p.returncode == 0 and p.stdout == b"42\n42\n42\n" and err.count("private ") == 3,
+              p.stdout.decode() + err)
+        p = subprocess.run([SANDPOOL, "vm-run", "--clones", "2", "--", "/bin/busybox", "sh", "-c", "read x; echo got $x"],
+                           input=b"hello\n", capture_output=True, timeout=60)
+        check("busybox clones", p.returncode == 0 and p.stdout == b"got hello\ngot hello\n", p.stderr.decode())
     case("python exception exit code", ["/usr/bin/python3", "-c", "raise SystemExit(5)"], 5)
     case("python mmap/mremap/big alloc",
          ["/usr/bin/python3", "-c", "b = bytearray(64 << 20); b[-1] = 7; b += bytes(8 << 20); print(len(b), b[(64<<20)-1])"],

@@ -23,9 +23,6 @@ constexpr uint64_t kSaOnStack = 0x08000000, kSaResetHand = 0x80000000, kSaNoDefe
 constexpr uint64_t kSigcontextOff = 40, kSigmaskOff = 40 + 256, kSiginfoOff = 8 + 304, kFrameBytes = 8 + 304 + 128;
 constexpr size_t kMaxSavedFpu = 8;
 
-// FPU states saved at delivery, restored by rt_sigreturn (innermost last). Per process: the VMM
-// runs one guest per thread of control, and nesting is bounded.
-thread_local std::vector<std::unique_ptr<kvm_xsave>> t_saved_fpu;
 
 bool default_ignores(int sig) {
   return sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT || sig == SIGSTOP ||
@@ -107,8 +104,8 @@ void deliver_signal(Guest& g, const SignalInfo& info) {
 
   auto fpu = std::make_unique<kvm_xsave>();
   if (g.vcpu && g.vcpu->get_xsave(fpu.get()).ok()) {
-    if (t_saved_fpu.size() >= kMaxSavedFpu) t_saved_fpu.erase(t_saved_fpu.begin());
-    t_saved_fpu.push_back(std::move(fpu));
+    if (g.saved_fpu.size() >= kMaxSavedFpu) g.saved_fpu.erase(g.saved_fpu.begin());
+    g.saved_fpu.push_back(std::move(fpu));
   }
   g.sig.blocked |= act.mask & ~kUnblockable;
   if (!(act.flags & kSaNoDefer)) g.sig.blocked |= bit(sig);
@@ -179,9 +176,9 @@ int64_t sys_rt_sigreturn(Guest& g, const SyscallArgs&) {
   r.r15 = sc[7], r.rdi = sc[8], r.rsi = sc[9], r.rbp = sc[10], r.rbx = sc[11], r.rdx = sc[12], r.rax = sc[13];
   r.rcx = sc[14], r.rsp = sc[15], r.rip = sc[16], r.rflags = sc[17];  // flags sanitized on resume
   g.sig.blocked = mask & ~kUnblockable;
-  if (!t_saved_fpu.empty()) {
-    if (g.vcpu) (void)g.vcpu->set_xsave(*t_saved_fpu.back());
-    t_saved_fpu.pop_back();
+  if (!g.saved_fpu.empty()) {
+    if (g.vcpu) (void)g.vcpu->set_xsave(*g.saved_fpu.back());
+    g.saved_fpu.pop_back();
   }
   return kNoReturnValue;
 }

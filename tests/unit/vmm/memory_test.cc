@@ -73,3 +73,26 @@ TEST_CASE("create refuses bad sizes") {
   CHECK_FALSE(GuestMemory::create((64ull << 20) + 4096).ok());
   CHECK_FALSE(GuestMemory::create(64ull << 30).ok());
 }
+
+TEST_CASE("a private view shares the template's pages and never writes them back") {
+  auto t = GuestMemory::create(64ull << 20);
+  REQUIRE(t.ok());
+  GuestMemory& tmpl = t.value();
+  CHECK(tmpl.write<uint64_t>(kUserBase, 111));
+  CHECK(tmpl.write<uint64_t>(kUserBase + kPageSize, 222));
+  auto c = GuestMemory::map_private(tmpl.memfd(), tmpl.size());
+  REQUIRE(c.ok());
+  GuestMemory& clone = c.value();
+  CHECK(clone.is_private());
+  uint64_t v = 0;
+  CHECK(clone.read(kUserBase, &v));
+  CHECK(v == 111);
+  CHECK(clone.write<uint64_t>(kUserBase, 5));
+  CHECK(clone.zero(kUserBase + kPageSize, kPageSize).ok());  // must not punch the template's memfd
+  CHECK(clone.read(kUserBase + kPageSize, &v));
+  CHECK(v == 0);
+  CHECK(tmpl.read(kUserBase, &v));
+  CHECK(v == 111);
+  CHECK(tmpl.read(kUserBase + kPageSize, &v));
+  CHECK(v == 222);
+}
