@@ -220,10 +220,11 @@ int vm_run_main(int argc, char** argv) {
     const auto& t = vm.value()->timings();
     std::fprintf(stderr,
                  "vm-run: backend %s, create %.3f ms, load %.3f ms, first exit %.3f ms, run %.3f ms, "
-                 "syscalls %llu, unknown %llu, exit %d\n",
+                 "syscalls %llu, unknown %llu, exit %d, in KVM_RUN %.3f ms over %llu exits\n",
                  vmm::backend_name(cfg.backend), t.create_ns / 1e6, t.load_ns / 1e6, t.first_exit_ns / 1e6,
                  t.run_ns / 1e6, static_cast<unsigned long long>(ex->syscalls),
-                 static_cast<unsigned long long>(ex->unknown_syscalls), ex->exit_code);
+                 static_cast<unsigned long long>(ex->unknown_syscalls), ex->exit_code, t.kvm_run_ns / 1e6,
+                 static_cast<unsigned long long>(t.exits));
   }
   return ex->exit_code;
 }

@@ -152,7 +152,10 @@ Result<VmExit> Vm::run() {
   }
   bool first = true;
   while (running) {
+    uint64_t entered = now_ns();
     Status st = vcpu_.run();
+    timings_.kvm_run_ns += now_ns() - entered;
+    ++timings_.exits;
     bool interrupted = false;
     if (!st.ok()) {
       if (st.error().code != EINTR && st.error().code != EAGAIN) return st.error();

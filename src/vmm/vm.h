@@ -50,6 +50,8 @@ struct VmTimings {
   uint64_t first_exit_ns = 0;   // create() start -> the guest's first exit (first syscall or fault)
   uint64_t clone_ns = 0;        // clone(): start -> ready to enter the guest
   uint64_t run_ns = 0;          // run() start -> exit
+  uint64_t kvm_run_ns = 0;      // of which inside KVM_RUN (guest code, shadow-page faults, exits)
+  uint64_t exits = 0;           // KVM_RUN returns
 };
 
 // CLOCK_MONOTONIC in ns; /dev/kvm opened once per process (shared by every VM and clone).
