@@ -55,7 +55,7 @@ def main():
         case("python print", ["/usr/bin/python3", "-c", "print(1)"], 0, "1\n", backend=be)
         case("hostile pointers", [HOSTILE, "pointers"], 0, "ok pointers\n", backend=be)
         case("hostile syscalls", [HOSTILE, "syscalls"], 0, "ok syscalls\n", backend=be)
-        for mode in ("pagetable", "gdt", "stub", "hlt", "cli", "wrmsr", "lgdt", "jump_stub", "bad_sigreturn",
+        for mode in ("pagetable", "gdt", "stub", "hlt", "cli", "wrmsr", "lgdt", "jump_stub", "bad_sigreturn", "forged_sigreturn",
                      "bad_stack_signal"):
             case(f"hostile {mode}", [HOSTILE, mode], 139, "", backend=be)
         case("hostile int80", [HOSTILE, "int80"], (132, 139), "", backend=be)
@@ -113,6 +113,40 @@ print(os.path.exists(os.path.join(d, 'sub')))
         p = subprocess.run([SANDPOOL, "vm-run", "--clones", "2", "--", "/bin/busybox", "sh", "-c", "read x; echo got $x"],
                            input=b"hello\n", capture_output=True, timeout=60)
         check("busybox clones", p.returncode == 0 and p.stdout == b"got hello\ngot hello\n", p.stderr.decode())
+    # The agent channel: a socketpair end given to the guest as fd 3 (--fd 3=N).
+    if not FILTER or "agent" in FILTER:
+        import socket
+        host_end, guest_end = socket.socketpair()
+        proc = subprocess.Popen([SANDPOOL, "vm-run", "--fd", f"3={guest_end.fileno()}", "--", "/usr/bin/python3", "-c",
+                                 "import os\nreq = os.read(3, 100)\nos.write(3, b'pong:' + req)"],
+                                pass_fds=(guest_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        guest_end.close()
+        host_end.sendall(b"ping")
+        host_end.settimeout(60)
+        reply = host_end.recv(100)
+        proc.wait(timeout=60)
+        check("agent channel on fd 3", reply == b"pong:ping" and proc.returncode == 0, proc.stderr.read().decode())
+    # A REPL on a terminal: the tty ioctls (TCGETS/TCSETS/TIOCGWINSZ) and poll/select on stdin.
+    if not FILTER or "repl" in FILTER:
+        import pty
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([SANDPOOL, "vm-run", "--", "/usr/bin/python3", "-i", "-q"], stdin=slave, stdout=slave,
+                                stderr=slave, close_fds=True)
+        os.close(slave)
+        os.write(master, b"print(6 * 7)\nexit()\n")
+        out = b""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        proc.wait(timeout=60)
+        os.close(master)
+        check("python REPL on a pty", b"42" in out and proc.returncode == 0, out.decode(errors="replace"))
     case("python exception exit code", ["/usr/bin/python3", "-c", "raise SystemExit(5)"], 5)
     case("python mmap/mremap/big alloc",
          ["/usr/bin/python3", "-c", "b = bytearray(64 << 20); b[-1] = 7; b += bytes(8 << 20); print(len(b), b[(64<<20)-1])"],

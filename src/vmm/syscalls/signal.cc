@@ -168,7 +168,10 @@ int64_t sys_rt_sigreturn(Guest& g, const SyscallArgs&) {
   uint64_t uc = r.rsp;  // the handler's `ret` popped pretcode
   uint64_t sc[23];
   uint64_t mask;
-  if (!g.mem.copy_in(sc, uc + kSigcontextOff, sizeof sc) || !g.mem.read(uc + kSigmaskOff, &mask)) {
+  // A frame the guest forged may hold any values: a non-canonical rip or rsp would make the next
+  // VM entry fail, so it is treated like Linux treats a bad frame (SIGSEGV).
+  if (!g.mem.copy_in(sc, uc + kSigcontextOff, sizeof sc) || !g.mem.read(uc + kSigmaskOff, &mask) ||
+      sc[16] >= (1ull << 47) || sc[15] >= (1ull << 47)) {
     kill_guest(g, SIGSEGV);
     return kNoReturnValue;
   }

@@ -180,6 +180,13 @@ static void run_mode(const char* m) {
     puts_("ok ud2_handler\n");
     exit_(0);
   }
+  if (streq(m, "forged_sigreturn")) {  // a frame whose rip is not canonical
+    u64 frame[64] = {0};
+    frame[5 + 16] = 0x8000000000000000ul;  // uc_mcontext.rip
+    frame[5 + 15] = (u64)&frame[32];       // rsp
+    __asm__ volatile("mov %0, %%rsp\n mov $15, %%eax\n syscall" :: "r"(frame) : "memory");
+    exit_(1);
+  }
   if (streq(m, "bad_sigreturn")) { __asm__ volatile("mov $0x1000, %%rsp\n mov $15, %%eax\n syscall" ::: "memory"); exit_(1); }
   if (streq(m, "bad_stack_signal")) {
     install(11, (void*)on_segv_report);
