@@ -118,7 +118,7 @@ print(os.path.exists(os.path.join(d, 'sub')))
         import socket
         host_end, guest_end = socket.socketpair()
         proc = subprocess.Popen([SANDPOOL, "vm-run", "--fd", f"3={guest_end.fileno()}", "--", "/usr/bin/python3", "-c",
-                                 "import os\nreq = os.read(3, 100)\nos.write(3, b'pong:' + req)"],
+                                 "import os, socket\ns = socket.socket(fileno=3)\nreq = s.recv(100)\ns.sendall(b'pong:' + req)"],
                                 pass_fds=(guest_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         guest_end.close()
         host_end.sendall(b"ping")

@@ -16,6 +16,7 @@ const SyscallTable& table() {
     register_time_syscalls(s);
     register_signal_syscalls(s);
     register_wait_syscalls(s);
+    register_socket_syscalls(s);
     return s;
   }();
   return t;

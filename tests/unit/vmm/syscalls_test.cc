@@ -3,6 +3,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -204,4 +205,29 @@ TEST_CASE("process calls: arch_prctl, prlimit64, uname, rseq") {
   CHECK(t.call(231, 3) == 0);
   CHECK(t.g.exited);
   CHECK(t.g.exit_code == 3);
+}
+
+TEST_CASE("socket options and names on a given socket, with hostile lengths") {
+  TestGuest t;
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  REQUIRE(t.g.fds.install_at(3, sp::UniqueFd(sv[0])).ok());
+  sp::UniqueFd other(sv[1]);
+  uint64_t val = TestGuest::kScratch + 100, len = TestGuest::kScratch + 200;
+  t.g.mem.write<uint32_t>(len, 4);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, val, len) == 0);
+  uint32_t type = 0;
+  t.g.mem.read(val, &type);
+  CHECK(type == SOCK_STREAM);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, val, kSys) == -EFAULT);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, kSys, len) == -EFAULT);
+  t.g.mem.write<uint32_t>(len, 0xffffffffu);  // clamped, then checked
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, t.g.mem.size() - 8, len) == -EFAULT);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_PEERCRED, val, len) == -ENOPROTOOPT);
+  CHECK(t.call(54, 3, SOL_SOCKET, SO_RCVBUF, val, 1ull << 40) == -EINVAL);
+  t.g.mem.write<uint32_t>(len, 128);
+  CHECK(t.call(51, 3, val, len) == 0);
+  CHECK(t.call(52, 3, kSys, len) == -EFAULT);
+  CHECK(t.call(55, 9, SOL_SOCKET, SO_TYPE, val, len) == -EBADF);
+  CHECK(t.call(41 /* socket */, AF_INET, SOCK_STREAM, 0) == -ENOSYS);
 }
