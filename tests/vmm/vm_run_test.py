@@ -147,6 +147,15 @@ print(os.path.exists(os.path.join(d, 'sub')))
         proc.wait(timeout=60)
         os.close(master)
         check("python REPL on a pty", b"42" in out and proc.returncode == 0, out.decode(errors="replace"))
+    if not FILTER or "stdlib" in FILTER:
+        smoke = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stdlib_smoke.py")
+        rc, out, err = vm(["/usr/bin/python3", smoke], timeout=300)
+        lines = out.splitlines()
+        fails = [l for l in lines if ": FAIL" in l]
+        expected = {"subprocess", "threading"}
+        ok = rc == 0 and len(lines) >= 25 and {l.split(":")[0] for l in fails} == expected
+        ok = ok and all("Function not implemented" in l or "can't start new thread" in l for l in fails)
+        check("python stdlib smoke (sqlite, tempfile, asyncio/epoll, mmap, numpy, pandas, ...)", ok, out + err[-800:])
     case("python exception exit code", ["/usr/bin/python3", "-c", "raise SystemExit(5)"], 5)
     case("python mmap/mremap/big alloc",
          ["/usr/bin/python3", "-c", "b = bytearray(64 << 20); b[-1] = 7; b += bytes(8 << 20); print(len(b), b[(64<<20)-1])"],

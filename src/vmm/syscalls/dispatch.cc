@@ -17,6 +17,7 @@ const SyscallTable& table() {
     register_signal_syscalls(s);
     register_wait_syscalls(s);
     register_socket_syscalls(s);
+    register_epoll_syscalls(s);
     return s;
   }();
   return t;

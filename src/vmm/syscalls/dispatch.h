@@ -1,5 +1,5 @@
 // The syscall table: number -> handler, filled by one registration function per family (mem,
-// file, fs, proc, time, signal, wait, socket). Handlers run on the vCPU thread with the guest stopped.
+// file, fs, proc, time, signal, wait, socket, epoll). Handlers run on the vCPU thread with the guest stopped.
 #pragma once
 
 #include <cerrno>
@@ -34,6 +34,7 @@ void register_time_syscalls(SyscallTable& t);
 void register_signal_syscalls(SyscallTable& t);
 void register_wait_syscalls(SyscallTable& t);
 void register_socket_syscalls(SyscallTable& t);
+void register_epoll_syscalls(SyscallTable& t);
 
 // Runs syscall args.nr for the guest; unknown numbers return -ENOSYS and are counted. With
 // g.trace set, logs one line per call.

@@ -1,7 +1,8 @@
 // Socket syscalls on descriptors the guest was given (the agent channel): options, names and
-// shutdown. No new sockets: socket/connect/bind stay ENOSYS, so the guest has no network of its own.
-// send/recv are in file.cc (sendto/recvfrom without addresses).
+// shutdown; plus AF_UNIX socketpair (local only). No other new sockets: socket/connect/bind stay
+// ENOSYS, so the guest has no network of its own. send/recv are in file.cc (no addresses).
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "vmm/syscalls/dispatch.h"
 
@@ -71,9 +72,32 @@ int64_t sys_shutdown(Guest& g, const SyscallArgs& a) {
   return host_ret(shutdown(hfd, static_cast<int>(a.a[1])));
 }
 
+int64_t sys_socketpair(Guest& g, const SyscallArgs& a) {
+  if (a.a[0] != AF_UNIX) return -EAFNOSUPPORT;
+  int type = static_cast<int>(a.a[1]);
+  if ((type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM && (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_DGRAM &&
+      (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_SEQPACKET)
+    return -EINVAL;
+  if (!g.mem.user_range_ok(a.a[3], 8)) return -EFAULT;
+  int sv[2];
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
+  UniqueFd s0(sv[0]), s1(sv[1]);
+  auto g0 = g.fds.install(std::move(s0));
+  if (!g0.ok()) return -g0.error().code;
+  auto g1 = g.fds.install(std::move(s1));
+  if (!g1.ok()) {
+    (void)g.fds.close(g0.value());
+    return -g1.error().code;
+  }
+  int out[2] = {g0.value(), g1.value()};
+  g.mem.copy_out(a.a[3], out, 8);
+  return 0;
+}
+
 }  // namespace
 
 void register_socket_syscalls(SyscallTable& t) {
+  t.add(53, "socketpair", sys_socketpair);
   t.add(48, "shutdown", sys_shutdown);
   t.add(51, "getsockname", sys_getsockname);
   t.add(52, "getpeername", sys_getpeername);

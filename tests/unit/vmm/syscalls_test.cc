@@ -231,3 +231,32 @@ TEST_CASE("socket options and names on a given socket, with hostile lengths") {
   CHECK(t.call(55, 9, SOL_SOCKET, SO_TYPE, val, len) == -EBADF);
   CHECK(t.call(41 /* socket */, AF_INET, SOCK_STREAM, 0) == -ENOSYS);
 }
+
+TEST_CASE("epoll, eventfd and socketpair with hostile arguments") {
+  TestGuest t;
+  int64_t ep = t.call(291, 0);
+  REQUIRE(ep >= 0);
+  int64_t efd = t.call(290, 0, 0);
+  REQUIRE(efd >= 0);
+  uint64_t ev = TestGuest::kScratch + 300;
+  uint32_t events = 1;  // EPOLLIN, data follows (packed)
+  uint64_t data = 0xfeedull;
+  t.g.mem.copy_out(ev, &events, 4);
+  t.g.mem.copy_out(ev + 4, &data, 8);
+  CHECK(t.call(233, ep, 1 /* ADD */, efd, kSys) == -EFAULT);
+  CHECK(t.call(233, ep, 1, 999, ev) == -EBADF);
+  CHECK(t.call(233, ep, 1, efd, ev) == 0);
+  uint64_t one = 1;
+  t.g.mem.write(TestGuest::kScratch + 400, one);
+  CHECK(t.call(1, efd, TestGuest::kScratch + 400, 8) == 8);
+  uint64_t out = TestGuest::kScratch + 512;
+  CHECK(t.call(232, ep, out, 1ull << 40, 0) == -EINVAL);
+  CHECK(t.call(232, ep, t.g.mem.size() - 12, 4, 0) == -EFAULT);
+  CHECK(t.call(232, ep, out, 4, 0) == 1);
+  uint64_t got = 0;
+  t.g.mem.copy_in(&got, out + 4, 8);
+  CHECK(got == 0xfeed);  // the guest's own data word comes back
+  CHECK(t.call(53, AF_INET, SOCK_STREAM, 0, TestGuest::kScratch) == -EAFNOSUPPORT);
+  CHECK(t.call(53, AF_UNIX, SOCK_STREAM, 0, kSys) == -EFAULT);
+  CHECK(t.call(53, AF_UNIX, SOCK_STREAM, 0, TestGuest::kScratch) == 0);
+}
