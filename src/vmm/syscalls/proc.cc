@@ -5,6 +5,7 @@
 #include <sys/times.h>
 #include <sys/utsname.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "util/log.h"
@@ -34,12 +35,10 @@ int64_t sys_echild(Guest&, const SyscallArgs&) { return -ECHILD; }
 
 int64_t sys_refused(Guest& g, const SyscallArgs& a) {
   global_counters().refused_syscalls.fetch_add(1, std::memory_order_relaxed);
-  static bool warned = false;
-  if (!warned || g.trace) {
+  static std::atomic<bool> warned{false};  // once per process, unless tracing
+  if (!warned.exchange(true) || g.trace)
     LOG_WARN("vm: %s refused: the micro-VM runs one single-threaded process (no threads, fork or exec)",
              syscall_name(a.nr));
-    warned = true;
-  }
   return -ENOSYS;
 }
 
