@@ -3,6 +3,7 @@
 #include "vmm/vm.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -78,15 +79,42 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   g.exe_path = req.path;
   g.pid = 2;
   g.trace = cfg.trace;
-  vm->freeze_fd_ = cfg.freeze_on_read_fd;
   for (const auto& [guest_fd, host_fd] : cfg.fds) {
     UniqueFd copy(fcntl(host_fd, F_DUPFD_CLOEXEC, 3));
     if (!copy) return errno_error("dup guest descriptor");
     SP_TRY(g.fds.install_at(guest_fd, std::move(copy)));
   }
+  if (cfg.freeze_on_read_fd >= 0) {
+    struct stat st;
+    int h = g.fds.host(cfg.freeze_on_read_fd);
+    if (h < 0 || fstat(h, &st) != 0) return Error{EINVAL, "freeze_on_read_fd is not one of the configured fds"};
+    vm->freeze_fd_ = cfg.freeze_on_read_fd;
+    vm->freeze_dev_ = st.st_dev;
+    vm->freeze_ino_ = st.st_ino;
+  }
   vm->timings_.load_ns = now_ns() - t1;
   global_counters().vms_started.fetch_add(1, std::memory_order_relaxed);
   return vm;
+}
+
+namespace {
+void on_kick_signal(int) {}  // only there to make KVM_RUN and blocking calls return EINTR
+}  // namespace
+
+int Vm::kick_signal() { return SIGRTMIN + 3; }
+
+void Vm::interrupt() {
+  interrupt_requested_.store(true, std::memory_order_release);
+  vcpu_.kick();
+  // SAFETY: pthread_kill is async-signal-safe; vcpu_thread_ is only read while run() is active.
+  if (in_run_.load(std::memory_order_acquire) && !pthread_equal(pthread_self(), vcpu_thread_))
+    pthread_kill(vcpu_thread_, kick_signal());
+}
+
+bool Vm::is_freeze_fd() const {
+  struct stat st;
+  int h = guest_.fds.host(freeze_fd_);
+  return h >= 0 && fstat(h, &st) == 0 && st.st_dev == freeze_dev_ && st.st_ino == freeze_ino_;
 }
 
 bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
@@ -97,7 +125,7 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
       args.nr = user.rax;
       args.a[0] = user.rdi, args.a[1] = user.rsi, args.a[2] = user.rdx;
       args.a[3] = user.r10, args.a[4] = user.r8, args.a[5] = user.r9;
-      if (freeze_fd_ >= 0 && args.nr == 0 && args.a[0] == static_cast<uint64_t>(freeze_fd_)) {
+      if (freeze_fd_ >= 0 && args.nr == 0 && args.a[0] == static_cast<uint64_t>(freeze_fd_) && is_freeze_fd()) {
         frozen_ = true;  // leave the read for the clones
         pending_ = args;
         pending_user_ = user;
@@ -140,6 +168,18 @@ Result<VmExit> Vm::run() {
   g.vcpu = &vcpu_;
   g.regs = &user;
   if (frozen_) return Error{EINVAL, "run of a frozen VM"};
+  static const bool kick_installed = [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_kick_signal;  // no SA_RESTART: interrupted calls return EINTR
+    return sigaction(kick_signal(), &sa, nullptr) == 0;
+  }();
+  (void)kick_installed;
+  vcpu_thread_ = pthread_self();
+  in_run_.store(true, std::memory_order_release);
+  struct InRunReset {
+    std::atomic<bool>& flag;
+    ~InRunReset() { flag.store(false, std::memory_order_release); }
+  } in_run_reset{in_run_};
   if (vdso_) refresh_vdso(g.mem, vdso_clock_);
   bool running = true;
   if (has_pending_) {  // a clone: finish the template's frozen syscall with our descriptors

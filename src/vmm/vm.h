@@ -3,6 +3,8 @@
 // called on one thread (the vCPU thread), interrupt() from any thread or signal handler.
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -32,7 +34,9 @@ struct VmConfig {
   bool trace = false;  // log every syscall at info level
   bool vdso = true;    // give the guest a vDSO (clock reads without exits)
   // >= 0: stop before the guest's first read() of this fd and return from run() with `frozen`
-  // set, ready for snapshot() (a warmed template waiting for its first request).
+  // set, ready for snapshot() (a warmed template waiting for its first request). It must be one of
+  // `fds` (a placeholder, e.g. an empty pipe); the freeze matches that descriptor itself, so a file
+  // that later gets the same fd number (after the guest closed it) does not trigger it.
   int freeze_on_read_fd = -1;
 };
 
@@ -81,12 +85,11 @@ class Vm {
   // not run again; its memfd now belongs to the snapshot.
   Result<std::unique_ptr<VmSnapshot>> snapshot();
 
-  // Requests SIGINT for the guest (Python: KeyboardInterrupt). Async-signal-safe; from another
-  // thread, also signal the vCPU thread (any handled signal without SA_RESTART) so KVM_RUN returns.
-  void interrupt() {
-    interrupt_requested_.store(true, std::memory_order_release);
-    vcpu_.kick();
-  }
+  // Requests SIGINT for the guest (Python: KeyboardInterrupt). Async-signal-safe. Called from a
+  // thread other than the one in run(), it also sends that thread kKickSignal (a no-op handler,
+  // installed by run() without SA_RESTART) so that a KVM_RUN or a blocking host call returns EINTR.
+  void interrupt();
+  static int kick_signal();  // SIGRTMIN + 3
 
   const Guest& guest() const { return guest_; }
   const VmTimings& timings() const { return timings_; }
@@ -96,6 +99,7 @@ class Vm {
   Vm() = default;
   // Handles one decoded trap; false once the guest has exited.
   bool handle_trap(const Trap& trap, kvm_regs& user);
+  bool is_freeze_fd() const;
   KvmVm vm_;
   KvmVcpu vcpu_;
   Guest guest_;
@@ -105,7 +109,10 @@ class Vm {
   VmTimings timings_;
   uint64_t created_at_ns_ = 0;
   std::atomic<bool> interrupt_requested_{false};
+  std::atomic<bool> in_run_{false};
+  pthread_t vcpu_thread_{};
   int freeze_fd_ = -1;
+  uint64_t freeze_dev_ = 0, freeze_ino_ = 0;  // identity of the descriptor behind freeze_fd_
   bool frozen_ = false;
   bool has_pending_ = false;  // a clone: complete pending_ before the first KVM_RUN
   SyscallArgs pending_;
