@@ -1,0 +1,97 @@
+// Guest memory backing: memfd creation, mapping and the checked string/zeroing helpers.
+#include "vmm/memory.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <utility>
+
+namespace sp::vmm {
+
+GuestMemory::GuestMemory(GuestMemory&& o) noexcept
+    : memfd_(std::move(o.memfd_)),
+      host_(std::exchange(o.host_, nullptr)),
+      size_(std::exchange(o.size_, 0)),
+      private_(o.private_) {}
+
+GuestMemory& GuestMemory::operator=(GuestMemory&& o) noexcept {
+  if (this != &o) {
+    if (host_) munmap(host_, size_);
+    memfd_ = std::move(o.memfd_);
+    host_ = std::exchange(o.host_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    private_ = o.private_;
+  }
+  return *this;
+}
+
+GuestMemory::~GuestMemory() {
+  if (host_) munmap(host_, size_);
+}
+
+Result<GuestMemory> GuestMemory::create(uint64_t bytes) {
+  if (bytes < kMinMemoryBytes || bytes > kMaxMemoryBytes || bytes % kHugePage != 0)
+    return Error{kEInvalid, "guest memory size"};
+  GuestMemory m;
+  m.memfd_ = UniqueFd(memfd_create("sandpool-guest", MFD_CLOEXEC));
+  if (!m.memfd_) return errno_error("memfd_create");
+  if (ftruncate(m.memfd_.get(), static_cast<off_t>(bytes)) < 0) return errno_error("ftruncate guest memfd");
+  // SAFETY: a shared mapping of the whole memfd; the VMM and KVM see the same pages.
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m.memfd_.get(), 0);
+  if (p == MAP_FAILED) return errno_error("mmap guest memory");
+  m.host_ = static_cast<uint8_t*>(p);
+  m.size_ = bytes;
+  return m;
+}
+
+Result<GuestMemory> GuestMemory::map_private(int memfd, uint64_t bytes) {
+  GuestMemory m;
+  // SAFETY: a private mapping of the template's whole memfd; the template never writes it again.
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, memfd, 0);
+  if (p == MAP_FAILED) return errno_error("mmap template memory");
+  m.host_ = static_cast<uint8_t*>(p);
+  m.size_ = bytes;
+  m.private_ = true;
+  return m;
+}
+
+Status GuestMemory::read_cstring(uint64_t gva, size_t max_len, std::string* out) const {
+  if (gva < kUserBase || gva >= size_) return Error{EFAULT, "guest string"};
+  uint64_t avail = size_ - gva;
+  uint64_t scan = avail < max_len + 1 ? avail : max_len + 1;
+  // SAFETY: [gva, gva+scan) is inside guest memory (scan <= size_ - gva).
+  const void* nul = std::memchr(host_ + gva, 0, scan);
+  if (!nul) return Error{scan == avail ? EFAULT : ENAMETOOLONG, "guest string"};
+  out->assign(reinterpret_cast<const char*>(host_ + gva), static_cast<const uint8_t*>(nul) - (host_ + gva));
+  return {};
+}
+
+Status GuestMemory::zero(uint64_t gva, uint64_t len) {
+  if (!user_range_ok(gva, len)) return Error{EFAULT, "zero guest range"};
+  uint64_t first = (gva + kPageSize - 1) & ~(kPageSize - 1);
+  uint64_t last = (gva + len) & ~(kPageSize - 1);
+  if (first >= last) {
+    std::memset(host_ + gva, 0, len);  // SAFETY: range checked above.
+    return {};
+  }
+  std::memset(host_ + gva, 0, first - gva);        // SAFETY: head, inside the checked range.
+  std::memset(host_ + last, 0, gva + len - last);  // SAFETY: tail, inside the checked range.
+  // Releasing the pages both zeroes them and returns their memory; KVM's MMU notifier drops any
+  // shadow mapping of them. A private view must not punch the template's memfd: it maps fresh
+  // anonymous zero pages over the range instead.
+  if (private_) {
+    // SAFETY: [first, last) lies inside this VM's own mapping (checked above).
+    void* p = mmap(host_ + first, last - first, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) std::memset(host_ + first, 0, last - first);
+    return {};
+  }
+  if (fallocate(memfd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(first),
+                static_cast<off_t>(last - first)) < 0) {
+    std::memset(host_ + first, 0, last - first);  // SAFETY: inside the checked range.
+  }
+  return {};
+}
+
+}  // namespace sp::vmm

@@ -1,0 +1,49 @@
+// The syscall table: number -> handler, filled by one registration function per family (mem,
+// file, fs, proc, time, signal, wait, socket, epoll). Handlers run on the vCPU thread with the guest stopped.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+
+#include "vmm/guest.h"
+
+namespace sp::vmm {
+
+struct SyscallArgs {
+  uint64_t nr = 0;
+  uint64_t a[6] = {};
+};
+
+// A handler returns the value for rax: >= 0 on success, -errno on failure, or kNoReturnValue when
+// it has rewritten the guest's registers itself (rt_sigreturn, signal delivery).
+using SyscallHandler = int64_t (*)(Guest& g, const SyscallArgs& args);
+inline constexpr int64_t kNoReturnValue = INT64_MIN;
+inline constexpr int kMaxSyscall = 512;
+
+struct SyscallTable {
+  SyscallHandler fn[kMaxSyscall] = {};
+  const char* name[kMaxSyscall] = {};
+  void add(int nr, const char* n, SyscallHandler h) { fn[nr] = h, name[nr] = n; }
+};
+
+void register_mem_syscalls(SyscallTable& t);
+void register_file_syscalls(SyscallTable& t);
+void register_fs_syscalls(SyscallTable& t);
+void register_proc_syscalls(SyscallTable& t);
+void register_time_syscalls(SyscallTable& t);
+void register_signal_syscalls(SyscallTable& t);
+void register_wait_syscalls(SyscallTable& t);
+void register_socket_syscalls(SyscallTable& t);
+void register_epoll_syscalls(SyscallTable& t);
+
+// Runs syscall args.nr for the guest; unknown numbers return -ENOSYS and are counted. With
+// g.trace set, logs one line per call.
+int64_t dispatch_syscall(Guest& g, const SyscallArgs& args);
+const char* syscall_name(uint64_t nr);
+
+// Helpers shared by the families.
+inline int64_t host_ret(long rc) { return rc < 0 ? -static_cast<int64_t>(errno) : rc; }
+inline constexpr uint64_t page_up(uint64_t v) { return (v + 4095) & ~uint64_t{4095}; }
+inline constexpr bool page_aligned(uint64_t v) { return (v & 4095) == 0; }
+
+}  // namespace sp::vmm

@@ -1,0 +1,276 @@
+// Descriptor syscalls (read/write families, close, fstat, lseek, getdents64, fcntl, dup*, pipe2,
+// the terminal ioctls a REPL needs, ftruncate, fsync, ...) performed by the VMM on the host
+// descriptors behind the guest's fd table. Path-based calls are in fs.cc.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "vmm/syscalls/dispatch.h"
+
+namespace sp::vmm {
+namespace {
+
+// SAFETY (whole file): every guest buffer goes through g.mem.user_ptr(), which returns a host
+// pointer only when the complete [ptr, ptr+len) range lies in guest user memory; the host calls
+// then read or write at most len bytes there.
+
+#define HOST_FD(g, fd)              \
+  int hfd = (g).fds.host(fd);       \
+  if (hfd < 0) return -EBADF
+
+int64_t sys_read(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  return host_ret(read(hfd, p, a.a[2]));
+}
+
+int64_t sys_write(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  return host_ret(write(hfd, p, a.a[2]));
+}
+
+int64_t sys_pread(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  return host_ret(pread(hfd, p, a.a[2], static_cast<off_t>(a.a[3])));
+}
+
+int64_t sys_pwrite(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  return host_ret(pwrite(hfd, p, a.a[2], static_cast<off_t>(a.a[3])));
+}
+
+// Translates a guest iovec array into host iovecs. Returns 0 or -errno.
+int64_t load_iov(Guest& g, uint64_t iov_ptr, uint64_t count, iovec* out) {
+  if (count > IOV_MAX) return -EINVAL;
+  for (uint64_t i = 0; i < count; ++i) {
+    uint64_t e[2];
+    if (!g.mem.copy_in(e, iov_ptr + i * 16, 16)) return -EFAULT;
+    uint8_t* p = g.mem.user_ptr(e[0], e[1]);
+    if (!p && e[1]) return -EFAULT;
+    out[i] = iovec{p, e[1]};
+  }
+  return 0;
+}
+
+int64_t sys_readv(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  iovec iov[IOV_MAX];
+  if (int64_t r = load_iov(g, a.a[1], a.a[2], iov); r < 0) return r;
+  return host_ret(readv(hfd, iov, static_cast<int>(a.a[2])));
+}
+
+int64_t sys_writev(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  iovec iov[IOV_MAX];
+  if (int64_t r = load_iov(g, a.a[1], a.a[2], iov); r < 0) return r;
+  return host_ret(writev(hfd, iov, static_cast<int>(a.a[2])));
+}
+
+int64_t sys_close(Guest& g, const SyscallArgs& a) {
+  return g.fds.close(static_cast<long>(a.a[0])).ok() ? 0 : -EBADF;
+}
+
+int64_t sys_close_range(Guest& g, const SyscallArgs& a) {
+  uint64_t last = a.a[1] < FdTable::kMaxFds ? a.a[1] : FdTable::kMaxFds - 1;
+  for (uint64_t fd = a.a[0]; fd <= last; ++fd) (void)g.fds.close(static_cast<long>(fd));
+  return 0;
+}
+
+int64_t sys_fstat(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  auto* st = reinterpret_cast<struct stat*>(g.mem.user_ptr(a.a[1], sizeof(struct stat)));
+  if (!st) return -EFAULT;
+  return host_ret(fstat(hfd, st));
+}
+
+int64_t sys_fstatfs(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  auto* st = reinterpret_cast<struct statfs*>(g.mem.user_ptr(a.a[1], sizeof(struct statfs)));
+  if (!st) return -EFAULT;
+  return host_ret(fstatfs(hfd, st));
+}
+
+int64_t sys_lseek(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  return host_ret(lseek(hfd, static_cast<off_t>(a.a[1]), static_cast<int>(a.a[2])));
+}
+
+int64_t sys_getdents64(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p) return -EFAULT;
+  return host_ret(syscall(SYS_getdents64, hfd, p, a.a[2]));  // SAFETY: p..p+len checked above.
+}
+
+int64_t dup_to(Guest& g, int hfd, long min_fd) {
+  UniqueFd copy(fcntl(hfd, F_DUPFD_CLOEXEC, 3));
+  if (!copy) return -errno;
+  auto r = g.fds.install(std::move(copy), min_fd);
+  return r.ok() ? r.value() : -r.error().code;
+}
+
+int64_t sys_dup(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  return dup_to(g, hfd, 0);
+}
+
+int64_t dup_at(Guest& g, long oldfd, long newfd) {
+  HOST_FD(g, oldfd);
+  if (newfd < 0 || newfd >= FdTable::kMaxFds) return -EBADF;
+  UniqueFd copy(fcntl(hfd, F_DUPFD_CLOEXEC, 3));
+  if (!copy) return -errno;
+  (void)g.fds.install_at(newfd, std::move(copy));
+  return newfd;
+}
+
+int64_t sys_dup2(Guest& g, const SyscallArgs& a) {
+  long o = static_cast<long>(a.a[0]), n = static_cast<long>(a.a[1]);
+  if (o == n) return g.fds.host(o) < 0 ? -EBADF : n;
+  return dup_at(g, o, n);
+}
+
+int64_t sys_dup3(Guest& g, const SyscallArgs& a) {
+  long o = static_cast<long>(a.a[0]), n = static_cast<long>(a.a[1]);
+  if (o == n || (a.a[2] & ~uint64_t{O_CLOEXEC})) return -EINVAL;
+  return dup_at(g, o, n);
+}
+
+int64_t sys_fcntl(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  int cmd = static_cast<int>(a.a[1]);
+  switch (cmd) {
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: return dup_to(g, hfd, static_cast<long>(a.a[2]));
+    case F_GETFD: return FD_CLOEXEC;  // no exec in the guest: close-on-exec has no effect
+    case F_SETFD: return 0;
+    case F_GETFL: return host_ret(fcntl(hfd, F_GETFL));
+    case F_SETFL: return host_ret(fcntl(hfd, F_SETFL, static_cast<int>(a.a[2] & (O_NONBLOCK | O_APPEND))));
+    case F_GETLK:
+    case F_SETLK:
+    case F_SETLKW: {
+      auto* fl = reinterpret_cast<struct flock*>(g.mem.user_ptr(a.a[2], sizeof(struct flock)));
+      if (!fl) return -EFAULT;
+      return host_ret(fcntl(hfd, cmd, fl));
+    }
+    default: return -EINVAL;
+  }
+}
+
+int64_t sys_ioctl(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  unsigned long req = a.a[1];
+  size_t arg_bytes;
+  switch (req) {
+    case TCGETS: case TCSETS: case TCSETSW: case TCSETSF: arg_bytes = 36; break;  // kernel struct termios
+    case TIOCGWINSZ: case TIOCSWINSZ: arg_bytes = sizeof(winsize); break;
+    case TIOCGPGRP: case FIONREAD: case FIONBIO: arg_bytes = sizeof(int); break;
+    case FIOCLEX: case FIONCLEX: return 0;
+    default: return -ENOTTY;
+  }
+  uint8_t* p = g.mem.user_ptr(a.a[2], arg_bytes);
+  if (!p) return -EFAULT;
+  return host_ret(ioctl(hfd, req, p));
+}
+
+int64_t sys_pipe2(Guest& g, const SyscallArgs& a) {
+  if (a.a[1] & ~uint64_t{O_CLOEXEC | O_NONBLOCK | O_DIRECT}) return -EINVAL;
+  if (!g.mem.user_range_ok(a.a[0], 8)) return -EFAULT;
+  int p[2];
+  if (pipe2(p, static_cast<int>(a.a[1]) | O_CLOEXEC) < 0) return -errno;
+  UniqueFd r(p[0]), w(p[1]);
+  auto gr = g.fds.install(std::move(r));
+  if (!gr.ok()) return -gr.error().code;
+  auto gw = g.fds.install(std::move(w));
+  if (!gw.ok()) {
+    (void)g.fds.close(gr.value());
+    return -gw.error().code;
+  }
+  int out[2] = {gr.value(), gw.value()};
+  g.mem.copy_out(a.a[0], out, 8);
+  return 0;
+}
+
+int64_t sys_pipe(Guest& g, const SyscallArgs& a) {
+  SyscallArgs b = a;
+  b.a[1] = 0;
+  return sys_pipe2(g, b);
+}
+
+int64_t sys_ftruncate(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  return host_ret(ftruncate(hfd, static_cast<off_t>(a.a[1])));
+}
+
+int64_t sys_fsync(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  return host_ret(fsync(hfd));
+}
+
+int64_t sys_flock(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  return host_ret(flock(hfd, static_cast<int>(a.a[1])));
+}
+
+// sendto/recvfrom on a connected socket (the agent channel); addresses are not supported.
+int64_t sys_sendto(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  if (a.a[4]) return -EISCONN;
+  const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  return host_ret(send(hfd, p, a.a[2], static_cast<int>(a.a[3]) | MSG_NOSIGNAL));
+}
+
+int64_t sys_recvfrom(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  if (a.a[4] && a.a[5]) {  // report an empty source address
+    if (!g.mem.write<uint32_t>(a.a[5], 0)) return -EFAULT;
+  }
+  return host_ret(recv(hfd, p, a.a[2], static_cast<int>(a.a[3])));
+}
+
+}  // namespace
+
+void register_file_syscalls(SyscallTable& t) {
+  t.add(0, "read", sys_read);
+  t.add(1, "write", sys_write);
+  t.add(3, "close", sys_close);
+  t.add(5, "fstat", sys_fstat);
+  t.add(8, "lseek", sys_lseek);
+  t.add(16, "ioctl", sys_ioctl);
+  t.add(17, "pread64", sys_pread);
+  t.add(18, "pwrite64", sys_pwrite);
+  t.add(19, "readv", sys_readv);
+  t.add(20, "writev", sys_writev);
+  t.add(22, "pipe", sys_pipe);
+  t.add(32, "dup", sys_dup);
+  t.add(33, "dup2", sys_dup2);
+  t.add(44, "sendto", sys_sendto);
+  t.add(45, "recvfrom", sys_recvfrom);
+  t.add(72, "fcntl", sys_fcntl);
+  t.add(73, "flock", sys_flock);
+  t.add(74, "fsync", sys_fsync);
+  t.add(75, "fdatasync", sys_fsync);
+  t.add(77, "ftruncate", sys_ftruncate);
+  t.add(138, "fstatfs", sys_fstatfs);
+  t.add(217, "getdents64", sys_getdents64);
+  t.add(292, "dup3", sys_dup3);
+  t.add(293, "pipe2", sys_pipe2);
+  t.add(436, "close_range", sys_close_range);
+}
+
+}  // namespace sp::vmm

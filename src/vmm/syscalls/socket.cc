@@ -1,0 +1,108 @@
+// Socket syscalls on descriptors the guest was given (the agent channel): options, names and
+// shutdown; plus AF_UNIX socketpair (local only). No other new sockets: socket/connect/bind stay
+// ENOSYS, so the guest has no network of its own. send/recv are in file.cc (no addresses).
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "vmm/syscalls/dispatch.h"
+
+namespace sp::vmm {
+namespace {
+
+// SAFETY (whole file): option and address buffers are checked with g.mem.user_ptr() for their
+// full length (read from guest memory first) before the host call fills at most that many bytes.
+
+#define HOST_FD(g, fd)              \
+  int hfd = (g).fds.host(fd);       \
+  if (hfd < 0) return -EBADF
+
+constexpr uint32_t kMaxOptBytes = 256;
+
+bool option_allowed(uint64_t level, uint64_t name) {
+  if (level != SOL_SOCKET) return false;
+  switch (name) {
+    case SO_TYPE: case SO_DOMAIN: case SO_PROTOCOL: case SO_ERROR: case SO_RCVBUF: case SO_SNDBUF:
+    case SO_RCVTIMEO_OLD: case SO_SNDTIMEO_OLD: case SO_PASSCRED: case SO_ACCEPTCONN: return true;
+    default: return false;
+  }
+}
+
+int64_t sys_getsockopt(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  if (!option_allowed(a.a[1], a.a[2])) return -ENOPROTOOPT;
+  uint32_t len = 0;
+  if (!g.mem.read(a.a[4], &len)) return -EFAULT;
+  if (len > kMaxOptBytes) len = kMaxOptBytes;
+  uint8_t* val = g.mem.user_ptr(a.a[3], len);
+  if (!val && len) return -EFAULT;
+  socklen_t sl = len;
+  int64_t r = host_ret(getsockopt(hfd, static_cast<int>(a.a[1]), static_cast<int>(a.a[2]), val, &sl));
+  if (r == 0 && !g.mem.write(a.a[4], static_cast<uint32_t>(sl))) return -EFAULT;
+  return r;
+}
+
+int64_t sys_setsockopt(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  if (!option_allowed(a.a[1], a.a[2])) return -ENOPROTOOPT;
+  if (a.a[4] > kMaxOptBytes) return -EINVAL;
+  const uint8_t* val = g.mem.user_ptr(a.a[3], a.a[4]);
+  if (!val && a.a[4]) return -EFAULT;
+  return host_ret(setsockopt(hfd, static_cast<int>(a.a[1]), static_cast<int>(a.a[2]), val,
+                             static_cast<socklen_t>(a.a[4])));
+}
+
+int64_t do_name(Guest& g, const SyscallArgs& a, bool peer) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  uint32_t len = 0;
+  if (!g.mem.read(a.a[2], &len)) return -EFAULT;
+  if (len > sizeof(sockaddr_storage)) len = sizeof(sockaddr_storage);
+  auto* addr = reinterpret_cast<sockaddr*>(g.mem.user_ptr(a.a[1], len));
+  if (!addr && len) return -EFAULT;
+  socklen_t sl = len;
+  int64_t r = host_ret(peer ? getpeername(hfd, addr, &sl) : getsockname(hfd, addr, &sl));
+  if (r == 0 && !g.mem.write(a.a[2], static_cast<uint32_t>(sl))) return -EFAULT;
+  return r;
+}
+
+int64_t sys_getsockname(Guest& g, const SyscallArgs& a) { return do_name(g, a, false); }
+int64_t sys_getpeername(Guest& g, const SyscallArgs& a) { return do_name(g, a, true); }
+
+int64_t sys_shutdown(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  return host_ret(shutdown(hfd, static_cast<int>(a.a[1])));
+}
+
+int64_t sys_socketpair(Guest& g, const SyscallArgs& a) {
+  if (a.a[0] != AF_UNIX) return -EAFNOSUPPORT;
+  int type = static_cast<int>(a.a[1]);
+  if ((type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_STREAM && (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_DGRAM &&
+      (type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != SOCK_SEQPACKET)
+    return -EINVAL;
+  if (!g.mem.user_range_ok(a.a[3], 8)) return -EFAULT;
+  int sv[2];
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) < 0) return -errno;
+  UniqueFd s0(sv[0]), s1(sv[1]);
+  auto g0 = g.fds.install(std::move(s0));
+  if (!g0.ok()) return -g0.error().code;
+  auto g1 = g.fds.install(std::move(s1));
+  if (!g1.ok()) {
+    (void)g.fds.close(g0.value());
+    return -g1.error().code;
+  }
+  int out[2] = {g0.value(), g1.value()};
+  g.mem.copy_out(a.a[3], out, 8);
+  return 0;
+}
+
+}  // namespace
+
+void register_socket_syscalls(SyscallTable& t) {
+  t.add(53, "socketpair", sys_socketpair);
+  t.add(48, "shutdown", sys_shutdown);
+  t.add(51, "getsockname", sys_getsockname);
+  t.add(52, "getpeername", sys_getpeername);
+  t.add(54, "setsockopt", sys_setsockopt);
+  t.add(55, "getsockopt", sys_getsockopt);
+}
+
+}  // namespace sp::vmm

@@ -1,0 +1,223 @@
+// VM creation and the vCPU run loop: KVM_RUN, decode the trap, run the syscall or deliver the
+// signal, resume.
+#include "vmm/vm.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <ctime>
+
+#include "util/log.h"
+#include "vmm/loader.h"
+#include "vmm/syscalls/dispatch.h"
+#include "vmm/syscalls/signal.h"
+#include "vmm/x86.h"
+
+namespace sp::vmm {
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Result<Kvm*> shared_kvm() {
+  static Result<Kvm> kvm = Kvm::open();
+  if (!kvm.ok()) return kvm.error();
+  return &kvm.value();
+}
+
+namespace {
+
+std::string resolve_program(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  for (const char* dir : {"/usr/local/bin/", "/usr/bin/", "/bin/"}) {
+    std::string p = std::string(dir) + name;
+    if (access(p.c_str(), X_OK) == 0) return p;
+  }
+  return name;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
+  std::unique_ptr<Vm> vm(new Vm());
+  vm->created_at_ns_ = now_ns();
+  vm->backend_ = cfg.backend;
+  SP_TRY_ASSIGN(Kvm * kvm, shared_kvm());
+  SP_TRY_ASSIGN(vm->vm_, kvm->create_vm());
+  SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes));
+  Guest& g = vm->guest_;
+  SP_TRY(build_system_area(g.mem, cfg.backend));
+  SP_TRY(vm->vm_.set_memory(0, 0, g.mem.size(), g.mem.host_base()));
+  SP_TRY_ASSIGN(vm->vcpu_, vm->vm_.create_vcpu(0));
+  vm->timings_.create_ns = now_ns() - vm->created_at_ns_;
+
+  uint64_t t1 = now_ns();
+  LoadRequest req;
+  req.path = resolve_program(cfg.program);
+  req.argv = cfg.argv.empty() ? std::vector<std::string>{cfg.program} : cfg.argv;
+  req.envp = cfg.envp;
+  if (getrandom(req.random.data(), req.random.size(), 0) != static_cast<ssize_t>(req.random.size()))
+    return errno_error("getrandom");
+  req.hwcap = host_hwcap();
+  g.uid = static_cast<int>(getuid());
+  g.gid = static_cast<int>(getgid());
+  req.uid = static_cast<uint32_t>(g.uid);
+  if (cfg.vdso) {
+    SP_TRY_ASSIGN(req.sysinfo_ehdr, install_vdso(g.mem, g.as));
+    vm->vdso_clock_ = calibrate_vdso_clock(vm->vcpu_);
+    vm->vdso_ = true;
+  }
+  req.gid = static_cast<uint32_t>(g.gid);
+  SP_TRY_ASSIGN(LoadedProgram lp, load_program(g.mem, g.as, req));
+  SP_TRY(init_vcpu(vm->vcpu_, kvm->supported_cpuid(), cfg.backend, g.mem.size(), lp.start_rip, lp.start_rsp));
+  g.brk_start = g.brk_cur = lp.brk_start;
+  g.exe_path = req.path;
+  g.pid = 2;
+  g.trace = cfg.trace;
+  for (const auto& [guest_fd, host_fd] : cfg.fds) {
+    UniqueFd copy(fcntl(host_fd, F_DUPFD_CLOEXEC, 3));
+    if (!copy) return errno_error("dup guest descriptor");
+    SP_TRY(g.fds.install_at(guest_fd, std::move(copy)));
+  }
+  if (cfg.freeze_on_read_fd >= 0) {
+    struct stat st;
+    int h = g.fds.host(cfg.freeze_on_read_fd);
+    if (h < 0 || fstat(h, &st) != 0) return Error{EINVAL, "freeze_on_read_fd is not one of the configured fds"};
+    vm->freeze_fd_ = cfg.freeze_on_read_fd;
+    vm->freeze_dev_ = st.st_dev;
+    vm->freeze_ino_ = st.st_ino;
+  }
+  vm->timings_.load_ns = now_ns() - t1;
+  global_counters().vms_started.fetch_add(1, std::memory_order_relaxed);
+  return vm;
+}
+
+namespace {
+void on_kick_signal(int) {}  // only there to make KVM_RUN and blocking calls return EINTR
+}  // namespace
+
+int Vm::kick_signal() { return SIGRTMIN + 3; }
+
+void Vm::interrupt() {
+  interrupt_requested_.store(true, std::memory_order_release);
+  vcpu_.kick();
+  // SAFETY: pthread_kill is async-signal-safe; vcpu_thread_ is only read while run() is active.
+  if (in_run_.load(std::memory_order_acquire) && !pthread_equal(pthread_self(), vcpu_thread_))
+    pthread_kill(vcpu_thread_, kick_signal());
+}
+
+bool Vm::is_freeze_fd() const {
+  struct stat st;
+  int h = guest_.fds.host(freeze_fd_);
+  return h >= 0 && fstat(h, &st) == 0 && st.st_dev == freeze_dev_ && st.st_ino == freeze_ino_;
+}
+
+bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
+  Guest& g = guest_;
+  switch (trap.kind) {
+    case Trap::Kind::kSyscall: {
+      SyscallArgs args;
+      args.nr = user.rax;
+      args.a[0] = user.rdi, args.a[1] = user.rsi, args.a[2] = user.rdx;
+      args.a[3] = user.r10, args.a[4] = user.r8, args.a[5] = user.r9;
+      if (freeze_fd_ >= 0 && args.nr == 0 && args.a[0] == static_cast<uint64_t>(freeze_fd_) && is_freeze_fd()) {
+        frozen_ = true;  // leave the read for the clones
+        pending_ = args;
+        pending_user_ = user;
+        return false;
+      }
+      int64_t r = dispatch_syscall(g, args);
+      if (r != kNoReturnValue) user.rax = static_cast<uint64_t>(r);
+      break;
+    }
+    case Trap::Kind::kException: {
+      global_counters().exceptions.fetch_add(1, std::memory_order_relaxed);
+      SignalInfo info = signal_for_exception(trap.vector, trap.error_code, trap.cr2);
+      if (g.trace)
+        LOG_INFO("vm: exception %u error 0x%x cr2 0x%llx at rip 0x%llx -> signal %d", trap.vector, trap.error_code,
+                 static_cast<unsigned long long>(trap.cr2), static_cast<unsigned long long>(user.rip), info.signo);
+      deliver_signal(g, info);
+      if (g.exited)
+        LOG_INFO("vm: guest killed by signal %d (cpu exception %u, error 0x%x, cr2 0x%llx, rip 0x%llx)", g.term_signal,
+                 trap.vector, trap.error_code, static_cast<unsigned long long>(trap.cr2),
+                 static_cast<unsigned long long>(user.rip));
+      break;
+    }
+    case Trap::Kind::kInterrupted:
+    case Trap::Kind::kFatal: break;
+  }
+  if (interrupt_requested_.exchange(false, std::memory_order_acq_rel)) g.sig.pending |= 1ull << (SIGINT - 1);
+  if (!g.exited && (trap.kind != Trap::Kind::kInterrupted || trap.at_user)) deliver_pending(g);
+  if (g.exited) return false;
+  if (vdso_) refresh_vdso(g.mem, vdso_clock_);
+  resume_user(backend_, vcpu_.run_area(), g.mem, trap, user);
+  return true;
+}
+
+Result<VmExit> Vm::run() {
+  uint64_t start = now_ns();
+  kvm_run* run = vcpu_.run_area();
+  kvm_regs user{};
+  Guest& g = guest_;
+  g.run = run;
+  g.vcpu = &vcpu_;
+  g.regs = &user;
+  if (frozen_) return Error{EINVAL, "run of a frozen VM"};
+  static const bool kick_installed = [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_kick_signal;  // no SA_RESTART: interrupted calls return EINTR
+    return sigaction(kick_signal(), &sa, nullptr) == 0;
+  }();
+  (void)kick_installed;
+  vcpu_thread_ = pthread_self();
+  in_run_.store(true, std::memory_order_release);
+  struct InRunReset {
+    std::atomic<bool>& flag;
+    ~InRunReset() { flag.store(false, std::memory_order_release); }
+  } in_run_reset{in_run_};
+  if (vdso_) refresh_vdso(g.mem, vdso_clock_);
+  bool running = true;
+  if (has_pending_) {  // a clone: finish the template's frozen syscall with our descriptors
+    has_pending_ = false;
+    Trap t;
+    t.kind = Trap::Kind::kSyscall;
+    user = pending_user_;
+    user.rax = pending_.nr;
+    running = handle_trap(t, user);
+  }
+  bool first = true;
+  while (running) {
+    uint64_t entered = now_ns();
+    Status st = vcpu_.run();
+    timings_.kvm_run_ns += now_ns() - entered;
+    ++timings_.exits;
+    bool interrupted = false;
+    if (!st.ok()) {
+      if (st.error().code != EINTR && st.error().code != EAGAIN) return st.error();
+      interrupted = true;
+    }
+    if (first && !interrupted) {
+      timings_.first_exit_ns = now_ns() - created_at_ns_;
+      first = false;
+    }
+    Trap trap = decode_trap(backend_, run, g.mem, interrupted, &user);
+    if (trap.kind == Trap::Kind::kFatal) {
+      LOG_ERROR("vm: %s (exit reason %u, rip 0x%llx, cs 0x%x)", trap.what, run->exit_reason,
+                static_cast<unsigned long long>(run->s.regs.regs.rip), run->s.regs.sregs.cs.selector);
+      return Error{kEProtocol, trap.what};
+    }
+    running = handle_trap(trap, user);
+  }
+  timings_.run_ns = now_ns() - start;
+  g.regs = nullptr;
+  VmExit ex{g.exit_code, g.term_signal, g.syscall_count, g.unknown_syscalls};
+  ex.frozen = frozen_;
+  return ex;
+}
+
+}  // namespace sp::vmm

@@ -1,0 +1,262 @@
+// Syscall handlers driven with ordinary and hostile arguments, without a vCPU.
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+
+#include "test_guest.h"
+
+using namespace sp::vmm;
+using sp::vmm::testing::TestGuest;
+
+namespace {
+constexpr uint64_t kSys = 0x1000;            // page tables: never a valid guest pointer
+constexpr uint64_t kBeyond = 1ull << 40;      // past guest memory
+}  // namespace
+
+TEST_CASE("unknown syscalls answer ENOSYS and are counted") {
+  TestGuest t;
+  uint64_t before = global_counters().unknown_syscalls.load();
+  CHECK(t.call(400) == -ENOSYS);
+  CHECK(t.call(511) == -ENOSYS);
+  CHECK(t.call(512) == -ENOSYS);
+  CHECK(t.call(~0ull) == -ENOSYS);
+  CHECK(t.call(41 /* socket */) == -ENOSYS);
+  CHECK(t.g.unknown_syscalls == 5);
+  CHECK(global_counters().unknown_syscalls.load() - before == 5);
+  CHECK(t.call(57 /* fork */) == -ENOSYS);
+  CHECK(t.g.unknown_syscalls == 5);  // refused, not unknown
+}
+
+TEST_CASE("read/write: bad pointers and huge lengths fail with EFAULT; pipes work") {
+  TestGuest t;
+  uint64_t fds = t.str("");
+  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
+  int pfd[2];
+  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  uint64_t msg = t.str("hello", 64);
+  CHECK(t.call(1, pfd[1], kSys, 5) == -EFAULT);
+  CHECK(t.call(1, pfd[1], kBeyond, 5) == -EFAULT);
+  CHECK(t.call(1, pfd[1], msg, ~0ull) == -EFAULT);
+  CHECK(t.call(1, pfd[1], t.g.mem.size() - 2, 4) == -EFAULT);
+  CHECK(t.call(1, pfd[1], msg, 5) == 5);
+  CHECK(t.call(0, pfd[0], kSys, 5) == -EFAULT);
+  uint64_t buf = TestGuest::kScratch + 256;
+  CHECK(t.call(0, pfd[0], buf, 5) == 5);
+  char got[6] = {};
+  t.g.mem.copy_in(got, buf, 5);
+  CHECK(std::string(got) == "hello");
+  CHECK(t.call(0, 999, buf, 1) == -EBADF);
+  CHECK(t.call(0, -1ull, buf, 1) == -EBADF);
+}
+
+TEST_CASE("readv/writev check every iovec") {
+  TestGuest t;
+  int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  REQUIRE(t.g.fds.install_at(5, sp::UniqueFd(null_fd)).ok());
+  uint64_t iov = TestGuest::kScratch + 512;
+  uint64_t good[4] = {TestGuest::kScratch, 8, kSys, 8};
+  t.g.mem.copy_out(iov, good, sizeof good);
+  CHECK(t.call(20, 5, iov, 1) == 8);
+  CHECK(t.call(20, 5, iov, 2) == -EFAULT);
+  CHECK(t.call(20, 5, kSys, 1) == -EFAULT);
+  CHECK(t.call(20, 5, iov, 1ull << 40) == -EINVAL);
+  CHECK(t.call(19, 5, t.g.mem.size() - 8, 1) == -EFAULT);
+}
+
+TEST_CASE("opens cannot reach /proc magic links, procfs or devices outside the allowlist") {
+  TestGuest t;
+  CHECK(t.call(257, AT_FDCWD, t.str("/proc/self/mem"), O_RDWR) < 0);
+  CHECK(t.call(257, AT_FDCWD, t.str("/proc/self/fd/0"), O_RDONLY) < 0);
+  CHECK(t.call(257, AT_FDCWD, t.str("/proc/self/status"), O_RDONLY) == -EACCES);
+  CHECK(t.call(257, AT_FDCWD, t.str("/dev/kvm"), O_RDWR) == -EACCES);
+  CHECK(t.call(257, AT_FDCWD, kSys, O_RDONLY) == -EFAULT);
+  CHECK(t.call(257, 77, t.str("relative"), O_RDONLY) == -EBADF);
+  int64_t fd = t.call(257, AT_FDCWD, t.str("/dev/null"), O_RDONLY);
+  CHECK(fd >= 0);
+  CHECK(t.call(3, fd) == 0);
+  CHECK(t.call(3, fd) == -EBADF);
+  CHECK(t.call(80 /* chdir */, t.str("/proc")) == -EACCES);
+  uint64_t out = TestGuest::kScratch + 1024;
+  CHECK(t.call(89 /* readlink */, t.str("/proc/self/exe"), out, 100) == 16);
+  CHECK(t.call(89, t.str("/proc/self/fd/0"), out, 100) == -EACCES);
+  CHECK(t.call(89, t.str("/proc/self/exe"), kSys, 100) == -EFAULT);
+}
+
+TEST_CASE("file-backed private mmap copies the file; writable shared file mmap is refused") {
+  TestGuest t;
+  int64_t fd = t.call(257, AT_FDCWD, t.str("/bin/busybox"), O_RDONLY);
+  REQUIRE(fd >= 0);
+  int64_t addr = t.call(9, 0, 8192, PROT_READ, MAP_PRIVATE, fd, 0);
+  REQUIRE(addr > 0);
+  CHECK(static_cast<uint64_t>(addr) >= TestGuest::kLow);
+  uint32_t magic = 0;
+  CHECK(t.g.mem.read(addr, &magic));
+  CHECK(std::memcmp(&magic, "\177ELF", 4) == 0);
+  CHECK(t.call(9, 0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) == -ENODEV);
+  CHECK(t.call(9, 0, 4096, PROT_READ, MAP_PRIVATE, fd, 1) == -EINVAL);
+  CHECK(t.call(9, 0, 4096, PROT_READ, MAP_PRIVATE, 999, 0) == -EBADF);
+}
+
+TEST_CASE("anonymous mmap, MAP_FIXED, munmap, mremap, madvise keep the zero invariant") {
+  TestGuest t;
+  int64_t a = t.call(9, 0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(a > 0);
+  CHECK(static_cast<uint64_t>(a) + 3 * 4096 <= TestGuest::kHigh);
+  CHECK(t.g.mem.write<uint64_t>(a, 42));
+  CHECK(t.call(9, a, 4096, 3, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) == -EEXIST);
+  CHECK(t.call(9, a, 4096, 3, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == a);
+  uint64_t v = 1;
+  CHECK(t.g.mem.read(a, &v));
+  CHECK(v == 0);  // MAP_FIXED over a mapping gives fresh zero pages
+  CHECK(t.g.mem.write<uint64_t>(a + 4096, 7));
+  int64_t b = t.call(25 /* mremap */, a, 3 * 4096, 64 * 4096, MREMAP_MAYMOVE);
+  REQUIRE(b > 0);
+  CHECK(t.g.mem.read(b + 4096, &v));
+  CHECK(v == 7);
+  CHECK(t.call(28 /* madvise */, b, 2 * 4096, MADV_DONTNEED) == 0);
+  CHECK(t.g.mem.read(b + 4096, &v));
+  CHECK(v == 0);
+  CHECK(t.call(11, b, 64 * 4096) == 0);
+  CHECK(t.g.as.is_free(b, 64 * 4096));
+  // Hostile arguments.
+  CHECK(t.call(9, kSys, 4096, 3, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == -ENOMEM);
+  CHECK(t.call(9, 0, 1ull << 62, 3, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == -EINVAL);
+  CHECK(t.call(9, 0, 0, 3, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == -EINVAL);
+  CHECK(t.call(9, 0, 1ull << 30, 3, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == -EINVAL);
+  CHECK(t.call(9, 0, 48ull << 20, 3, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == -ENOMEM);
+  CHECK(t.call(11, 0, 4096) == -EINVAL);
+  CHECK(t.call(11, TestGuest::kLow + 1, 4096) == -EINVAL);
+  CHECK(t.call(25, kSys, 4096, 8192, MREMAP_MAYMOVE) == -EFAULT);
+  CHECK(t.call(25, TestGuest::kLow, 4096, 8192, MREMAP_MAYMOVE) == -EFAULT);  // not mapped
+  CHECK(t.call(10 /* mprotect */, kSys, 4096, PROT_READ) == -ENOMEM);
+}
+
+TEST_CASE("brk grows, shrinks (zeroing) and refuses the system area") {
+  TestGuest t;
+  CHECK(t.call(12, 0) == static_cast<int64_t>(TestGuest::kBrk));
+  CHECK(t.call(12, kSys) == static_cast<int64_t>(TestGuest::kBrk));
+  CHECK(t.call(12, TestGuest::kBrk + 10000) == static_cast<int64_t>(TestGuest::kBrk + 10000));
+  CHECK(t.g.mem.write<uint64_t>(TestGuest::kBrk + 8192, 5));
+  CHECK(t.call(12, TestGuest::kBrk + 100) == static_cast<int64_t>(TestGuest::kBrk + 100));
+  CHECK(t.call(12, TestGuest::kBrk + 10000) == static_cast<int64_t>(TestGuest::kBrk + 10000));
+  uint64_t v = 1;
+  CHECK(t.g.mem.read(TestGuest::kBrk + 8192, &v));
+  CHECK(v == 0);
+  CHECK(t.call(12, kBeyond) == static_cast<int64_t>(TestGuest::kBrk + 10000));
+}
+
+TEST_CASE("poll, futex and time with hostile arguments") {
+  TestGuest t;
+  CHECK(t.call(7, kSys, 1, 0) == -EFAULT);
+  CHECK(t.call(7, TestGuest::kScratch, 1ull << 40, 0) == -EINVAL);
+  uint64_t fds = t.str("");
+  REQUIRE(t.call(293, fds, 0) == 0);
+  int pfd[2];
+  t.g.mem.copy_in(pfd, fds, 8);
+  pollfd p[2] = {{pfd[0], POLLIN, 0}, {9999, POLLIN, 0}};
+  uint64_t pp = TestGuest::kScratch + 2048;
+  t.g.mem.copy_out(pp, p, sizeof p);
+  CHECK(t.call(7, pp, 2, 0) == 1);  // only the invalid fd reports (POLLNVAL)
+  t.g.mem.copy_in(p, pp, sizeof p);
+  CHECK(p[1].revents == POLLNVAL);
+  CHECK(t.call(1, pfd[1], t.str("x", 3000), 1) == 1);
+  CHECK(t.call(7, pp, 1, 0) == 1);
+  CHECK(t.call(202, kSys, FUTEX_WAIT, 0, 0) == -EFAULT);
+  CHECK(t.call(202, TestGuest::kScratch + 1, FUTEX_WAIT, 0, 0) == -EINVAL);
+  t.g.mem.write<uint32_t>(TestGuest::kScratch + 4000, 3);
+  CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAIT, 4, 0) == -EAGAIN);
+  timespec ts{0, 1000};
+  t.g.mem.write(TestGuest::kScratch + 4008, ts);
+  CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAIT, 3, TestGuest::kScratch + 4008) == -ETIMEDOUT);
+  CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAKE, 1) == 0);
+  CHECK(t.call(228, 0, kSys) == -EFAULT);
+  CHECK(t.call(228, 99, TestGuest::kScratch) == -EINVAL);
+  CHECK(t.call(228, 1, TestGuest::kScratch) == 0);
+  CHECK(t.call(318, t.g.mem.size() - 16, 1ull << 40, 0) == -EFAULT);
+  CHECK(t.call(318, TestGuest::kScratch, 16, 0) == 16);
+}
+
+TEST_CASE("process calls: arch_prctl, prlimit64, uname, rseq") {
+  TestGuest t;
+  CHECK(t.call(158, 0x1002 /* ARCH_SET_FS */, 1ull << 50) == -EPERM);
+  CHECK(t.call(158, 0x1002, 0x123000) == 0);
+  CHECK(t.run.s.regs.sregs.fs.base == 0x123000);
+  CHECK((t.run.kvm_dirty_regs & KVM_SYNC_X86_SREGS) != 0);
+  CHECK(t.call(158, 0x1003, kSys) == -EFAULT);
+  CHECK(t.call(158, 0x9999, 0) == -EINVAL);
+  CHECK(t.call(302, 0, 7 /* NOFILE */, 0, kSys) == -EFAULT);
+  CHECK(t.call(302, 0, 7, 0, TestGuest::kScratch) == 0);
+  uint64_t lim[2];
+  t.g.mem.copy_in(lim, TestGuest::kScratch, 16);
+  CHECK(lim[0] == FdTable::kMaxFds);
+  CHECK(t.call(302, 12345, 7, 0, TestGuest::kScratch) == -ESRCH);
+  CHECK(t.call(63, kSys) == -EFAULT);
+  CHECK(t.call(63, TestGuest::kScratch) == 0);
+  CHECK(t.call(334 /* rseq */, TestGuest::kScratch + 3, 32, 0, 0) == -EINVAL);
+  CHECK(t.call(334, kSys, 32, 0, 0) == -EFAULT);
+  CHECK(t.call(231, 3) == 0);
+  CHECK(t.g.exited);
+  CHECK(t.g.exit_code == 3);
+}
+
+TEST_CASE("socket options and names on a given socket, with hostile lengths") {
+  TestGuest t;
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  REQUIRE(t.g.fds.install_at(3, sp::UniqueFd(sv[0])).ok());
+  sp::UniqueFd other(sv[1]);
+  uint64_t val = TestGuest::kScratch + 100, len = TestGuest::kScratch + 200;
+  t.g.mem.write<uint32_t>(len, 4);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, val, len) == 0);
+  uint32_t type = 0;
+  t.g.mem.read(val, &type);
+  CHECK(type == SOCK_STREAM);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, val, kSys) == -EFAULT);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, kSys, len) == -EFAULT);
+  t.g.mem.write<uint32_t>(len, 0xffffffffu);  // clamped, then checked
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_TYPE, t.g.mem.size() - 8, len) == -EFAULT);
+  CHECK(t.call(55, 3, SOL_SOCKET, SO_PEERCRED, val, len) == -ENOPROTOOPT);
+  CHECK(t.call(54, 3, SOL_SOCKET, SO_RCVBUF, val, 1ull << 40) == -EINVAL);
+  t.g.mem.write<uint32_t>(len, 128);
+  CHECK(t.call(51, 3, val, len) == 0);
+  CHECK(t.call(52, 3, kSys, len) == -EFAULT);
+  CHECK(t.call(55, 9, SOL_SOCKET, SO_TYPE, val, len) == -EBADF);
+  CHECK(t.call(41 /* socket */, AF_INET, SOCK_STREAM, 0) == -ENOSYS);
+}
+
+TEST_CASE("epoll, eventfd and socketpair with hostile arguments") {
+  TestGuest t;
+  int64_t ep = t.call(291, 0);
+  REQUIRE(ep >= 0);
+  int64_t efd = t.call(290, 0, 0);
+  REQUIRE(efd >= 0);
+  uint64_t ev = TestGuest::kScratch + 300;
+  uint32_t events = 1;  // EPOLLIN, data follows (packed)
+  uint64_t data = 0xfeedull;
+  t.g.mem.copy_out(ev, &events, 4);
+  t.g.mem.copy_out(ev + 4, &data, 8);
+  CHECK(t.call(233, ep, 1 /* ADD */, efd, kSys) == -EFAULT);
+  CHECK(t.call(233, ep, 1, 999, ev) == -EBADF);
+  CHECK(t.call(233, ep, 1, efd, ev) == 0);
+  uint64_t one = 1;
+  t.g.mem.write(TestGuest::kScratch + 400, one);
+  CHECK(t.call(1, efd, TestGuest::kScratch + 400, 8) == 8);
+  uint64_t out = TestGuest::kScratch + 512;
+  CHECK(t.call(232, ep, out, 1ull << 40, 0) == -EINVAL);
+  CHECK(t.call(232, ep, t.g.mem.size() - 12, 4, 0) == -EFAULT);
+  CHECK(t.call(232, ep, out, 4, 0) == 1);
+  uint64_t got = 0;
+  t.g.mem.copy_in(&got, out + 4, 8);
+  CHECK(got == 0xfeed);  // the guest's own data word comes back
+  CHECK(t.call(53, AF_INET, SOCK_STREAM, 0, TestGuest::kScratch) == -EAFNOSUPPORT);
+  CHECK(t.call(53, AF_UNIX, SOCK_STREAM, 0, kSys) == -EFAULT);
+  CHECK(t.call(53, AF_UNIX, SOCK_STREAM, 0, TestGuest::kScratch) == 0);
+}
