@@ -59,6 +59,11 @@ class ExecuteTest(AgentCase):
         self.assertEqual(r.stdout, b"a\nb\nc\n")
         self.assertEqual(r.stderr, b"E1\nE2\n")
 
+    def test_order_is_kept_within_a_line(self):
+        r = self.ok("import os, sys\nprint('a', end='')\nos.write(1, b'b')\nprint('c')\n"
+                    "sys.stderr.write('x')\nos.write(2, b'y')\nsys.stderr.write('z')")
+        self.assertEqual((r.stdout, r.stderr), (b"abc\n", b"xyz"))
+
     def test_c_library_and_subprocess_output(self):
         r = self.ok("import ctypes\nlibc = ctypes.CDLL(None)\nprint('py1')\n"
                     "libc.printf(b'from C %d\\n', 7)\nlibc.fflush(None)\nprint('py2')")
