@@ -20,10 +20,7 @@ if "--preload" in sys.argv:
 host, agent_end = socket.socketpair()
 out, err = os.memfd_create("o"), os.memfd_create("e")
 w = A.Worker(agent_end, tempfile.mkdtemp(), None, -1, out, err, os.dup(2))
-w.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(out, "w", closefd=False)),
-                            line_buffering=True)
-w.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(err, "w", closefd=False)),
-                            line_buffering=True)
+w.stdout, w.stderr = A.capture_stream(out), A.capture_stream(err)
 report = sys.__stderr__
 sys.stdout = w.stdout
 fd = agent_end.fileno()

@@ -264,6 +264,14 @@ def figure_result():
             pass
 
 
+def capture_stream(fd):
+    """sys.stdout/sys.stderr for the worker: unbuffered text over fd 1 or 2, so that what
+    Python prints keeps its order with what C code and child processes write there, even
+    within a line (one write(2) per write() call)."""
+    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                            errors="backslashreplace", write_through=True)
+
+
 def reseed():
     """Gives this process fresh random state (after a clone from a template)."""
     random.seed()
@@ -938,14 +946,7 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         w = Worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd)
-        # Line-buffered, flushed after every cell: whole lines keep their order with
-        # writes that C code and child processes make to the same descriptors.
-        w.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-                                    encoding="utf-8", errors="backslashreplace",
-                                    line_buffering=True)
-        w.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-                                    encoding="utf-8", errors="backslashreplace",
-                                    line_buffering=True)
+        w.stdout, w.stderr = capture_stream(1), capture_stream(2)
         sys.stdout, sys.stderr = w.stdout, w.stderr
         fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())
         signal.signal(signal.SIGIO, w.on_sigio)

@@ -59,6 +59,11 @@ class ExecuteTest(AgentCase):
         self.assertEqual(r.stdout, b"a\nb\nc\n")
         self.assertEqual(r.stderr, b"E1\nE2\n")
 
+    def test_order_is_kept_within_a_line(self):
+        r = self.ok("import os, sys\nprint('a', end='')\nos.write(1, b'b')\nprint('c')\n"
+                    "sys.stderr.write('x')\nos.write(2, b'y')\nsys.stderr.write('z')")
+        self.assertEqual((r.stdout, r.stderr), (b"abc\n", b"xyz"))
+
     def test_c_library_and_subprocess_output(self):
         r = self.ok("import ctypes\nlibc = ctypes.CDLL(None)\nprint('py1')\n"
                     "libc.printf(b'from C %d\\n', 7)\nlibc.fflush(None)\nprint('py2')")
@@ -438,8 +443,12 @@ class FullDiskTest(unittest.TestCase):
         import agent_client
         real = agent_client.PYTHON
         wrapper = os.path.join(root + ".sh")
+        # The tmpfs is mounted inside the agent's own mount namespace only: never on the
+        # machine running the tests.
         with open(wrapper, "w") as f:
-            f.write(f"#!/bin/sh\nmount -t tmpfs -o size=1m tmpfs {root} && exec {real} \"$@\"\n")
+            f.write("#!/bin/sh\nexec unshare -rm --propagation private sh -c "
+                    "'mount -t tmpfs -o size=1m tmpfs \"$0\" && exec \"$@\"' "
+                    f"{root} {real} \"$@\"\n")
         os.chmod(wrapper, 0o755)
         agent_client.PYTHON = wrapper
         try:
@@ -447,6 +456,8 @@ class FullDiskTest(unittest.TestCase):
         finally:
             agent_client.PYTHON = real
         try:
+            with open("/proc/self/mounts") as f:
+                self.assertNotIn(root, f.read())  # not leaked into our namespace
             r = agent.upload("big.bin", [b"z" * A.CHUNK] * 8)
             self.assertEqual((r.type, r.errno), (A.T_ERROR, errno.ENOSPC))
             r = agent.path_op(A.T_LIST, "")
