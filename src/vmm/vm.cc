@@ -162,11 +162,13 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
 Result<VmExit> Vm::run() {
   uint64_t start = now_ns();
   kvm_run* run = vcpu_.run_area();
-  kvm_regs user{};
+  // The user registers live in the Vm (not on this frame) because guest_ keeps a pointer to them.
+  user_regs_ = kvm_regs{};
+  kvm_regs& user = user_regs_;
   Guest& g = guest_;
   g.run = run;
   g.vcpu = &vcpu_;
-  g.regs = &user;
+  g.regs = &user_regs_;
   if (frozen_) return Error{EINVAL, "run of a frozen VM"};
   static const bool kick_installed = [] {
     struct sigaction sa {};

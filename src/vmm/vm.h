@@ -96,6 +96,7 @@ class Vm {
   TrapBackend backend() const { return backend_; }
 
  private:
+  kvm_regs user_regs_{};  // the guest's CPL3 registers during run()
   Vm() = default;
   // Handles one decoded trap; false once the guest has exited.
   bool handle_trap(const Trap& trap, kvm_regs& user);

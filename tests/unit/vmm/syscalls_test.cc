@@ -159,7 +159,7 @@ TEST_CASE("poll, futex and time with hostile arguments") {
   CHECK(t.call(7, TestGuest::kScratch, 1ull << 40, 0) == -EINVAL);
   uint64_t fds = t.str("");
   REQUIRE(t.call(293, fds, 0) == 0);
-  int pfd[2];
+  int pfd[2] = {-1, -1};
   t.g.mem.copy_in(pfd, fds, 8);
   pollfd p[2] = {{pfd[0], POLLIN, 0}, {9999, POLLIN, 0}};
   uint64_t pp = TestGuest::kScratch + 2048;
