@@ -469,44 +469,43 @@ std::optional<std::string> name_param(http::Exchange& ex, std::string_view raw) 
   return clean;
 }
 
-void handle_stat(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
+// One path request (stat or delete) to the session's agent; `on_ok` forms the answer from the
+// reply when it has the expected type.
+template <class OnOk>
+void path_request(Files& files, http::Exchange& ex, const RouteParams& params, Where where, agent::FrameType type,
+                  agent::FrameType reply_type, OnOk on_ok) {
   auto name = name_param(ex, params.values[where.pooled ? 1 : 0]);
   if (!name) return;
-  with_session(files, ex, params, where, [&ex, path = *name](Session* s) {
+  with_session(files, ex, params, where, [&ex, path = *name, type, reply_type, on_ok](Session* s) {
     std::string frame;
     agent::FrameEncoder enc(&frame);
     uint64_t id = s->next_request_id();
-    if (!agent::encode_path_request(enc, agent::FrameType::kStat, id, agent::PathRequest{path, 0}).ok()) {
+    if (!agent::encode_path_request(enc, type, id, agent::PathRequest{path, 0}).ok()) {
       return respond_error(ex, 400, "InvalidFileName", "name too long");
     }
-    s->agent_request(frame, id, [&ex, path](const agent::Frame* f, const Error* err) {
-      if (err || f->header.type != agent::FrameType::kStatReply) return respond_agent_error(ex, f, err, path);
-      auto list = agent::decode_list_reply(*f);
-      if (!list.ok() || list.value().entries.empty()) return respond_error(ex, 500, "InternalError", "malformed stat");
-      std::string body;
-      JsonWriter w(body);
-      int next_id = 1;
-      write_item(w, &next_id, path, list.value().entries[0]);
-      ex.respond(200, kJson, body);
+    s->agent_request(frame, id, [&ex, path, reply_type, on_ok](const agent::Frame* f, const Error* err) {
+      if (err || f->header.type != reply_type) return respond_agent_error(ex, f, err, path);
+      on_ok(ex, path, *f);
     });
   });
 }
 
+void handle_stat(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
+  path_request(files, ex, params, where, agent::FrameType::kStat, agent::FrameType::kStatReply,
+               [](http::Exchange& ex, const std::string& path, const agent::Frame& f) {
+                 auto list = agent::decode_list_reply(f);
+                 if (!list.ok() || list.value().entries.empty()) return respond_error(ex, 500, "InternalError", "malformed stat");
+                 std::string body;
+                 JsonWriter w(body);
+                 int next_id = 1;
+                 write_item(w, &next_id, path, list.value().entries[0]);
+                 ex.respond(200, kJson, body);
+               });
+}
+
 void handle_delete(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
-  auto name = name_param(ex, params.values[where.pooled ? 1 : 0]);
-  if (!name) return;
-  with_session(files, ex, params, where, [&ex, path = *name](Session* s) {
-    std::string frame;
-    agent::FrameEncoder enc(&frame);
-    uint64_t id = s->next_request_id();
-    if (!agent::encode_path_request(enc, agent::FrameType::kDelete, id, agent::PathRequest{path, 0}).ok()) {
-      return respond_error(ex, 400, "InvalidFileName", "name too long");
-    }
-    s->agent_request(frame, id, [&ex, path](const agent::Frame* f, const Error* err) {
-      if (err || f->header.type != agent::FrameType::kOk) return respond_agent_error(ex, f, err, path);
-      ex.respond(204, {}, {});
-    });
-  });
+  path_request(files, ex, params, where, agent::FrameType::kDelete, agent::FrameType::kOk,
+               [](http::Exchange& ex, const std::string&, const agent::Frame&) { ex.respond(204, {}, {}); });
 }
 
 // ---- content (streamed: one chunk in flight, paced by the client's reading) ----

@@ -66,6 +66,16 @@ std::optional<std::string> identifier_of(http::Exchange& ex) {
   return id;
 }
 
+// The common start of a per-session route: the key, the pool and the identifier, or an answer.
+bool resolve(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where, Pool** pool,
+             std::optional<std::string>* identifier) {
+  if (!authorized(ctx, ex)) return false;
+  *pool = pool_of(ctx, ex, params, where);
+  if (!*pool) return false;
+  *identifier = identifier_of(ex);
+  return identifier->has_value();
+}
+
 void respond_acquire_error(http::Exchange& ex, const AcquireError& e) {
   std::string headers;
   if (e.retry_after_seconds) headers = "Retry-After: " + std::to_string(e.retry_after_seconds) + "\r\n";
@@ -354,11 +364,9 @@ void respond_lost(http::Exchange& ex, const ExecOutcome& o) {
 enum class ExecShape { kEnvelope, kLegacy };
 
 void handle_execute(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where, ExecShape shape) {
-  if (!authorized(ctx, ex)) return;
-  Pool* p = pool_of(ctx, ex, params, where);
-  if (!p) return;
-  auto id = identifier_of(ex);
-  if (!id) return;
+  Pool* p = nullptr;
+  std::optional<std::string> id;
+  if (!resolve(ctx, ex, params, where, &p, &id)) return;
   auto body = std::make_shared<ExecBody>();
   if (!parse_exec_body(ex, p->settings(), body.get())) return;
   body->spec.output_limit_bytes = kEnvelopeOutputLimit;
@@ -377,11 +385,9 @@ std::string operation_headers(const pool::ExecutionRecord& rec, const std::strin
 }
 
 void handle_executions_post(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
-  if (!authorized(ctx, ex)) return;
-  Pool* p = pool_of(ctx, ex, params, where);
-  if (!p) return;
-  auto id = identifier_of(ex);
-  if (!id) return;
+  Pool* p = nullptr;
+  std::optional<std::string> id;
+  if (!resolve(ctx, ex, params, where, &p, &id)) return;
   auto body = std::make_shared<ExecBody>();
   if (!parse_exec_body(ex, p->settings(), body.get())) return;
   uint32_t limit = body->output_limit ? body->output_limit : kResourceOutputDefault;
@@ -419,11 +425,9 @@ void handle_executions_post(Ctx& ctx, http::Exchange& ex, const RouteParams& par
 }
 
 void handle_execution_get(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
-  if (!authorized(ctx, ex)) return;
-  Pool* p = pool_of(ctx, ex, params, where);
-  if (!p) return;
-  auto id = identifier_of(ex);
-  if (!id) return;
+  Pool* p = nullptr;
+  std::optional<std::string> id;
+  if (!resolve(ctx, ex, params, where, &p, &id)) return;
   Session* s = p->find(*id);
   std::string_view exec_id = params.values[where.param_offset()];
   pool::ExecutionRecord* rec = s ? s->find_execution(exec_id) : nullptr;
@@ -437,11 +441,9 @@ void handle_execution_get(Ctx& ctx, http::Exchange& ex, const RouteParams& param
 }
 
 void handle_session_get(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
-  if (!authorized(ctx, ex)) return;
-  Pool* p = pool_of(ctx, ex, params, where);
-  if (!p) return;
-  auto id = identifier_of(ex);
-  if (!id) return;
+  Pool* p = nullptr;
+  std::optional<std::string> id;
+  if (!resolve(ctx, ex, params, where, &p, &id)) return;
   Session* s = p->find(*id);
   if (!s) return respond_error(ex, 404, "SessionNotFound", "no session " + *id + " in pool " + p->settings().name);
   std::string body;
@@ -451,11 +453,9 @@ void handle_session_get(Ctx& ctx, http::Exchange& ex, const RouteParams& params,
 }
 
 void handle_session_delete(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where, bool management) {
-  if (!authorized(ctx, ex)) return;
-  Pool* p = pool_of(ctx, ex, params, where);
-  if (!p) return;
-  auto id = identifier_of(ex);
-  if (!id) return;
+  Pool* p = nullptr;
+  std::optional<std::string> id;
+  if (!resolve(ctx, ex, params, where, &p, &id)) return;
   Session* s = p->find(*id);
   if (!s) return respond_error(ex, 404, "SessionNotFound", "no session " + *id + " in pool " + p->settings().name);
   s->destroy(management ? "stopSession" : "deleted");

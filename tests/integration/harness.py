@@ -187,3 +187,21 @@ class Conn:
             return True
         except socket.timeout:
             return False
+
+
+class ServerTestCase:
+    """Mixin for unittest classes sharing one server: set SERVER_FLAGS and POOLS on the class."""
+    SERVER_FLAGS = ()
+    POOLS = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = Server(*cls.SERVER_FLAGS, pools=cls.POOLS)
+        cls.srv.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.proc.stdout.close()
+        cls.srv.dir.cleanup()
+        assert rc == 0, cls.srv.log()

@@ -25,18 +25,8 @@ def azure_error(testcase, r, status, code=None):
         testcase.assertEqual(body["error"]["code"], code)
 
 
-class Basics(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server("--test-routes", "--max-body-bytes", "4096")
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        cls.srv.proc.stdout.close()
-        cls.srv.dir.cleanup()
-        assert rc == 0, cls.srv.log()
+class Basics(harness.ServerTestCase, unittest.TestCase):
+    SERVER_FLAGS = ("--test-routes", "--max-body-bytes", "4096")
 
     def test_healthz_and_date(self):
         r = self.srv.request("GET", "/healthz")

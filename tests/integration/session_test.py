@@ -31,18 +31,9 @@ def execute(srv, ident, code, path="/code/execute", **extra):
     return r, j
 
 
-class SessionApi(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server("--pool-ready", "2", pools=True)
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        cls.srv.proc.stdout.close()
-        cls.srv.dir.cleanup()
-        assert rc == 0, cls.srv.log()
+class SessionApi(harness.ServerTestCase, unittest.TestCase):
+    SERVER_FLAGS = ("--pool-ready", "2")
+    POOLS = True
 
     def assertAzureError(self, r, status, code):
         self.assertEqual(r.status, status, r)
@@ -343,18 +334,9 @@ def multipart(filename, data, field="file"):
     return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
 
 
-class FilesApi(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.srv = Server("--pool-ready", "1", pools=True)
-        cls.srv.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.srv.stop()
-        cls.srv.proc.stdout.close()
-        cls.srv.dir.cleanup()
-        assert rc == 0, cls.srv.log()
+class FilesApi(harness.ServerTestCase, unittest.TestCase):
+    SERVER_FLAGS = ("--pool-ready", "1")
+    POOLS = True
 
     def upload(self, ident, filename, data, target="/files/upload", pool=""):
         body, headers = multipart(filename, data)
