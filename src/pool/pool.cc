@@ -11,7 +11,7 @@ Pool::Pool(uv_loop_t* loop, LoopTimers* timers, PoolSettings settings, std::uniq
   reaper_idle_.data = this;
 }
 
-Pool::~Pool() = default;
+Pool::~Pool() { timers_->cancel(&refill_timer_); }
 
 Status Pool::start() {
   SP_TRY(source_->start([this] { on_sandboxes_ready(); }));
@@ -29,12 +29,34 @@ void Pool::update_settings(const PoolSettings& s) {
   refill();
 }
 
-void Pool::refill() {
-  if (stopping_) return;
+namespace {
+constexpr uint64_t kRefillDelayMs = 5;
+}  // namespace
+
+size_t Pool::refill_target() const {
   size_t room = settings_.max_concurrent_sessions > sessions_.size() ? settings_.max_concurrent_sessions - sessions_.size() : 0;
   // Waiters need sandboxes beyond the standing reserve.
-  size_t wanted = std::min<size_t>(settings_.ready_session_instances + waiters_.size(), room);
+  return std::min<size_t>(settings_.ready_session_instances + waiters_.size(), room);
+}
+
+void Pool::refill() {
+  if (stopping_) return;
+  size_t wanted = refill_target();
+  bool raise = wanted > wanted_now_;
+  if (raise && waiters_.empty() && source_->ready_count() > 0) {
+    if (!refill_timer_.armed()) timers_->arm_in(&refill_timer_, kRefillDelayMs);
+    return;
+  }
+  timers_->cancel(&refill_timer_);
+  wanted_now_ = wanted;
   source_->set_wanted(wanted);
+}
+
+void Pool::on_refill_timer(TimerEntry* e, uint64_t) {
+  Pool* p = OwnedTimer<Pool>::owner_of(e);
+  if (p->stopping_) return;
+  p->wanted_now_ = p->refill_target();
+  p->source_->set_wanted(p->wanted_now_);
 }
 
 Session* Pool::find(const std::string& identifier) {
@@ -190,6 +212,7 @@ std::vector<Session*> Pool::sessions_by_age() const {
 
 void Pool::stop(std::function<void()> done) {
   stopping_ = true;
+  timers_->cancel(&refill_timer_);
   on_stopped_ = std::move(done);
   source_->set_wanted(0);
   while (!waiters_.empty()) {

@@ -76,6 +76,8 @@ class Pool {
   void on_sandboxes_ready();
   Session* bind(const std::string& identifier, Sandbox&& sandbox, AcquireError* error);
   void refill();
+  size_t refill_target() const;
+  static void on_refill_timer(TimerEntry* e, uint64_t now_ms);
   void free_ended();
 
   uv_loop_t* loop_;
@@ -86,6 +88,10 @@ class Pool {
   std::deque<Waiter*> waiters_;
   std::vector<std::unique_ptr<Session>> ended_;  // freed on the next loop turn, never under a call
   uv_idle_t reaper_idle_{};
+  // A raised refill target waits a few ms (unless requests are waiting): the spawn it starts costs
+  // milliseconds of CPU, and should not compete with the execution that just took a sandbox.
+  OwnedTimer<Pool> refill_timer_{on_refill_timer, this};
+  size_t wanted_now_ = 0;
   bool stopping_ = false;
   std::function<void()> on_stopped_;
   // Metrics.
