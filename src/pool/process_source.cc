@@ -1,6 +1,8 @@
 // ProcessSource: PoolSpawner's ready ring → Sandbox values; finished sandboxes → its reaper ring.
 #include "pool/process_source.h"
 
+#include <sys/socket.h>
+
 #include <cstring>
 
 #include "util/log.h"
@@ -20,8 +22,7 @@ void ProcessSource::on_wake(void* self) {
 Status ProcessSource::start(std::function<void()> on_ready) {
   on_ready_ = std::move(on_ready);
   int rc = uv_async_init(loop_, &async_, [](uv_async_t* a) {
-    auto* self = static_cast<ProcessSource*>(a->data);
-    if (self->on_ready_) self->on_ready_();
+    static_cast<ProcessSource*>(a->data)->take_from_spawner();
   });
   if (rc != 0) return Error{-rc, "uv_async_init"};
   async_.data = this;
@@ -43,13 +44,74 @@ Status ProcessSource::start(std::function<void()> on_ready) {
 }
 
 void ProcessSource::set_wanted(size_t ready_wanted) {
-  if (spawner_) spawner_->set_ready_target(static_cast<uint32_t>(ready_wanted));
+  // The spawner counts only its own ring; clones taken from it and waiting here are ready too.
+  size_t held = ready_.size() + warming_.size();
+  size_t want = ready_wanted > held ? ready_wanted - held : 0;
+  if (spawner_) spawner_->set_ready_target(static_cast<uint32_t>(want));
+  wanted_ = ready_wanted;
+}
+
+// Readiness includes the agent: a clone is handed out only after its hello, so a session's first
+// request never waits for the agent to start, and a clone whose agent fails never reaches one.
+void ProcessSource::take_from_spawner() {
+  while (spawner_) {
+    auto sb = spawner_->take();
+    if (!sb) break;
+    auto* w = new Warming{};
+    w->owner = this;
+    w->sandbox = std::move(*sb);
+    w->since_ms = uv_now(loop_);
+    w->poll.data = w;
+    if (uv_poll_init(loop_, &w->poll, w->sandbox.agent_fd.get()) != 0) {
+      ++hello_failures_;
+      unreturned_.push_back(std::move(w->sandbox));
+      delete w;
+      continue;
+    }
+    warming_.push_front(w);
+    w->where = warming_.begin();
+    uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, on_hello_readable);
+  }
+  retry_give_back();
+}
+
+void ProcessSource::on_hello_readable(uv_poll_t* p, int status, int events) {
+  auto* w = static_cast<Warming*>(p->data);
+  ProcessSource* self = w->owner;
+  if (status < 0) return self->end_warming(w, false);
+  (void)events;
+  // SAFETY: a non-blocking read into the decoder's own buffer, at most its prepared size.
+  char* buf = w->decoder.prepare(4096);
+  ssize_t n = ::recv(w->sandbox.agent_fd.get(), buf, 4096, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) return self->end_warming(w, false);
+  w->decoder.commit(static_cast<size_t>(n));
+  auto frame = w->decoder.next();
+  if (!frame.ok()) return self->end_warming(w, false);
+  if (!frame.value()) return;  // the hello is not complete yet
+  bool hello = frame.value()->header.type == agent::FrameType::kHello && agent::decode_hello(*frame.value()).ok();
+  // Nothing follows a hello until the host asks, so no byte is lost with the decoder.
+  self->end_warming(w, hello && w->decoder.buffered_bytes() == 0);
+}
+
+void ProcessSource::end_warming(Warming* w, bool ready) {
+  warming_.erase(w->where);
+  if (ready) {
+    ready_.push_back(std::move(w->sandbox));
+  } else {
+    ++hello_failures_;
+    last_error_ = "a clone's agent did not say hello";
+    unreturned_.push_back(std::move(w->sandbox));
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Warming*>(h->data); });
+  retry_give_back();
+  if (ready && on_ready_) on_ready_();
 }
 
 std::optional<Sandbox> ProcessSource::pop() {
-  if (!spawner_) return std::nullopt;
-  auto ready = spawner_->take();
-  if (!ready) return std::nullopt;
+  if (ready_.empty()) return std::nullopt;
+  std::optional<ReadySandbox> ready = std::move(ready_.front());
+  ready_.pop_front();
   Sandbox sb;
   sb.id = ready->generation;
   sb.pid = ready->pid;
@@ -60,7 +122,7 @@ std::optional<Sandbox> ProcessSource::pop() {
   return sb;
 }
 
-size_t ProcessSource::ready_count() const { return spawner_ ? spawner_->ready_count() : 0; }
+size_t ProcessSource::ready_count() const { return ready_.size(); }
 
 void ProcessSource::retry_give_back() {
   while (!unreturned_.empty() && spawner_ && spawner_->give_back(std::move(unreturned_.front()))) {
@@ -81,6 +143,11 @@ void ProcessSource::release(Sandbox&& sandbox) {
 void ProcessSource::stop(std::function<void()> on_stopped) {
   // ~PoolSpawner joins its threads and kills the template and every clone it still owns; clones
   // the reaper never got back die with their cgroups in the same sweep.
+  while (!warming_.empty()) end_warming(warming_.front(), false);
+  while (!ready_.empty()) {
+    unreturned_.push_back(std::move(ready_.front()));
+    ready_.pop_front();
+  }
   retry_give_back();
   spawner_.reset();
   unreturned_.clear();
@@ -105,6 +172,8 @@ SourceStats ProcessSource::stats() const {
   st.spawned = s.spawned.load(std::memory_order_relaxed);
   st.spawn_failures = s.failed.load(std::memory_order_relaxed);
   st.reaped = s.reaped.load(std::memory_order_relaxed);
+  st.spawn_failures += hello_failures_;
+  st.pending = warming_.size();
   uint64_t err = s.last_error.load(std::memory_order_relaxed);
   if (err) st.last_error = std::strerror(static_cast<int>(err));
   return st;

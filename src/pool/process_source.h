@@ -6,8 +6,10 @@
 #include <uv.h>
 
 #include <deque>
+#include <list>
 #include <memory>
 
+#include "agent/protocol.h"
 #include "pool/sandbox_source.h"
 #include "pool/settings.h"
 #include "sandbox/pool_spawner.h"
@@ -34,7 +36,19 @@ class ProcessSource : public SandboxSource {
   const char* tier() const override { return "process"; }
 
  private:
+  // A clone whose isolation is done but whose agent has not said hello yet.
+  struct Warming {
+    ProcessSource* owner = nullptr;
+    ReadySandbox sandbox;
+    uv_poll_t poll{};
+    agent::FrameDecoder decoder;
+    uint64_t since_ms = 0;
+    std::list<Warming*>::iterator where;
+  };
   static void on_wake(void* self);
+  static void on_hello_readable(uv_poll_t* p, int status, int events);
+  void take_from_spawner();
+  void end_warming(Warming* w, bool ready);
   void retry_give_back();
 
   uv_loop_t* loop_;
@@ -45,6 +59,10 @@ class ProcessSource : public SandboxSource {
   bool async_open_ = false;
   std::function<void()> on_ready_;
   std::deque<ReadySandbox> unreturned_;  // the reaper's ring was full: retried on the next release
+  std::list<Warming*> warming_;          // waiting for their agent's hello
+  std::deque<ReadySandbox> ready_;       // hello received: ready for a session (FIFO)
+  uint64_t hello_failures_ = 0;
+  size_t wanted_ = 0;
   std::string last_error_;
 };
 

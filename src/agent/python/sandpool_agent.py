@@ -707,6 +707,28 @@ class Worker:
         self.send(encode_reply(rid, status, flags, exit_code, exec_us, out, err, result))
         self.end(RUN_IDLE)
 
+    def warm_up(self):
+        """Runs the path of one trivial cell without a request, before the hello. A worker is a
+        fork: its first cell would otherwise pay the copy-on-write faults of everything that path
+        touches (milliseconds here), on the request path of a new session."""
+        saved = self.globals.copy()
+        try:
+            patch_pyplot()
+            sys.stdout, sys.stderr = self.stdout, self.stderr
+            status, result, tb = self.run_python("_ = 1\nprint(_)\n_")
+            for stream in (self.stdout, self.stderr):
+                stream.flush()
+            if self.fflush is not None:
+                self.fflush(None)
+            out, _ = self.take_output(self.out_fd, MAX_OUTPUT_BYTES)
+            err, _ = self.take_output(self.err_fd, MAX_OUTPUT_BYTES)
+            encode_reply(0, status, 0, 0, 0, out, err, result)
+        except Exception:
+            pass  # a warm-up never matters for correctness
+        finally:
+            self.globals.clear()
+            self.globals.update(saved)
+
     # ---- file operations (API.md §4): every name is resolved under root_fd, no symlinks
 
     def file_op(self, ftype, rid, payload):
@@ -953,6 +975,7 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         signal.signal(signal.SIGINT, w.on_sigint)
         os.chdir(root)
         reseed()
+        w.warm_up()
         w.hello(restarts, reason)
         code = w.serve()
     except ProtocolError as e:
