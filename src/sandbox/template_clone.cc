@@ -61,7 +61,7 @@ extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp
   if ((err = open_mount_sources_in_child(*base, &idx))) return -err;
   if ((err = run_mount_plan_in_child(*base, &idx))) return -err;
   if ((err = pivot_in_child(*base))) return -err;
-  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  close_range(kSourceFdBase, kSourceFdBase + kMaxSources - 1, 0);  // inclusive bound: 256+ are ours
   cfg.layer = MountLayer::kScratch;
   cfg.data_bytes = data_bytes;
   cfg.tmp_bytes = tmp_bytes;

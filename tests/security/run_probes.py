@@ -302,6 +302,27 @@ def main():
         r.check("control: init ends orphans with the command and propagates its exit status",
                 res["status"] == "Exited" and res.get("exit_code") == "7", str(res))
 
+    if want("control-rootfs"):
+        busybox = "/bin/busybox"
+        if os.path.exists(busybox):
+            import shutil
+            import tempfile
+            with tempfile.TemporaryDirectory(prefix="sandpool-rootfs-") as root:
+                os.chmod(root, 0o755)  # the sandbox's host uid is unprivileged: an image must be world-readable
+                os.makedirs(f"{root}/bin")
+                os.makedirs(f"{root}/etc")
+                shutil.copy(busybox, f"{root}/bin/busybox")
+                os.symlink("busybox", f"{root}/bin/sh")
+                with open(f"{root}/etc/motd", "w") as f:
+                    f.write("from the image\n")
+                out, res = r.run(["--rootfs", root], cmd=["/bin/busybox", "sh", "-c",
+                                                            "cat /etc/motd; ls /; ls /usr 2>&1 | head -1; echo x > /bin/y"])
+                r.check("control: --rootfs DIR is the whole runtime, read-only (no host /usr)",
+                        "from the image" in out and "bin\ndev\netc\nmnt\nprobes\nproc\ntmp" in out
+                        and "No such file" in out and "Read-only" in res["stderr"], out + res["stderr"])
+        else:
+            print("skip control-rootfs: /bin/busybox (busybox-static) not installed")
+
     bin_dir = os.path.dirname(r.sandpool)
     if want("host-files"):
         r.probe_blocked("host-files: /etc/shadow, /root, /home, /sys, server binary dir, /proc/1/*",
