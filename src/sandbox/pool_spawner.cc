@@ -455,6 +455,12 @@ Result<std::unique_ptr<PoolSpawner>> PoolSpawner::start(PoolTemplateConfig cfg, 
 
 PoolSpawner::PoolSpawner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
+bool ReadySandbox::alive() const {
+  if (!pidfd) return false;
+  pollfd p{pidfd.get(), POLLIN, 0};
+  return poll(&p, 1, 0) == 0;
+}
+
 PoolSpawner::~PoolSpawner() {
   impl_->stopping = true;
   kick(impl_->spawn_wake.get());

@@ -253,6 +253,16 @@ def pool_probes(r, helper):
         r.check(f"pool: a memory bomb kills only that clone, seen as an OOM kill (reply {got}, exited {exited}, "
                 f"oom_kills {ooms})",
                 got == "<eof>" and exited == "1" and ooms.isdigit() and int(ooms) >= 1 and cmd("alive 0") == "1", got)
+        # The template is killed (its own clones die with it); the spawner starts a new one and refills.
+        old = [os.pidfd_open(pid) for pid in clone_pids[:2]]
+        got = cmd("kill-template 2").split()
+        dead, _, _ = select.select(old, [], [], 5.0)
+        for fd in old:
+            os.close(fd)
+        r.check(f"pool: a killed template takes its clones along, is restarted, refill goes on ({got})",
+                len(got) == 5 and got[0] == "2" and got[1] != got[2] and len(dead) == 2, str(got))
+        if len(got) == 5:
+            tpl_pid, clone_pids = int(got[2]), [int(x) for x in got[3:]]
         # Die with the server: SIGKILL the process that owns the pool.
         fds = [os.pidfd_open(pid) for pid in [tpl_pid] + clone_pids[:2]]
         t0 = time.monotonic()
@@ -264,7 +274,7 @@ def pool_probes(r, helper):
             pending -= set(ready)
         for fd in fds:
             os.close(fd)
-        r.check(f"pool: SIGKILL of the pool's owner ends the template and its clones within 1 s "
+        r.check(f"pool: SIGKILL of the pool's owner ends its template and clones within 1 s "
                 f"({(time.monotonic() - t0) * 1000:.0f} ms)", not pending, "")
     finally:
         if p.poll() is None:
