@@ -238,6 +238,11 @@ def pool_probes(r, helper):
                     "result = sorted(res)")
         r.check(f"pool: a clone holds no inherited fds beyond stdio and its socket ({got})",
                 got == "['/dev/null', '/dev/null', '/dev/null', 'socket']", got)
+        bind = ("import socket, sys\ns = socket.socket()\ntry:\n s.bind(('127.0.0.1', 5000)); s.listen(1)\n"
+                " sys.__dict__.setdefault('kept', []).append(s); result = 'bound'\nexcept OSError as e: result = e.errno")
+        binds = [ex(0, bind), ex(1, bind), ex(0, bind)]  # the third (clone 0 again) must find the port taken
+        r.check(f"pool: each clone has its own network namespace (bind 127.0.0.1:5000 in 0, 1, 0 again: {binds})",
+                binds == ["'bound'", "'bound'", "98"], str(binds))
         ex(0, "open('/mnt/data/secret', 'w').write('x'); result = 1")
         got = ex(1, "import os; result = [os.path.exists('/mnt/data/secret'), os.path.exists('/proc/%d/root/mnt/data/secret')]"
                  % clone_pids[0])
