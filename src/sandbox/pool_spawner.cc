@@ -114,7 +114,7 @@ struct PoolSpawner::Impl {
   Cgroup spare_cgroup;          // made ahead, off the clone-to-ready path
   uint64_t spare_gen = 0;
   UniqueFd spare_netns;         // likewise (lo up); empty if we cannot make one (not root)
-  bool netns_ahead = true;
+  bool netns_ahead;
   uint64_t next_gen = 1;
   int backoff_ms = 0;
 
@@ -133,7 +133,8 @@ struct PoolSpawner::Impl {
   bool started = false;
   Error start_error{};
 
-  explicit Impl(const PoolTemplateConfig& c) : cfg(c), ready(c.ring_capacity), finished(c.ring_capacity) {}
+  explicit Impl(const PoolTemplateConfig& c)
+      : cfg(c), netns_ahead(c.netns_ahead), ready(c.ring_capacity), finished(c.ring_capacity) {}
 
   Status start_template(Template& t);
   void stop_template(Template& t);

@@ -44,6 +44,7 @@ struct PoolTemplateConfig {
   uint32_t ready_target = 4;            // clones kept ready
   uint32_t max_pending = 2;             // clones isolating themselves at once
   uint32_t templates = 1;               // template processes forking in parallel (≈ cores for refill rate)
+  bool netns_ahead = true;              // make each clone's network namespace ahead, in the spawner
   uint32_t ring_capacity = 1024;        // both rings
 };
 
