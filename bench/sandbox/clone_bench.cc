@@ -1,6 +1,6 @@
 // End-to-end benchmark of the process tier's warm-template cloning, with bubblewrap as the peer; not a microbenchmark.
 //
-// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--preload numpy,pandas,matplotlib.pyplot]
+// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--no-netns-ahead] [--preload numpy,pandas,matplotlib.pyplot]
 // Prints a markdown report on stdout. Needs root (cgroups). Measures, in one run:
 //  1. clone-to-ready: request sent to the template → the clone's "isolated" record read by
 //     the spawner, one clone at a time (target 1), n samples; plus ready → first echo round trip;
@@ -84,11 +84,12 @@ int main(int argc, char** argv) {
   std::string preload = "numpy,pandas,matplotlib.pyplot";
   std::string sandpool;  // --sandpool PATH: also time our exec path (sandbox-run), cold
   std::string agent;     // --agent DIR: clones run the real sandpool_agent (no echo round trip then)
-  bool favor = false;
+  bool favor = false, netns_ahead = true;
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : "0";
     if (!std::strcmp(a, "--favordynmods")) { favor = true; continue; }
+    if (!std::strcmp(a, "--no-netns-ahead")) { netns_ahead = false; continue; }
     if (!std::strcmp(a, "--n")) n = std::atoi(v);
     else if (!std::strcmp(a, "--refill")) refill = std::atoi(v);
     else if (!std::strcmp(a, "--pending")) pending = std::atoi(v);
@@ -123,6 +124,7 @@ int main(int argc, char** argv) {
   cfg.limits.memory_bytes = 512ull << 20;
   cfg.limits.cpu_millis = 0;
   cfg.agent_path = agent;
+  cfg.netns_ahead = netns_ahead;
   double t_start = now_ms();
   auto ps = sp::PoolSpawner::start(cfg, on_ready, nullptr);
   if (!ps.ok()) {
@@ -199,8 +201,8 @@ int main(int argc, char** argv) {
   for (int i = 0; i < bwrap_n; ++i) bw_true_ms.push_back(run_once(bw_true));
 
   double med = pct(ready_ms, 50);
-  std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s; agent: %s)\n\n",
-              preload.c_str(), favor ? "on for this run" : "off",
+  std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s; netns made ahead: %s; agent: %s)\n\n",
+              preload.c_str(), favor ? "on for this run" : "off", netns_ahead ? "yes" : "no",
               agent.empty() ? "echo stand-in" : "sandpool_agent.serve (supervisor + forked worker)");
   std::printf("template start (import + warm-up, once per pool): %.0f ms\n\n", template_start_ms);
   std::printf("| measure | n | median | p90 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---|\n");

@@ -2,6 +2,9 @@
 #include "sandbox/net.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -27,6 +30,21 @@ int loopback_up_in_child() {
   }
   close(s);
   return rc;
+}
+
+Result<UniqueFd> make_isolated_netns() {
+  UniqueFd home(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!home) return errno_error("open own netns");
+  // Only this thread moves (a thread may unshare its network namespace alone).
+  if (unshare(CLONE_NEWNET) != 0) return errno_error("unshare(CLONE_NEWNET)");
+  UniqueFd made(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  int err = made ? loopback_up_in_child() : errno;
+  if (setns(home.get(), CLONE_NEWNET) != 0) {
+    // Cannot happen with a valid fd; a thread stuck in the wrong netns must not go on.
+    abort();
+  }
+  if (err) return Error{err, "new netns: lo up"};
+  return made;
 }
 
 }  // namespace sp

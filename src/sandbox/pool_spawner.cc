@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "sandbox/child_report.h"
+#include "sandbox/net.h"
 #include "sandbox/seccomp_policy.h"
 #include "sandbox/userns.h"
 #include "util/log.h"
@@ -112,6 +113,8 @@ struct PoolSpawner::Impl {
   std::vector<Pending> pending;
   Cgroup spare_cgroup;          // made ahead, off the clone-to-ready path
   uint64_t spare_gen = 0;
+  UniqueFd spare_netns;         // likewise (lo up); empty if we cannot make one (not root)
+  bool netns_ahead;
   uint64_t next_gen = 1;
   int backoff_ms = 0;
 
@@ -130,7 +133,8 @@ struct PoolSpawner::Impl {
   bool started = false;
   Error start_error{};
 
-  explicit Impl(const PoolTemplateConfig& c) : cfg(c), ready(c.ring_capacity), finished(c.ring_capacity) {}
+  explicit Impl(const PoolTemplateConfig& c)
+      : cfg(c), netns_ahead(c.netns_ahead), ready(c.ring_capacity), finished(c.ring_capacity) {}
 
   Status start_template(Template& t);
   void stop_template(Template& t);
@@ -220,14 +224,21 @@ Status PoolSpawner::Impl::send_request(Template& t) {
   p.report_r.reset(rp[0]);
   UniqueFd report_w(rp[1]);
 
+  if (!spare_netns && netns_ahead) {
+    auto ns = make_isolated_netns();
+    if (ns.ok()) spare_netns = std::move(ns.value());
+    else netns_ahead = false;  // clones unshare their own
+  }
+  UniqueFd netns = std::move(spare_netns);
   struct {
     uint64_t gen;
-    uint32_t uid, gid;
-  } __attribute__((packed)) msg{p.sb.generation, uid, gid};
-  int fds[6] = {agent_theirs.get(), report_w.get()};
+    uint32_t uid, gid, flags;
+  } __attribute__((packed)) msg{p.sb.generation, uid, gid, netns ? 1u : 0u};
+  int fds[7] = {agent_theirs.get(), report_w.get()};
   int nfds = 2;
   for (auto& f : cg_fds)
     if (nfds < 6) fds[nfds++] = f.get();
+  if (netns) fds[nfds++] = netns.get();
   char cbuf[CMSG_SPACE(sizeof fds)] = {};
   iovec iov{&msg, sizeof msg};
   msghdr mh{};
@@ -243,11 +254,16 @@ Status PoolSpawner::Impl::send_request(Template& t) {
   if (sendmsg(t.ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
   t.outstanding = true;
   pending.push_back(std::move(p));
-  // While the template forks, prepare the next clone's cgroup (mkdir + limits ≈ 0.3 ms).
+  // While the template forks, prepare the next clone's cgroup (mkdir + limits ≈ 0.3 ms) and
+  // network namespace (≈ 0.4–0.9 ms).
   auto spare = mgr.create(cfg.pool + "-" + std::to_string(next_gen), cfg.limits, false);
   if (spare.ok()) {
     spare_cgroup = std::move(spare.value());
     spare_gen = next_gen;
+  }
+  if (netns_ahead) {
+    auto ns = make_isolated_netns();
+    if (ns.ok()) spare_netns = std::move(ns.value());
   }
   return {};
 }
@@ -454,6 +470,12 @@ Result<std::unique_ptr<PoolSpawner>> PoolSpawner::start(PoolTemplateConfig cfg, 
 }
 
 PoolSpawner::PoolSpawner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+bool ReadySandbox::alive() const {
+  if (!pidfd) return false;
+  pollfd p{pidfd.get(), POLLIN, 0};
+  return poll(&p, 1, 0) == 0;
+}
 
 PoolSpawner::~PoolSpawner() {
   impl_->stopping = true;

@@ -44,6 +44,7 @@ struct PoolTemplateConfig {
   uint32_t ready_target = 4;            // clones kept ready
   uint32_t max_pending = 2;             // clones isolating themselves at once
   uint32_t templates = 1;               // template processes forking in parallel (≈ cores for refill rate)
+  bool netns_ahead = true;              // make each clone's network namespace ahead, in the spawner
   uint32_t ring_capacity = 1024;        // both rings
 };
 
@@ -54,6 +55,11 @@ struct ReadySandbox {
   UniqueFd agent_fd;         // connected SOCK_STREAM to the clone's agent (serve(fd))
   Cgroup cgroup;             // memory/pids/cpu of this clone; oom_kills() tells an OOM death
   uint64_t ready_ns = 0;     // request sent → ready record read (clone-to-ready)
+
+  // False once the clone has exited. A clone can die while it waits in the ready ring (its
+  // template crashed, a host OOM kill): check before binding it to a session, or treat a
+  // failing first exchange on agent_fd the same way, and give it back. One poll(2).
+  bool alive() const;
 };
 
 struct SpawnerStats {

@@ -68,7 +68,7 @@ int move_high(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, kHighFdFloor); }
   if ((err = open_mount_sources_in_child(*a.plan, &idx))) sp_child_fail(report, kStepOpenSources, err);
   if ((err = run_mount_plan_in_child(*a.plan, &idx))) sp_child_fail(report, kStepMountOps | (idx << 8), err);
   if ((err = pivot_in_child(*a.plan))) sp_child_fail(report, kStepPivotRoot, err);
-  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  close_range(kSourceFdBase, kSourceFdBase + kMaxSources - 1, 0);  // inclusive bound: 256+ are ours
   if (a.new_net && (err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
   if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
   if ((err = apply_rlimits_in_child(*a.rlimits))) sp_child_fail(report, kStepRlimits, err);
@@ -118,6 +118,21 @@ std::vector<std::string> default_sandbox_env() {
 Result<Spawner> Spawner::create() {
   Spawner s;
   SP_TRY_ASSIGN(s.seccomp_, compile_seccomp_policy());
+  // Prefer the static sandpool-init next to us (it runs in any rootfs); else our own binary.
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = 0;
+    std::string dir(exe);
+    dir.resize(dir.rfind('/'));
+    for (const std::string& cand : {dir + "/sandbox/sandpool-init", dir + "/sandpool-init"}) {
+      s.self_exe_.reset(open(cand.c_str(), O_PATH | O_CLOEXEC));
+      if (s.self_exe_) {
+        s.static_init_ = true;
+        return s;
+      }
+    }
+  }
   s.self_exe_.reset(open("/proc/self/exe", O_PATH | O_CLOEXEC));
   if (!s.self_exe_) return errno_error("open /proc/self/exe");
   return s;
@@ -133,6 +148,10 @@ Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) c
 
   std::vector<std::string> init_args = {"sandpool", "init", "--status-fd", std::to_string(kInitStatusFd),
                                         "--respawn", std::to_string(spec.respawns), "--"};
+  if (static_init_) {  // sandpool-init takes no subcommand word
+    init_args.erase(init_args.begin());
+    init_args[0] = "sandpool-init";
+  }
   init_args.insert(init_args.end(), spec.argv.begin(), spec.argv.end());
   std::vector<char*> argv = c_array(init_args);
   std::vector<char*> envp = c_array(spec.env);

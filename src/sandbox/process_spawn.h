@@ -7,6 +7,8 @@
 // privilege, loads the precompiled seccomp filter last and execs
 // `sandpool init -- CMD...` through an fd on our own binary. A failing step is
 // reported as "<step>: <errno>" and the child is reaped before spawn returns.
+// The init exec'd is the static `sandpool-init` when it sits next to our binary (so it
+// runs in any rootfs, glibc or not), else `sandpool init` via /proc/self/exe.
 //
 // Threading: call from one non-loop thread (the spawner, or the CLI's main
 // thread). spawn() blocks until the child has exec'd (≈1 ms). The child gets
@@ -61,7 +63,8 @@ class Spawner {
 
  private:
   SeccompProgram seccomp_;
-  UniqueFd self_exe_;
+  UniqueFd self_exe_;         // sandpool-init (static) or our own binary
+  bool static_init_ = false;
 };
 
 // The environment a sandboxed command gets unless told otherwise.

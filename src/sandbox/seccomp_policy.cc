@@ -1,4 +1,4 @@
-// The seccomp allowlist and its compilation with libseccomp to BPF; loading happens in spawn.cc / template_clone.c.
+// The seccomp allowlist and its compilation with libseccomp to BPF; loading is seccomp_load.cc.
 #include "sandbox/seccomp_policy.h"
 
 #include <linux/seccomp.h>

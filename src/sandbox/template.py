@@ -6,8 +6,8 @@ Started by the C++ PoolSpawner (pool_spawner.cc) as
 Protocol on the SOCK_SEQPACKET control socket (little-endian):
   spawner -> template, first: the seccomp BPF program (raw bytes).
   template -> spawner: b"READY" once imports and warm-up are done.
-  spawner -> template: SPAWN = <QII> generation, host uid, host gid, with SCM_RIGHTS
-      [agent socket, report pipe write end, cgroup.procs fds...].
+  spawner -> template: SPAWN = <QIII> generation, host uid, host gid, flags, with SCM_RIGHTS
+      [agent socket, report pipe write end, cgroup.procs fds..., (netns fd if flags & 1)].
   template -> spawner: <Qii> generation, pid (or 0), errno, with SCM_RIGHTS [pidfd] on success.
 The template runs as host root but never runs user code; all isolation happens in
 C (libsandpool_clone.so) in the forked child, which then calls sandpool_agent.serve(fd)
@@ -23,13 +23,14 @@ import socket
 import struct
 import sys
 
-SPAWN = struct.Struct("<QII")
+SPAWN = struct.Struct("<QIII")
+F_NETNS = 1  # the last fd is a network namespace made ahead
 REPLY = struct.Struct("<Qii")
 
 
 class CloneParams(ctypes.Structure):
     _fields_ = [("host_uid", ctypes.c_uint32), ("host_gid", ctypes.c_uint32), ("agent_fd", ctypes.c_int32),
-                ("report_fd", ctypes.c_int32), ("cgroup_fds", ctypes.c_int32 * 4)]
+                ("report_fd", ctypes.c_int32), ("cgroup_fds", ctypes.c_int32 * 4), ("netns_fd", ctypes.c_int32)]
 
 
 def echo_loop(fd):
@@ -138,20 +139,22 @@ def main():
             return 0
         if not msg:
             return 0  # the spawner went away
-        gen, uid, gid = SPAWN.unpack(msg)
+        gen, uid, gid, flags = SPAWN.unpack(msg)
         if len(fds) < 2:
             for fd in fds:
                 os.close(fd)
             ctrl.send(REPLY.pack(gen, 0, 22))
             continue
-        agent_fd, report_fd, cg_fds = fds[0], fds[1], fds[2:6]
+        netns_fd = fds[-1] if flags & F_NETNS and len(fds) > 2 else -1
+        agent_fd, report_fd, cg_fds = fds[0], fds[1], fds[2:len(fds) - (1 if netns_fd >= 0 else 0)][:4]
         rc = lib.sp_tpl_prefork()
         if rc != 0:
             for fd in fds:
                 os.close(fd)
             ctrl.send(REPLY.pack(gen, 0, -rc))
             continue
-        params = CloneParams(uid, gid, agent_fd, report_fd, (ctypes.c_int32 * 4)(*(cg_fds + [-1] * (4 - len(cg_fds)))))
+        params = CloneParams(uid, gid, agent_fd, report_fd, (ctypes.c_int32 * 4)(*(cg_fds + [-1] * (4 - len(cg_fds)))),
+                             netns_fd)
         pid = lib.sp_tpl_fork_clone(ctypes.byref(params))  # the child returns 0 once isolated
         if pid == 0:
             # The clone. The C side closed every fd but agent_fd; detach Python objects from them.

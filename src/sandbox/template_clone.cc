@@ -61,7 +61,7 @@ extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp
   if ((err = open_mount_sources_in_child(*base, &idx))) return -err;
   if ((err = run_mount_plan_in_child(*base, &idx))) return -err;
   if ((err = pivot_in_child(*base))) return -err;
-  close_range(kSourceFdBase, kSourceFdBase + kMaxSources, 0);
+  close_range(kSourceFdBase, kSourceFdBase + kMaxSources - 1, 0);  // inclusive bound: 256+ are ours
   cfg.layer = MountLayer::kScratch;
   cfg.data_bytes = data_bytes;
   cfg.tmp_bytes = tmp_bytes;
@@ -109,8 +109,14 @@ void isolate(const struct sp_clone_params* p) {
     if (write(fd, "0", 1) != 1) sp_child_fail(report, kStepJoinCgroup, errno);
     close(fd);
   }
-  // 2. namespaces; the pid ns was entered by the fork itself (sp_tpl_prefork).
-  if (unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
+  // 2. namespaces; the pid ns was entered by the fork itself (sp_tpl_prefork). The network
+  //    namespace was made ahead by the spawner (lo already up) when it could.
+  const bool have_netns = p->netns_fd >= 0;
+  if (have_netns) {
+    if (setns(p->netns_fd, CLONE_NEWNET) != 0) sp_child_fail(report, kStepNetNs, errno);
+    close(p->netns_fd);
+  }
+  if (unshare(CLONE_NEWNS | (have_netns ? 0 : CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
     sp_child_fail(report, kStepNetNs, errno);
   // 3. filesystem.
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) sp_child_fail(report, kStepMountPrivate, errno);
@@ -118,7 +124,7 @@ void isolate(const struct sp_clone_params* p) {
   if (chown("/mnt/data", p->host_uid, p->host_gid) != 0) sp_child_fail(report, kStepMountOps, errno);
   if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
   // 4. network and names.
-  if ((err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
+  if (!have_netns && (err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
   if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
   // 5. privileges.
   if ((err = apply_rlimits_in_child(g_rlimits))) sp_child_fail(report, kStepRlimits, err);

@@ -14,7 +14,8 @@
 //   (sp_clone_enter can also be called after a plain os.fork(); it then runs after
 //   Python's after-fork work.)
 // sp_clone_enter's steps (DESIGN.md §4, "root" variant of research §4): join the cgroups
-// (write 0 to each passed cgroup.procs fd), unshare NS|NET|IPC|UTS|CGROUP, mount the scratch
+// (write 0 to each passed cgroup.procs fd), setns into its prepared netns (else unshare one),
+// unshare NS|IPC|UTS|CGROUP, mount the scratch
 // layer (own /mnt/data, /tmp, /dev/shm, /proc), lo up, hostname, rlimits, drop the bounding set
 // and lock securebits, setgroups(0) + setresgid/uid to the clone's unprivileged host ids,
 // clear capabilities, NO_NEW_PRIVS, parent-death signal, stdio to /dev/null, close every fd
@@ -34,6 +35,7 @@ struct sp_clone_params {
   int32_t agent_fd;      // kept open (the agent's socket)
   int32_t report_fd;     // ChildReport on failure, {0,0} when ready; closed
   int32_t cgroup_fds[4]; // cgroup.procs fds to join, -1 for unused; closed
+  int32_t netns_fd;      // a network namespace made ahead (lo up) to setns into; -1: unshare one; closed
 };
 
 int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp_bytes, const char* agent_path);

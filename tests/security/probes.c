@@ -89,7 +89,7 @@ static int p_host_procs(int argc, char** argv) {
   char comm[64] = {0};
   int fd = open("/proc/1/cmdline", O_RDONLY);
   if (fd >= 0) { read(fd, comm, sizeof comm - 1); close(fd); }
-  if (strcmp(comm, "sandpool") == 0) printf("BLOCKED /proc/1 is the host's init: it is ours\n");
+  if (strncmp(comm, "sandpool", 8) == 0) printf("BLOCKED /proc/1 is the host's init: it is ours (%s)\n", comm);
   else { printf("ESCAPED /proc/1 cmdline is '%s'\n", comm); g_escaped = 1; }
   for (int i = 0; i < argc; ++i) {  /* host pids given by the runner (the runner itself, another sandbox's init) */
     pid_t pid = (pid_t)atoi(argv[i]);

@@ -238,6 +238,11 @@ def pool_probes(r, helper):
                     "result = sorted(res)")
         r.check(f"pool: a clone holds no inherited fds beyond stdio and its socket ({got})",
                 got == "['/dev/null', '/dev/null', '/dev/null', 'socket']", got)
+        bind = ("import socket, sys\ns = socket.socket()\ntry:\n s.bind(('127.0.0.1', 5000)); s.listen(1)\n"
+                " sys.__dict__.setdefault('kept', []).append(s); result = 'bound'\nexcept OSError as e: result = e.errno")
+        binds = [ex(0, bind), ex(1, bind), ex(0, bind)]  # the third (clone 0 again) must find the port taken
+        r.check(f"pool: each clone has its own network namespace (bind 127.0.0.1:5000 in 0, 1, 0 again: {binds})",
+                binds == ["'bound'", "'bound'", "98"], str(binds))
         ex(0, "open('/mnt/data/secret', 'w').write('x'); result = 1")
         got = ex(1, "import os; result = [os.path.exists('/mnt/data/secret'), os.path.exists('/proc/%d/root/mnt/data/secret')]"
                  % clone_pids[0])
@@ -253,6 +258,16 @@ def pool_probes(r, helper):
         r.check(f"pool: a memory bomb kills only that clone, seen as an OOM kill (reply {got}, exited {exited}, "
                 f"oom_kills {ooms})",
                 got == "<eof>" and exited == "1" and ooms.isdigit() and int(ooms) >= 1 and cmd("alive 0") == "1", got)
+        # The template is killed (its own clones die with it); the spawner starts a new one and refills.
+        old = [os.pidfd_open(pid) for pid in clone_pids[:2]]
+        got = cmd("kill-template 2").split()
+        dead, _, _ = select.select(old, [], [], 5.0)
+        for fd in old:
+            os.close(fd)
+        r.check(f"pool: a killed template takes its clones along, is restarted, refill goes on ({got})",
+                len(got) == 5 and got[0] == "2" and got[1] != got[2] and len(dead) == 2, str(got))
+        if len(got) == 5:
+            tpl_pid, clone_pids = int(got[2]), [int(x) for x in got[3:]]
         # Die with the server: SIGKILL the process that owns the pool.
         fds = [os.pidfd_open(pid) for pid in [tpl_pid] + clone_pids[:2]]
         t0 = time.monotonic()
@@ -264,7 +279,7 @@ def pool_probes(r, helper):
             pending -= set(ready)
         for fd in fds:
             os.close(fd)
-        r.check(f"pool: SIGKILL of the pool's owner ends the template and its clones within 1 s "
+        r.check(f"pool: SIGKILL of the pool's owner ends its template and clones within 1 s "
                 f"({(time.monotonic() - t0) * 1000:.0f} ms)", not pending, "")
     finally:
         if p.poll() is None:
@@ -301,6 +316,27 @@ def main():
         out, res = r.run([], cmd=["/bin/sh", "-c", "sleep 100 & sleep 100 & exit 7"])
         r.check("control: init ends orphans with the command and propagates its exit status",
                 res["status"] == "Exited" and res.get("exit_code") == "7", str(res))
+
+    if want("control-rootfs"):
+        busybox = "/bin/busybox"
+        if os.path.exists(busybox):
+            import shutil
+            import tempfile
+            with tempfile.TemporaryDirectory(prefix="sandpool-rootfs-") as root:
+                os.chmod(root, 0o755)  # the sandbox's host uid is unprivileged: an image must be world-readable
+                os.makedirs(f"{root}/bin")
+                os.makedirs(f"{root}/etc")
+                shutil.copy(busybox, f"{root}/bin/busybox")
+                os.symlink("busybox", f"{root}/bin/sh")
+                with open(f"{root}/etc/motd", "w") as f:
+                    f.write("from the image\n")
+                out, res = r.run(["--rootfs", root], cmd=["/bin/busybox", "sh", "-c",
+                                                            "cat /etc/motd; ls /; ls /usr 2>&1 | head -1; echo x > /bin/y"])
+                r.check("control: --rootfs DIR is the whole runtime, read-only (no host /usr)",
+                        "from the image" in out and "bin\ndev\netc\nmnt\nprobes\nproc\ntmp" in out
+                        and "No such file" in out and "Read-only" in res["stderr"], out + res["stderr"])
+        else:
+            print("skip control-rootfs: /bin/busybox (busybox-static) not installed")
 
     bin_dir = os.path.dirname(r.sandpool)
     if want("host-files"):
