@@ -109,6 +109,13 @@ void ProcessSource::end_warming(Warming* w, bool ready) {
 }
 
 std::optional<Sandbox> ProcessSource::pop() {
+  // A clone dies with its template; skip (and reap) any that died while waiting.
+  while (!ready_.empty() && !ready_.front().alive()) {
+    unreturned_.push_back(std::move(ready_.front()));
+    ready_.pop_front();
+    ++hello_failures_;
+  }
+  retry_give_back();
   if (ready_.empty()) return std::nullopt;
   std::optional<ReadySandbox> ready = std::move(ready_.front());
   ready_.pop_front();
