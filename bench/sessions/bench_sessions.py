@@ -7,7 +7,7 @@ Measures (shared/DESIGN.md §8, each reported separately):
   warm   : execute of print(1) on an existing session
   jupyter: the same cell through jupyter_client against one kernel
   tput   : trivial executes/s over 64 sessions with wrk -c64 (if wrk is installed)
-Usage: bench/sessions/bench_sessions.py BUILD_DIR [--first N] [--warm N] [--seconds S]
+Usage: bench/sessions/bench_sessions.py BUILD_DIR [--first N] [--warm N] [--jupyter N] [--seconds S] [--pace-ms MS]
 """
 import argparse
 import json
@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--warm", type=int, default=2000)
     ap.add_argument("--jupyter", type=int, default=500)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--pace-ms", type=int, default=50)
     a = ap.parse_args()
     binary = os.path.join(a.build, "src", "sandpool")
     tmp = tempfile.mkdtemp()
@@ -137,12 +138,18 @@ def main():
         port = int(open(port_file).read())
         print("# sandpool %s, %d cores, %s" % (binary, os.cpu_count(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         c = Client(port)
-        # first execute on new identifiers, each from a full ready pool
+        # First execute on new identifiers, one every --pace-ms, as a steady stream of new sessions:
+        # the pool stays non-empty while it refills in the background, as it does in service.
+        wait_ready(port, ready)
         first = []
+        next_t = time.monotonic()
         for i in range(a.first):
-            wait_ready(port, ready)
+            next_t += a.pace_ms / 1000.0
             first.append(c.execute("first-%d" % i))
-        print(summary("first", first))
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        print(summary("first", first) + "   (one new identifier every %d ms, refill running)" % a.pace_ms)
         # warm executes on one session
         warm = []
         for i in range(a.warm + 100):
