@@ -182,9 +182,9 @@ void Connection::process(const char* data, size_t len) {
         req.peer = peer_;
         exchange_.start_ns_ = uv_hrtime();
         exchange_.responded_ = false;
+        body_paused_ = false;  // before on_head: a streaming handler may pause at once
         HeadDecision d = server_->handler_->on_head(exchange_);
         streaming_ = d.stream;
-        body_paused_ = false;
         if (!parser_.set_body_limit(d.max_body_bytes, d.store_body, d.stream ? this : nullptr)) {
           protocol_error(parser_.error_status(), parser_.error_reason());
           return;
