@@ -170,11 +170,20 @@ def main():
             # warm the 64 sessions first
             for i in range(64):
                 c.execute("bench-%d" % i)
+            def cpu_s(pid):
+                with open("/proc/%d/stat" % pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            cpu0 = cpu_s(proc.pid)
             out = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % a.seconds, "--latency", "-s", script,
                                   "http://127.0.0.1:%d" % port], env=env, capture_output=True, text=True).stdout
+            server_cpu = cpu_s(proc.pid) - cpu0
             rps = [l for l in out.splitlines() if "Requests/sec" in l]
             lat = [l.strip() for l in out.splitlines() if l.strip().startswith(("50%", "99%"))]
-            print("tput    64 sessions, wrk -t1 -c64 -d%ds: %s  latency %s" % (a.seconds, rps[0].split()[-1] if rps else "?", " ".join(lat)))
+            total = [l for l in out.splitlines() if "requests in" in l]
+            n = int(total[0].split()[0]) if total else 0
+            print("tput    64 sessions, wrk -t1 -c64 -d%ds: %s/s  latency %s  server CPU %.1f us/execute" %
+                  (a.seconds, rps[0].split()[-1] if rps else "?", " ".join(lat), server_cpu * 1e6 / max(n, 1)))
             if "status" in out:
                 print(out)
     finally:

@@ -187,8 +187,7 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   void answer_if_done() {
     if (!body_done || answered || err_status == 0) return;
     answered = true;
-    std::string headers;
-    respond_error(*ex, err_status, err_code, err_message, headers);
+    respond_error(*ex, err_status, err_code, err_message);
   }
 
   void agent_failed(const agent::Frame* f, const Error* err) {

@@ -380,8 +380,27 @@ void handle_execute(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Whe
   });
 }
 
+// Percent-encodes what a query value cannot carry as is (identifiers may hold # & % ; and more).
+std::string query_escape(std::string_view v) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (char c : v) {
+    bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                 c == '_' || c == '.' || c == '~';
+    if (plain) {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[static_cast<unsigned char>(c) >> 4];
+      out += kHex[static_cast<unsigned char>(c) & 15];
+    }
+  }
+  return out;
+}
+
 std::string operation_headers(const pool::ExecutionRecord& rec, const std::string& identifier) {
-  return "operation-id: " + rec.id + "\r\nOperation-Location: executions/" + rec.id + "?identifier=" + identifier + "\r\n";
+  return "operation-id: " + rec.id + "\r\nOperation-Location: executions/" + rec.id + "?identifier=" +
+         query_escape(identifier) + "\r\n";
 }
 
 void handle_executions_post(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
