@@ -55,6 +55,7 @@ def main():
         case("python print", ["/usr/bin/python3", "-c", "print(1)"], 0, "1\n", backend=be)
         case("hostile pointers", [HOSTILE, "pointers"], 0, "ok pointers\n", backend=be)
         case("hostile syscalls", [HOSTILE, "syscalls"], 0, "ok syscalls\n", backend=be)
+        case("vector state across exits", [HOSTILE, "vector"], 0, contains=("ok vector",), backend=be)
         for mode in ("pagetable", "gdt", "stub", "hlt", "cli", "wrmsr", "lgdt", "jump_stub", "bad_sigreturn", "forged_sigreturn",
                      "bad_stack_signal"):
             case(f"hostile {mode}", [HOSTILE, mode], 139, "", backend=be)
