@@ -100,6 +100,7 @@ class Vm {
   // Handles one decoded trap; false once the guest has exited.
   bool handle_trap(const Trap& trap, kvm_regs& user);
   bool is_freeze_fd() const;
+  Status finish_clone(const VmSnapshot& snap, const std::vector<std::pair<int, int>>& fds, uint64_t start);
   KvmVm vm_;
   KvmVcpu vcpu_;
   Guest guest_;
