@@ -171,6 +171,8 @@ Result<VmExit> Vm::run() {
   static const bool kick_installed = [] {
     struct sigaction sa {};
     sa.sa_handler = on_kick_signal;  // no SA_RESTART: interrupted calls return EINTR
+    // A guest writing to a closed pipe must get EPIPE (and its own SIGPIPE), not kill the VMM.
+    signal(SIGPIPE, SIG_IGN);
     return sigaction(kick_signal(), &sa, nullptr) == 0;
   }();
   (void)kick_installed;

@@ -157,6 +157,19 @@ print(os.path.exists(os.path.join(d, 'sub')))
         ok = rc == 0 and len(lines) >= 25 and {l.split(":")[0] for l in fails} == expected
         ok = ok and all("Function not implemented" in l or "can't start new thread" in l for l in fails)
         check("python stdlib smoke (sqlite, tempfile, asyncio/epoll, mmap, numpy, pandas, ...)", ok, out + err[-800:])
+    # A closed stdout: the guest gets EPIPE/SIGPIPE, the VMM survives and reports the guest's fate.
+    if not FILTER or "pipe" in FILTER:
+        for prog, want in ((["/usr/bin/python3", "-c", "import sys\ntry:\n for i in range(10**6): print(i)\n"
+                              "except BrokenPipeError: sys.stderr.write('epipe\\n'); sys.exit(3)"], 3),
+                           (["/bin/busybox", "yes"], 141)):
+            r, w = os.pipe()
+            proc = subprocess.Popen([SANDPOOL, "vm-run", "--", *prog], stdout=w, stderr=subprocess.PIPE)
+            os.close(w)
+            os.read(r, 10)
+            os.close(r)
+            err = proc.communicate(timeout=60)[1].decode()
+            check(f"closed stdout pipe: {prog[0]}", proc.returncode == want and "vm-run:" not in err,
+                  f"rc={proc.returncode} {err}")
     case("python exception exit code", ["/usr/bin/python3", "-c", "raise SystemExit(5)"], 5)
     case("python mmap/mremap/big alloc",
          ["/usr/bin/python3", "-c", "b = bytearray(64 << 20); b[-1] = 7; b += bytes(8 << 20); print(len(b), b[(64<<20)-1])"],

@@ -11,6 +11,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include "vmm/syscalls/dispatch.h"
 
 namespace sp::vmm {
@@ -24,6 +26,13 @@ namespace {
   int hfd = (g).fds.host(fd);       \
   if (hfd < 0) return -EBADF
 
+// Writes to a pipe or socket with no reader fail with EPIPE and, as on Linux, raise SIGPIPE in the
+// guest (the VMM itself ignores SIGPIPE).
+int64_t write_ret(Guest& g, long rc) {
+  if (rc < 0 && errno == EPIPE) g.sig.pending |= 1ull << (SIGPIPE - 1);
+  return host_ret(rc);
+}
+
 int64_t sys_read(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
@@ -35,7 +44,7 @@ int64_t sys_write(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
-  return host_ret(write(hfd, p, a.a[2]));
+  return write_ret(g, write(hfd, p, a.a[2]));
 }
 
 int64_t sys_pread(Guest& g, const SyscallArgs& a) {
@@ -49,7 +58,7 @@ int64_t sys_pwrite(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
-  return host_ret(pwrite(hfd, p, a.a[2], static_cast<off_t>(a.a[3])));
+  return write_ret(g, pwrite(hfd, p, a.a[2], static_cast<off_t>(a.a[3])));
 }
 
 // Translates a guest iovec array into host iovecs. Returns 0 or -errno.
@@ -76,7 +85,7 @@ int64_t sys_writev(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   iovec iov[IOV_MAX];
   if (int64_t r = load_iov(g, a.a[1], a.a[2], iov); r < 0) return r;
-  return host_ret(writev(hfd, iov, static_cast<int>(a.a[2])));
+  return write_ret(g, writev(hfd, iov, static_cast<int>(a.a[2])));
 }
 
 int64_t sys_close(Guest& g, const SyscallArgs& a) {
@@ -230,7 +239,9 @@ int64_t sys_sendto(Guest& g, const SyscallArgs& a) {
   if (a.a[4]) return -EISCONN;
   const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
-  return host_ret(send(hfd, p, a.a[2], static_cast<int>(a.a[3]) | MSG_NOSIGNAL));
+  long rc = send(hfd, p, a.a[2], static_cast<int>(a.a[3]) | MSG_NOSIGNAL);
+  if (rc < 0 && errno == EPIPE && !(a.a[3] & MSG_NOSIGNAL)) g.sig.pending |= 1ull << (SIGPIPE - 1);
+  return host_ret(rc);
 }
 
 int64_t sys_recvfrom(Guest& g, const SyscallArgs& a) {
