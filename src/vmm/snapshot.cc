@@ -80,6 +80,7 @@ Status Vm::finish_clone(const VmSnapshot& snap, const std::vector<std::pair<int,
 }
 
 Result<std::unique_ptr<Vm>> Vm::clone(const VmSnapshot& snap, const std::vector<std::pair<int, int>>& fds) {
+  install_process_signals();
   std::unique_ptr<Vm> vm(new Vm());
   vm->created_at_ns_ = now_ns();
   vm->backend_ = snap.backend;

@@ -44,6 +44,7 @@ std::string resolve_program(const std::string& name) {
 }  // namespace
 
 Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
+  install_process_signals();
   std::unique_ptr<Vm> vm(new Vm());
   vm->created_at_ns_ = now_ns();
   vm->backend_ = cfg.backend;
@@ -102,6 +103,20 @@ void on_kick_signal(int) {}  // only there to make KVM_RUN and blocking calls re
 }  // namespace
 
 int Vm::kick_signal() { return SIGRTMIN + 3; }
+
+// Once per process: the kick handler (no SA_RESTART, so interrupted calls return EINTR), and
+// SIGPIPE / SIGXFSZ ignored: a guest writing to a closed pipe or past RLIMIT_FSIZE (which also
+// bounds the guest memfd) must get EPIPE / EFBIG and its own signal, not kill the VMM.
+void install_process_signals() {
+  static const bool done = [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_kick_signal;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+    return sigaction(Vm::kick_signal(), &sa, nullptr) == 0;
+  }();
+  (void)done;
+}
 
 void Vm::interrupt() {
   interrupt_requested_.store(true, std::memory_order_release);
@@ -168,14 +183,7 @@ Result<VmExit> Vm::run() {
   g.vcpu = &vcpu_;
   g.regs = &user;
   if (frozen_) return Error{EINVAL, "run of a frozen VM"};
-  static const bool kick_installed = [] {
-    struct sigaction sa {};
-    sa.sa_handler = on_kick_signal;  // no SA_RESTART: interrupted calls return EINTR
-    // A guest writing to a closed pipe must get EPIPE (and its own SIGPIPE), not kill the VMM.
-    signal(SIGPIPE, SIG_IGN);
-    return sigaction(kick_signal(), &sa, nullptr) == 0;
-  }();
-  (void)kick_installed;
+  install_process_signals();
   vcpu_thread_ = pthread_self();
   in_run_.store(true, std::memory_order_release);
   struct InRunReset {

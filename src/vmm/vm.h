@@ -61,6 +61,7 @@ struct VmTimings {
 // CLOCK_MONOTONIC in ns; /dev/kvm opened once per process (shared by every VM and clone).
 uint64_t now_ns();
 Result<Kvm*> shared_kvm();
+void install_process_signals();  // kick handler; SIGPIPE and SIGXFSZ ignored (idempotent)
 
 class Vm {
  public:

@@ -26,10 +26,11 @@ namespace {
   int hfd = (g).fds.host(fd);       \
   if (hfd < 0) return -EBADF
 
-// Writes to a pipe or socket with no reader fail with EPIPE and, as on Linux, raise SIGPIPE in the
-// guest (the VMM itself ignores SIGPIPE).
+// Writes to a pipe or socket with no reader fail with EPIPE, writes past RLIMIT_FSIZE with EFBIG,
+// and, as on Linux, raise SIGPIPE / SIGXFSZ in the guest (the VMM itself ignores both).
 int64_t write_ret(Guest& g, long rc) {
   if (rc < 0 && errno == EPIPE) g.sig.pending |= 1ull << (SIGPIPE - 1);
+  if (rc < 0 && errno == EFBIG) g.sig.pending |= 1ull << (SIGXFSZ - 1);
   return host_ret(rc);
 }
 
