@@ -203,6 +203,7 @@ int vm_run_main(int argc, char** argv) {
     return vm.error().code == ENOENT && std::strstr(vm.error().where, "kvm") ? 77 : 1;
   }
   // Ctrl-C and the timeout become SIGINT in the guest; no SA_RESTART so KVM_RUN returns EINTR.
+  // SAFETY: the handlers only call Vm::interrupt() (async-signal-safe) or _exit().
   struct sigaction sa {};
   sa.sa_handler = on_interrupt_signal;
   sigaction(SIGINT, &sa, nullptr);

@@ -17,6 +17,7 @@ constexpr uint64_t page_up(uint64_t v) { return (v + kPageSize - 1) & ~(kPageSiz
 Status pread_full(int fd, void* dst, size_t len, uint64_t off) {
   auto* p = static_cast<uint8_t*>(dst);
   while (len > 0) {
+    // SAFETY: p..p+len is the caller's checked destination (VMM struct or guest range).
     ssize_t n = pread(fd, p, len, static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno_error("read ELF");

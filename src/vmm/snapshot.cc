@@ -1,4 +1,6 @@
 // Freezing a VM into a VmSnapshot and cloning VMs from it (copy-on-write memory, restored vCPU).
+// SAFETY (whole file): the only raw calls are fcntl(F_DUPFD_CLOEXEC) on descriptors this process
+// owns; each result goes straight into a UniqueFd.
 #include "vmm/snapshot.h"
 
 #include <fcntl.h>

@@ -62,6 +62,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   req.path = resolve_program(cfg.program);
   req.argv = cfg.argv.empty() ? std::vector<std::string>{cfg.program} : cfg.argv;
   req.envp = cfg.envp;
+  // SAFETY: fills the 16-byte array it is given.
   if (getrandom(req.random.data(), req.random.size(), 0) != static_cast<ssize_t>(req.random.size()))
     return errno_error("getrandom");
   req.hwcap = host_hwcap();
@@ -81,6 +82,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   g.pid = 2;
   g.trace = cfg.trace;
   for (const auto& [guest_fd, host_fd] : cfg.fds) {
+    // SAFETY: duplicates a descriptor the caller lends; the copy is owned by the guest's fd table.
     UniqueFd copy(fcntl(host_fd, F_DUPFD_CLOEXEC, 3));
     if (!copy) return errno_error("dup guest descriptor");
     SP_TRY(g.fds.install_at(guest_fd, std::move(copy)));
