@@ -32,6 +32,8 @@ Result<std::unique_ptr<VmSnapshot>> Vm::snapshot() {
   snap->brk_cur = g.brk_cur;
   snap->exe_path = g.exe_path;
   snap->pid = g.pid, snap->uid = g.uid, snap->gid = g.gid;
+  snap->async_fds = g.async_fds;
+  snap->async_owner = g.async_owner;
   for (int fd = 0; fd < FdTable::kMaxFds; ++fd) {
     int h = g.fds.host(fd);
     if (h < 0) continue;
@@ -56,6 +58,8 @@ static Status restore_guest(Guest& g, const VmSnapshot& snap) {
   g.brk_cur = snap.brk_cur;
   g.exe_path = snap.exe_path;
   g.pid = snap.pid, g.uid = snap.uid, g.gid = snap.gid;
+  g.async_fds = snap.async_fds;  // re-pointed at the clone's thread by run()
+  g.async_owner = snap.async_owner;
   for (const auto& [guest_fd, host] : snap.fds) {
     UniqueFd copy(fcntl(host.get(), F_DUPFD_CLOEXEC, 3));
     if (!copy) return errno_error("dup template descriptor");

@@ -12,6 +12,7 @@
 
 #include "util/log.h"
 #include "vmm/loader.h"
+#include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
 #include "vmm/syscalls/signal.h"
 #include "vmm/x86.h"
@@ -169,6 +170,7 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
     case Trap::Kind::kFatal: break;
   }
   if (interrupt_requested_.exchange(false, std::memory_order_acq_rel)) g.sig.pending |= 1ull << (SIGINT - 1);
+  if (take_io_ready() && !g.async_fds.empty()) g.sig.pending |= 1ull << (SIGIO - 1);
   if (!g.exited && (trap.kind != Trap::Kind::kInterrupted || trap.at_user)) deliver_pending(g);
   if (g.exited) return false;
   if (vdso_) refresh_vdso(g.mem, vdso_clock_);
@@ -192,6 +194,10 @@ Result<VmExit> Vm::run() {
     std::atomic<bool>& flag;
     ~InRunReset() { flag.store(false, std::memory_order_release); }
   } in_run_reset{in_run_};
+  attach_async_io(g, run);
+  struct AsyncReset {
+    ~AsyncReset() { detach_async_io(); }
+  } async_reset;
   if (vdso_) refresh_vdso(g.mem, vdso_clock_);
   bool running = true;
   if (has_pending_) {  // a clone: finish the template's frozen syscall with our descriptors

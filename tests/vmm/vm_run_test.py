@@ -127,6 +127,32 @@ print(os.path.exists(os.path.join(d, 'sub')))
         reply = host_end.recv(100)
         proc.wait(timeout=60)
         check("agent channel on fd 3", reply == b"pong:ping" and proc.returncode == 0, proc.stderr.read().decode())
+    # Signal-driven I/O as the agent uses it: O_ASYNC + F_SETOWN on the channel, a SIGIO handler, and
+    # data arriving while the guest computes.
+    if not FILTER or "sigio" in FILTER:
+        import socket
+        host_end, guest_end = socket.socketpair()
+        prog = ("import fcntl, os, signal, socket\n"
+                "s = socket.socket(fileno=3)\n"
+                "got = []\n"
+                "signal.signal(signal.SIGIO, lambda n, f: got.append(s.recv(100)))\n"
+                "fcntl.fcntl(3, fcntl.F_SETOWN, os.getpid())\n"
+                "fcntl.fcntl(3, fcntl.F_SETFL, fcntl.fcntl(3, fcntl.F_GETFL) | os.O_ASYNC)\n"
+                "s.sendall(b'ready')\n"
+                "n = 0\n"
+                "while not got: n += 1\n"
+                "print('sigio', got[0].decode(), n > 0, fcntl.fcntl(3, fcntl.F_GETOWN) == os.getpid())\n")
+        proc = subprocess.Popen([SANDPOOL, "vm-run", "--fd", f"3={guest_end.fileno()}", "--timeout-ms", "20000", "--",
+                                 "/usr/bin/python3", "-c", prog],
+                                pass_fds=(guest_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        guest_end.close()
+        host_end.settimeout(60)
+        ready = host_end.recv(5)
+        time.sleep(0.2)  # the guest is now spinning inside KVM_RUN
+        host_end.sendall(b"hello")
+        out, err = proc.communicate(timeout=60)
+        check("SIGIO on an O_ASYNC channel", ready == b"ready" and out == b"sigio hello True True\n" and proc.returncode == 0,
+              out.decode() + err.decode())
     # A REPL on a terminal: the tty ioctls (TCGETS/TCSETS/TIOCGWINSZ) and poll/select on stdin.
     if not FILTER or "repl" in FILTER:
         import pty

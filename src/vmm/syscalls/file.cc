@@ -13,6 +13,7 @@
 
 #include <csignal>
 
+#include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
 
 namespace sp::vmm {
@@ -90,7 +91,10 @@ int64_t sys_writev(Guest& g, const SyscallArgs& a) {
 }
 
 int64_t sys_close(Guest& g, const SyscallArgs& a) {
-  return g.fds.close(static_cast<long>(a.a[0])).ok() ? 0 : -EBADF;
+  long fd = static_cast<long>(a.a[0]);
+  if (!g.fds.close(fd).ok()) return -EBADF;
+  std::erase(g.async_fds, static_cast<int>(fd));
+  return 0;
 }
 
 int64_t sys_close_range(Guest& g, const SyscallArgs& a) {
@@ -167,7 +171,30 @@ int64_t sys_fcntl(Guest& g, const SyscallArgs& a) {
     case F_GETFD: return FD_CLOEXEC;  // no exec in the guest: close-on-exec has no effect
     case F_SETFD: return 0;
     case F_GETFL: return host_ret(fcntl(hfd, F_GETFL));
-    case F_SETFL: return host_ret(fcntl(hfd, F_SETFL, static_cast<int>(a.a[2] & (O_NONBLOCK | O_APPEND))));
+    case F_SETFL: {
+      long fd = static_cast<long>(a.a[0]);
+      int want_async = (a.a[2] & O_ASYNC) != 0;
+      int is_async = (fcntl(hfd, F_GETFL) & O_ASYNC) != 0;
+      if (want_async != is_async) {
+        if (int64_t r = set_async(g, fd, hfd, want_async); r < 0) return r;
+      }
+      int keep = fcntl(hfd, F_GETFL) & O_ASYNC;
+      return host_ret(fcntl(hfd, F_SETFL, static_cast<int>(a.a[2] & (O_NONBLOCK | O_APPEND)) | keep));
+    }
+    case F_SETOWN:
+      g.async_owner = static_cast<int>(a.a[2]);  // signals always go to this (the only) process
+      return 0;
+    case F_GETOWN: return g.async_owner;
+    case F_SETOWN_EX: {  // glibc's F_SETOWN/F_GETOWN go through the _EX forms
+      f_owner_ex o;
+      if (!g.mem.read(a.a[2], &o)) return -EFAULT;
+      g.async_owner = o.pid;
+      return 0;
+    }
+    case F_GETOWN_EX: {
+      f_owner_ex o{F_OWNER_PID, g.async_owner};
+      return g.mem.write(a.a[2], o) ? 0 : -EFAULT;
+    }
     case F_GETLK:
     case F_SETLK:
     case F_SETLKW: {
