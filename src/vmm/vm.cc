@@ -7,7 +7,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <climits>
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
 
 #include "util/log.h"
@@ -79,7 +81,9 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   SP_TRY_ASSIGN(LoadedProgram lp, load_program(g.mem, g.as, req));
   SP_TRY(init_vcpu(vm->vcpu_, kvm->supported_cpuid(), cfg.backend, g.mem.size(), lp.start_rip, lp.start_rsp));
   g.brk_start = g.brk_cur = lp.brk_start;
-  g.exe_path = req.path;
+  // /proc/self/exe is absolute on Linux (glibc's $ORIGIN handling asserts it).
+  char abs_path[PATH_MAX];
+  g.exe_path = realpath(req.path.c_str(), abs_path) ? abs_path : req.path;
   g.pid = 2;
   g.trace = cfg.trace;
   for (const auto& [guest_fd, host_fd] : cfg.fds) {

@@ -2,7 +2,7 @@
 """Integration tests for `sandpool vm-run`: real programs (busybox-static, Debian's python3 with
 numpy/pandas/matplotlib) and hostile guests run in the micro-VM; each check asserts the output and
 the exit status, and that the VMM itself ended cleanly. Exits 77 (skip) when /dev/kvm is unusable.
-Usage: vm_run_test.py SANDPOOL HOSTILE_GUEST [FILTER]"""
+Usage: vm_run_test.py SANDPOOL HOSTILE_GUEST [PIE_GUEST STATIC_PIE_GUEST] [FILTER]"""
 import os
 import subprocess
 import sys
@@ -10,7 +10,8 @@ import tempfile
 import time
 
 SANDPOOL, HOSTILE = sys.argv[1], sys.argv[2]
-FILTER = sys.argv[3] if len(sys.argv) > 3 else ""
+PIES = sys.argv[3:5] if len(sys.argv) > 4 else []
+FILTER = sys.argv[5] if len(sys.argv) > 5 else (sys.argv[3] if len(sys.argv) == 4 else "")
 failures = []
 
 
@@ -53,6 +54,10 @@ def main():
         case("busybox exit code", ["/bin/busybox", "sh", "-c", "exit 7"], 7, backend=be)
         case("busybox cat stdin", ["/bin/busybox", "cat"], 0, "from stdin\n", stdin=b"from stdin\n", backend=be)
         case("python print", ["/usr/bin/python3", "-c", "print(1)"], 0, "1\n", backend=be)
+        for pie in PIES:
+            case(f"PIE program {os.path.basename(pie)}", [pie, "a b", "c"], 3,
+                 "arg a b\narg c\nenv yes\nentry-in-image 1\nclock 1 random 1\n", backend=be,
+                 opts=("--env", "SP_TEST=yes"))
         case("hostile pointers", [HOSTILE, "pointers"], 0, "ok pointers\n", backend=be)
         case("hostile syscalls", [HOSTILE, "syscalls"], 0, "ok syscalls\n", backend=be)
         case("vector state across exits", [HOSTILE, "vector"], 0, contains=("ok vector",), backend=be)
