@@ -79,6 +79,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   }
   req.gid = static_cast<uint32_t>(g.gid);
   SP_TRY_ASSIGN(LoadedProgram lp, load_program(g.mem, g.as, req));
+  unmap_huge_page(g.mem, lp.guard);  // a stack overflow faults instead of running into mmap memory
   SP_TRY(init_vcpu(vm->vcpu_, kvm->supported_cpuid(), cfg.backend, g.mem.size(), lp.start_rip, lp.start_rsp));
   g.brk_start = g.brk_cur = lp.brk_start;
   // /proc/self/exe is absolute on Linux (glibc's $ORIGIN handling asserts it).

@@ -99,6 +99,12 @@ Status build_system_area(GuestMemory& mem, TrapBackend backend) {
   return {};
 }
 
+void unmap_huge_page(GuestMemory& mem, uint64_t gpa) {
+  if (gpa < kUserBase || gpa % kHugePage != 0 || gpa >= mem.size()) return;
+  uint64_t pde = kPdBase + (gpa >> 30) * kPageSize + ((gpa >> 21) & 511) * 8;
+  put64(mem, pde, 0);
+}
+
 uint32_t host_hwcap() {
   unsigned a, b, c, d;
   __cpuid(1, a, b, c, d);

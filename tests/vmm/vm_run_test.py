@@ -201,6 +201,8 @@ print(os.path.exists(os.path.join(d, 'sub')))
             err = proc.communicate(timeout=60)[1].decode()
             check(f"closed stdout pipe: {prog[0]}", proc.returncode == want and "vm-run:" not in err,
                   f"rc={proc.returncode} {err}")
+    case("python C stack overflow hits the guard page",
+         ["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "stack_overflow.py")], 139, "")
     case("python exception exit code", ["/usr/bin/python3", "-c", "raise SystemExit(5)"], 5)
     case("python mmap/mremap/big alloc",
          ["/usr/bin/python3", "-c", "b = bytearray(64 << 20); b[-1] = 7; b += bytes(8 << 20); print(len(b), b[(64<<20)-1])"],
