@@ -1,6 +1,6 @@
 // Descriptor syscalls (read/write families, close, fstat, lseek, getdents64, fcntl, dup*, pipe2,
 // the terminal ioctls a REPL needs, ftruncate, fsync, ...) performed by the VMM on the host
-// descriptors behind the guest's fd table. Path-based calls are in fs.cc.
+// descriptors behind the guest's fd table. Path-based calls are in fs.cc, socket calls in socket.cc.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -261,27 +261,6 @@ int64_t sys_flock(Guest& g, const SyscallArgs& a) {
   return host_ret(flock(hfd, static_cast<int>(a.a[1])));
 }
 
-// sendto/recvfrom on a connected socket (the agent channel); addresses are not supported.
-int64_t sys_sendto(Guest& g, const SyscallArgs& a) {
-  HOST_FD(g, static_cast<long>(a.a[0]));
-  if (a.a[4]) return -EISCONN;
-  const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
-  if (!p && a.a[2]) return -EFAULT;
-  long rc = send(hfd, p, a.a[2], static_cast<int>(a.a[3]) | MSG_NOSIGNAL);
-  if (rc < 0 && errno == EPIPE && !(a.a[3] & MSG_NOSIGNAL)) g.sig.pending |= 1ull << (SIGPIPE - 1);
-  return host_ret(rc);
-}
-
-int64_t sys_recvfrom(Guest& g, const SyscallArgs& a) {
-  HOST_FD(g, static_cast<long>(a.a[0]));
-  uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
-  if (!p && a.a[2]) return -EFAULT;
-  if (a.a[4] && a.a[5]) {  // report an empty source address
-    if (!g.mem.write<uint32_t>(a.a[5], 0)) return -EFAULT;
-  }
-  return host_ret(recv(hfd, p, a.a[2], static_cast<int>(a.a[3])));
-}
-
 }  // namespace
 
 void register_file_syscalls(SyscallTable& t) {
@@ -298,8 +277,6 @@ void register_file_syscalls(SyscallTable& t) {
   t.add(22, "pipe", sys_pipe);
   t.add(32, "dup", sys_dup);
   t.add(33, "dup2", sys_dup2);
-  t.add(44, "sendto", sys_sendto);
-  t.add(45, "recvfrom", sys_recvfrom);
   t.add(72, "fcntl", sys_fcntl);
   t.add(73, "flock", sys_flock);
   t.add(74, "fsync", sys_fsync);
