@@ -182,6 +182,11 @@ static void run_mode(const char* m) {
   if (streq(m, "cli")) { __asm__ volatile("cli"); puts_("FAIL cli returned\n"); exit_(1); }
   if (streq(m, "wrmsr")) { __asm__ volatile("wrmsr" :: "c"(0xc0000082), "a"(0), "d"(0)); exit_(1); }
   if (streq(m, "lgdt")) { u64 d[2] = {0, 0}; __asm__ volatile("lgdt %0" :: "m"(d)); exit_(1); }
+  if (streq(m, "compat")) {  // far jump to the 32-bit user code selector: must fault
+    struct { unsigned off; unsigned short sel; } __attribute__((packed)) target = {0x401000, 0x1b};
+    __asm__ volatile("ljmp *%0" ::"m"(target));
+    exit_(1);
+  }
   if (streq(m, "jump_stub")) { ((void (*)(void))0x18000)(); exit_(1); }
   if (streq(m, "segv_handler")) {
     install(11, (void*)on_segv_report);
