@@ -4,6 +4,7 @@ numpy/pandas/matplotlib) and hostile guests run in the micro-VM; each check asse
 the exit status, and that the VMM itself ended cleanly. Exits 77 (skip) when /dev/kvm is unusable.
 Usage: vm_run_test.py SANDPOOL HOSTILE_GUEST [PIE_GUEST STATIC_PIE_GUEST] [FILTER]"""
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,6 +223,7 @@ print(os.path.exists(os.path.join(d, 'sub')))
           "print(int(df.y.sum()), round(np.linalg.det(np.eye(3) * 2)))"],
          0, "285 8\n", timeout=300, opts=("--env", "HOME=" + mpl_home))
     check("matplotlib wrote a png", os.path.exists(os.path.join(tmp, "p.png")) or bool(FILTER))
+    shutil.rmtree(tmp, ignore_errors=True)
     if failures:
         print(f"{len(failures)} failure(s): {failures}")
         sys.exit(1)
