@@ -4,6 +4,7 @@ trips per trap backend, and program start in the VM against native. Prints a mar
 Usage: bench/vmm/bench.py BUILD_DIR [RUNS]   (see bench/vmm/run.sh)"""
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -122,6 +123,7 @@ def main():
         print(f"| {name} | {label} | {mem} | {n} | {fmt([float(r[0]) for r in rows])} | "
               f"{fmt([float(r[1]) for r in rows])} | {fmt([float(r[2]) for r in rows])} |")
     print(f"\nMachine load at end: {open('/proc/loadavg').read().strip()}")
+    shutil.rmtree(TMP, ignore_errors=True)
 
 
 main()

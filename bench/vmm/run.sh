@@ -15,5 +15,6 @@ mkdir -p "$root/bench/results"
   echo "/dev/kvm: kvm-pvm (software hypervisor, see shared/research/pvm-lab.md). Other engineers' builds share the machine."
   echo
   /usr/bin/python3 "$here/bench.py" "$build" "$runs"
+  cat "$here/NOTES.md"
 } | tee "$out"
 echo "wrote $out" >&2

@@ -4,6 +4,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 
 #include "cli.h"
 #include "util/log.h"
+#include "vmm/syscalls/dispatch.h"
 #include "vmm/vm.h"
 
 extern char** environ;
@@ -203,6 +205,7 @@ int vm_run_main(int argc, char** argv) {
     return vm.error().code == ENOENT && std::strstr(vm.error().where, "kvm") ? 77 : 1;
   }
   // Ctrl-C and the timeout become SIGINT in the guest; no SA_RESTART so KVM_RUN returns EINTR.
+  // SAFETY: the handlers only call Vm::interrupt() (async-signal-safe) or _exit().
   struct sigaction sa {};
   sa.sa_handler = on_interrupt_signal;
   sigaction(SIGINT, &sa, nullptr);
@@ -230,6 +233,16 @@ int vm_run_main(int argc, char** argv) {
                  t.run_ns / 1e6, static_cast<unsigned long long>(ex->syscalls),
                  static_cast<unsigned long long>(ex->unknown_syscalls), ex->exit_code, t.kvm_run_ns / 1e6,
                  static_cast<unsigned long long>(t.exits));
+    // The most frequent syscalls: where the exits went.
+    const auto& h = vm.value()->guest().syscall_histogram;
+    std::vector<std::pair<uint32_t, int>> top;
+    for (int nr = 0; nr < static_cast<int>(h.size()); ++nr)
+      if (h[nr]) top.emplace_back(h[nr], nr);
+    std::sort(top.rbegin(), top.rend());
+    std::string line = "vm-run: top syscalls:";
+    for (size_t k = 0; k < top.size() && k < 10; ++k)
+      line += " " + std::string(vmm::syscall_name(top[k].second)) + "=" + std::to_string(top[k].first);
+    std::fprintf(stderr, "%s\n", line.c_str());
   }
   return ex->exit_code;
 }

@@ -66,6 +66,11 @@ struct Guest {
   int exit_code = 0;
   int term_signal = 0;
 
+  // Descriptors with O_ASYNC: the host delivers kIoSignal to the vCPU thread when they become
+  // ready, and the run loop turns that into SIGIO for the guest (syscalls/async_io.cc).
+  std::vector<int> async_fds;
+  int async_owner = 0;  // F_SETOWN value, reported by F_GETOWN
+
   // FPU/vector states saved at signal delivery, restored by rt_sigreturn (innermost last, bounded).
   std::vector<std::unique_ptr<kvm_xsave>> saved_fpu;
 

@@ -37,7 +37,8 @@ inline constexpr uint16_t kTssSel = 0x30;
 inline constexpr uint64_t kSyscallTrapRip = 0x7fff00000000ull;
 
 // User address space: the program image sits low (ET_EXEC at its own address, PIE at kPieBase),
-// brk grows up after it, mmap allocates top-down below the stack, the stack ends at memory top.
+// brk grows up after it, mmap allocates top-down below the stack guard (2 MiB, not present in the
+// page tables), the stack (kStackBytes) ends at memory top. The vDSO sits at 2 MiB (vdso.h).
 inline constexpr uint64_t kPieBase = 0x1000000;
 inline constexpr uint64_t kStackBytes = 8ull << 20;
 

@@ -17,6 +17,7 @@ constexpr uint64_t page_up(uint64_t v) { return (v + kPageSize - 1) & ~(kPageSiz
 Status pread_full(int fd, void* dst, size_t len, uint64_t off) {
   auto* p = static_cast<uint8_t*>(dst);
   while (len > 0) {
+    // SAFETY: p..p+len is the caller's checked destination (VMM struct or guest range).
     ssize_t n = pread(fd, p, len, static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno_error("read ELF");
@@ -101,12 +102,14 @@ Result<LoadedProgram> load_program(GuestMemory& mem, AddressSpace& as, const Loa
   out.phdr_addr = phdr_address(elf, out.program_bias);
   out.brk_start = elf.max_vaddr + out.program_bias;
 
-  // Stack at the top of memory; the mmap window between brk and the stack (one guard page).
+  // Stack at the top of memory, a 2 MiB guard below it (kept out of every mapping; the caller makes
+  // it not present in the page tables), and the mmap window between brk and the guard.
   uint64_t top = mem.size();
   out.stack_low = top - kStackBytes;
+  out.guard = out.stack_low - kHugePage;
   as.add(out.stack_low, kStackBytes);
-  if (out.brk_start + kHugePage >= out.stack_low) return Error{ENOMEM, "program too large for guest memory"};
-  as.set_window(out.brk_start, out.stack_low - kPageSize);
+  if (out.brk_start + 2 * kHugePage >= out.guard) return Error{ENOMEM, "program too large for guest memory"};
+  as.set_window(out.brk_start, out.guard);
 
   out.start_rip = out.program_entry;
   if (!elf.interp.empty()) {

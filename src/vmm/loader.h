@@ -47,6 +47,7 @@ struct LoadedProgram {
   uint64_t phdr_addr = 0;      // AT_PHDR
   uint64_t brk_start = 0;      // first byte after the program image, page-aligned
   uint64_t stack_low = 0;      // lowest byte of the stack mapping
+  uint64_t guard = 0;          // the 2 MiB below the stack that no mapping may use
 };
 
 // 1. maps the program's PT_LOAD segments (ET_EXEC at their address, ET_DYN at kPieBase);

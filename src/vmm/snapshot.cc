@@ -1,4 +1,6 @@
 // Freezing a VM into a VmSnapshot and cloning VMs from it (copy-on-write memory, restored vCPU).
+// SAFETY (whole file): the only raw calls are fcntl(F_DUPFD_CLOEXEC) on descriptors this process
+// owns; each result goes straight into a UniqueFd.
 #include "vmm/snapshot.h"
 
 #include <fcntl.h>
@@ -30,6 +32,8 @@ Result<std::unique_ptr<VmSnapshot>> Vm::snapshot() {
   snap->brk_cur = g.brk_cur;
   snap->exe_path = g.exe_path;
   snap->pid = g.pid, snap->uid = g.uid, snap->gid = g.gid;
+  snap->async_fds = g.async_fds;
+  snap->async_owner = g.async_owner;
   for (int fd = 0; fd < FdTable::kMaxFds; ++fd) {
     int h = g.fds.host(fd);
     if (h < 0) continue;
@@ -46,7 +50,43 @@ Status Vm::attach_fd(int guest_fd, int host_fd) {
   return guest_.fds.install_at(guest_fd, std::move(copy));
 }
 
+// Guest process state of a fresh clone; descriptors duplicated, then the clone's own ones on top.
+static Status restore_guest(Guest& g, const VmSnapshot& snap) {
+  g.as = snap.as;
+  g.sig = snap.sig;
+  g.brk_start = snap.brk_start;
+  g.brk_cur = snap.brk_cur;
+  g.exe_path = snap.exe_path;
+  g.pid = snap.pid, g.uid = snap.uid, g.gid = snap.gid;
+  g.async_fds = snap.async_fds;  // re-pointed at the clone's thread by run()
+  g.async_owner = snap.async_owner;
+  for (const auto& [guest_fd, host] : snap.fds) {
+    UniqueFd copy(fcntl(host.get(), F_DUPFD_CLOEXEC, 3));
+    if (!copy) return errno_error("dup template descriptor");
+    SP_TRY(g.fds.install_at(guest_fd, std::move(copy)));
+  }
+  return {};
+}
+
+Status Vm::finish_clone(const VmSnapshot& snap, const std::vector<std::pair<int, int>>& fds, uint64_t start) {
+  for (const auto& [guest_fd, host_fd] : fds) SP_TRY(attach_fd(guest_fd, host_fd));
+  vdso_ = snap.vdso;
+  vdso_clock_ = snap.vdso_clock;
+  frozen_ = false;
+  freeze_fd_ = -1;
+  has_pending_ = true;  // the frozen syscall is completed by the first run()
+  pending_ = snap.pending;
+  pending_user_ = snap.user;
+  interrupt_requested_.store(false);
+  timings_ = VmTimings{};
+  created_at_ns_ = start;
+  timings_.clone_ns = now_ns() - start;
+  global_counters().vms_started.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
 Result<std::unique_ptr<Vm>> Vm::clone(const VmSnapshot& snap, const std::vector<std::pair<int, int>>& fds) {
+  install_process_signals();
   std::unique_ptr<Vm> vm(new Vm());
   vm->created_at_ns_ = now_ns();
   vm->backend_ = snap.backend;
@@ -60,28 +100,9 @@ Result<std::unique_ptr<Vm>> Vm::clone(const VmSnapshot& snap, const std::vector<
   SP_TRY_ASSIGN(vm->vcpu_, vm->vm_.create_vcpu(0));
   SP_TRY(restore_vcpu(vm->vcpu_, kvm->supported_cpuid(), snap.backend, snap.sregs, snap.xsave.get()));
   vm->vcpu_.run_area()->s.regs.sregs = snap.sregs;  // what handlers read before the first exit
-  vm->vcpu_.run_area()->s.regs.sregs = snap.sregs;  // what handlers read before the first exit
-  // 3. process state; descriptors duplicated, then the clone's own ones on top.
-  g.as = snap.as;
-  g.sig = snap.sig;
-  g.brk_start = snap.brk_start;
-  g.brk_cur = snap.brk_cur;
-  g.exe_path = snap.exe_path;
-  g.pid = snap.pid, g.uid = snap.uid, g.gid = snap.gid;
-  for (const auto& [guest_fd, host] : snap.fds) {
-    UniqueFd copy(fcntl(host.get(), F_DUPFD_CLOEXEC, 3));
-    if (!copy) return errno_error("dup template descriptor");
-    SP_TRY(g.fds.install_at(guest_fd, std::move(copy)));
-  }
-  for (const auto& [guest_fd, host_fd] : fds) SP_TRY(vm->attach_fd(guest_fd, host_fd));
-  // 4. the frozen syscall is completed by the first run().
-  vm->vdso_ = snap.vdso;
-  vm->vdso_clock_ = snap.vdso_clock;
-  vm->has_pending_ = true;
-  vm->pending_ = snap.pending;
-  vm->pending_user_ = snap.user;
-  vm->timings_.clone_ns = now_ns() - vm->created_at_ns_;
-  global_counters().vms_started.fetch_add(1, std::memory_order_relaxed);
+  // 3. process state, the clone's descriptors, the pending syscall.
+  SP_TRY(restore_guest(g, snap));
+  SP_TRY(vm->finish_clone(snap, fds, vm->created_at_ns_));
   return vm;
 }
 

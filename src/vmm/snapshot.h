@@ -40,6 +40,8 @@ struct VmSnapshot {
   std::string exe_path;
   int pid = 2, uid = 0, gid = 0;
   std::vector<std::pair<int, UniqueFd>> fds;
+  std::vector<int> async_fds;
+  int async_owner = 0;
 };
 
 }  // namespace sp::vmm

@@ -7,11 +7,14 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <climits>
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
 
 #include "util/log.h"
 #include "vmm/loader.h"
+#include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
 #include "vmm/syscalls/signal.h"
 #include "vmm/x86.h"
@@ -44,6 +47,7 @@ std::string resolve_program(const std::string& name) {
 }  // namespace
 
 Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
+  install_process_signals();
   std::unique_ptr<Vm> vm(new Vm());
   vm->created_at_ns_ = now_ns();
   vm->backend_ = cfg.backend;
@@ -61,6 +65,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   req.path = resolve_program(cfg.program);
   req.argv = cfg.argv.empty() ? std::vector<std::string>{cfg.program} : cfg.argv;
   req.envp = cfg.envp;
+  // SAFETY: fills the 16-byte array it is given.
   if (getrandom(req.random.data(), req.random.size(), 0) != static_cast<ssize_t>(req.random.size()))
     return errno_error("getrandom");
   req.hwcap = host_hwcap();
@@ -74,12 +79,16 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   }
   req.gid = static_cast<uint32_t>(g.gid);
   SP_TRY_ASSIGN(LoadedProgram lp, load_program(g.mem, g.as, req));
+  unmap_huge_page(g.mem, lp.guard);  // a stack overflow faults instead of running into mmap memory
   SP_TRY(init_vcpu(vm->vcpu_, kvm->supported_cpuid(), cfg.backend, g.mem.size(), lp.start_rip, lp.start_rsp));
   g.brk_start = g.brk_cur = lp.brk_start;
-  g.exe_path = req.path;
+  // /proc/self/exe is absolute on Linux (glibc's $ORIGIN handling asserts it).
+  char abs_path[PATH_MAX];
+  g.exe_path = realpath(req.path.c_str(), abs_path) ? abs_path : req.path;
   g.pid = 2;
   g.trace = cfg.trace;
   for (const auto& [guest_fd, host_fd] : cfg.fds) {
+    // SAFETY: duplicates a descriptor the caller lends; the copy is owned by the guest's fd table.
     UniqueFd copy(fcntl(host_fd, F_DUPFD_CLOEXEC, 3));
     if (!copy) return errno_error("dup guest descriptor");
     SP_TRY(g.fds.install_at(guest_fd, std::move(copy)));
@@ -102,6 +111,20 @@ void on_kick_signal(int) {}  // only there to make KVM_RUN and blocking calls re
 }  // namespace
 
 int Vm::kick_signal() { return SIGRTMIN + 3; }
+
+// Once per process: the kick handler (no SA_RESTART, so interrupted calls return EINTR), and
+// SIGPIPE / SIGXFSZ ignored: a guest writing to a closed pipe or past RLIMIT_FSIZE (which also
+// bounds the guest memfd) must get EPIPE / EFBIG and its own signal, not kill the VMM.
+void install_process_signals() {
+  static const bool done = [] {
+    struct sigaction sa {};
+    sa.sa_handler = on_kick_signal;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN);
+    return sigaction(Vm::kick_signal(), &sa, nullptr) == 0;
+  }();
+  (void)done;
+}
 
 void Vm::interrupt() {
   interrupt_requested_.store(true, std::memory_order_release);
@@ -152,6 +175,7 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
     case Trap::Kind::kFatal: break;
   }
   if (interrupt_requested_.exchange(false, std::memory_order_acq_rel)) g.sig.pending |= 1ull << (SIGINT - 1);
+  if (take_io_ready() && !g.async_fds.empty()) g.sig.pending |= 1ull << (SIGIO - 1);
   if (!g.exited && (trap.kind != Trap::Kind::kInterrupted || trap.at_user)) deliver_pending(g);
   if (g.exited) return false;
   if (vdso_) refresh_vdso(g.mem, vdso_clock_);
@@ -170,18 +194,17 @@ Result<VmExit> Vm::run() {
   g.vcpu = &vcpu_;
   g.regs = &user_regs_;
   if (frozen_) return Error{EINVAL, "run of a frozen VM"};
-  static const bool kick_installed = [] {
-    struct sigaction sa {};
-    sa.sa_handler = on_kick_signal;  // no SA_RESTART: interrupted calls return EINTR
-    return sigaction(kick_signal(), &sa, nullptr) == 0;
-  }();
-  (void)kick_installed;
+  install_process_signals();
   vcpu_thread_ = pthread_self();
   in_run_.store(true, std::memory_order_release);
   struct InRunReset {
     std::atomic<bool>& flag;
     ~InRunReset() { flag.store(false, std::memory_order_release); }
   } in_run_reset{in_run_};
+  attach_async_io(g, run);
+  struct AsyncReset {
+    ~AsyncReset() { detach_async_io(); }
+  } async_reset;
   if (vdso_) refresh_vdso(g.mem, vdso_clock_);
   bool running = true;
   if (has_pending_) {  // a clone: finish the template's frozen syscall with our descriptors

@@ -61,6 +61,7 @@ struct VmTimings {
 // CLOCK_MONOTONIC in ns; /dev/kvm opened once per process (shared by every VM and clone).
 uint64_t now_ns();
 Result<Kvm*> shared_kvm();
+void install_process_signals();  // kick handler; SIGPIPE and SIGXFSZ ignored (idempotent)
 
 class Vm {
  public:
@@ -101,6 +102,7 @@ class Vm {
   // Handles one decoded trap; false once the guest has exited.
   bool handle_trap(const Trap& trap, kvm_regs& user);
   bool is_freeze_fd() const;
+  Status finish_clone(const VmSnapshot& snap, const std::vector<std::pair<int, int>>& fds, uint64_t start);
   KvmVm vm_;
   KvmVcpu vcpu_;
   Guest guest_;

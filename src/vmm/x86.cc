@@ -42,7 +42,9 @@ void build_gdt(GuestMemory& mem) {
   put64(mem, kGdt + 0x00, 0);
   put64(mem, kGdt + 0x08, 0x00af9b000000ffffull);  // kernel code, 64-bit
   put64(mem, kGdt + 0x10, 0x00cf93000000ffffull);  // kernel data
-  put64(mem, kGdt + 0x18, 0x00cffb000000ffffull);  // user code, 32-bit (STAR base; unused)
+  // 0x18 is the STAR base slot (32-bit user code for sysret to compat mode). Left null: the guest
+  // cannot far-jump into 32-bit mode and make compat-mode syscalls.
+  put64(mem, kGdt + 0x18, 0);
   put64(mem, kGdt + 0x20, 0x00cff3000000ffffull);  // user data
   put64(mem, kGdt + 0x28, 0x00affb000000ffffull);  // user code, 64-bit
   uint64_t lo = (kTssLimit & 0xffff) | ((kTss & 0xffffff) << 16) | (0x89ull << 40) |
@@ -97,6 +99,12 @@ Status build_system_area(GuestMemory& mem, TrapBackend backend) {
   build_gdt(mem);
   if (backend == TrapBackend::kCpl0Stub) build_idt_and_stubs(mem);
   return {};
+}
+
+void unmap_huge_page(GuestMemory& mem, uint64_t gpa) {
+  if (gpa < kUserBase || gpa % kHugePage != 0 || gpa >= mem.size()) return;
+  uint64_t pde = kPdBase + (gpa >> 30) * kPageSize + ((gpa >> 21) & 511) * 8;
+  put64(mem, pde, 0);
 }
 
 uint32_t host_hwcap() {

@@ -19,6 +19,10 @@ namespace sp::vmm {
 // 64-bit TSS; 3. the IDT and CPL0 stubs (kCpl0Stub only; kTripleFault keeps an empty IDT).
 Status build_system_area(GuestMemory& mem, TrapBackend backend);
 
+// Makes the 2 MiB page at `gpa` (2 MiB aligned, user memory) not present, so any guest access
+// faults: the guard below the stack. Call before the vCPU first runs.
+void unmap_huge_page(GuestMemory& mem, uint64_t gpa);
+
 // Puts the vCPU in 64-bit long mode at CPL3 at `entry` with stack `rsp`: SREGS (CR0/CR3/CR4/EFER,
 // segments, GDT/IDT/TR), CPUID from KVM_GET_SUPPORTED_CPUID, XCR0 (x87/SSE/AVX/AVX-512 where
 // supported), the syscall MSRs for the backend, FPU control words and the general registers.

@@ -1,6 +1,6 @@
 // Descriptor syscalls (read/write families, close, fstat, lseek, getdents64, fcntl, dup*, pipe2,
 // the terminal ioctls a REPL needs, ftruncate, fsync, ...) performed by the VMM on the host
-// descriptors behind the guest's fd table. Path-based calls are in fs.cc.
+// descriptors behind the guest's fd table. Path-based calls are in fs.cc, socket calls in socket.cc.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -11,6 +11,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <csignal>
+
+#include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
 
 namespace sp::vmm {
@@ -24,6 +27,14 @@ namespace {
   int hfd = (g).fds.host(fd);       \
   if (hfd < 0) return -EBADF
 
+// Writes to a pipe or socket with no reader fail with EPIPE, writes past RLIMIT_FSIZE with EFBIG,
+// and, as on Linux, raise SIGPIPE / SIGXFSZ in the guest (the VMM itself ignores both).
+int64_t write_ret(Guest& g, long rc) {
+  if (rc < 0 && errno == EPIPE) g.sig.pending |= 1ull << (SIGPIPE - 1);
+  if (rc < 0 && errno == EFBIG) g.sig.pending |= 1ull << (SIGXFSZ - 1);
+  return host_ret(rc);
+}
+
 int64_t sys_read(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
@@ -35,7 +46,7 @@ int64_t sys_write(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
-  return host_ret(write(hfd, p, a.a[2]));
+  return write_ret(g, write(hfd, p, a.a[2]));
 }
 
 int64_t sys_pread(Guest& g, const SyscallArgs& a) {
@@ -49,7 +60,7 @@ int64_t sys_pwrite(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
-  return host_ret(pwrite(hfd, p, a.a[2], static_cast<off_t>(a.a[3])));
+  return write_ret(g, pwrite(hfd, p, a.a[2], static_cast<off_t>(a.a[3])));
 }
 
 // Translates a guest iovec array into host iovecs. Returns 0 or -errno.
@@ -76,11 +87,14 @@ int64_t sys_writev(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   iovec iov[IOV_MAX];
   if (int64_t r = load_iov(g, a.a[1], a.a[2], iov); r < 0) return r;
-  return host_ret(writev(hfd, iov, static_cast<int>(a.a[2])));
+  return write_ret(g, writev(hfd, iov, static_cast<int>(a.a[2])));
 }
 
 int64_t sys_close(Guest& g, const SyscallArgs& a) {
-  return g.fds.close(static_cast<long>(a.a[0])).ok() ? 0 : -EBADF;
+  long fd = static_cast<long>(a.a[0]);
+  if (!g.fds.close(fd).ok()) return -EBADF;
+  std::erase(g.async_fds, static_cast<int>(fd));
+  return 0;
 }
 
 int64_t sys_close_range(Guest& g, const SyscallArgs& a) {
@@ -157,7 +171,30 @@ int64_t sys_fcntl(Guest& g, const SyscallArgs& a) {
     case F_GETFD: return FD_CLOEXEC;  // no exec in the guest: close-on-exec has no effect
     case F_SETFD: return 0;
     case F_GETFL: return host_ret(fcntl(hfd, F_GETFL));
-    case F_SETFL: return host_ret(fcntl(hfd, F_SETFL, static_cast<int>(a.a[2] & (O_NONBLOCK | O_APPEND))));
+    case F_SETFL: {
+      long fd = static_cast<long>(a.a[0]);
+      int want_async = (a.a[2] & O_ASYNC) != 0;
+      int is_async = (fcntl(hfd, F_GETFL) & O_ASYNC) != 0;
+      if (want_async != is_async) {
+        if (int64_t r = set_async(g, fd, hfd, want_async); r < 0) return r;
+      }
+      int keep = fcntl(hfd, F_GETFL) & O_ASYNC;
+      return host_ret(fcntl(hfd, F_SETFL, static_cast<int>(a.a[2] & (O_NONBLOCK | O_APPEND)) | keep));
+    }
+    case F_SETOWN:
+      g.async_owner = static_cast<int>(a.a[2]);  // signals always go to this (the only) process
+      return 0;
+    case F_GETOWN: return g.async_owner;
+    case F_SETOWN_EX: {  // glibc's F_SETOWN/F_GETOWN go through the _EX forms
+      f_owner_ex o;
+      if (!g.mem.read(a.a[2], &o)) return -EFAULT;
+      g.async_owner = o.pid;
+      return 0;
+    }
+    case F_GETOWN_EX: {
+      f_owner_ex o{F_OWNER_PID, g.async_owner};
+      return g.mem.write(a.a[2], o) ? 0 : -EFAULT;
+    }
     case F_GETLK:
     case F_SETLK:
     case F_SETLKW: {
@@ -224,25 +261,6 @@ int64_t sys_flock(Guest& g, const SyscallArgs& a) {
   return host_ret(flock(hfd, static_cast<int>(a.a[1])));
 }
 
-// sendto/recvfrom on a connected socket (the agent channel); addresses are not supported.
-int64_t sys_sendto(Guest& g, const SyscallArgs& a) {
-  HOST_FD(g, static_cast<long>(a.a[0]));
-  if (a.a[4]) return -EISCONN;
-  const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
-  if (!p && a.a[2]) return -EFAULT;
-  return host_ret(send(hfd, p, a.a[2], static_cast<int>(a.a[3]) | MSG_NOSIGNAL));
-}
-
-int64_t sys_recvfrom(Guest& g, const SyscallArgs& a) {
-  HOST_FD(g, static_cast<long>(a.a[0]));
-  uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
-  if (!p && a.a[2]) return -EFAULT;
-  if (a.a[4] && a.a[5]) {  // report an empty source address
-    if (!g.mem.write<uint32_t>(a.a[5], 0)) return -EFAULT;
-  }
-  return host_ret(recv(hfd, p, a.a[2], static_cast<int>(a.a[3])));
-}
-
 }  // namespace
 
 void register_file_syscalls(SyscallTable& t) {
@@ -259,8 +277,6 @@ void register_file_syscalls(SyscallTable& t) {
   t.add(22, "pipe", sys_pipe);
   t.add(32, "dup", sys_dup);
   t.add(33, "dup2", sys_dup2);
-  t.add(44, "sendto", sys_sendto);
-  t.add(45, "recvfrom", sys_recvfrom);
   t.add(72, "fcntl", sys_fcntl);
   t.add(73, "flock", sys_flock);
   t.add(74, "fsync", sys_fsync);

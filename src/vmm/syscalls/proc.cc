@@ -127,6 +127,10 @@ int64_t sys_getcpu(Guest& g, const SyscallArgs& a) {
 
 int64_t sys_prctl(Guest& g, const SyscallArgs& a) {
   switch (a.a[0]) {
+    case 1: return a.a[1] <= 64 ? 0 : -EINVAL;  // PR_SET_PDEATHSIG: the guest outlives no parent
+    case 2: return g.mem.write<int32_t>(a.a[1], 0) ? 0 : -EFAULT;  // PR_GET_PDEATHSIG
+    case 38: return 0;  // PR_SET_NO_NEW_PRIVS: trivially true, there is no exec
+    case 39: return 1;  // PR_GET_NO_NEW_PRIVS
     case 15: return 0;  // PR_SET_NAME
     case 16: return g.mem.copy_out(a.a[1], "guest\0\0\0\0\0\0\0\0\0\0\0", 16) ? 0 : -EFAULT;  // PR_GET_NAME
     default: return -EINVAL;

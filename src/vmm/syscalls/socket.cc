@@ -1,8 +1,10 @@
 // Socket syscalls on descriptors the guest was given (the agent channel): options, names and
 // shutdown; plus AF_UNIX socketpair (local only). No other new sockets: socket/connect/bind stay
-// ENOSYS, so the guest has no network of its own. send/recv are in file.cc (no addresses).
+// ENOSYS, so the guest has no network of its own. send/recv work without addresses.
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include "vmm/syscalls/dispatch.h"
 
@@ -72,6 +74,27 @@ int64_t sys_shutdown(Guest& g, const SyscallArgs& a) {
   return host_ret(shutdown(hfd, static_cast<int>(a.a[1])));
 }
 
+// sendto/recvfrom on a connected socket (the agent channel); addresses are not supported.
+int64_t sys_sendto(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  if (a.a[4]) return -EISCONN;
+  const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  long rc = send(hfd, p, a.a[2], static_cast<int>(a.a[3]) | MSG_NOSIGNAL);  // our own SIGPIPE below
+  if (rc < 0 && errno == EPIPE && !(a.a[3] & MSG_NOSIGNAL)) g.sig.pending |= 1ull << (SIGPIPE - 1);
+  return host_ret(rc);
+}
+
+int64_t sys_recvfrom(Guest& g, const SyscallArgs& a) {
+  HOST_FD(g, static_cast<long>(a.a[0]));
+  uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
+  if (!p && a.a[2]) return -EFAULT;
+  if (a.a[4] && a.a[5]) {  // report an empty source address
+    if (!g.mem.write<uint32_t>(a.a[5], 0)) return -EFAULT;
+  }
+  return host_ret(recv(hfd, p, a.a[2], static_cast<int>(a.a[3])));
+}
+
 int64_t sys_socketpair(Guest& g, const SyscallArgs& a) {
   if (a.a[0] != AF_UNIX) return -EAFNOSUPPORT;
   int type = static_cast<int>(a.a[1]);
@@ -97,6 +120,8 @@ int64_t sys_socketpair(Guest& g, const SyscallArgs& a) {
 }  // namespace
 
 void register_socket_syscalls(SyscallTable& t) {
+  t.add(44, "sendto", sys_sendto);
+  t.add(45, "recvfrom", sys_recvfrom);
   t.add(53, "socketpair", sys_socketpair);
   t.add(48, "shutdown", sys_shutdown);
   t.add(51, "getsockname", sys_getsockname);

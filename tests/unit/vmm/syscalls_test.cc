@@ -1,5 +1,6 @@
 // Syscall handlers driven with ordinary and hostile arguments, without a vCPU.
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -259,4 +260,27 @@ TEST_CASE("epoll, eventfd and socketpair with hostile arguments") {
   CHECK(t.call(53, AF_INET, SOCK_STREAM, 0, TestGuest::kScratch) == -EAFNOSUPPORT);
   CHECK(t.call(53, AF_UNIX, SOCK_STREAM, 0, kSys) == -EFAULT);
   CHECK(t.call(53, AF_UNIX, SOCK_STREAM, 0, TestGuest::kScratch) == 0);
+}
+
+TEST_CASE("fcntl O_ASYNC and owner with hostile arguments") {
+  TestGuest t;
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  REQUIRE(t.g.fds.install_at(3, sp::UniqueFd(sv[0])).ok());
+  sp::UniqueFd other(sv[1]);
+  CHECK(t.call(72, 3, F_SETOWN_EX, kSys) == -EFAULT);
+  CHECK(t.call(72, 3, F_GETOWN_EX, kSys) == -EFAULT);
+  CHECK(t.call(72, 3, F_SETOWN, 7) == 0);
+  CHECK(t.call(72, 3, F_GETOWN) == 7);
+  int64_t fl = t.call(72, 3, F_GETFL);
+  REQUIRE(fl >= 0);
+  CHECK(t.call(72, 3, F_SETFL, fl | O_ASYNC) == 0);
+  CHECK((t.call(72, 3, F_GETFL) & O_ASYNC) != 0);
+  CHECK(t.g.async_fds.size() == 1);
+  CHECK(t.call(72, 3, F_SETFL, fl) == 0);
+  CHECK(t.g.async_fds.empty());
+  CHECK(t.call(72, 3, F_SETFL, fl | O_ASYNC) == 0);
+  CHECK(t.call(3, 3) == 0);
+  CHECK(t.g.async_fds.empty());
+  CHECK(t.call(72, 3, F_SETFL, O_ASYNC) == -EBADF);
 }

@@ -145,7 +145,32 @@ static void on_ill_skip(int sig, struct siginfo_min* si, struct ucontext_min* uc
 static volatile int zero_divisor;
 static char altstack[16384];
 
+// Vector state (AVX2 ymm, AVX-512 zmm where the CPU has it) must survive VM exits.
+static void probe_vector(void) {
+  unsigned a, b, c, d;
+  __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+  int avx2 = (b >> 5) & 1, avx512 = (b >> 16) & 1;
+  unsigned char in[64], out[64];
+  for (int i = 0; i < 64; ++i) in[i] = (unsigned char)i, out[i] = 0;
+  if (avx2) {
+    __asm__ volatile("vmovdqu (%0), %%ymm9" ::"r"(in) : "xmm9");
+    SYS(39, 0);  // an exit to the VMM
+    __asm__ volatile("vmovdqu %%ymm9, (%0)" ::"r"(out) : "memory");
+    for (int i = 0; i < 32; ++i) expect("ymm9 across an exit", out[i], in[i]);
+  }
+  if (avx512) {
+    __asm__ volatile("vmovdqu64 (%0), %%zmm17" ::"r"(in) : "memory");
+    SYS(39, 0);
+    __asm__ volatile("vpaddd %%zmm17, %%zmm17, %%zmm18\n vmovdqu64 %%zmm18, (%0)" ::"r"(out) : "memory");
+    for (int i = 0; i < 64; i += 4) expect("zmm17 across an exit", *(unsigned*)(out + i), 2 * *(unsigned*)(in + i));
+  }
+  if (failures) exit_(1);
+  puts_("ok vector avx2="); put_num(avx2); puts_(" avx512="); put_num(avx512); puts_("\n");
+  exit_(0);
+}
+
 static void run_mode(const char* m) {
+  if (streq(m, "vector")) probe_vector();
   if (streq(m, "pointers")) probe_pointers();
   if (streq(m, "syscalls")) probe_syscalls();
   if (streq(m, "pagetable")) { *(volatile u64*)0x1000 = 0; puts_("FAIL wrote page table\n"); exit_(1); }
@@ -157,6 +182,11 @@ static void run_mode(const char* m) {
   if (streq(m, "cli")) { __asm__ volatile("cli"); puts_("FAIL cli returned\n"); exit_(1); }
   if (streq(m, "wrmsr")) { __asm__ volatile("wrmsr" :: "c"(0xc0000082), "a"(0), "d"(0)); exit_(1); }
   if (streq(m, "lgdt")) { u64 d[2] = {0, 0}; __asm__ volatile("lgdt %0" :: "m"(d)); exit_(1); }
+  if (streq(m, "compat")) {  // far jump to the 32-bit user code selector: must fault
+    struct { unsigned off; unsigned short sel; } __attribute__((packed)) target = {0x401000, 0x1b};
+    __asm__ volatile("ljmp *%0" ::"m"(target));
+    exit_(1);
+  }
   if (streq(m, "jump_stub")) { ((void (*)(void))0x18000)(); exit_(1); }
   if (streq(m, "segv_handler")) {
     install(11, (void*)on_segv_report);
