@@ -35,7 +35,11 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     std::string msg;
     if (!pool::apply_settings_json(ex.request().body, &s, &msg).ok()) return respond_error(ex, 400, "InvalidPoolSettings", msg);
     if (pools.find(s.name)) return respond_error(ex, 409, "PoolExists", "pool " + s.name + " exists");
-    if (!pools.create(s, &msg).ok()) return respond_error(ex, 500, "PoolStartFailed", msg);
+    Status st = pools.create(s, &msg);
+    if (!st.ok()) {
+      if (st.error().code == kETooLarge) return respond_error(ex, 409, "TooManyPools", msg);
+      return respond_error(ex, 500, "PoolStartFailed", msg);
+    }
     ex.respond(201, kJson, pool_json(*pools.find(s.name)), "Location: /pools/" + s.name + "\r\n");
   });
   api.register_route(HTTP_GET, "/pools/{pool}", [&pools, authorize](http::Exchange& ex, const RouteParams& p) {

@@ -421,23 +421,19 @@ void handle_executions_post(Ctx& ctx, http::Exchange& ex, const RouteParams& par
     if (body->asynchronous) {
       ex.respond(202, kJson, resource_c(rec, identifier, &body->spec, shell), operation_headers(rec, identifier));
       s->execute(body->spec, [s, rec_id](const ExecOutcome& o) {
-        if (pool::ExecutionRecord* r = s->find_execution(rec_id)) {
-          r->done = true;
-          r->outcome = o;
-          if (!o.replied) {
-            r->outcome.status = agent::ExecStatus::kCrashed;
-            r->outcome.stderr_text = "the session's sandbox ended: " + o.error.message();
-          }
+        ExecOutcome stored = o;
+        if (!o.replied) {
+          stored.status = agent::ExecStatus::kCrashed;
+          stored.stderr_text = "the session's sandbox ended: " + o.error.message();
         }
+        s->complete_execution(rec_id, stored);
       });
       return;
     }
     s->execute(body->spec, [&ex, s, body, shell, identifier, rec_id](const ExecOutcome& o) {
       if (!o.replied) return respond_lost(ex, o);
-      pool::ExecutionRecord* r = s->find_execution(rec_id);
+      pool::ExecutionRecord* r = s->complete_execution(rec_id, o);
       if (!r) return respond_error(ex, 500, "InternalError", "execution record lost");
-      r->done = true;
-      r->outcome = o;
       ex.respond(200, kJson, resource_c(*r, identifier, &body->spec, shell), operation_headers(*r, identifier));
     });
   });

@@ -13,6 +13,10 @@ Status PoolManager::create(const PoolSettings& settings, std::string* message) {
     *message = "pool names are 1-63 characters of a-z, 0-9 and '-'";
     return Error{kEInvalid, "create pool"};
   }
+  if (pools_.size() >= kMaxPools) {
+    *message = "at most " + std::to_string(kMaxPools) + " pools per server";
+    return Error{kETooLarge, "create pool"};
+  }
   if (pools_.count(settings.name)) {
     *message = "pool " + settings.name + " exists";
     return Error{EEXIST, "create pool"};

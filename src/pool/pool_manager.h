@@ -16,6 +16,9 @@ namespace sp::pool {
 
 // Makes the sandbox source for a pool's settings (the process tier's template spawner in the
 // server, something lighter in tests). Called on the loop thread; may block for start-up.
+// Each pool keeps a warm template (~90 MiB) and threads: the number of pools is bounded.
+inline constexpr size_t kMaxPools = 32;
+
 using SourceFactory = std::function<Result<std::unique_ptr<SandboxSource>>(uv_loop_t* loop, const PoolSettings& s)>;
 
 class PoolManager {

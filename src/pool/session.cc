@@ -13,6 +13,11 @@ namespace sp::pool {
 
 namespace {
 constexpr size_t kMaxExecutionsKept = 1000;
+constexpr size_t kMaxExecutionBytes = 32u << 20;  // outputs kept for GET executions/{id}, per session
+
+size_t outcome_bytes(const ExecOutcome& o) {
+  return o.stdout_text.size() + o.stderr_text.size() + o.result_json.size();
+}
 // Beyond the agent's own deadline (timeout + its grace period), how long the server waits for an
 // answer before it declares the sandbox hung and ends it.
 constexpr uint64_t kAgentSlackMs = 10000;
@@ -184,6 +189,7 @@ void Session::execute(ExecSpec spec, ExecFn done) {
 
 ExecutionRecord& Session::new_execution(bool asynchronous) {
   if (executions_.size() >= kMaxExecutionsKept && executions_.front().done) {
+    execution_bytes_ -= outcome_bytes(executions_.front().outcome);
     execution_index_.erase(executions_.front().id);
     executions_.pop_front();
   }
@@ -192,6 +198,21 @@ ExecutionRecord& Session::new_execution(bool asynchronous) {
   r.id = new_uuid();
   r.asynchronous = asynchronous;
   execution_index_[r.id] = &r;
+  return r;
+}
+
+ExecutionRecord* Session::complete_execution(std::string_view id, const ExecOutcome& outcome) {
+  ExecutionRecord* r = find_execution(id);
+  if (!r || r->done) return r;
+  r->done = true;
+  r->outcome = outcome;
+  execution_bytes_ += outcome_bytes(outcome);
+  // Oldest finished records go first; the one just stored stays (it is being answered).
+  while (execution_bytes_ > kMaxExecutionBytes && executions_.front().done && &executions_.front() != r) {
+    execution_bytes_ -= outcome_bytes(executions_.front().outcome);
+    execution_index_.erase(executions_.front().id);
+    executions_.pop_front();
+  }
   return r;
 }
 

@@ -87,6 +87,9 @@ class Session : public AgentConn::Listener {
 
   ExecutionRecord& new_execution(bool asynchronous);
   ExecutionRecord* find_execution(std::string_view id);
+  // Stores the outcome of execution `id` (if still kept) and evicts the oldest finished records
+  // past the session's byte budget. Returns the record, or nullptr when it is gone.
+  ExecutionRecord* complete_execution(std::string_view id, const ExecOutcome& outcome);
 
   // Ends the session now: pending callbacks get errors, the sandbox goes to the reaper, the pool
   // forgets the identifier. `reason` is for the log.
@@ -110,7 +113,8 @@ class Session : public AgentConn::Listener {
   int64_t last_access_unix_ms_;
   uint32_t restarts_seen_ = 0;
   uint32_t busy_ = 0;  // requests to the agent not yet answered: the cooldown waits for them
-  std::deque<ExecutionRecord> executions_;  // oldest first, bounded
+  std::deque<ExecutionRecord> executions_;  // oldest first, bounded in count and bytes
+  size_t execution_bytes_ = 0;
   std::unordered_map<std::string, ExecutionRecord*> execution_index_;
 };
 
