@@ -161,19 +161,23 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
   // Devices, FIFOs and sockets are never created (and cannot escape anyway).
   if (hardlink == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) return {};
 
-  SP_TRY_ASSIGN(UniqueFd parent, open_parent(root_dirfd, comps, /*create=*/true));
   const std::string& name = comps.back();
+  bool whiteout = kind == ArchiveKind::Layer && name.starts_with(kWhiteoutPrefix);
+  std::string hidden = whiteout ? name.substr(kWhiteoutPrefix.size()) : std::string();
+  if (whiteout && (hidden.empty() || hidden == "." || hidden == "..")) return invalid("image: malformed whiteout name");
+  // A whiteout under a directory that does not exist hides nothing: no directories are made.
+  auto parent_r = open_parent(root_dirfd, comps, /*create=*/!whiteout);
+  if (!parent_r.ok() && whiteout && parent_r.error().code == ENOENT) return {};
+  SP_TRY_ASSIGN(UniqueFd parent, std::move(parent_r));
   std::string rel;
   for (const std::string& c : comps) rel += (rel.empty() ? "" : "/") + c;
 
-  if (kind == ArchiveKind::Layer && name.starts_with(kWhiteoutPrefix)) {
+  if (whiteout) {
     if (name == kOpaqueMarker) {
       std::string dir_rel = rel.substr(0, rel.size() - std::min(rel.size(), name.size() + 1));
       if (comps.size() == 1) dir_rel.clear();
       return clear_lower(parent.get(), dir_rel, layer_paths);
     }
-    std::string hidden = name.substr(kWhiteoutPrefix.size());
-    if (hidden.empty() || hidden == "." || hidden == "..") return invalid("image: malformed whiteout name");
     return remove_tree_at(parent.get(), hidden.c_str());
   }
 

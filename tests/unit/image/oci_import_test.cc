@@ -361,6 +361,14 @@ TEST_CASE("device nodes and FIFOs are skipped, setgid dropped") {
   CHECK((s.st_mode & 07777) == 0755);
 }
 
+TEST_CASE("a whiteout of a missing path hides nothing and creates nothing") {
+  TempDir t;
+  auto r = import_one(t, {{"ok", 'f', "ok"}, {"nowhere/deeper/.wh.x", 'f', ""}, {".wh.missing", 'f', ""}});
+  REQUIRE_MESSAGE(r.ok(), r.error().message());
+  CHECK(read_file(fs::path(r->rootfs) / "ok") == "ok");
+  CHECK_FALSE(fs::exists(fs::path(r->rootfs) / "nowhere"));
+}
+
 TEST_CASE("entry-count, total-size and per-file limits") {
   TempDir t;
   ImportLimits few_entries;
