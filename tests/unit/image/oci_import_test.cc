@@ -293,6 +293,42 @@ TEST_CASE("docker save tarball") {
   }
 }
 
+void check_rejected(const TempDir& t, const Result<ImageInfo>& r, const char* fragment);
+
+#if defined(__x86_64__)
+TEST_CASE("a nested multi-platform index resolves to this host's manifest") {
+  TempDir t;
+  fs::path lay = t.src();
+  std::string hex = write_oci(lay, {layer(base_entries(), Compression::Gzip), layer(upper_entries(), Compression::Gzip)});
+  // The manifest write_oci made is the amd64 one; add an arm64 decoy listed first.
+  std::string amd64_index = read_file(lay / "index.json");
+  std::string amd64_desc = amd64_index.substr(amd64_index.find('[') + 1);
+  amd64_desc = amd64_desc.substr(0, amd64_desc.rfind(']'));
+  amd64_desc.insert(amd64_desc.size() - 1, R"(,"platform":{"architecture":"amd64","os":"linux"})");
+  std::string decoy = R"({"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:)" + std::string(64, '0') +
+                      R"(","size":1},"layers":[]})";
+  std::string decoy_desc = descriptor("application/vnd.oci.image.manifest.v1+json", decoy, add_blob(lay, decoy));
+  decoy_desc.insert(decoy_desc.size() - 1, R"(,"platform":{"architecture":"arm64","os":"linux"})");
+  std::string nested = R"({"schemaVersion":2,"manifests":[)" + decoy_desc + "," + amd64_desc + "]}";
+  write_file(lay / "index.json", R"({"schemaVersion":2,"manifests":[)" +
+                                     descriptor("application/vnd.oci.image.index.v1+json", nested, add_blob(lay, nested)) + "]}");
+  auto r = import_image(lay.string(), t.store());
+  REQUIRE_MESSAGE(r.ok(), r.error().message());
+  CHECK(r->digest == "sha256:" + hex);
+  check_rootfs(r->rootfs);
+}
+#endif
+
+TEST_CASE("a docker-save config whose content does not match its file name is rejected") {
+  TempDir t;
+  std::vector<Layer> layers = {layer(base_entries(), Compression::None)};
+  std::string config = config_json(layers);
+  write_file(t.src() / (std::string(64, 'a') + ".json"), config);
+  write_file(t.src() / "l/layer.tar", layers[0].blob);
+  write_file(t.src() / "manifest.json", R"([{"Config":")" + std::string(64, 'a') + R"(.json","Layers":["l/layer.tar"]}])");
+  check_rejected(t, import_image(t.src().string(), t.store()), "file name");
+}
+
 TEST_CASE("a blob whose content does not match its digest is rejected") {
   TempDir t;
   Layer l = layer(base_entries(), Compression::Gzip);
