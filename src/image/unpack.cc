@@ -1,0 +1,310 @@
+// Safe tar extraction for image import: every path is walked with openat(O_NOFOLLOW) from
+// the root's fd; libarchive only reads and decompresses, it never writes to disk.
+#include "image/unpack.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <unordered_set>
+
+namespace sp::image {
+namespace {
+
+constexpr size_t kMaxPathComponents = 256;
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+
+Error invalid(const char* where) { return Error{kEInvalid, where}; }
+
+struct ArchiveReader {
+  archive* a = archive_read_new();
+  ~ArchiveReader() { archive_read_free(a); }
+};
+
+// Opens (and with `create`, makes) every directory of `comps` but the last, without
+// following symlinks; returns the fd of the last directory.
+Result<UniqueFd> open_parent(int root_dirfd, const std::vector<std::string>& comps, bool create) {
+  UniqueFd cur(fcntl(root_dirfd, F_DUPFD_CLOEXEC, 0));
+  if (!cur) return errno_error("image: dup root directory fd");
+  for (size_t i = 0; i + 1 < comps.size(); ++i) {
+    const char* name = comps[i].c_str();
+    int fd = openat(cur.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && create) {
+      if (mkdirat(cur.get(), name, 0755) != 0 && errno != EEXIST) {
+        return errno_error("image: create parent directory");
+      }
+      fd = openat(cur.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (fd < 0) {
+      if (errno == ELOOP || errno == ENOTDIR) {
+        return invalid("image: archive path goes through a symlink or a non-directory");
+      }
+      return errno_error("image: open parent directory");
+    }
+    cur.reset(fd);
+  }
+  return cur;
+}
+
+// A relative symlink target must not climb above the root from the link's directory.
+bool symlink_stays_inside(const std::vector<std::string>& link_comps, std::string_view target) {
+  if (!target.empty() && target.front() == '/') return true;  // resolved in the rootfs at run time
+  long depth = static_cast<long>(link_comps.size()) - 1;
+  size_t pos = 0;
+  while (pos <= target.size()) {
+    size_t end = target.find('/', pos);
+    if (end == std::string_view::npos) end = target.size();
+    std::string_view part = target.substr(pos, end - pos);
+    if (part == "..") {
+      if (--depth < 0) return false;
+    } else if (!part.empty() && part != ".") {
+      ++depth;
+    }
+    pos = end + 1;
+  }
+  return true;
+}
+
+// Removes what lies in `dirfd` (the directory `rel` of the root) and was not written by the
+// current layer: the effect of an opaque-directory marker.
+Status clear_lower(int dirfd, const std::string& rel, const std::unordered_set<std::string>& layer_paths) {
+  UniqueFd dup(fcntl(dirfd, F_DUPFD_CLOEXEC, 0));
+  if (!dup) return errno_error("image: dup directory fd");
+  DIR* dir = fdopendir(dup.get());
+  if (dir == nullptr) return errno_error("image: read directory");
+  dup.release();
+  std::vector<std::string> names;
+  while (dirent* e = readdir(dir)) {
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") names.emplace_back(n);
+  }
+  closedir(dir);
+  for (const std::string& name : names) {
+    std::string child = rel.empty() ? name : rel + "/" + name;
+    if (!layer_paths.count(child)) {
+      SP_TRY(remove_tree_at(dirfd, name.c_str()));
+      continue;
+    }
+    UniqueFd sub(openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (sub) SP_TRY(clear_lower(sub.get(), child, layer_paths));
+  }
+  return {};
+}
+
+// Makes room for a new entry `name`: removes a non-directory, or (unless the new entry is a
+// directory too) a directory tree.
+Status clear_slot(int parent, const char* name, bool keep_dir) {
+  struct stat st;
+  if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? Status{} : errno_error("image: stat existing entry");
+  }
+  if (S_ISDIR(st.st_mode) && keep_dir) return {};
+  return remove_tree_at(parent, name);
+}
+
+Status write_file(archive* a, int parent, const char* name, mode_t mode, const UnpackLimits& limits,
+                  UnpackCounters& counters) {
+  UniqueFd fd(openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) return errno_error("image: create file");
+  uint64_t end = 0;
+  for (;;) {
+    const void* buf;
+    size_t size;
+    la_int64_t offset;
+    int r = archive_read_data_block(a, &buf, &size, &offset);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK) return invalid("image: archive data is corrupt or truncated");
+    if (offset < 0) return invalid("image: archive data has a negative offset");
+    uint64_t block_end = static_cast<uint64_t>(offset) + size;
+    if (block_end > limits.max_file_bytes) return Error{kETooLarge, "image: a file is larger than the per-file limit"};
+    counters.total_bytes += size;
+    if (counters.total_bytes > limits.max_total_bytes) {
+      return Error{kETooLarge, "image: unpacked size is over the total limit"};
+    }
+    const char* p = static_cast<const char*>(buf);
+    while (size > 0) {
+      ssize_t n = pwrite(fd.get(), p, size, offset);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno_error("image: write file");
+      }
+      p += n; size -= static_cast<size_t>(n); offset += n;
+    }
+    end = std::max(end, block_end);
+  }
+  // Sparse tails: make the file as long as the archive says.
+  if (ftruncate(fd.get(), static_cast<off_t>(end)) != 0) return errno_error("image: size file");
+  // Setuid and setgid are dropped; the sticky bit and rwx bits are kept.
+  if (fchmod(fd.get(), mode & 01777) != 0) return errno_error("image: chmod file");
+  return {};
+}
+
+Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKind kind,
+                     const UnpackLimits& limits, UnpackCounters& counters,
+                     std::unordered_set<std::string>& layer_paths) {
+  const char* raw_path = archive_entry_pathname(entry);
+  if (raw_path == nullptr) return invalid("image: archive entry has no path");
+  SP_TRY_ASSIGN(std::vector<std::string> comps, split_relative_path(raw_path));
+  mode_t type = archive_entry_filetype(entry);
+  const char* hardlink = archive_entry_hardlink(entry);
+  if (comps.empty()) {
+    if (type == AE_IFDIR && hardlink == nullptr) return {};  // "./" itself
+    return invalid("image: archive entry names the root as a non-directory");
+  }
+  if (kind == ArchiveKind::Bundle && (hardlink != nullptr || (type != AE_IFREG && type != AE_IFDIR))) {
+    return invalid("image: an image tarball may hold only files and directories");
+  }
+  // Devices, FIFOs and sockets are never created (and cannot escape anyway).
+  if (hardlink == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) return {};
+
+  const std::string& name = comps.back();
+  bool whiteout = kind == ArchiveKind::Layer && name.starts_with(kWhiteoutPrefix);
+  std::string hidden = whiteout ? name.substr(kWhiteoutPrefix.size()) : std::string();
+  if (whiteout && (hidden.empty() || hidden == "." || hidden == "..")) return invalid("image: malformed whiteout name");
+  // A whiteout under a directory that does not exist hides nothing: no directories are made.
+  auto parent_r = open_parent(root_dirfd, comps, /*create=*/!whiteout);
+  if (!parent_r.ok() && whiteout && parent_r.error().code == ENOENT) return {};
+  SP_TRY_ASSIGN(UniqueFd parent, std::move(parent_r));
+  std::string rel;
+  for (const std::string& c : comps) rel += (rel.empty() ? "" : "/") + c;
+
+  if (whiteout) {
+    if (name == kOpaqueMarker) {
+      std::string dir_rel = rel.substr(0, rel.size() - std::min(rel.size(), name.size() + 1));
+      if (comps.size() == 1) dir_rel.clear();
+      return clear_lower(parent.get(), dir_rel, layer_paths);
+    }
+    return remove_tree_at(parent.get(), hidden.c_str());
+  }
+
+  mode_t mode = archive_entry_perm(entry);
+  if (hardlink != nullptr) {
+    auto target_comps = split_relative_path(hardlink);
+    if (!target_comps.ok() || target_comps->empty()) return invalid("image: hardlink target is outside the root");
+    SP_TRY_ASSIGN(UniqueFd target_parent, open_parent(root_dirfd, *target_comps, /*create=*/false));
+    const char* target_name = target_comps->back().c_str();
+    struct stat st;
+    if (fstatat(target_parent.get(), target_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      return invalid("image: hardlink target does not exist");
+    }
+    if (S_ISDIR(st.st_mode)) return invalid("image: hardlink target is a directory");
+    SP_TRY(clear_slot(parent.get(), name.c_str(), false));
+    if (linkat(target_parent.get(), target_name, parent.get(), name.c_str(), 0) != 0) {
+      return errno_error("image: create hardlink");
+    }
+  } else if (type == AE_IFDIR) {
+    SP_TRY(clear_slot(parent.get(), name.c_str(), true));
+    // Owner rwx is forced so that later entries can be written and the tree removed.
+    mode_t dir_mode = (mode & 01777) | 0700;
+    if (mkdirat(parent.get(), name.c_str(), dir_mode) != 0 && errno != EEXIST) {
+      return errno_error("image: create directory");
+    }
+    if (fchmodat(parent.get(), name.c_str(), dir_mode, 0) != 0) return errno_error("image: chmod directory");
+  } else if (type == AE_IFLNK) {
+    const char* target = archive_entry_symlink(entry);
+    if (target == nullptr || *target == '\0') return invalid("image: symlink has no target");
+    if (!symlink_stays_inside(comps, target)) return invalid("image: symlink target climbs above the root");
+    SP_TRY(clear_slot(parent.get(), name.c_str(), false));
+    if (symlinkat(target, parent.get(), name.c_str()) != 0) return errno_error("image: create symlink");
+  } else {
+    if (archive_entry_size_is_set(entry) && static_cast<uint64_t>(archive_entry_size(entry)) > limits.max_file_bytes) {
+      return Error{kETooLarge, "image: a file is larger than the per-file limit"};
+    }
+    SP_TRY(clear_slot(parent.get(), name.c_str(), false));
+    SP_TRY(write_file(a, parent.get(), name.c_str(), mode, limits, counters));
+  }
+  layer_paths.insert(std::move(rel));
+  return {};
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> split_relative_path(std::string_view path) {
+  if (!path.empty() && path.front() == '/') return invalid("image: archive path is absolute");
+  std::vector<std::string> comps;
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t end = path.find('/', pos);
+    if (end == std::string_view::npos) end = path.size();
+    std::string_view part = path.substr(pos, end - pos);
+    if (part == "..") return invalid("image: archive path has a '..' component");
+    if (!part.empty() && part != ".") comps.emplace_back(part);
+    pos = end + 1;
+  }
+  if (comps.size() > kMaxPathComponents) return invalid("image: archive path is too deep");
+  return comps;
+}
+
+Result<UniqueFd> open_beneath(int root_dirfd, std::string_view rel_path, int flags) {
+  SP_TRY_ASSIGN(std::vector<std::string> comps, split_relative_path(rel_path));
+  if (comps.empty()) return invalid("image: empty path");
+  SP_TRY_ASSIGN(UniqueFd parent, open_parent(root_dirfd, comps, /*create=*/false));
+  int fd = openat(parent.get(), comps.back().c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Error{kENotFound, "image: file missing from the image"};
+    if (errno == ELOOP) return invalid("image: file in the image is a symlink");
+    return errno_error("image: open file in the image");
+  }
+  return UniqueFd(fd);
+}
+
+Status remove_tree_at(int dirfd, const char* name) {
+  struct stat st;
+  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? Status{} : errno_error("image: stat while removing");
+  }
+  if (S_ISDIR(st.st_mode)) {
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno_error("image: open directory while removing");
+    DIR* dir = fdopendir(fd);
+    if (dir == nullptr) {
+      close(fd);
+      return errno_error("image: read directory while removing");
+    }
+    std::vector<std::string> names;
+    while (dirent* e = readdir(dir)) {
+      std::string_view n = e->d_name;
+      if (n != "." && n != "..") names.emplace_back(n);
+    }
+    Status status;
+    for (const std::string& child : names) {
+      status = remove_tree_at(fd, child.c_str());
+      if (!status.ok()) break;
+    }
+    closedir(dir);
+    SP_TRY(status);
+    if (unlinkat(dirfd, name, AT_REMOVEDIR) != 0) return errno_error("image: remove directory");
+    return {};
+  }
+  if (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) return errno_error("image: remove file");
+  return {};
+}
+
+Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const UnpackLimits& limits,
+                      UnpackCounters& counters) {
+  ArchiveReader reader;
+  if (reader.a == nullptr) return Error{ENOMEM, "image: archive_read_new"};
+  archive_read_support_filter_all(reader.a);
+  archive_read_support_format_tar(reader.a);
+  if (archive_read_open_fd(reader.a, archive_fd, 64 * 1024) != ARCHIVE_OK) {
+    return invalid("image: archive cannot be opened (not a tar, or unknown compression)");
+  }
+  std::unordered_set<std::string> layer_paths;  // paths written by this archive (for opaque dirs)
+  for (;;) {
+    archive_entry* entry;
+    int r = archive_read_next_header(reader.a, &entry);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return invalid("image: archive header is corrupt or truncated");
+    if (++counters.entries > limits.max_entries) {
+      return Error{kETooLarge, "image: archive has more entries than the limit"};
+    }
+    SP_TRY(extract_entry(reader.a, entry, root_dirfd, kind, limits, counters, layer_paths));
+  }
+  return {};
+}
+
+}  // namespace sp::image
