@@ -38,11 +38,15 @@ struct Where {
 
 std::string iso(int64_t mtime_ns) { return pool::format_iso8601_ms(mtime_ns / 1000000); }
 
-void respond_agent_error(http::Exchange& ex, const agent::Frame* f, const Error* err, std::string_view name) {
-  if (err) {
-    respond_error(ex, 500, "SessionLost", "the session's sandbox did not answer: " + err->message());
-    return;
-  }
+// The answer for a failed file operation: the agent's errno mapped to API.md's statuses.
+struct FileError {
+  int status;
+  const char* code;
+  std::string message;
+};
+
+FileError file_error_of(const agent::Frame* f, const Error* err, std::string_view name) {
+  if (err) return {500, "SessionLost", "the session's sandbox did not answer: " + err->message()};
   int code = 0;
   std::string message = "unexpected answer from the agent";
   if (f->header.type == agent::FrameType::kError) {
@@ -53,17 +57,18 @@ void respond_agent_error(http::Exchange& ex, const agent::Frame* f, const Error*
     }
   }
   switch (code) {
-    case ENOENT: respond_error(ex, 404, "FileNotFound", "no file '" + std::string(name) + "'"); break;
-    case EINVAL: case ENAMETOOLONG: case ELOOP: case ENOTDIR:
-      respond_error(ex, 400, "InvalidFileName", message);
-      break;
-    case EISDIR: respond_error(ex, 400, "IsADirectory", "'" + std::string(name) + "' is a directory"); break;
-    case ENOSPC: case EDQUOT:
-      respond_error(ex, 507, "SessionStorageFull", "the session's /mnt/data is full");
-      break;
-    case ENOTEMPTY: respond_error(ex, 409, "DirectoryNotEmpty", message); break;
-    default: respond_error(ex, 500, "FileOperationFailed", message); break;
+    case ENOENT: return {404, "FileNotFound", "no file '" + std::string(name) + "'"};
+    case EINVAL: case ENAMETOOLONG: case ELOOP: case ENOTDIR: return {400, "InvalidFileName", message};
+    case EISDIR: return {400, "IsADirectory", "'" + std::string(name) + "' is a directory"};
+    case ENOSPC: case EDQUOT: return {507, "SessionStorageFull", "the session's /mnt/data is full"};
+    case ENOTEMPTY: return {409, "DirectoryNotEmpty", message};
+    default: return {500, "FileOperationFailed", message};
   }
+}
+
+void respond_agent_error(http::Exchange& ex, const agent::Frame* f, const Error* err, std::string_view name) {
+  FileError e = file_error_of(f, err, name);
+  respond_error(ex, e.status, e.code, e.message);
 }
 
 void write_item(JsonWriter& w, int* next_id, std::string_view path, const agent::FileEntry& e) {
@@ -191,22 +196,8 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   }
 
   void agent_failed(const agent::Frame* f, const Error* err) {
-    if (err) return fail(500, "SessionLost", "the session's sandbox did not answer: " + err->message());
-    int code = 0;
-    std::string message = "unexpected answer from the agent";
-    if (f->header.type == agent::FrameType::kError) {
-      auto e = agent::decode_error(*f);
-      if (e.ok()) {
-        code = e.value().errno_code;
-        message = std::string(e.value().message);
-      }
-    }
-    if (code == ENOSPC || code == EDQUOT) return fail(507, "SessionStorageFull", "the session's /mnt/data is full");
-    if (code == EINVAL || code == ENAMETOOLONG || code == ENOTDIR || code == ELOOP) {
-      return fail(400, "InvalidFileName", message);
-    }
-    if (code == EISDIR) return fail(400, "IsADirectory", "'" + path + "' is a directory");
-    fail(500, "FileOperationFailed", message);
+    FileError e = file_error_of(f, err, path);
+    fail(e.status, e.code, e.message);
   }
 
   // MultipartStream::Events
