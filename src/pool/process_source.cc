@@ -9,6 +9,10 @@
 
 namespace sp::pool {
 
+namespace {
+constexpr uint64_t kHelloTimeoutMs = 30000;
+}  // namespace
+
 ProcessSource::ProcessSource(uv_loop_t* loop, const PoolSettings& settings, ProcessSourceOptions options)
     : loop_(loop), settings_(settings), options_(std::move(options)) {}
 
@@ -44,11 +48,29 @@ Status ProcessSource::start(std::function<void()> on_ready) {
 }
 
 void ProcessSource::set_wanted(size_t ready_wanted) {
-  // The spawner counts only its own ring; clones taken from it and waiting here are ready too.
-  size_t held = ready_.size() + warming_.size();
-  size_t want = ready_wanted > held ? ready_wanted - held : 0;
-  if (spawner_) spawner_->set_ready_target(static_cast<uint32_t>(want));
   wanted_ = ready_wanted;
+  update_spawner_target();
+}
+
+// The spawner counts only its own ring; clones already taken from it (warming or ready here)
+// count too, so its target is what is still missing. Called whenever either side changes.
+void ProcessSource::update_spawner_target() {
+  size_t held = ready_.size() + warming_.size();
+  size_t want = wanted_ > held ? wanted_ - held : 0;
+  if (spawner_) spawner_->set_ready_target(static_cast<uint32_t>(want));
+}
+
+void ProcessSource::expire_warming() {
+  uint64_t now = uv_now(loop_);
+  std::vector<Warming*> late;
+  for (Warming* w : warming_) {
+    if (now - w->since_ms > kHelloTimeoutMs) late.push_back(w);
+  }
+  for (Warming* w : late) {
+    LOG_WARN("pool %s: a clone's agent said no hello in %llu ms; discarding it", settings_.name.c_str(),
+             static_cast<unsigned long long>(kHelloTimeoutMs));
+    end_warming(w, false);
+  }
 }
 
 // Readiness includes the agent: a clone is handed out only after its hello, so a session's first
@@ -72,6 +94,8 @@ void ProcessSource::take_from_spawner() {
     w->where = warming_.begin();
     uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, on_hello_readable);
   }
+  expire_warming();
+  update_spawner_target();
   retry_give_back();
 }
 
@@ -105,6 +129,7 @@ void ProcessSource::end_warming(Warming* w, bool ready) {
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Warming*>(h->data); });
   retry_give_back();
+  if (!stopping_) update_spawner_target();
   if (ready && on_ready_) on_ready_();
 }
 
@@ -116,9 +141,11 @@ std::optional<Sandbox> ProcessSource::pop() {
     ++hello_failures_;
   }
   retry_give_back();
+  expire_warming();
   if (ready_.empty()) return std::nullopt;
   std::optional<ReadySandbox> ready = std::move(ready_.front());
   ready_.pop_front();
+  // No spawner target update here: the pool raises its target itself (with a short delay).
   Sandbox sb;
   sb.id = ready->generation;
   sb.pid = ready->pid;
@@ -150,6 +177,7 @@ void ProcessSource::release(Sandbox&& sandbox) {
 void ProcessSource::stop(std::function<void()> on_stopped) {
   // ~PoolSpawner joins its threads and kills the template and every clone it still owns; clones
   // the reaper never got back die with their cgroups in the same sweep.
+  stopping_ = true;
   while (!warming_.empty()) end_warming(warming_.front(), false);
   while (!ready_.empty()) {
     unreturned_.push_back(std::move(ready_.front()));

@@ -48,6 +48,8 @@ class ProcessSource : public SandboxSource {
   static void on_wake(void* self);
   static void on_hello_readable(uv_poll_t* p, int status, int events);
   void take_from_spawner();
+  void update_spawner_target();
+  void expire_warming();
   void end_warming(Warming* w, bool ready);
   void retry_give_back();
 
@@ -63,6 +65,7 @@ class ProcessSource : public SandboxSource {
   std::deque<ReadySandbox> ready_;       // hello received: ready for a session (FIFO)
   uint64_t hello_failures_ = 0;
   size_t wanted_ = 0;
+  bool stopping_ = false;
   std::string last_error_;
 };
 
