@@ -211,6 +211,7 @@ SourceStats ProcessSource::stats() const {
   st.pending = warming_.size();
   uint64_t err = s.last_error.load(std::memory_order_relaxed);
   if (err) st.last_error = std::strerror(static_cast<int>(err));
+  if (st.last_error.empty()) st.last_error = last_error_;
   return st;
 }
 

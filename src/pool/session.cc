@@ -25,7 +25,6 @@ constexpr uint64_t kAgentSlackMs = 10000;
 struct PendingExec {
   OwnedTimer<PendingExec> deadline{on_deadline, this};
   Session* session = nullptr;
-  uint64_t request_id = 0;
   static void on_deadline(TimerEntry* e, uint64_t) {
     auto* p = OwnedTimer<PendingExec>::owner_of(e);
     LOG_WARN("session %s: no answer from the agent in time; ending the sandbox", p->session->identifier().c_str());
@@ -151,7 +150,6 @@ void Session::execute(ExecSpec spec, ExecFn done) {
   }
   auto* pending = new PendingExec{};
   pending->session = this;
-  pending->request_id = id;
   pool_->timers().arm_in(&pending->deadline, spec.timeout_ms + kAgentSlackMs);
   ++busy_;
   conn_->request(frame, id, [this, pending, done = std::move(done)](const agent::Frame* f, const Error* err) {
@@ -225,7 +223,6 @@ void Session::on_agent_hello(const agent::Hello& hello) {
   // A hello with a restart count means the interpreter restarted (timeout, crash, out of memory);
   // the execution it interrupted was already answered by the agent's supervisor.
   if (hello.restart_count == 0) return;
-  restarts_seen_ = hello.restart_count;
   // Debug level: code in the session can write hello frames on its own socket at will.
   LOG_DEBUG("session %s: interpreter restarted (%u)", identifier_.c_str(), hello.restart_count);
 }

@@ -111,7 +111,6 @@ class Session : public AgentConn::Listener {
   SessionState state_ = SessionState::kAllocated;
   int64_t created_unix_ms_;
   int64_t last_access_unix_ms_;
-  uint32_t restarts_seen_ = 0;
   uint32_t busy_ = 0;  // requests to the agent not yet answered: the cooldown waits for them
   std::deque<ExecutionRecord> executions_;  // oldest first, bounded in count and bytes
   size_t execution_bytes_ = 0;
