@@ -49,6 +49,15 @@ class FakeSource : public SandboxSource {
   uint64_t next_id_ = 0;
 };
 
+// Ends the pool and its timers and lets the loop run their close callbacks.
+void stop_pool(uv_loop_t& loop, Pool& pool, LoopTimers& timers) {
+  bool stopped = false;
+  pool.stop([&] { stopped = true; });
+  while (!stopped) uv_run(&loop, UV_RUN_NOWAIT);
+  timers.close();
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 void BM_AllocateNewIdentifier(benchmark::State& state) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -78,11 +87,7 @@ void BM_AllocateNewIdentifier(benchmark::State& state) {
       pool.acquire(id, [&](Session* s, const AcquireError*) { got = s; });
       benchmark::DoNotOptimize(got);
     }
-    bool stopped = false;
-    pool.stop([&] { stopped = true; });
-    while (!stopped) uv_run(&loop, UV_RUN_NOWAIT);
-    timers.close();
-    uv_run(&loop, UV_RUN_NOWAIT);
+    stop_pool(loop, pool, timers);
   }
   uv_loop_close(&loop);
 }
@@ -105,11 +110,7 @@ void BM_AcquireKnownIdentifier(benchmark::State& state) {
       pool.acquire(ids[i++ & 63], [&](Session* s, const AcquireError*) { got = s; });
       benchmark::DoNotOptimize(got);
     }
-    bool stopped = false;
-    pool.stop([&] { stopped = true; });
-    while (!stopped) uv_run(&loop, UV_RUN_NOWAIT);
-    timers.close();
-    uv_run(&loop, UV_RUN_NOWAIT);
+    stop_pool(loop, pool, timers);
   }
   uv_loop_close(&loop);
 }
