@@ -355,6 +355,13 @@ void write_session_object(JsonWriter& w, const Session& s) {
   w.end_object();
 }
 
+void respond_queue_full(http::Exchange& ex) {
+  respond_error(ex, 429, "ExecutionQueueFull",
+                "this session already has " + std::to_string(Session::kMaxQueuedExecutions) +
+                    " executions waiting or running; retry when some have finished",
+                "Retry-After: 1\r\n");
+}
+
 void respond_lost(http::Exchange& ex, const ExecOutcome& o) {
   respond_error(ex, 500, "SessionLost", "the session's sandbox ended before answering (" + o.error.message() + ")");
 }
@@ -373,6 +380,7 @@ void handle_execute(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Whe
   bool shell = p->settings().container_type == pool::ContainerType::kShell;
   p->acquire(*id, [&ex, body, shape, shell](Session* s, const AcquireError* e) {
     if (e) return respond_acquire_error(ex, *e);
+    if (s->execution_queue_full()) return respond_queue_full(ex);
     s->execute(body->spec, [&ex, body, shape, shell](const ExecOutcome& o) {
       if (!o.replied) return respond_lost(ex, o);
       ex.respond(200, kJson, shape == ExecShape::kEnvelope ? envelope_b(o, body->spec, shell) : legacy_body(o, body->spec));
@@ -415,6 +423,7 @@ void handle_executions_post(Ctx& ctx, http::Exchange& ex, const RouteParams& par
   std::string identifier = *id;
   p->acquire(identifier, [&ex, body, shell, identifier, limit](Session* s, const AcquireError* e) {
     if (e) return respond_acquire_error(ex, *e);
+    if (s->execution_queue_full()) return respond_queue_full(ex);
     pool::ExecutionRecord& rec = s->new_execution(body->asynchronous);
     rec.output_limit_bytes = limit;
     std::string rec_id = rec.id;

@@ -152,10 +152,12 @@ void Session::execute(ExecSpec spec, ExecFn done) {
   pending->session = this;
   pool_->timers().arm_in(&pending->deadline, spec.timeout_ms + kAgentSlackMs);
   ++busy_;
+  ++queued_executions_;
   conn_->request(frame, id, [this, pending, done = std::move(done)](const agent::Frame* f, const Error* err) {
     pool_->timers().cancel(&pending->deadline);
     delete pending;
     --busy_;
+    --queued_executions_;
     if (state_ == SessionState::kAllocated) touch();
     ExecOutcome o;
     if (err) {

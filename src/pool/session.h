@@ -84,6 +84,10 @@ class Session : public AgentConn::Listener {
   void agent_request(std::string_view frame, uint64_t id, AgentConn::ReplyFn on_reply);
   size_t agent_pending_output() const;
   bool busy() const { return busy_ > 0; }
+  // Executions waiting or running in this session are bounded (asynchronous ones answer at once,
+  // so nothing else limits them): past kMaxQueuedExecutions a new one is refused.
+  static constexpr uint32_t kMaxQueuedExecutions = 64;
+  bool execution_queue_full() const { return queued_executions_ >= kMaxQueuedExecutions; }
 
   ExecutionRecord& new_execution(bool asynchronous);
   ExecutionRecord* find_execution(std::string_view id);
@@ -112,6 +116,7 @@ class Session : public AgentConn::Listener {
   int64_t created_unix_ms_;
   int64_t last_access_unix_ms_;
   uint32_t busy_ = 0;  // requests to the agent not yet answered: the cooldown waits for them
+  uint32_t queued_executions_ = 0;
   std::deque<ExecutionRecord> executions_;  // oldest first, bounded in count and bytes
   size_t execution_bytes_ = 0;
   std::unordered_map<std::string, ExecutionRecord*> execution_index_;

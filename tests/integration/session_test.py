@@ -117,6 +117,19 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, _ = self.srv.json("GET", "/executions/nope?identifier=exec-c")
         self.assertAzureError(r, 404, "ExecutionNotFound")
 
+    def test_asynchronous_executions_are_bounded(self):
+        execute(self.srv, "queue-1", "import time")
+        codes = []
+        for _ in range(70):
+            r, _ = self.srv.json("POST", "/executions?identifier=queue-1",
+                                 {"executionType": "Asynchronous", "code": "time.sleep(0.05)"})
+            codes.append(r.status)
+        self.assertIn(429, codes)
+        self.assertEqual(codes.count(202), 64)
+        r, j = self.srv.json("POST", "/executions?identifier=queue-1",
+                             {"executionType": "Asynchronous", "code": "1"})
+        self.assertEqual(j["error"]["code"] if r.status == 429 else "accepted", "ExecutionQueueFull")
+
     def test_output_streams_truncated_in_c_family(self):
         r, j = self.srv.json("POST", "/executions?identifier=trunc-1",
                              {"code": "print('a' * 10000)", "outputStreamsMaxLength": 100})
