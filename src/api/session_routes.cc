@@ -363,6 +363,10 @@ void respond_queue_full(http::Exchange& ex) {
 }
 
 void respond_lost(http::Exchange& ex, const ExecOutcome& o) {
+  if (o.refused) {
+    respond_error(ex, 500, "ExecutionRefused", "the session's agent refused the execution (" + o.error.message() + ")");
+    return;
+  }
   respond_error(ex, 500, "SessionLost", "the session's sandbox ended before answering (" + o.error.message() + ")");
 }
 
@@ -525,10 +529,6 @@ void handle_list_sessions(Ctx& ctx, http::Exchange& ex, const RouteParams& param
   ex.respond(200, kJson, body);
 }
 
-void handle_get_session_management(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
-  handle_session_get(ctx, ex, params, where);
-}
-
 void handle_metadata(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
   if (!authorized(ctx, ex)) return;
   if (!pool_of(ctx, ex, params, where)) return;
@@ -572,7 +572,7 @@ void add_session_routes(Api& api, PoolManager& pools, const SessionApiOptions& o
     reg(HTTP_GET, "session", handle_session_get);
     reg(HTTP_DELETE, "session", [](Ctx& c, http::Exchange& ex, const RouteParams& p, Where w) { handle_session_delete(c, ex, p, w, false); });
     reg(HTTP_GET, "listSessions", [](Ctx& c, http::Exchange& ex, const RouteParams& p, Where w) { handle_list_sessions(c, ex, p, w, false); });
-    reg(HTTP_POST, ".management/getSession", handle_get_session_management);
+    reg(HTTP_POST, ".management/getSession", handle_session_get);
     reg(HTTP_POST, ".management/listSessions", [](Ctx& c, http::Exchange& ex, const RouteParams& p, Where w) { handle_list_sessions(c, ex, p, w, true); });
     reg(HTTP_POST, ".management/stopSession", [](Ctx& c, http::Exchange& ex, const RouteParams& p, Where w) { handle_session_delete(c, ex, p, w, true); });
     reg(HTTP_GET, "metadata", handle_metadata);

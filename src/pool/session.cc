@@ -165,6 +165,7 @@ void Session::execute(ExecSpec spec, ExecFn done) {
     } else if (f->header.type == agent::FrameType::kError) {
       auto e = agent::decode_error(*f);
       o.error = Error{e.ok() ? e.value().errno_code : kEProtocol, "agent refused the execution"};
+      o.refused = true;
     } else {
       auto r = agent::decode_execute_reply(*f);
       if (!r.ok()) {

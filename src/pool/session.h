@@ -35,7 +35,8 @@ struct ExecSpec {
 };
 
 struct ExecOutcome {
-  bool replied = false;  // false: the sandbox was lost; `error` says why
+  bool replied = false;  // false: no execute reply; `error` says why
+  bool refused = false;  // the agent answered with an error (the sandbox lives on)
   Error error;
   agent::ExecStatus status = agent::ExecStatus::kSuccess;
   uint8_t flags = 0;
