@@ -35,6 +35,21 @@ struct SourceStats {
   std::string last_error;      // the most recent failure, for logs and /metrics
 };
 
+// What a custom-container source offers beyond SandboxSource (loop thread only). Its sandboxes have
+// no agent: Sandbox::agent_fd is not used; the session reaches the container over TCP instead.
+class ContainerAccess {
+ public:
+  virtual ~ContainerAccess() = default;
+  // A TCP connection to 127.0.0.1:<targetPort> inside `sandbox`'s own network namespace (no host
+  // port is ever opened): a non-blocking socket whose connect() has been started; wait until it is
+  // writable, then read SO_ERROR. Fails when the sandbox is gone.
+  virtual Result<UniqueFd> open_upstream(const Sandbox& sandbox) = 0;
+  // `fn(sandbox_id, why)` runs on the loop thread when a sandbox that was pop()ped (bound to a
+  // session) ends on its own: its entrypoint exited, it was killed (out of memory...), or its
+  // liveness probe failed. The session then ends and release()s it as usual.
+  virtual void set_on_container_end(std::function<void(uint64_t sandbox_id, const std::string& why)> fn) = 0;
+};
+
 class SandboxSource {
  public:
   virtual ~SandboxSource() = default;
@@ -53,6 +68,8 @@ class SandboxSource {
   virtual void stop(std::function<void()> on_stopped) = 0;
   virtual SourceStats stats() const = 0;
   virtual const char* tier() const = 0;  // "process" or "microvm", for /metrics
+  // Custom-container sources return their ContainerAccess; code-interpreter sources nullptr.
+  virtual ContainerAccess* containers() { return nullptr; }
 };
 
 }  // namespace sp::pool

@@ -53,6 +53,79 @@ TEST_CASE("settings survive a JSON round trip") {
   CHECK(t.memory_bytes == s.memory_bytes);
 }
 
+TEST_CASE("custom-container settings in Azure's customContainerTemplate shape") {
+  PoolSettings s;
+  std::string msg;
+  REQUIRE_MESSAGE(apply_settings_json(R"({"properties":{"containerType":"CustomContainer",
+    "customContainerTemplate":{"containers":[{"name":"app","image":"/srv/images/pyapp","command":["/usr/bin/python3"],
+      "args":["/app/app.py","-q"],"env":[{"name":"PORT","value":"8080"},{"name":"MODE","value":"a=b"}],
+      "resources":{"cpu":0.5,"memory":"1Gi"},
+      "probes":[{"type":"Startup","httpGet":{"path":"/healthz","port":8080},"periodSeconds":2,"failureThreshold":5},
+                {"type":"Liveness","tcpSocket":{"port":8080},"periodSeconds":10}]}],
+      "ingress":{"targetPort":8080}},
+    "dynamicPoolConfiguration":{"lifecycleConfiguration":{"lifecycleType":"OnContainerExit","maxAlivePeriodInSeconds":600}}}})",
+                                      &s, &msg)
+                      .ok(),
+                  msg);
+  CHECK(s.container_type == ContainerType::kCustomContainer);
+  CHECK(s.container.image == "/srv/images/pyapp");
+  REQUIRE(s.container.command);
+  CHECK(*s.container.command == std::vector<std::string>{"/usr/bin/python3"});
+  CHECK(s.container.args->size() == 2);
+  REQUIRE(s.container.env.size() == 2);
+  CHECK(s.container.env[1].second == "a=b");
+  CHECK(s.container.target_port == 8080);
+  REQUIRE(s.container.startup);
+  CHECK(s.container.startup->kind == ProbeSettings::Kind::kHttp);
+  CHECK(s.container.startup->path == "/healthz");
+  CHECK(s.container.startup->failure_threshold == 5);
+  REQUIRE(s.container.liveness);
+  CHECK(s.container.liveness->kind == ProbeSettings::Kind::kTcp);
+  CHECK(s.lifecycle == Lifecycle::kOnContainerExit);
+  CHECK(s.max_alive_period_seconds == 600);
+  CHECK(s.cpu == doctest::Approx(0.5));
+
+  // The flat shape (API.md §5) and a round trip through the management API's JSON.
+  PoolSettings flat;
+  REQUIRE(apply_settings_json(R"({"containerType":"CustomContainer","image":"/i","targetPort":80})", &flat, &msg).ok());
+  CHECK(effective_startup_probe(flat).kind == ProbeSettings::Kind::kTcp);
+  PoolSettings back;
+  back.name = "";
+  REQUIRE_MESSAGE(apply_settings_json(settings_to_json(s), &back, &msg).ok(), msg);
+  CHECK(back.container.image == s.container.image);
+  CHECK(*back.container.args == *s.container.args);
+  CHECK(back.container.env == s.container.env);
+  CHECK(back.container.startup->path == "/healthz");
+  CHECK(back.container.liveness->period_seconds == 10);
+  CHECK(back.lifecycle == Lifecycle::kOnContainerExit);
+}
+
+TEST_CASE("custom-container settings: bad input is refused") {
+  const char* bad[] = {
+      R"({"containerType":"CustomContainer"})",                          // no image, no port
+      R"({"containerType":"CustomContainer","image":"/i"})",             // no targetPort
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":70000})",
+      R"({"image":"/i","targetPort":80})",                               // not a container pool
+      R"({"lifecycleConfiguration":{"lifecycleType":"OnContainerExit"}})",
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":80,"env":[{"name":"1X","value":""}]})",
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":80,"env":[{"name":"A","secretRef":"s"}]})",
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":80,"probes":[{"type":"Startup"}]})",
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":80,"probes":[{"type":"Startup","httpGet":{"path":"x"}}]})",
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":80,"probes":[{"type":"Weird","tcpSocket":{}}]})",
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":80,"command":"python"})",
+      R"({"containerType":"CustomContainer","image":"/i","targetPort":80,"isolation":"microvm"})",
+      R"({"customContainerTemplate":{"containers":[{"image":"/a"},{"image":"/b"}]}})",
+      R"({"customContainerTemplate":{"registryCredentials":{}}})",
+  };
+  for (const char* json : bad) {
+    PoolSettings s;
+    std::string msg;
+    CHECK_MESSAGE(!apply_settings_json(json, &s, &msg).ok(), json);
+    CHECK_MESSAGE(!msg.empty(), json);
+    CHECK(s.container.image.empty());
+  }
+}
+
 TEST_CASE("pool names") {
   CHECK(valid_pool_name("default"));
   CHECK(valid_pool_name("a-1"));
