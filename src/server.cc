@@ -13,6 +13,7 @@
 #include "api/file_routes.h"
 #include "api/openapi.h"
 #include "api/pool_routes.h"
+#include "api/proxy_routes.h"
 #include "api/session_routes.h"
 #include "cli.h"
 #include "pool/metadata.h"
@@ -155,6 +156,7 @@ Status Server::start() {
   };
   api::add_pool_routes(api_, pools_, authorize);
   api::add_file_routes(api_, pools_, authorize, config_.api_keys);
+  proxy_ = api::add_proxy_routes(api_, pools_, &loop_, api::ProxyRouteOptions{config_.api_keys});
   api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
   api::add_openapi_route(api_);
   if (!config_.access_log.empty()) {
