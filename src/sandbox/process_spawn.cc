@@ -35,6 +35,8 @@ struct ChildArgs {
   const RlimitSet* rlimits;
   bool privileged;
   bool new_net;
+  uid_t uid;
+  gid_t gid;
   char* const* init_argv;
   char* const* envp;
   int exe_fd;
@@ -73,7 +75,7 @@ int move_high(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, kHighFdFloor); }
   if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
   if ((err = apply_rlimits_in_child(*a.rlimits))) sp_child_fail(report, kStepRlimits, err);
   if ((err = drop_bounding_set_in_child())) sp_child_fail(report, kStepCapsBounding, err);
-  if ((err = become_user_in_child(a.privileged))) sp_child_fail(report, kStepUserIds, err);
+  if ((err = become_user_in_child(a.privileged, a.uid, a.gid))) sp_child_fail(report, kStepUserIds, err);
   if ((err = clear_caps_in_child())) sp_child_fail(report, kStepCapsClear, err);
   if ((err = set_no_new_privs_in_child())) sp_child_fail(report, kStepNoNewPrivs, err);
   // After the last credential change (which clears it). If the parent died before this
@@ -115,9 +117,15 @@ std::vector<std::string> default_sandbox_env() {
           "MPLBACKEND=Agg", "MPLCONFIGDIR=/tmp/.matplotlib", "XDG_CACHE_HOME=/tmp/.cache", "NUMEXPR_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"};
 }
 
-Result<Spawner> Spawner::create() {
+Result<Spawner> Spawner::create(const std::string& init_path) {
   Spawner s;
   SP_TRY_ASSIGN(s.seccomp_, compile_seccomp_policy());
+  if (!init_path.empty()) {
+    s.self_exe_.reset(open(init_path.c_str(), O_PATH | O_CLOEXEC));
+    if (!s.self_exe_) return errno_error("open sandpool-init");
+    s.static_init_ = true;
+    return s;
+  }
   // Prefer the static sandpool-init next to us (it runs in any rootfs); else our own binary.
   char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -141,9 +149,18 @@ Result<Spawner> Spawner::create() {
 Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) const {
   if (spec.argv.empty()) return Error{kEInvalid, "empty command"};
   IdMapping ids = id_mapping_for_slot(spec.slot);
+  if (spec.id_range > 0) {
+    if (!ids.privileged) return Error{EPERM, "id range needs a root parent"};
+    ids.range = spec.id_range;
+    ids.host_root_uid = ids.host_root_gid = spec.host_id_base;
+  }
   MountConfig mcfg = spec.mounts;
   mcfg.privileged = ids.privileged;
-  SP_TRY_ASSIGN(MountPlan plan, build_mount_plan(mcfg));
+  MountPlan own_plan;
+  if (!spec.plan) {
+    SP_TRY_ASSIGN(own_plan, build_mount_plan(mcfg));
+  }
+  const MountPlan& plan = spec.plan ? *spec.plan : own_plan;
   RlimitSet rlimits = default_rlimits(mcfg.data_bytes, 0);
 
   std::vector<std::string> init_args = {"sandpool", "init", "--status-fd", std::to_string(kInitStatusFd),
@@ -159,7 +176,8 @@ Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) c
   SP_TRY_ASSIGN(Pipe sync, make_pipe());
   SP_TRY_ASSIGN(Pipe report, make_pipe());
   SP_TRY_ASSIGN(Pipe status, make_pipe());
-  ChildArgs a{&plan, &seccomp_, &rlimits, ids.privileged, spec.network == Network::kIsolated, argv.data(), envp.data(),
+  ChildArgs a{&plan, &seccomp_, &rlimits, ids.privileged, spec.network == Network::kIsolated, spec.uid, spec.gid,
+              argv.data(), envp.data(),
               self_exe_.get(), sync.r.get(), sync.w.get(), report.r.get(), report.w.get(), status.r.get(),
               status.w.get()};
 

@@ -25,6 +25,7 @@
 #include "sandbox/cgroup.h"
 #include "sandbox/mounts.h"
 #include "sandbox/seccomp_policy.h"
+#include "sandbox/userns.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
 
@@ -39,6 +40,13 @@ struct SandboxSpec {
   std::vector<std::string> argv;      // the command
   std::vector<std::string> env;       // KEY=VALUE, the whole environment of the command
   int respawns = 0;                   // init restarts a command killed by a signal this often
+  // Custom containers (src/container/): when set, these replace the process tier's defaults.
+  const MountPlan* plan = nullptr;    // a root plan prepared by the caller, used instead of `mounts`
+                                      // (`mounts.data_bytes` still sizes the rlimits)
+  uint32_t id_range = 0;              // > 0: inside ids 0..id_range-1 map to host ids host_id_base..
+  uint32_t host_id_base = 0;          // (root parent only; replaces the slot's pair of ids)
+  uid_t uid = kSandboxUid;            // inside ids the command runs as
+  gid_t gid = kSandboxGid;
 };
 
 // A running sandbox: its init's pid in our pid namespace, a pidfd to wait on, and the
@@ -53,7 +61,8 @@ struct SandboxProcess {
 class Spawner {
  public:
   // Compiles the seccomp policy and opens our own binary; once per process.
-  static Result<Spawner> create();
+  // `init_path`: the static sandpool-init to exec; empty: found next to our binary.
+  static Result<Spawner> create(const std::string& init_path = {});
 
   // `cgroup` must be valid; the child is moved into it before it runs any setup.
   Result<SandboxProcess> spawn(const SandboxSpec& spec, Cgroup& cgroup) const;

@@ -29,7 +29,10 @@ Status write_id_maps_from_parent(pid_t child, const IdMapping& m) {
   std::string dir = "/proc/" + std::to_string(child);
   std::string uid_map = "0 " + std::to_string(m.host_root_uid) + " 1\n";
   std::string gid_map = "0 " + std::to_string(m.host_root_gid) + " 1\n";
-  if (m.privileged) {
+  if (m.range > 0) {
+    uid_map = "0 " + std::to_string(m.host_root_uid) + " " + std::to_string(m.range) + "\n";
+    gid_map = "0 " + std::to_string(m.host_root_gid) + " " + std::to_string(m.range) + "\n";
+  } else if (m.privileged) {
     uid_map += std::to_string(kSandboxUid) + " " + std::to_string(m.host_user_uid) + " 1\n";
     gid_map += std::to_string(kSandboxGid) + " " + std::to_string(m.host_user_gid) + " 1\n";
   } else {
@@ -51,10 +54,10 @@ int become_root_in_child(bool privileged) {
   return 0;
 }
 
-int become_user_in_child(bool privileged) {
+int become_user_in_child(bool privileged, uid_t uid, gid_t gid) {
   if (!privileged) return 0;
-  if (setresgid(kSandboxGid, kSandboxGid, kSandboxGid) != 0) return errno;
-  if (setresuid(kSandboxUid, kSandboxUid, kSandboxUid) != 0) return errno;
+  if (setresgid(gid, gid, gid) != 0) return errno;
+  if (setresuid(uid, uid, uid) != 0) return errno;
   return 0;
 }
 

@@ -26,6 +26,7 @@ struct IdMapping {
   uid_t host_user_uid = 0;  // outside id of inside 1000 (privileged only)
   gid_t host_root_gid = 0;
   gid_t host_user_gid = 0;
+  uint32_t range = 0;       // > 0 (custom containers): inside 0..range-1 → host_root_uid.. in one line
 };
 
 // The mapping for sandbox `slot` (any integer; reduced modulo kHostIdSlots).
@@ -37,6 +38,6 @@ Status write_id_maps_from_parent(pid_t child, const IdMapping& m);
 // In the child: become 0:0 inside with no supplementary groups. Returns 0 or errno.
 int become_root_in_child(bool privileged);
 // In the child: become the unprivileged user (privileged mapping only). Returns 0 or errno.
-int become_user_in_child(bool privileged);
+int become_user_in_child(bool privileged, uid_t uid = kSandboxUid, gid_t gid = kSandboxGid);
 
 }  // namespace sp
