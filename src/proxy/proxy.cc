@@ -601,7 +601,12 @@ void ProxyRequest::upstream_eof() {
 }
 
 bool ProxyRequest::retry_on_new_connection() {
-  if (!up_ || !up_->reused_ || body_sent_ || has_body_ || !link_ || !link_->session_ || answered_) return false;
+  // Only idempotent requests without a body are sent twice (RFC 9110 §9.2.2).
+  llhttp_method_t m = ex_->request().method;
+  bool idempotent = m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS;
+  if (!idempotent || !up_ || !up_->reused_ || body_sent_ || has_body_ || !link_ || !link_->session_ || answered_) {
+    return false;
+  }
   up_->close();
   up_ = nullptr;
   if (connect_upstream()) send_head();
