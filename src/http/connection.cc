@@ -49,7 +49,7 @@ constexpr size_t kDrainedBytes = 256 * 1024;
 }  // namespace
 
 void Exchange::begin_stream(int status, std::string_view content_type, uint64_t content_length,
-                            std::string_view extra_headers) {
+                            std::string_view extra_headers, bool more_follows) {
   Connection* c = conn_;
   const Request& req = c->parser_.request();
   streaming_answer_ = true;
@@ -71,10 +71,10 @@ void Exchange::begin_stream(int status, std::string_view content_type, uint64_t 
   head.chunked = stream_chunked_;
   head.body_follows_separately = true;
   append_response(c->out_, head, {}, c->server_->date());
-  c->flush();
+  if (!more_follows) c->flush();
 }
 
-void Exchange::stream_write(std::string_view data) {
+void Exchange::stream_write(std::string_view data, bool flush) {
   Connection* c = conn_;
   if (c->handle_closing_ || stream_bodyless_ || data.empty()) return;
   if (stream_chunked_) {
@@ -87,7 +87,11 @@ void Exchange::stream_write(std::string_view data) {
   } else {
     c->out_.append(data);
   }
-  c->flush();
+  if (flush) c->flush();
+}
+
+void Exchange::stream_flush() {
+  if (!conn_->handle_closing_) conn_->flush();
 }
 
 size_t Exchange::pending_output() const { return conn_->out_.size() + conn_->writing_.size(); }

@@ -42,9 +42,11 @@ class Exchange {
   // sent; on_drained (set before writing) runs once the pending output falls below 256 KiB.
   // With kUnknownLength the body is sent chunked to HTTP/1.1 clients and ends with the connection
   // for HTTP/1.0 ones. 1xx, 204, 304 and HEAD answers carry no body: writes are dropped.
+  // `more_follows`: body bytes are written right after, so the head waits to go out with them.
   void begin_stream(int status, std::string_view content_type, uint64_t content_length,
-                    std::string_view extra_headers = {});
-  void stream_write(std::string_view data);
+                    std::string_view extra_headers = {}, bool more_follows = false);
+  void stream_write(std::string_view data, bool flush = true);
+  void stream_flush();  // sends what begin_stream(..., more_follows) held back
   void end_stream();
   // The streamed answer cannot be completed (its source failed): the connection is closed so the
   // client sees a short body instead of a wrong one, and the exchange ends.

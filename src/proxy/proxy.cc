@@ -178,6 +178,8 @@ class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
   bool client_eof_ = false;
   bool upstream_eof_ = false;
   bool upgrade_ = false;
+  bool finished_ = false;
+  bool in_feed_ = false;
   UpstreamHead uhead_;
   std::string early_;  // answer body read before the request was complete
   int err_status_ = 0;  // a failure noted before the exchange could be answered
@@ -568,8 +570,11 @@ void ProxyRequest::upstream_data(const char* data, size_t len) {
     return;
   }
   size_t consumed = 0;
+  in_feed_ = true;  // a head delivered now waits for the body bytes of this same read
   ResponseParser::Result r = parser_.feed(data, len, &consumed);
-  if (answered_) return;  // a callback ended the exchange (client gone)
+  in_feed_ = false;
+  if (answered_) return;  // a callback ended the exchange (client gone, or the answer is complete)
+  if (streaming_) ex_->stream_flush();
   if (r == ResponseParser::Result::kError) {
     fail(502, "BadGateway", std::string("malformed answer from the container: ") + parser_.error());
     return;
@@ -646,7 +651,7 @@ void ProxyRequest::deliver_head() {
   }
   uint64_t length = uhead_.has_content_length && !uhead_.chunked ? uhead_.content_length : http::kUnknownLength;
   streaming_ = true;
-  ex_->begin_stream(uhead_.status, {}, length, headers);
+  ex_->begin_stream(uhead_.status, {}, length, headers, in_feed_ || !early_.empty() || upstream_complete_);
   if (!early_.empty()) {
     std::string early = std::move(early_);
     early_.clear();
@@ -672,7 +677,7 @@ void ProxyRequest::on_upstream_body(std::string_view data) {
     }
     return;
   }
-  ex_->stream_write(data);
+  ex_->stream_write(data, !in_feed_);
   if (ex_->pending_output() > kMaxBuffered && up_ && !upstream_paused_) {
     upstream_paused_ = true;
     up_->stop_reading();
@@ -687,6 +692,12 @@ void ProxyRequest::on_upstream_body(std::string_view data) {
 void ProxyRequest::on_upstream_complete() {
   if (upstream_complete_) return;
   upstream_complete_ = true;
+  if (answered_ && !streaming_ && !tunnel_) return;  // the client went away meanwhile
+  if (answered_) {
+    finish_upstream(false);
+    finish();
+    return;
+  }
   // The connection can serve the session's next request only when both messages ended cleanly.
   bool reusable = uhead_.keep_alive && (sent_end_ || !has_body_) && client_done_;
   finish_upstream(reusable);
@@ -768,6 +779,9 @@ void ProxyRequest::end_tunnel() {
 }
 
 void ProxyRequest::finish() {
+  // Idempotent: the client can go away inside a callback (a failed write) that then goes on.
+  if (finished_) return;
+  finished_ = true;
   detach_session();
   proxy_->forget(this);
 }

@@ -31,6 +31,7 @@ class BadRequest(Exception):
 
 
 class Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # a head and a body in two writes must not wait for a delayed ACK
     protocol_version = "HTTP/1.1"
     server_version = "sandpool-testapp/1"
 
