@@ -305,12 +305,13 @@ void ContainerSource::start_probe(Box* b) {
       self->abandon_probe(box);
       self->probe_done(box, ok, detail);
     };
-    if (status < 0) return finish(false, uv_strerror(status));
     if (!pr->connected) {
+      // libuv reports POLLERR (a refused connect) as UV_EBADF: SO_ERROR has the real reason.
       int err = 0;
       socklen_t len = sizeof err;
       getsockopt(pr->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
       if (err != 0) return finish(false, std::string("connect: ") + strerror(err));
+      if (status < 0) return finish(false, uv_strerror(status));
       pr->connected = true;
       if (!pr->http) return finish(true, "");
       ssize_t n = send(pr->fd.get(), pr->request.data(), pr->request.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -418,16 +419,7 @@ void ContainerSource::fail_starting(Box* b, const std::string& why) {
 
 std::string ContainerSource::death_reason(Box* b) {
   // One read of the cgroup's OOM count, on the loop thread, once per container death (rare).
-  bool oom = b->sb.cgroup.valid() && b->sb.cgroup.oom_kills() > 0;
-  if (oom) return "killed: out of memory";
-  const std::string& t = b->status_text;
-  if (t.compare(0, 5, "exit ") == 0) return "container exited with status " + std::to_string(std::atoi(t.c_str() + 5));
-  if (t.compare(0, 7, "signal ") == 0) {
-    int sig = std::atoi(t.c_str() + 7);
-    const char* name = sigabbrev_np(sig);
-    return "container killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
-  }
-  return "container init was killed";
+  return describe_exit(b->status_text, b->sb.cgroup.valid() && b->sb.cgroup.oom_kills() > 0);
 }
 
 void ContainerSource::on_status(Box* b) {

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -59,6 +61,18 @@ class SlotTable {
 std::string describe(const Error& e) { return std::string(e.where) + ": " + e.message(); }
 
 }  // namespace
+
+std::string describe_exit(const std::string& status_line, bool oom_killed) {
+  if (oom_killed) return "killed: out of memory";
+  const std::string& t = status_line;
+  if (t.compare(0, 5, "exit ") == 0) return "container exited with status " + std::to_string(std::atoi(t.c_str() + 5));
+  if (t.compare(0, 7, "signal ") == 0) {
+    int sig = std::atoi(t.c_str() + 7);
+    const char* name = sigabbrev_np(sig);
+    return "container killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
+  }
+  return "container init was killed";
+}
 
 uint64_t monotonic_ns() {
   timespec ts;
@@ -154,7 +168,14 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   //    before we reap it, so /proc/<pid> is this sandbox's init (or its zombie: then ENOENT).
   out.netns.reset(open(("/proc/" + std::to_string(out.proc.pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!out.netns) {
+    // Already gone (its command exited at once): say how, from init's status line.
     std::string why = "open sandbox netns: " + std::string(strerror(errno));
+    std::string status;
+    char buf[64];
+    ssize_t n;
+    while ((n = read(out.proc.status_fd.get(), buf, sizeof buf)) > 0 && status.size() < 64)
+      status.append(buf, static_cast<size_t>(n));
+    if (!status.empty()) why = describe_exit(status, out.cgroup.oom_kills() > 0) + " before its startup probe passed";
     destroy(out);
     out.error = why;
     return out;
