@@ -34,6 +34,7 @@ struct ContainerSource::Box {
   uint32_t successes = 0, failures = 0;
   uint64_t startup_deadline_ms = 0;  // uv_now() scale
   uint32_t retry_ms = 10;            // startup probe retry interval (doubles up to the period)
+  uint64_t ready_ns = 0;             // CLOCK_MONOTONIC when the startup probe passed
   std::string status_text;
   std::list<Box*>::iterator where, ready_where;
 };
@@ -391,8 +392,8 @@ void ContainerSource::become_ready(Box* b) {
   b->state = Box::State::kReady;
   ++spawned_;
   consecutive_failures_ = 0;
-  uint64_t now = monotonic_ns();
-  last_spawn_to_ready_ns_ = now - b->sb.started_ns;
+  b->ready_ns = monotonic_ns();
+  last_spawn_to_ready_ns_ = b->ready_ns - b->sb.started_ns;
   b->successes = b->failures = 0;
   ready_.push_back(b);
   b->ready_where = std::prev(ready_.end());
@@ -509,7 +510,7 @@ std::optional<pool::Sandbox> ContainerSource::pop() {
     pool::Sandbox sb;
     sb.id = b->sb.id;
     sb.pid = b->sb.proc.pid;
-    sb.ready_ns = b->sb.spawned_ns;
+    sb.ready_ns = b->ready_ns;
     sb.opaque = b;
     refill();
     return sb;

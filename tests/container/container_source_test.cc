@@ -10,7 +10,9 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -476,7 +478,6 @@ void test_liveness() {
   auto a = h.pop_ready();
   REQUIRE(a.has_value());
   CHECK(h.run_until([&] { return h.src->ready_count() == 1; }, 10000));  // refilled
-  uint64_t spawned_before = h.src->stats().spawned;
   // The allocated one turns unhealthy: its session is told.
   sh(h, *a, "rm -f /www/healthz");
   CHECK(h.run_until([&] { return !h.ended.empty(); }, 5000));
@@ -485,14 +486,6 @@ void test_liveness() {
   CHECK(contains(h.ended[0].second, "liveness probe failed"));
   CHECK(contains(h.ended[0].second, "404"));
   h.src->release(std::move(*a));
-  // The ready one turns unhealthy: it is replaced (reach it through open_upstream while Ready).
-  {
-    auto b = h.src->pop();
-    REQUIRE(b.has_value());
-    // Put it back in the state "ready but failing": break it, then release, and instead break a
-    // fresh ready one from inside by its own command below.
-    h.src->release(std::move(*b));
-  }
   h.src->set_wanted(0);
   h.finish();
 
@@ -506,7 +499,6 @@ void test_liveness() {
   CHECK(h2.run_until([&] { return h2.src->stats().spawned >= 2; }, 10000));
   CHECK(contains(h2.src->stats().last_error, "replaced"));
   CHECK(h2.ended.empty());
-  (void)spawned_before;
   h2.src->set_wanted(0);
   h2.finish();
   check_no_leftovers();
@@ -597,6 +589,66 @@ void test_hostile() {
   check_no_leftovers();
 }
 
+// A server that dies (SIGKILL) takes its sandboxes with it; the next start reclaims what a dead
+// run left: its cgroups, and layer directories with mounts still on them.
+void test_crash() {
+  std::string img = make_image(std::string(R"({"Cmd":)") + kHttpdCmd + R"(,"ExposedPorts":{"8080/tcp":{}}})");
+  int up[2], hold[2];
+  REQUIRE(pipe(up) == 0 && pipe(hold) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // the "server"
+    close(up[0]);
+    close(hold[1]);
+    Harness h(settings_for(img));
+    if (!h.start().ok()) _exit(3);
+    h.src->set_wanted(2);
+    if (!h.run_until([&] { return h.src->ready_count() == 2; }, 15000)) _exit(4);
+    auto a = h.src->pop();
+    pid_t pids[2] = {a->pid, h.src->pop()->pid};
+    if (write(up[1], pids, sizeof pids) != sizeof pids) _exit(5);
+    char c;
+    (void)!read(hold[0], &c, 1);  // killed while waiting here
+    _exit(6);
+  }
+  close(up[1]);
+  close(hold[0]);
+  pid_t pids[2] = {0, 0};
+  REQUIRE(read(up[0], pids, sizeof pids) == sizeof pids);
+  std::string tag = sp::owner_tag(child);
+  REQUIRE(!tag.empty());
+  std::string cg = "/sys/fs/cgroup/memory/sandpool/" + tag;
+  bool had_cgroups = fs::exists(cg);
+  kill(child, SIGKILL);
+  int st;
+  waitpid(child, &st, 0);
+  close(up[0]);
+  close(hold[1]);
+  // Its sandboxes die with it (PR_SET_PDEATHSIG on the spawner thread).
+  auto gone = [](pid_t p) {
+    std::ifstream f("/proc/" + std::to_string(p) + "/status");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("State:", 0) == 0) return line.find('Z') != std::string::npos;
+    return true;
+  };
+  uint64_t deadline = monotonic_ns() + 3000000000ull;
+  while (!(gone(pids[0]) && gone(pids[1])) && monotonic_ns() < deadline) usleep(10000);
+  CHECK(gone(pids[0]));
+  CHECK(gone(pids[1]));
+  // A dead run's layer dir with a mount still on it.
+  std::string dead = g_store + "/run/o1999999_1/7/layer";
+  fs::create_directories(dead);
+  REQUIRE(mount("tmpfs", dead.c_str(), "tmpfs", 0, "size=1m") == 0);
+  Harness h(settings_for(img));
+  REQUIRE(h.start().ok());
+  CHECK(!fs::exists(g_store + "/run/o1999999_1"));
+  CHECK(!fs::exists(g_store + "/run/" + tag));
+  if (had_cgroups) CHECK(!fs::exists(cg));
+  h.finish();
+  check_no_leftovers();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -625,7 +677,7 @@ int main(int argc, char** argv) {
   std::map<std::string, void (*)()> tests = {
       {"basic", test_basic},       {"config", test_config},   {"isolation", test_isolation},
       {"startup-failure", test_startup_failure}, {"exit", test_exit}, {"liveness", test_liveness},
-      {"bad-image", test_bad_image}, {"hostile", test_hostile},
+      {"bad-image", test_bad_image}, {"hostile", test_hostile}, {"crash", test_crash},
   };
   for (const auto& [n, fn] : tests) {
     if (name != "all" && name != n) continue;
