@@ -97,6 +97,7 @@ struct ContainerSpawner::Impl {
   std::atomic<uint64_t> reaped{0};
   uint64_t next_id = 0;  // spawner thread
   std::unordered_map<uint32_t, UniqueFd> idmaps;  // slot → its id-mapping user namespace (spawner thread)
+  UniqueFd dev_null;       // the containers' stdin/stdout/stderr
 
   std::thread spawner_thread, reaper_thread;
 
@@ -155,6 +156,7 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   spec.host_id_base = host_base;
   spec.uid = cfg.launch.uid;
   spec.gid = cfg.launch.gid;
+  spec.stdio_fd = dev_null.get();  // container output is not the server's log (see README)
   spec.argv = cfg.launch.argv;
   spec.env = cfg.launch.env;
   auto proc = spawner.spawn(spec, out.cgroup);
@@ -259,6 +261,8 @@ Result<std::unique_ptr<ContainerSpawner>> ContainerSpawner::start(SpawnConfig cf
   if (mkdir(impl->owner_dir.c_str(), 0711) != 0 && errno != EEXIST) return errno_error("mkdir container run dir");
   chmod(impl->owner_dir.c_str(), 0711);
   SP_TRY_ASSIGN(impl->plan, build_container_plan(cfg.launch));
+  impl->dev_null.reset(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!impl->dev_null) return errno_error("open /dev/null");
   impl->cfg = std::move(cfg);
   impl->wake = wake;
   impl->ctx = ctx;

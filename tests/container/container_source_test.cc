@@ -2,7 +2,7 @@
 // image made by make_busybox_image.py: readiness, upstream connections, image config and
 // overrides, writable-layer isolation and wipe, probes, container end, and hostile probes.
 //
-// usage: container_source_test SANDPOOL_INIT MAKE_IMAGE_PY TEST_NAME
+// usage: container_source_test SANDPOOL_INIT MAKE_IMAGE_PY TEST_NAME MAKE_TEST_IMAGES_PY
 // Exit 77 (skip) when not root or cgroups are missing; 0 pass; 1 fail.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -127,15 +127,17 @@ struct Harness {
   }
 };
 
-// Blocking HTTP/1.0 GET over a connecting socket from open_upstream: the whole response.
-std::string http_get(int fd, const std::string& path) {
+// Blocking HTTP/1.0 request over a connecting socket from open_upstream: the whole response.
+std::string http_request(int fd, const std::string& method, const std::string& path, const std::string& body = "") {
   pollfd p{fd, POLLOUT, 0};
   if (poll(&p, 1, 5000) != 1) return "ERR: connect timeout";
   int err = 0;
   socklen_t len = sizeof err;
   getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
   if (err) return std::string("ERR: connect: ") + strerror(err);
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: test\r\n\r\n";
+  std::string req = method + " " + path + " HTTP/1.0\r\nHost: test\r\n";
+  if (method != "GET") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
   if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "ERR: send";
   std::string out;
   for (;;) {
@@ -148,6 +150,8 @@ std::string http_get(int fd, const std::string& path) {
     out.append(buf, static_cast<size_t>(n));
   }
 }
+
+std::string http_get(int fd, const std::string& path) { return http_request(fd, "GET", path); }
 
 std::string url_encode(const std::string& s) {
   std::string out;
@@ -607,6 +611,76 @@ void test_hostile() {
   check_no_leftovers();
 }
 
+std::string g_tool;  // tools/make-test-images.py
+
+std::string call(Harness& h, const sp::pool::Sandbox& sb, const std::string& method, const std::string& path,
+                 const std::string& body = "") {
+  auto fd = h.src->open_upstream(sb);
+  if (!fd.ok()) return "ERR: open_upstream: " + fd.error().message();
+  return http_request(fd->get(), method, path, body);
+}
+
+// The shared test images (tools/make-test-images.py): pyapp (host Python + app.py) as an OCI
+// layout and as a docker-save tarball, busybox-httpd as an OCI tarball.
+void test_images() {
+  std::string out = g_store + "-images/built";
+  fs::create_directories(g_store + "-images");
+  std::string cmd = "/usr/bin/python3 " + g_tool + " '" + out + "' >/dev/null";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  {
+    Harness h(settings_for(out + "/pyapp"));
+    REQUIRE(h.start().ok());
+    CHECK(h.src->launch().port == 8080);
+    CHECK(h.src->launch().workdir == "/app");
+    h.src->set_wanted(1);
+    std::vector<double> ms;
+    for (int i = 0; i < 6; ++i) {
+      auto sb = h.pop_ready(20000);
+      REQUIRE(sb.has_value());
+      if (i > 0) ms.push_back(h.src->last_spawn_to_ready_ns() / 1e6);  // the first: cold page cache
+      CHECK(contains(call(h, *sb, "GET", "/healthz"), "200 OK"));
+      h.src->release(std::move(*sb));
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf("pyapp spawn-to-ready over 5: min %.1f ms, median %.1f ms, max %.1f ms\n", ms.front(), ms[2], ms.back());
+    h.src->set_wanted(2);
+    REQUIRE(h.run_until([&] { return h.src->ready_count() == 2; }, 20000));
+    auto a = h.src->pop();
+    auto b = h.src->pop();
+    REQUIRE(a && b);
+    h.src->set_wanted(0);
+    std::string who = call(h, *a, "GET", "/whoami");
+    CHECK(contains(who, "\"uid\": 0"));
+    CHECK(contains(who, "\"cwd\": \"/app\""));
+    CHECK(contains(call(h, *a, "GET", "/env"), "\"PORT\": \"8080\""));
+    CHECK(contains(call(h, *a, "PUT", "/file/x", "from-a"), "201"));
+    CHECK(contains(call(h, *a, "GET", "/file/x"), "from-a"));
+    CHECK(contains(call(h, *b, "GET", "/file/x"), "404"));
+    CHECK(contains(call(h, *a, "GET", "/exit?code=3"), "bye"));
+    CHECK(h.run_until([&] { return !h.ended.empty(); }, 5000));
+    REQUIRE(!h.ended.empty());
+    CHECK(h.ended[0].first == a->id);
+    CHECK(h.ended[0].second == "container exited with status 3");
+    h.src->release(std::move(*a));
+    h.src->release(std::move(*b));
+    h.finish();
+  }
+  for (const char* image : {"busybox-httpd.oci.tar", "pyapp-docker.tar"}) {
+    Harness h(settings_for(out + "/" + image));
+    auto st = h.start();
+    REQUIRE(st.ok());
+    h.src->set_wanted(1);
+    auto sb = h.pop_ready(20000);
+    REQUIRE(sb.has_value());
+    h.src->set_wanted(0);
+    std::string r = call(h, *sb, "GET", std::string(image).rfind("busybox", 0) == 0 ? "/" : "/healthz");
+    CHECK(contains(r, "200 OK"));
+    h.src->release(std::move(*sb));
+    h.finish();
+  }
+  check_no_leftovers();
+}
+
 // A server that dies (SIGKILL) takes its sandboxes with it; the next start reclaims what a dead
 // run left: its cgroups, and layer directories with mounts still on them.
 void test_crash() {
@@ -670,10 +744,11 @@ void test_crash() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: %s SANDPOOL_INIT MAKE_IMAGE_PY TEST\n", argv[0]);
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s SANDPOOL_INIT MAKE_IMAGE_PY TEST MAKE_TEST_IMAGES_PY\n", argv[0]);
     return 2;
   }
+  g_tool = argv[4];
   g_init = argv[1];
   g_make_image = argv[2];
   std::string name = argv[3];
@@ -697,6 +772,7 @@ int main(int argc, char** argv) {
       {"basic", test_basic},       {"config", test_config},   {"isolation", test_isolation},
       {"startup-failure", test_startup_failure}, {"exit", test_exit}, {"liveness", test_liveness},
       {"bad-image", test_bad_image}, {"hostile", test_hostile}, {"crash", test_crash},
+      {"images", test_images},
   };
   for (const auto& [n, fn] : tests) {
     if (name != "all" && name != n) continue;
