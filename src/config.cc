@@ -66,7 +66,8 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
         "  --api-keys-file PATH       one key per line\n"
         "  --allow-unauthenticated    serve a non-loopback address without API keys\n"
         "  --agent-dir DIR            where sandpool_agent.py is (default: beside the binary)\n"
-        "  --runtime-dir DIR          where template.py and libsandpool_clone.so are (default: beside the binary)\n";
+        "  --runtime-dir DIR          where template.py and libsandpool_clone.so are (default: beside the binary)\n"
+        "  --image-store DIR          where custom-container images are unpacked (/var/lib/sandpool/images)\n";
     for (const Num& n : nums) {
       char line[160];
       std::snprintf(line, sizeof line, "  %-26s %s\n", (std::string(n.flag.name) + " N").c_str(), n.flag.help);
@@ -142,12 +143,13 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
     }
     if (pool_flag) continue;
     if (name == "--pools-file" || name == "--agent-dir" || name == "--runtime-dir" || name == "--api-key" ||
-        name == "--api-keys-file") {
+        name == "--api-keys-file" || name == "--image-store") {
       if (!take()) return false;
       std::string v(value);
       if (name == "--pools-file") c->pools_file = v;
       if (name == "--agent-dir") c->agent_dir = v;
       if (name == "--runtime-dir") c->runtime_dir = v;
+      if (name == "--image-store") c->image_store = v;
       if (name == "--api-key") {
         if (v.empty()) {
           *error = "--api-key wants a non-empty key";

@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <simdjson.h>
 #include <signal.h>
 #include <unistd.h>
@@ -13,8 +14,10 @@
 #include "api/file_routes.h"
 #include "api/openapi.h"
 #include "api/pool_routes.h"
+#include "api/proxy_routes.h"
 #include "api/session_routes.h"
 #include "cli.h"
+#include "container/container_source.h"
 #include "pool/metadata.h"
 #include "pool/process_source.h"
 #include "util/log.h"
@@ -61,6 +64,16 @@ Server::Server(const ServerConfig& config)
       api_(config.max_body_bytes),
       http_(&loop_, http_limits(config), &api_),
       pools_(&loop_, [this](uv_loop_t* loop, const pool::PoolSettings& s) -> Result<std::unique_ptr<pool::SandboxSource>> {
+        if (s.container_type == pool::ContainerType::kCustomContainer) {
+          container::ContainerSourceOptions co;
+          co.image_store_dir = config_.image_store;
+          // Its parents must exist (the importer makes one level); searchable by the sandboxes' ids.
+          for (size_t slash = co.image_store_dir.find('/', 1); slash != std::string::npos;
+               slash = co.image_store_dir.find('/', slash + 1)) {
+            mkdir(co.image_store_dir.substr(0, slash).c_str(), 0755);
+          }
+          return std::unique_ptr<pool::SandboxSource>(new container::ContainerSource(loop, s, co));
+        }
         pool::ProcessSourceOptions o;
         o.agent_dir = find_agent_dir(config_.agent_dir);
         o.runtime_dir = config_.runtime_dir;
@@ -155,6 +168,7 @@ Status Server::start() {
   };
   api::add_pool_routes(api_, pools_, authorize);
   api::add_file_routes(api_, pools_, authorize, config_.api_keys);
+  proxy_ = api::add_proxy_routes(api_, pools_, &loop_, api::ProxyRouteOptions{config_.api_keys});
   api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
   api::add_openapi_route(api_);
   if (!config_.access_log.empty()) {

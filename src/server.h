@@ -4,12 +4,15 @@
 
 #include <uv.h>
 
+#include <memory>
+
 #include "api/access_log.h"
 #include "api/api.h"
 #include "api/system_routes.h"
 #include "config.h"
 #include "http/server.h"
 #include "pool/pool_manager.h"
+#include "proxy/proxy.h"
 #include "util/result.h"
 
 namespace sp {
@@ -48,6 +51,7 @@ class Server {
   api::SystemState system_;
   api::TestRoutes test_routes_;
   pool::PoolManager pools_;
+  std::shared_ptr<proxy::Proxy> proxy_;  // custom-container forwarding (also held by its route)
   bool draining_ = false;
 };
 

@@ -17,6 +17,16 @@ void Api::register_route(llhttp_method_t method, std::string pattern, RouteHandl
   router_.add(method, std::move(pattern), id);
 }
 
+void Api::register_fallback(std::string label, std::function<bool(const http::Request&)> claims, RouteHandler handler,
+                            RouteOptions options) {
+  fallback_id_ = static_cast<int>(routes_.size());
+  fallback_claims_ = std::move(claims);
+  routes_.push_back({std::move(label), std::move(handler),
+                     options.max_body_bytes ? options.max_body_bytes : default_max_body_bytes_,
+                     std::move(options.body_limit), options.too_large_code, std::move(options.stream_head),
+                     std::move(options.stream_body), std::move(options.stream_abort), {}, {}});
+}
+
 RouteParams Api::params_of(const http::Request& req) {
   RouteParams params;
   params.count = req.route_param_count;
@@ -26,7 +36,13 @@ RouteParams Api::params_of(const http::Request& req) {
 
 http::HeadDecision Api::on_head(http::Exchange& ex) {
   http::Request& request = ex.request();
-  Match m = router_.match(request.method, request.path);
+  Match m;
+  if (fallback_claims_ && fallback_claims_(request)) {
+    m.kind = MatchKind::kFound;
+    m.id = fallback_id_;
+  } else {
+    m = router_.match(request.method, request.path);
+  }
   if (m.kind == MatchKind::kFound) {
     request.route = m.id;
     request.route_param_count = m.params.count;

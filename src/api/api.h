@@ -35,6 +35,10 @@ class Api : public http::RequestHandler {
   explicit Api(uint64_t default_max_body_bytes) : default_max_body_bytes_(default_max_body_bytes) {}
 
   void register_route(llhttp_method_t method, std::string pattern, RouteHandler handler, RouteOptions options = {});
+  // A route consulted before the table: a request for which `claims` is true goes to it whatever its
+  // method and path (custom-container pools forward every path but their .management/ calls).
+  void register_fallback(std::string label, std::function<bool(const http::Request&)> claims, RouteHandler handler,
+                         RouteOptions options);
   // A section of /metrics, rendered on each scrape.
   void add_metrics(std::function<void(std::string& out)> render) { metric_sections_.push_back(std::move(render)); }
   void render_metrics(std::string& out) const;
@@ -70,6 +74,8 @@ class Api : public http::RequestHandler {
   uint64_t default_max_body_bytes_;
   Router router_;
   std::vector<RouteEntry> routes_;
+  std::function<bool(const http::Request&)> fallback_claims_;
+  int fallback_id_ = -1;
   RouteEntry unmatched_{"unmatched", {}, 0, {}, nullptr, {}, {}, {}, {}, {}};
   std::vector<std::function<void(std::string&)>> metric_sections_;
   AccessLog* access_log_ = nullptr;

@@ -1,6 +1,7 @@
 // Connection: read → parse → dispatch → respond → write, with keep-alive, pipelining and limits.
 #include "http/connection.h"
 
+#include <cstdio>
 #include <cstring>
 
 #include "http/response.h"
@@ -50,18 +51,24 @@ constexpr size_t kDrainedBytes = 256 * 1024;
 void Exchange::begin_stream(int status, std::string_view content_type, uint64_t content_length,
                             std::string_view extra_headers) {
   Connection* c = conn_;
+  const Request& req = c->parser_.request();
   streaming_answer_ = true;
   stream_status_ = status;
-  stream_bytes_ = content_length;
-  const Request& req = c->parser_.request();
+  stream_bodyless_ = status < 200 || status == 204 || status == 304 || req.method == HTTP_HEAD;
+  bool unknown = content_length == kUnknownLength;
+  stream_chunked_ = unknown && req.http_minor >= 1 && !stream_bodyless_;
+  stream_bytes_ = unknown ? 0 : content_length;
   if (!req.keep_alive || c->server_->shutting_down_) c->close_after_output_ = true;
+  if (unknown && !stream_chunked_ && !stream_bodyless_) c->close_after_output_ = true;  // HTTP/1.0: EOF ends it
   if (c->handle_closing_) return;
   ResponseHead head;
   head.status = status;
   head.content_type = content_type;
   head.extra_headers = extra_headers;
   head.close = c->close_after_output_;
-  head.content_length = content_length;
+  head.content_length = unknown ? 0 : content_length;
+  head.unknown_length = unknown;
+  head.chunked = stream_chunked_;
   head.body_follows_separately = true;
   append_response(c->out_, head, {}, c->server_->date());
   c->flush();
@@ -69,8 +76,17 @@ void Exchange::begin_stream(int status, std::string_view content_type, uint64_t 
 
 void Exchange::stream_write(std::string_view data) {
   Connection* c = conn_;
-  if (c->handle_closing_ || c->parser_.request().method == HTTP_HEAD) return;
-  c->out_.append(data);
+  if (c->handle_closing_ || stream_bodyless_ || data.empty()) return;
+  if (stream_chunked_) {
+    char size[24];
+    int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    c->out_.append(size, static_cast<size_t>(n));
+    c->out_.append(data);
+    c->out_.append("\r\n", 2);
+    stream_bytes_ += data.size();
+  } else {
+    c->out_.append(data);
+  }
   c->flush();
 }
 
@@ -81,17 +97,85 @@ void Exchange::on_drained(std::function<void()> fn) {
   conn_->maybe_drained();
 }
 
+void Exchange::on_peer_gone(std::function<void()> fn) { conn_->on_gone_ = std::move(fn); }
+
 void Exchange::end_stream() {
   if (responded_) return;
   responded_ = true;
   streaming_answer_ = false;
+  if (stream_chunked_ && !conn_->handle_closing_) {
+    conn_->out_.append("0\r\n\r\n", 5);
+    stream_chunked_ = false;
+  }
   conn_->on_drained_ = nullptr;
   conn_->finish_exchange(stream_status_, stream_bytes_);
 }
 
 void Exchange::fail_stream() {
+  stream_chunked_ = false;  // no last chunk: the client must see the body as cut short
   conn_->close_now();
   end_stream();
+}
+
+void Exchange::begin_tunnel(std::string_view head, TunnelPeer* peer) {
+  Connection* c = conn_;
+  responded_ = true;
+  streaming_answer_ = false;
+  if (!c->handle_closing_) {
+    c->out_.append(head);
+    c->tunnel_ = peer;
+    c->state_ = Connection::State::kTunnel;
+    c->server_->list_remove(c);  // a tunnel may be quiet for long: its ends decide when it is over
+  }
+  c->finish_exchange(101, 0);
+  if (c->handle_closing_ || c->state_ != Connection::State::kTunnel) {
+    peer->on_tunnel_closed();
+    return;
+  }
+  // Bytes that followed the request head belong to the tunnel.
+  std::string early = std::move(c->in_);
+  c->in_.clear();
+  if (!early.empty()) c->tunnel_input(early.data(), early.size());
+  if (c->tunnel_ && c->eof_) c->tunnel_->on_tunnel_eof();
+  if (c->tunnel_) {
+    c->update_reading();
+    c->flush();
+  }
+}
+
+void Exchange::tunnel_write(std::string_view data) {
+  Connection* c = conn_;
+  if (c->handle_closing_ || c->state_ != Connection::State::kTunnel) return;
+  c->out_.append(data);
+  c->flush();
+}
+
+void Exchange::pause_tunnel_input() {
+  conn_->tunnel_paused_ = true;
+  conn_->update_reading();
+}
+
+void Exchange::resume_tunnel_input() {
+  conn_->tunnel_paused_ = false;
+  conn_->update_reading();
+}
+
+void Exchange::tunnel_shutdown() {
+  Connection* c = conn_;
+  if (c->handle_closing_ || c->shut_) return;
+  c->close_after_output_ = true;
+  c->flush();
+}
+
+void Exchange::tunnel_close() {
+  Connection* c = conn_;
+  c->tunnel_ = nullptr;
+  c->on_drained_ = nullptr;
+  c->close_now();
+}
+
+void Connection::tunnel_input(const char* data, size_t len) {
+  if (tunnel_) tunnel_->on_tunnel_data(std::string_view(data, len));
 }
 
 void Connection::maybe_drained() {
@@ -140,6 +224,18 @@ void Connection::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* c = static_cast<Connection*>(s->data);
   if (nread == 0) return;  // EAGAIN
+  if (c->state_ == State::kTunnel) {
+    if (nread > 0) {
+      c->tunnel_input(buf->base, static_cast<size_t>(nread));
+    } else if (nread == UV_EOF) {
+      c->eof_ = true;
+      c->update_reading();
+      if (c->tunnel_) c->tunnel_->on_tunnel_eof();
+    } else {
+      c->close_now();
+    }
+    return;
+  }
   if (nread < 0) {
     if (nread != UV_EOF) {
       c->close_now();
@@ -165,6 +261,10 @@ void Connection::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void Connection::process(const char* data, size_t len) {
   while (!close_after_output_ && !handle_closing_) {
+    if (state_ == State::kTunnel) {
+      tunnel_input(data, len);
+      return;
+    }
     if (state_ == State::kHandling) {
       in_.append(data, len);
       update_reading();
@@ -228,6 +328,7 @@ void Connection::dispatch() {
 
 void Connection::finish_exchange(int status, size_t body_bytes) {
   owes_response_ = false;
+  if (state_ != State::kTunnel) on_gone_ = nullptr;
   const Request& req = parser_.request();
   server_->handler_->on_response(req, status, uv_hrtime() - exchange_.start_ns_, body_bytes);
   if (handle_closed_) {
@@ -235,7 +336,7 @@ void Connection::finish_exchange(int status, size_t body_bytes) {
     return;
   }
   if (state_ == State::kHandling) state_ = State::kIdle;
-  if (in_dispatch_ || handle_closing_) return;  // the process() loop goes on by itself
+  if (in_dispatch_ || handle_closing_ || state_ == State::kTunnel) return;  // the process() loop goes on by itself
   // An asynchronous answer: go on with the requests that arrived meanwhile.
   std::string pending = std::move(in_);
   in_.clear();
@@ -289,6 +390,7 @@ void Connection::flush() {
   update_reading();
 }
 
+
 void Connection::on_write(uv_write_t* req, int status) {
   auto* c = static_cast<Connection*>(req->handle->data);
   c->write_in_flight_ = false;
@@ -330,6 +432,15 @@ void Connection::close_now() {
   handle_closing_ = true;
   abort_stream();
   maybe_drained();  // a streamed answer learns that its peer is gone
+  if (on_gone_ && (owes_response_ || state_ == State::kTunnel)) {
+    auto fn = std::move(on_gone_);
+    on_gone_ = nullptr;
+    fn();
+  }
+  if (TunnelPeer* peer = tunnel_) {
+    tunnel_ = nullptr;
+    peer->on_tunnel_closed();
+  }
   server_->list_remove(this);
   if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   reading_ = false;
@@ -339,7 +450,8 @@ void Connection::close_now() {
 void Connection::force_close() { close_now(); }
 
 void Connection::shutdown_server() {
-  bool idle = state_ == State::kIdle && !parser_.in_message() && out_.empty() && !write_in_flight_;
+  bool idle = (state_ == State::kIdle && !parser_.in_message() && out_.empty() && !write_in_flight_) ||
+              state_ == State::kTunnel;
   if (idle) {
     close_now();
   } else if (state_ != State::kClosing) {
@@ -359,7 +471,8 @@ void Connection::on_timeout() {
       protocol_error(408, "request not received in time");
       break;
     case State::kHandling:
-      break;  // not in a timeout list while a handler works
+    case State::kTunnel:
+      break;  // not in a timeout list while a handler works or a tunnel runs
   }
 }
 
@@ -386,6 +499,7 @@ void Connection::update_reading() {
   size_t pending = out_.size() + writing_.size();
   bool want = !eof_ && state_ != State::kHandling && pending <= server_->limits_.max_pending_output_bytes &&
               (!close_after_output_ || shut_) && !body_paused_;
+  if (state_ == State::kTunnel) want = !eof_ && !tunnel_paused_ && !shut_;
   if (want && !reading_) {
     reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read) == 0;
   } else if (!want && reading_) {

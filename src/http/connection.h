@@ -30,7 +30,7 @@ class Connection : private BodySink {
  private:
   friend class HttpServer;
   friend class Exchange;
-  enum class State { kIdle, kHead, kBody, kHandling, kClosing };
+  enum class State { kIdle, kHead, kBody, kHandling, kClosing, kTunnel };
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -49,6 +49,7 @@ class Connection : private BodySink {
   void set_timeout_for_state();
   void update_reading();
   void maybe_drained();
+  void tunnel_input(const char* data, size_t len);
 
   uv_tcp_t tcp_{};  // first member: the handle's memory is this object's
   HttpServer* server_;
@@ -70,6 +71,9 @@ class Connection : private BodySink {
   bool streaming_ = false;      // the current request's body goes to the handler as it arrives
   bool body_paused_ = false;    // the handler asked to stop reading the body
   std::function<void()> on_drained_;  // a streamed answer waits for the output to drain
+  std::function<void()> on_gone_;  // Exchange::on_peer_gone
+  TunnelPeer* tunnel_ = nullptr;  // kTunnel: where the client's bytes go
+  bool tunnel_paused_ = false;
   bool in_dispatch_ = false;    // inside the handler call: a response now is synchronous
   bool handle_closed_ = false;  // the close callback ran while a response was owed
   char peer_[64] = {};

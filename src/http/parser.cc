@@ -158,8 +158,10 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
     r.headers.push_back({std::string_view(base + name.begin, name.len), std::string_view(base + value.begin, value.len)});
   }
   r.http_minor = llhttp_get_http_minor(p);
-  // An Upgrade is answered as an ordinary request; nothing is tunnelled, so the connection ends.
-  r.keep_alive = llhttp_should_keep_alive(p) != 0 && llhttp_get_upgrade(p) == 0;
+  // An Upgrade request is answered as an ordinary one (then the connection ends), unless its
+  // handler turns the connection into a tunnel (Exchange::begin_tunnel).
+  r.upgrade = llhttp_get_upgrade(p) != 0;
+  r.keep_alive = llhttp_should_keep_alive(p) != 0 && !r.upgrade;
   r.chunked = (p->flags & F_CHUNKED) != 0;
   r.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
   r.content_length = r.has_content_length ? p->content_length : 0;

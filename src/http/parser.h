@@ -33,6 +33,7 @@ struct Request {
   std::string_view query;   // after '?', empty when none
   std::vector<Header> headers;
   bool keep_alive = true;
+  bool upgrade = false;  // Connection: upgrade + Upgrade (or CONNECT): the connection may become a tunnel
   bool expect_continue = false;
   bool chunked = false;
   bool has_content_length = false;

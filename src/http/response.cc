@@ -90,7 +90,9 @@ void append_response(std::string& out, const ResponseHead& head, std::string_vie
   }
   // 1xx, 204 and 304 carry no body and no Content-Length.
   bool bodiless = head.status < 200 || head.status == 204 || head.status == 304;
-  if (!bodiless) {
+  if (!bodiless && head.body_follows_separately && head.unknown_length) {
+    if (head.chunked) out += "Transfer-Encoding: chunked\r\n";
+  } else if (!bodiless) {
     out += "Content-Length: ";
     r = std::to_chars(num, num + sizeof num, head.body_follows_separately ? head.content_length : body.size());
     out.append(num, r.ptr);

@@ -22,6 +22,10 @@ struct ResponseHead {
   // A body written afterwards by the caller: Content-Length is `content_length`, `body` unused.
   bool body_follows_separately = false;
   uint64_t content_length = 0;
+  // With body_follows_separately: the length is not known ahead. Chunked: Transfer-Encoding:
+  // chunked (HTTP/1.1 peers); else the body ends when the connection closes (HTTP/1.0 peers).
+  bool unknown_length = false;
+  bool chunked = false;
 };
 
 // Appends a complete response to `out`. `date` is the 29-byte cached Date value.

@@ -14,6 +14,9 @@ Pool::Pool(uv_loop_t* loop, LoopTimers* timers, PoolSettings settings, std::uniq
 Pool::~Pool() { timers_->cancel(&refill_timer_); }
 
 Status Pool::start() {
+  if (ContainerAccess* c = source_->containers()) {
+    c->set_on_container_end([this](uint64_t id, const std::string& why) { on_container_end(id, why); });
+  }
   SP_TRY(source_->start([this] { on_sandboxes_ready(); }));
   refill();
   LOG_INFO("pool %s: %s, %s tier, %u ready, at most %u sessions", settings_.name.c_str(),
@@ -57,6 +60,16 @@ void Pool::on_refill_timer(TimerEntry* e, uint64_t) {
   if (p->stopping_) return;
   p->wanted_now_ = p->refill_target();
   p->source_->set_wanted(p->wanted_now_);
+}
+
+void Pool::on_container_end(uint64_t sandbox_id, const std::string& why) {
+  for (auto& [identifier, session] : sessions_) {
+    if (session->sandbox_id() != sandbox_id) continue;
+    ++container_ends_;
+    LOG_INFO("pool %s: session %s: %s", settings_.name.c_str(), identifier.c_str(), why.c_str());
+    session->destroy("container ended");
+    return;
+  }
 }
 
 Session* Pool::find(const std::string& identifier) {
@@ -255,8 +268,10 @@ void Pool::render_metrics(std::string& out, const std::vector<const Pool*>& pool
   static const Family kCounters[] = {
       {"sandpool_pool_allocations_total", "counter", "Identifiers bound to a ready sandbox.",
        [](const Pool* p, const SourceStats&) { return p->allocations_; }},
-      {"sandpool_pool_expiries_total", "counter", "Sessions ended by their cooldown.",
+      {"sandpool_pool_expiries_total", "counter", "Sessions ended by their cooldown (or maxAlivePeriodInSeconds).",
        [](const Pool* p, const SourceStats&) { return p->expiries_; }},
+      {"sandpool_pool_container_ends_total", "counter", "Custom-container sessions ended by their container (exit, kill, liveness).",
+       [](const Pool* p, const SourceStats&) { return p->container_ends_; }},
       {"sandpool_pool_rejected_full_total", "counter", "Requests refused because the pool was full.",
        [](const Pool* p, const SourceStats&) { return p->rejected_full_; }},
       {"sandpool_pool_allocation_wait_timeouts_total", "counter", "Requests that waited in vain for a ready sandbox.",

@@ -45,6 +45,9 @@ class Pool {
   // Settings that can change at run time (sizes, cooldown, limits); not the container type.
   void update_settings(const PoolSettings& s);
   LoopTimers& timers() { return *timers_; }
+  // Custom-container pools: how sessions reach their containers; nullptr for code interpreters.
+  ContainerAccess* containers() const { return source_->containers(); }
+  bool is_container_pool() const { return source_->containers() != nullptr; }
 
   // The session of `identifier`, allocating one from the ready set when it is new.
   void acquire(const std::string& identifier, AcquireFn done);
@@ -74,6 +77,7 @@ class Pool {
   };
   static void on_wait_timeout(TimerEntry* e, uint64_t now_ms);
   void on_sandboxes_ready();
+  void on_container_end(uint64_t sandbox_id, const std::string& why);
   Session* bind(const std::string& identifier, Sandbox&& sandbox, AcquireError* error);
   void refill();
   size_t refill_target() const;
@@ -97,6 +101,7 @@ class Pool {
   // Metrics.
   uint64_t allocations_ = 0;
   uint64_t expiries_ = 0;
+  uint64_t container_ends_ = 0;
   uint64_t rejected_full_ = 0;
   uint64_t wait_timeouts_ = 0;
   uint64_t executions_by_status_[6] = {};

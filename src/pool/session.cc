@@ -79,24 +79,52 @@ Session::Session(Pool* pool, std::string identifier, Sandbox&& sandbox, int64_t 
 Session::~Session() { pool_->timers().cancel(&cooldown_timer_); }
 
 Status Session::start(uv_loop_t* loop) {
-  SP_TRY_ASSIGN(conn_, AgentConn::open(loop, std::move(sandbox_.agent_fd), this));
+  // Custom containers have no agent: the proxy reaches them over TCP.
+  if (!pool_->is_container_pool()) {
+    SP_TRY_ASSIGN(conn_, AgentConn::open(loop, std::move(sandbox_.agent_fd), this));
+  }
+  if (!timed() && pool_->settings().max_alive_period_seconds != 0) {
+    // OnContainerExit: no cooldown; the container's exit ends the session, or this bound does.
+    pool_->timers().arm_in(&cooldown_timer_, static_cast<uint64_t>(pool_->settings().max_alive_period_seconds) * 1000);
+  }
   touch();
   return {};
 }
 
+bool Session::timed() const { return pool_->settings().lifecycle == Lifecycle::kTimed; }
+
 int64_t Session::expires_unix_ms() const {
+  if (!timed()) {
+    uint32_t max_alive = pool_->settings().max_alive_period_seconds;
+    return max_alive == 0 ? 0 : created_unix_ms_ + static_cast<int64_t>(max_alive) * 1000;
+  }
   return last_access_unix_ms_ + static_cast<int64_t>(pool_->settings().cooldown_period_seconds) * 1000;
 }
 
 void Session::touch() {
   last_access_unix_ms_ = unix_now_ms();
-  if (state_ == SessionState::kAllocated) {
+  if (state_ == SessionState::kAllocated && timed()) {
     pool_->timers().arm_in(&cooldown_timer_, static_cast<uint64_t>(pool_->settings().cooldown_period_seconds) * 1000);
   }
 }
 
+void Session::begin_request() {
+  ++busy_;
+  touch();
+}
+
+void Session::end_request() {
+  if (busy_ > 0) --busy_;
+  if (state_ == SessionState::kAllocated) touch();
+}
+
 void Session::on_cooldown(TimerEntry* e, uint64_t) {
   Session* s = OwnedTimer<Session>::owner_of(e);
+  if (!s->timed()) {
+    s->pool_->count_expiry();
+    s->destroy("maxAlivePeriodInSeconds reached");
+    return;
+  }
   if (s->busy_ > 0) {
     // Work in progress is not idleness: the cooldown starts over when it is answered.
     s->touch();
@@ -246,6 +274,7 @@ void Session::destroy(const char* reason) {
     conn_ = nullptr;
     c->close();  // pending callbacks run now, with ECANCELED
   }
+  if (attachment_) attachment_->on_session_end();
   pool_->session_ended(this, std::move(sandbox_));  // frees this object later
 }
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -56,6 +57,14 @@ struct ExecutionRecord {
   uint32_t output_limit_bytes = 4096;
 };
 
+// Per-session state another layer keeps (the proxy's upstream connections); told when the session
+// ends so it can let go of the sandbox's resources at once.
+class SessionAttachment {
+ public:
+  virtual ~SessionAttachment() = default;
+  virtual void on_session_end() = 0;
+};
+
 class Session : public AgentConn::Listener {
  public:
   using ExecFn = std::function<void(const ExecOutcome& outcome)>;
@@ -85,6 +94,12 @@ class Session : public AgentConn::Listener {
   void agent_request(std::string_view frame, uint64_t id, AgentConn::ReplyFn on_reply);
   size_t agent_pending_output() const;
   bool busy() const { return busy_ > 0; }
+  // Custom containers: a proxied request is in flight (the cooldown waits for it) / is over.
+  void begin_request();
+  void end_request();
+  const Sandbox& sandbox() const { return sandbox_; }
+  SessionAttachment* attachment() const { return attachment_.get(); }
+  void set_attachment(std::unique_ptr<SessionAttachment> a) { attachment_ = std::move(a); }
   // Executions waiting or running in this session are bounded (asynchronous ones answer at once,
   // so nothing else limits them): past kMaxQueuedExecutions a new one is refused.
   static constexpr uint32_t kMaxQueuedExecutions = 64;
@@ -108,6 +123,7 @@ class Session : public AgentConn::Listener {
 
  private:
   static void on_cooldown(TimerEntry* e, uint64_t now_ms);
+  bool timed() const;
 
   Pool* pool_;
   std::string identifier_;
@@ -121,6 +137,7 @@ class Session : public AgentConn::Listener {
   std::deque<ExecutionRecord> executions_;  // oldest first, bounded in count and bytes
   size_t execution_bytes_ = 0;
   std::unordered_map<std::string, ExecutionRecord*> execution_index_;
+  std::unique_ptr<SessionAttachment> attachment_;
 };
 
 int64_t unix_now_ms();

@@ -216,6 +216,7 @@ Status apply_container_field(std::string_view k, value fv, PoolSettings* s, std:
   if (k == "env") return get_env(fv, &c, message);
   if (k == "probes") return get_probes(fv, &c, message);
   if (k == "targetPort") return get_port(fv, "targetPort", &c.target_port, message);
+  if (k == "upstreamTimeoutInSeconds") return get_u32(fv, "upstreamTimeoutInSeconds", 1, 3600, &c.upstream_timeout_seconds, message);
   if (k == "resources") return apply_field(k, fv, s, message, depth);
   return fail(message, "unknown container field " + std::string(k));
 }
@@ -305,7 +306,8 @@ Status apply_field(std::string_view key, value v, PoolSettings* s, std::string* 
     });
   }
   if (key == "customContainerTemplate") return apply_custom_container_template(v, s, message, depth);
-  if (key == "image" || key == "command" || key == "args" || key == "env" || key == "probes" || key == "targetPort") {
+  if (key == "image" || key == "command" || key == "args" || key == "env" || key == "probes" || key == "targetPort" ||
+      key == "upstreamTimeoutInSeconds") {
     return apply_container_field(key, v, s, message, depth);
   }
   if (key == "ingress") {
@@ -515,6 +517,7 @@ std::string settings_to_json(const PoolSettings& s) {
     for (const auto& [name, val] : c.env) w.begin_object().key("name").string(name).key("value").string(val).end_object();
     w.end_array();
     w.key("targetPort").number_u(c.target_port);
+    w.key("upstreamTimeoutInSeconds").number_u(c.upstream_timeout_seconds);
     w.key("probes").begin_array();
     if (c.startup) write_probe(w, "Startup", *c.startup);
     if (c.liveness) write_probe(w, "Liveness", *c.liveness);

@@ -41,6 +41,7 @@ struct ContainerSettings {
   std::optional<std::vector<std::string>> args;     // replaces the image's Cmd
   std::vector<std::pair<std::string, std::string>> env;  // added to / overriding the image's Env
   uint16_t target_port = 0;
+  uint32_t upstream_timeout_seconds = 240;  // no response head from the container in this long: 504
   std::optional<ProbeSettings> startup;   // none given: a TCP probe on targetPort (Azure's default)
   std::optional<ProbeSettings> liveness;  // none given: no liveness probing
 };

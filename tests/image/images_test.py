@@ -29,7 +29,7 @@ kOciIndex = "application/vnd.oci.image.index.v1+json"
 kLayerTypes = {"application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
                "application/vnd.oci.image.layer.v1.tar+zstd": "zstd"}
 kMtime = 946684800
-kWsGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+kWsGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 make_py, app_py = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 unit_image = os.path.abspath(sys.argv[3]) if len(sys.argv) > 3 else None

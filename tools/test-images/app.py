@@ -20,7 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-kWsGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+kWsGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 kWriteBytes = 64 * 1024
 # One period of the /bytes pattern (byte i = i % 251), long enough to slice any 64 KiB write.
 kPattern = bytes(range(251)) * (kWriteBytes // 251 + 2)
@@ -146,6 +146,8 @@ class Handler(BaseHTTPRequestHandler):
             elif method == "POST" and path == "/upload":
                 n, digest = self.body_digest()
                 self.answer_json(200, {"len": n, "sha256": digest})
+            elif method == "HEAD" and path == "/healthz":
+                self.answer(200, "ok")  # answer() sends the head only
             elif method == "GET" and path in kGetRoutes:
                 kGetRoutes[path](self)
             else:

@@ -1,0 +1,132 @@
+// ResponseParser: llhttp callbacks → UpstreamHead, body pieces, completion.
+#include "proxy/response_parser.h"
+
+namespace sp::proxy {
+namespace {
+
+constexpr size_t kMaxHeadBytes = 64 * 1024;
+constexpr size_t kMaxHeaders = 100;
+
+ResponseParser* self(llhttp_t* p) { return static_cast<ResponseParser*>(p->data); }
+
+}  // namespace
+
+ResponseParser::ResponseParser(Listener* listener) : listener_(listener) {
+  llhttp_settings_init(&settings_);
+  settings_.on_message_begin = on_message_begin;
+  settings_.on_header_field = on_header_field;
+  settings_.on_header_value = on_header_value;
+  settings_.on_headers_complete = on_headers_complete;
+  settings_.on_body = on_body;
+  settings_.on_message_complete = on_message_complete;
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+}
+
+void ResponseParser::reset(bool head_request) {
+  llhttp_reset(&parser_);
+  parser_.data = this;
+  head_request_ = head_request;
+  in_response_ = false;
+  interim_ = false;
+  error_ = "";
+}
+
+int ResponseParser::add_head_bytes(size_t len) {
+  head_bytes_ += len;
+  if (head_bytes_ > kMaxHeadBytes) {
+    error_ = "response head too large";
+    return -1;
+  }
+  return 0;
+}
+
+int ResponseParser::on_message_begin(llhttp_t* p) {
+  ResponseParser* s = self(p);
+  s->head_ = UpstreamHead{};
+  s->head_bytes_ = 0;
+  s->in_value_ = false;
+  s->in_response_ = true;
+  return 0;
+}
+
+int ResponseParser::on_header_field(llhttp_t* p, const char* at, size_t len) {
+  ResponseParser* s = self(p);
+  if (s->add_head_bytes(len) != 0) return -1;
+  if (s->in_value_ || s->head_.headers.empty()) {
+    if (s->head_.headers.size() >= kMaxHeaders) {
+      s->error_ = "too many response headers";
+      return -1;
+    }
+    s->head_.headers.emplace_back();
+    s->in_value_ = false;
+  }
+  s->head_.headers.back().first.append(at, len);
+  return 0;
+}
+
+int ResponseParser::on_header_value(llhttp_t* p, const char* at, size_t len) {
+  ResponseParser* s = self(p);
+  if (s->add_head_bytes(len) != 0) return -1;
+  if (s->head_.headers.empty()) return -1;
+  s->in_value_ = true;
+  s->head_.headers.back().second.append(at, len);
+  return 0;
+}
+
+int ResponseParser::on_headers_complete(llhttp_t* p) {
+  ResponseParser* s = self(p);
+  UpstreamHead& h = s->head_;
+  h.status = llhttp_get_status_code(p);
+  h.http_minor = llhttp_get_http_minor(p);
+  if (h.status >= 100 && h.status < 200 && h.status != 101) {
+    s->interim_ = true;  // 100 Continue, 103 Early Hints: not forwarded
+    return 0;
+  }
+  h.keep_alive = llhttp_should_keep_alive(p) != 0;
+  h.chunked = (p->flags & F_CHUNKED) != 0;
+  h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+  h.content_length = h.has_content_length ? p->content_length : 0;
+  s->listener_->on_upstream_head(h);
+  // A HEAD request's answer announces a body it does not carry.
+  return s->head_request_ && h.status != 101 ? 1 : 0;
+}
+
+int ResponseParser::on_body(llhttp_t* p, const char* at, size_t len) {
+  self(p)->listener_->on_upstream_body(std::string_view(at, len));
+  return 0;
+}
+
+int ResponseParser::on_message_complete(llhttp_t* p) {
+  ResponseParser* s = self(p);
+  s->in_response_ = false;
+  if (s->interim_) {
+    s->interim_ = false;
+    return 0;
+  }
+  if (s->head_.status != 101) s->listener_->on_upstream_complete();
+  return 0;
+}
+
+ResponseParser::Result ResponseParser::feed(const char* data, size_t len, size_t* consumed) {
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (err == HPE_OK) {
+    *consumed = len;
+    return Result::kOk;
+  }
+  if (err == HPE_PAUSED_UPGRADE) {
+    *consumed = static_cast<size_t>(llhttp_get_error_pos(&parser_) - data);
+    return Result::kUpgrade;
+  }
+  *consumed = 0;
+  if (error_[0] == '\0') error_ = llhttp_errno_name(err);
+  return Result::kError;
+}
+
+bool ResponseParser::finish() {
+  if (!in_response_) return true;
+  if (llhttp_finish(&parser_) != HPE_OK) return false;
+  return !in_response_;
+}
+
+}  // namespace sp::proxy

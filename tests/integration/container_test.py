@@ -1,0 +1,368 @@
+"""Integration tests of custom-container pools (issue 5): the proxy to targetPort, lifecycles, probes
+and stopSession, against the real binary running the test images of tools/make-test-images.py in
+real sandboxes. Exit 77 (skip) when this machine cannot make sandboxes.
+
+Usage: container_test.py PATH_TO_SANDPOOL PATH_TO_MAKE_TEST_IMAGES
+"""
+import base64
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import harness
+from harness import Server
+
+IMAGES = None  # directory of the built test images
+MAKE_IMAGES = ""
+
+
+def pool(name, image="pyapp", **extra):
+    p = {"name": name, "containerType": "CustomContainer", "image": os.path.join(IMAGES, image), "targetPort": 8080,
+         "readySessionInstances": 1, "maxConcurrentSessions": 32, "cooldownPeriodInSeconds": 300,
+         "env": [{"name": "QUIET", "value": "1"}]}
+    p.update(extra)
+    return p
+
+
+def start_server(store, *pools, flags=()):
+    path = os.path.join(store, "pools-%d.json" % time.monotonic_ns())
+    with open(path, "w") as f:
+        json.dump({"pools": list(pools)}, f)
+    srv = Server("--pools-file", path, "--image-store", os.path.join(store, "images"), *flags)
+    srv.start()
+    return srv
+
+
+def metric(srv, name):
+    body = srv.request("GET", "/metrics").body.decode()
+    total = 0
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def read_chunked(conn):
+    out = bytearray()
+    while True:
+        size = int(conn.read_until(b"\r\n")[:-2].split(b";")[0], 16)
+        if size == 0:
+            conn.read_until(b"\r\n")
+            return bytes(out)
+        out += conn.read_exact(size)
+        conn.read_exact(2)
+
+
+def pattern(n):
+    block = bytes(i % 251 for i in range(251 * 1024))
+    reps, rest = divmod(n, len(block))
+    return block * reps + block[:rest]
+
+
+class Proxy(unittest.TestCase):
+    """One server with the pyapp pool; requests go through the proxy."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="sp-ct-")
+        os.chmod(cls.tmp.name, 0o755)  # the sandboxes' ids must reach the image store
+        cls.srv = start_server(cls.tmp.name, pool("app", readySessionInstances=2),
+                               pool("quick", upstreamTimeoutInSeconds=1))
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.srv.stop()
+        cls.srv.proc.stdout.close()
+        cls.srv.dir.cleanup()
+        cls.tmp.cleanup()
+        assert rc == 0, cls.srv.log()
+
+    def echo(self, method, ident="echo-1", body=b"", headers=None, path="/echo/a%20b?x=1&y=2"):
+        target = "/pools/app" + path + ("&" if "?" in path else "?") + "identifier=" + ident
+        r = self.srv.request(method, target, body, headers)
+        self.assertEqual(r.status, 200, r)
+        return json.loads(r.body)
+
+    def test_methods_paths_queries_headers(self):
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            j = self.echo(method, body=b"abc" if method in ("POST", "PUT", "PATCH") else b"",
+                          headers={"X-Custom": "v1", "Authorization": "Bearer tok", "Cookie": "a=b"})
+            self.assertEqual(j["method"], method)
+            self.assertEqual(j["path"], "/echo/a%20b")
+            self.assertEqual(j["query"], "x=1&y=2&identifier=echo-1")
+            names = {k.lower(): v for k, v in j["headers"]}
+            self.assertEqual(names["x-custom"], "v1")
+            self.assertEqual(names["authorization"], "Bearer tok")  # no API keys: the token is the app's
+            self.assertEqual(names["x-forwarded-for"], "127.0.0.1")
+            self.assertEqual(names["x-forwarded-proto"], "http")
+            self.assertEqual(names["x-forwarded-host"], "x")
+            self.assertEqual(names["host"], "x")
+
+    def test_hop_by_hop_headers_are_dropped(self):
+        j = self.echo("GET", headers={"Connection": "close, X-Secret-Hop", "X-Secret-Hop": "1", "Keep-Alive": "timeout=5",
+                                      "TE": "trailers", "Proxy-Authorization": "Basic x", "X-Forwarded-For": "10.1.2.3"})
+        names = {k.lower(): v for k, v in j["headers"]}
+        for gone in ("x-secret-hop", "keep-alive", "te", "proxy-authorization"):
+            self.assertNotIn(gone, names)
+        self.assertNotEqual(names.get("connection", "").lower(), "close, x-secret-hop")
+        self.assertEqual(names["x-forwarded-for"], "10.1.2.3, 127.0.0.1")
+
+    def test_bad_identifiers_allocate_nothing(self):
+        before = metric(self.srv, "sandpool_pool_allocations_total")
+        r = self.srv.request("GET", "/pools/app/echo")
+        self.assertEqual(r.status, 400)
+        self.assertEqual(json.loads(r.body)["error"]["code"], "InvalidIdentifier")
+        r = self.srv.request("GET", "/pools/app/echo?identifier=a")
+        self.assertEqual(r.status, 400)
+        r = self.srv.request("POST", "/pools/app/upload?identifier=a", b"x" * 100000)
+        self.assertEqual(r.status, 400)
+        self.assertEqual(metric(self.srv, "sandpool_pool_allocations_total"), before)
+
+    def test_management_calls_are_not_forwarded(self):
+        self.echo("GET", ident="mgmt-1")
+        r = self.srv.request("POST", "/pools/app/.management/getSession?identifier=mgmt-1")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(json.loads(r.body)["identifier"], "mgmt-1")
+        r = self.srv.request("POST", "/pools/app/.management/listSessions")
+        self.assertIn("mgmt-1", [s["identifier"] for s in json.loads(r.body)["value"]])
+
+    def test_large_bodies_both_ways(self):
+        n = 100 << 20
+        data = os.urandom(1 << 20) * 100
+        digest = hashlib.sha256(data).hexdigest()
+        for headers in ({}, {"Transfer-Encoding": "chunked"}):
+            c = self.srv.connect(timeout=60)
+            if headers:
+                c.send_request("POST", "/pools/app/upload?identifier=big-1", b"", headers)
+                for i in range(0, n, 1 << 20):
+                    c.send(b"%x\r\n" % (1 << 20) + data[i:i + (1 << 20)] + b"\r\n")
+                c.send(b"0\r\n\r\n")
+            else:
+                c.send_request("POST", "/pools/app/upload?identifier=big-1", data)
+            r = c.read_response()
+            c.close()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(json.loads(r.body), {"len": n, "sha256": digest})
+        want = hashlib.sha256(pattern(n)).hexdigest()
+        r = self.srv.request("GET", "/pools/app/bytes?n=%d&identifier=big-1" % n)
+        self.assertEqual(r.header("Content-Length"), str(n))
+        self.assertEqual(hashlib.sha256(r.body).hexdigest(), want)
+        c = self.srv.connect(timeout=60)
+        c.send_request("GET", "/pools/app/bytes?n=%d&chunked=1&identifier=big-1" % n)
+        r = c.read_response()
+        self.assertEqual(r.header("Transfer-Encoding"), "chunked")
+        self.assertEqual(hashlib.sha256(read_chunked(c)).hexdigest(), want)
+        c.close()
+
+    def test_head_keeps_the_length_without_a_body(self):
+        c = self.srv.connect()
+        c.send_request("HEAD", "/pools/app/healthz?identifier=head-1")
+        r = c.read_response(head=True)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("Content-Length"), "2")
+        c.send_request("GET", "/pools/app/healthz?identifier=head-1")  # the connection is still in step
+        self.assertEqual(c.read_response().body, b"ok")
+        c.close()
+
+    def test_server_sent_events_arrive_as_sent(self):
+        c = self.srv.connect()
+        c.send_request("GET", "/pools/app/sse?n=3&ms=300&identifier=sse-1")
+        r = c.read_response()
+        self.assertEqual(r.status, 200)
+        self.assertIn("text/event-stream", r.header("Content-Type"))
+        times = []
+        t0 = time.monotonic()
+        for i in range(3):
+            size = int(c.read_until(b"\r\n")[:-2], 16)
+            piece = c.read_exact(size + 2)[:-2]
+            self.assertEqual(piece, b"data: %d\n\n" % i)
+            times.append(time.monotonic() - t0)
+        # Each event is forwarded when the container sends it, not when the stream ends.
+        self.assertLess(times[0], 0.25)
+        self.assertGreater(times[2] - times[0], 0.45)
+        c.close()
+
+    def test_keep_alive_and_pipelining_reuse_the_container_connection(self):
+        self.echo("GET", ident="ka-1")
+        before = metric(self.srv, "sandpool_proxy_upstream_reuses_total")
+        c = self.srv.connect()
+        req = b"GET /pools/app/echo?identifier=ka-1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        c.send(req * 5)
+        for _ in range(5):
+            r = c.read_response()
+            self.assertEqual(r.status, 200)
+        c.close()
+        self.assertGreaterEqual(metric(self.srv, "sandpool_proxy_upstream_reuses_total") - before, 4)
+
+    def test_websocket_echo(self):
+        c = self.srv.connect()
+        key = base64.b64encode(os.urandom(16)).decode()
+        c.send_request("GET", "/pools/app/ws?identifier=ws-1",
+                       headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": key,
+                                "Sec-WebSocket-Version": "13"})
+        r = c.read_response(head=True)
+        self.assertEqual(r.status, 101, r)
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.assertEqual(r.header("Sec-WebSocket-Accept"), accept)
+        for payload in (b"hello", os.urandom(70000)):
+            mask = os.urandom(4)
+            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if len(payload) < 126:
+                hdr = struct.pack("!BB", 0x82, 0x80 | len(payload))
+            else:
+                hdr = struct.pack("!BBQ", 0x82, 0x80 | 127, len(payload))
+            c.send(hdr + mask + masked)
+            b0, b1 = c.read_exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", c.read_exact(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", c.read_exact(8))[0]
+            self.assertEqual(b0 & 0x0F, 2)
+            self.assertEqual(c.read_exact(n), payload)
+        mask = os.urandom(4)
+        c.send(struct.pack("!BB", 0x88, 0x80) + mask)  # close
+        self.assertTrue(c.closed_by_peer(timeout=5))
+        c.close()
+
+    def test_reset_is_a_bad_gateway(self):
+        r = self.srv.request("GET", "/pools/app/reset?identifier=rst-1")
+        self.assertEqual(r.status, 502, r)
+        self.assertEqual(json.loads(r.body)["error"]["code"], "BadGateway")
+        self.assertEqual(r.header("x-ms-error-code"), "BadGateway")
+        self.assertEqual(self.srv.request("GET", "/pools/app/healthz?identifier=rst-1").body, b"ok")
+
+    def test_hang_is_a_gateway_timeout(self):
+        t0 = time.monotonic()
+        r = self.srv.request("GET", "/pools/quick/slow?ms=5000&identifier=slow-1")
+        self.assertEqual(r.status, 504, r)
+        self.assertLess(time.monotonic() - t0, 4)
+        self.assertEqual(self.srv.request("GET", "/pools/quick/slow?ms=10&identifier=slow-1").body, b"ok")
+
+    def test_sessions_are_isolated_and_stop_session_wipes(self):
+        r = self.srv.request("PUT", "/pools/app/file/secret?identifier=iso-a", b"mine")
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.srv.request("GET", "/pools/app/file/secret?identifier=iso-a").body, b"mine")
+        self.assertEqual(self.srv.request("GET", "/pools/app/file/secret?identifier=iso-b").status, 404)
+        r = self.srv.request("POST", "/pools/app/.management/stopSession?identifier=iso-a")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"Session iso-a in session pool app stopped.")
+        self.assertEqual(self.srv.request("GET", "/pools/app/file/secret?identifier=iso-a").status, 404)
+
+    def test_client_gone_mid_download_frees_the_request(self):
+        c = self.srv.connect()
+        c.send_request("GET", "/pools/app/bytes?n=%d&identifier=gone-1" % (200 << 20))
+        c.read_response(head=True)
+        c.close()
+        deadline = time.monotonic() + 10
+        while metric(self.srv, "sandpool_proxy_active_requests") > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(metric(self.srv, "sandpool_proxy_active_requests"), 0)
+        self.assertEqual(self.srv.request("GET", "/pools/app/healthz?identifier=gone-1").body, b"ok")
+
+
+class Lifecycles(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="sp-ct-")
+        os.chmod(cls.tmp.name, 0o755)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def stop(self, srv):
+        rc = srv.stop()
+        log = srv.log()
+        srv.proc.stdout.close()
+        srv.dir.cleanup()
+        self.assertEqual(rc, 0, log)
+
+    def test_on_container_exit_and_max_alive(self):
+        lc = {"lifecycleConfiguration": {"lifecycleType": "OnContainerExit", "maxAlivePeriodInSeconds": 3}}
+        srv = start_server(self.tmp.name, pool("exit", **lc), pool("forever", **{"lifecycleConfiguration": {"lifecycleType": "OnContainerExit"}}))
+        try:
+            self.assertEqual(srv.request("PUT", "/pools/exit/file/f?identifier=ex-1", b"x").status, 201)
+            r = srv.request("GET", "/pools/exit/exit?code=3&identifier=ex-1")
+            self.assertEqual(r.body, b"bye")
+            deadline = time.monotonic() + 10
+            while metric(srv, "sandpool_pool_container_ends_total") < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(metric(srv, "sandpool_pool_container_ends_total"), 1)
+            self.assertIn("exited with status 3", srv.log())
+            # The identifier gets a fresh sandbox: the file is gone.
+            self.assertEqual(srv.request("GET", "/pools/exit/file/f?identifier=ex-1").status, 404)
+            # maxAlivePeriodInSeconds ends a session that keeps running, requests or not.
+            self.assertEqual(srv.request("PUT", "/pools/exit/file/g?identifier=ex-2", b"x").status, 201)
+            r = srv.request("POST", "/pools/exit/.management/getSession?identifier=ex-2")
+            self.assertNotEqual(json.loads(r.body)["expiresAt"], None)
+            time.sleep(3.5)
+            r = srv.request("POST", "/pools/exit/.management/getSession?identifier=ex-2")
+            self.assertEqual(r.status, 404, r)
+            # Without a bound the session lives on.
+            self.assertEqual(srv.request("PUT", "/pools/forever/file/h?identifier=fv-1", b"x").status, 201)
+            time.sleep(0.5)
+            self.assertEqual(srv.request("GET", "/pools/forever/file/h?identifier=fv-1").body, b"x")
+        finally:
+            self.stop(srv)
+
+    def test_timed_cooldown_and_probe_failure(self):
+        never = pool("never", command=["/usr/bin/python3", "-c", "import time; time.sleep(60)"],
+                     probes=[{"type": "Startup", "tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 2}],
+                     allocationWaitInMilliseconds=3000)
+        srv = start_server(self.tmp.name, pool("cool", cooldownPeriodInSeconds=2), never)
+        try:
+            self.assertEqual(srv.request("PUT", "/pools/cool/file/f?identifier=cd-1", b"x").status, 201)
+            for _ in range(3):  # requests keep it alive past its cooldown
+                time.sleep(1)
+                self.assertEqual(srv.request("GET", "/pools/cool/file/f?identifier=cd-1").body, b"x")
+            time.sleep(3)
+            self.assertEqual(srv.request("GET", "/pools/cool/file/f?identifier=cd-1").status, 404)
+            # A container that never listens never becomes ready.
+            r = srv.request("GET", "/pools/never/healthz?identifier=nv-1")
+            self.assertEqual(r.status, 503, r)
+            self.assertGreaterEqual(metric(srv, 'sandpool_pool_spawn_failures_total{pool="never"}'), 1)
+            self.assertEqual(metric(srv, 'sandpool_pool_sessions{pool="never",state="Ready"}'), 0)
+        finally:
+            self.stop(srv)
+
+    def test_api_keys_are_not_forwarded(self):
+        srv = start_server(self.tmp.name, pool("keyed"), flags=("--api-key", "k1"))
+        try:
+            self.assertEqual(srv.request("GET", "/pools/keyed/echo?identifier=key-1").status, 401)
+            r = srv.request("GET", "/pools/keyed/echo?identifier=key-1", headers={"Authorization": "Bearer k1"})
+            self.assertEqual(r.status, 200, r)
+            names = {k.lower() for k, _ in json.loads(r.body)["headers"]}
+            self.assertNotIn("authorization", names)
+        finally:
+            self.stop(srv)
+
+
+def sandboxes_work():
+    try:
+        p = subprocess.run([harness.BINARY, "sandbox-run", "--", "/bin/true"], capture_output=True, timeout=60)
+    except OSError as e:
+        return False, str(e)
+    return p.returncode == 0, p.stderr.decode(errors="replace").strip()
+
+
+if __name__ == "__main__":
+    harness.BINARY = os.path.abspath(sys.argv.pop(1))
+    MAKE_IMAGES = os.path.abspath(sys.argv.pop(1))
+    ok, why = sandboxes_work()
+    if not ok:
+        print("SKIP: this machine cannot make sandboxes (user namespaces / cgroups): " + why)
+        sys.exit(77)
+    with tempfile.TemporaryDirectory(prefix="sp-images-") as d:
+        IMAGES = d
+        subprocess.run(["/usr/bin/python3", MAKE_IMAGES, d], check=True, stdout=subprocess.DEVNULL)
+        os.chmod(d, 0o755)
+        prog = unittest.main(verbosity=2, exit=False)
+    sys.exit(0 if prog.result.wasSuccessful() else 1)
