@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kInitStatusFd = 3;  // where init finds its status pipe (see init.cc)
 constexpr int kHighFdFloor = 256;  // above kSourceFdBase + kMaxSources
+constexpr int kSetupTimeoutMs = 30000;  // clone → exec; normally 1–20 ms
 
 // Everything the child needs, prepared by the parent: the child reads it from its copy
 // of our memory and allocates nothing.
@@ -215,6 +216,13 @@ Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) c
   if (write(sync.w.get(), "g", 1) != 1) return fail(errno_error("write sync pipe"));
   ChildReport r{};
   ssize_t n;
+  // Setup takes milliseconds; a child stuck before exec must not stall the calling thread forever.
+  pollfd rp{report.r.get(), POLLIN, 0};
+  int ready;
+  do {
+    ready = poll(&rp, 1, kSetupTimeoutMs);
+  } while (ready < 0 && errno == EINTR);
+  if (ready == 0) return fail(Error{ETIMEDOUT, "sandbox setup timed out"});
   do {
     n = read(report.r.get(), &r, sizeof r);
   } while (n < 0 && errno == EINTR);
