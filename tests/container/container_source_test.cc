@@ -62,10 +62,10 @@ int g_image_seq = 0;
 bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
 // An OCI layout of the busybox image with `config_json` as its config; returns its path.
-std::string make_image(const std::string& config_json) {
+std::string make_image(const std::string& config_json, const std::string& symlinks_json = "{}") {
   std::string out = g_store + "-images/img" + std::to_string(++g_image_seq);
   fs::create_directories(out);
-  std::string cmd = "/usr/bin/python3 " + g_make_image + " '" + out + "' '" + config_json + "'";
+  std::string cmd = "/usr/bin/python3 " + g_make_image + " '" + out + "' '" + config_json + "' '" + symlinks_json + "'";
   if (std::system(cmd.c_str()) != 0) {
     std::fprintf(stderr, "make image failed: %s\n", cmd.c_str());
     std::exit(1);
@@ -554,6 +554,29 @@ void test_bad_image() {
     std::string img = make_image(R"({"Cmd":["/bin/true"],"User":"nosuchuser","ExposedPorts":{"8080/tcp":{}}})");
     Harness h(settings_for(img));
     CHECK(!h.start().ok());
+    CHECK(contains(h.src->stats().last_error, "User not found"));
+    h.finish();
+  }
+  // Hostile images: mount points that are symlinks out of the rootfs are refused; a User looked
+  // up through a symlinked /etc/passwd is resolved inside the rootfs, never on the host.
+  for (const char* links : {R"({"proc":"/"})", R"({"dev":"/etc"})", R"({"work":"/etc"})", R"({"etc":"/www"})"}) {
+    std::string img = make_image(R"({"Cmd":["/bin/true"],"WorkingDir":"/work/x","ExposedPorts":{"8080/tcp":{}}})", links);
+    Harness h(settings_for(img));
+    CHECK(!h.start().ok());
+    CHECK(contains(h.src->stats().last_error, "not a directory"));
+    h.finish();
+  }
+  {  // the importer itself refuses links that climb out
+    std::string img = make_image(R"({"Cmd":["/bin/true"],"ExposedPorts":{"8080/tcp":{}}})", R"({"dev":"../../../../etc"})");
+    Harness h(settings_for(img));
+    CHECK(!h.start().ok());
+    h.finish();
+  }
+  {
+    std::string img = make_image(R"({"Cmd":["/bin/true"],"User":"daemon","ExposedPorts":{"8080/tcp":{}}})",
+                                 R"({"etc/passwd":"/etc/passwd","etc/group":"/etc/group"})");
+    Harness h(settings_for(img));
+    CHECK(!h.start().ok());  // the host has `daemon`; the image (its passwd a dangling link) has not
     CHECK(contains(h.src->stats().last_error, "User not found"));
     h.finish();
   }
