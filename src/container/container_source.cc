@@ -401,8 +401,13 @@ void ContainerSource::become_ready(Box* b) {
   ready_.push_back(b);
   b->ready_where = std::prev(ready_.end());
   if (settings_.container.liveness) {
+    // Kubernetes: liveness starts once the startup probe passed, its initialDelay counted from
+    // the container's start.
     const pool::ProbeSettings& ps = *settings_.container.liveness;
-    schedule_probe(b, std::max<uint64_t>(ps.period_seconds, 1) * 1000);
+    const uint64_t since_start_ms = (b->ready_ns - b->sb.started_ns) / 1000000;
+    const uint64_t delay_ms = ps.initial_delay_seconds * 1000ull;
+    schedule_probe(b, std::max<uint64_t>(std::max<uint64_t>(ps.period_seconds, 1) * 1000,
+                                         delay_ms > since_start_ms ? delay_ms - since_start_ms : 0));
   }
   if (on_ready_) on_ready_();
 }
