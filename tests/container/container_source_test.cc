@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/mount.h>
@@ -772,6 +773,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   g_tool = argv[4];
+  signal(SIGPIPE, SIG_IGN);  // as the server does (Spawner's contract)
   g_init = argv[1];
   g_make_image = argv[2];
   std::string name = argv[3];
