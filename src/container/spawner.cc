@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -32,13 +34,13 @@ class SlotTable {
     static SlotTable t;
     return t;
   }
+  // The lowest free slot, so that a spawner's cached id-mapping namespaces are reused (a slot
+  // is freed only once every process of its previous sandbox is gone).
   bool alloc(uint32_t* slot) {
     std::lock_guard<std::mutex> g(mu_);
-    for (uint32_t i = 0; i < kMaxSlots; ++i) {
-      uint32_t s = (next_ + i) % kMaxSlots;
+    for (uint32_t s = 0; s < kMaxSlots; ++s) {
       if (!used_[s]) {
         used_[s] = true;
-        next_ = s + 1;
         *slot = s;
         return true;
       }
@@ -53,12 +55,23 @@ class SlotTable {
  private:
   std::mutex mu_;
   bool used_[kMaxSlots] = {};
-  uint32_t next_ = 0;
 };
 
 std::string describe(const Error& e) { return std::string(e.where) + ": " + e.message(); }
 
 }  // namespace
+
+std::string describe_exit(const std::string& status_line, bool oom_killed) {
+  if (oom_killed) return "killed: out of memory";
+  const std::string& t = status_line;
+  if (t.compare(0, 5, "exit ") == 0) return "container exited with status " + std::to_string(std::atoi(t.c_str() + 5));
+  if (t.compare(0, 7, "signal ") == 0) {
+    int sig = std::atoi(t.c_str() + 7);
+    const char* name = sigabbrev_np(sig);
+    return "container killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
+  }
+  return "container init was killed";
+}
 
 uint64_t monotonic_ns() {
   timespec ts;
@@ -84,6 +97,7 @@ struct ContainerSpawner::Impl {
   std::atomic<uint64_t> reaped{0};
   uint64_t next_id = 0;  // spawner thread
   std::unordered_map<uint32_t, UniqueFd> idmaps;  // slot → its id-mapping user namespace (spawner thread)
+  UniqueFd dev_null;       // the containers' stdin/stdout/stderr
 
   std::thread spawner_thread, reaper_thread;
 
@@ -115,6 +129,7 @@ Spawned ContainerSpawner::Impl::spawn_one() {
     if (!ns.ok()) return fail(describe(ns.error()));
     it = idmaps.emplace(out.slot, std::move(ns).value()).first;
   }
+  const uint64_t t_ids = monotonic_ns();
   // 2. the writable layer over the image.
   const std::string dir = owner_dir + "/" + std::to_string(out.id);
   auto root = mount_writable_root(dir, cfg.image_rootfs, it->second.get(), host_base, cfg.data_bytes);
@@ -122,6 +137,7 @@ Spawned ContainerSpawner::Impl::spawn_one() {
     remove_layer_dir(dir);
     return fail(describe(root.error()));
   }
+  const uint64_t t_layer = monotonic_ns();
   // 3. cgroup, then the sandbox itself.
   auto cg = cgroups.create(cfg.pool + "-c" + std::to_string(out.id), cfg.limits);
   if (!cg.ok()) {
@@ -129,6 +145,7 @@ Spawned ContainerSpawner::Impl::spawn_one() {
     return fail(describe(cg.error()));
   }
   out.cgroup = std::move(cg).value();
+  const uint64_t t_cgroup = monotonic_ns();
   MountPlan plan_copy = plan;
   set_root_source(plan_copy, root.value());
   SandboxSpec spec;
@@ -139,6 +156,7 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   spec.host_id_base = host_base;
   spec.uid = cfg.launch.uid;
   spec.gid = cfg.launch.gid;
+  spec.stdio_fd = dev_null.get();  // container output is not the server's log (see README)
   spec.argv = cfg.launch.argv;
   spec.env = cfg.launch.env;
   auto proc = spawner.spawn(spec, out.cgroup);
@@ -150,11 +168,22 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   }
   out.proc = std::move(proc).value();
   out.spawned_ns = monotonic_ns();
+  LOG_DEBUG("pool %s: container %llu spawned in %.2f ms (id map %.2f, layer %.2f, cgroup %.2f, clone to exec %.2f)",
+            cfg.pool.c_str(), static_cast<unsigned long long>(out.id), (out.spawned_ns - out.started_ns) / 1e6,
+            (t_ids - out.started_ns) / 1e6, (t_layer - t_ids) / 1e6, (t_cgroup - t_layer) / 1e6,
+            (out.spawned_ns - t_cgroup) / 1e6);
   // 4. the network namespace, for probes and upstream connections. The pid cannot be reused
   //    before we reap it, so /proc/<pid> is this sandbox's init (or its zombie: then ENOENT).
   out.netns.reset(open(("/proc/" + std::to_string(out.proc.pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!out.netns) {
+    // Already gone (its command exited at once): say how, from init's status line.
     std::string why = "open sandbox netns: " + std::string(strerror(errno));
+    std::string status;
+    char buf[64];
+    ssize_t n;
+    while ((n = read(out.proc.status_fd.get(), buf, sizeof buf)) > 0 && status.size() < 64)
+      status.append(buf, static_cast<size_t>(n));
+    if (!status.empty()) why = describe_exit(status, out.cgroup.oom_kills() > 0) + " before its startup probe passed";
     destroy(out);
     out.error = why;
     return out;
@@ -232,6 +261,8 @@ Result<std::unique_ptr<ContainerSpawner>> ContainerSpawner::start(SpawnConfig cf
   if (mkdir(impl->owner_dir.c_str(), 0711) != 0 && errno != EEXIST) return errno_error("mkdir container run dir");
   chmod(impl->owner_dir.c_str(), 0711);
   SP_TRY_ASSIGN(impl->plan, build_container_plan(cfg.launch));
+  impl->dev_null.reset(open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!impl->dev_null) return errno_error("open /dev/null");
   impl->cfg = std::move(cfg);
   impl->wake = wake;
   impl->ctx = ctx;

@@ -81,4 +81,9 @@ class ContainerSpawner {
 
 uint64_t monotonic_ns();
 
+// How a container ended, from init's status line ("exit N" / "signal N", empty when init itself
+// was killed) and whether its cgroup saw an OOM kill: "container exited with status 3",
+// "container killed by signal 9 (SIGKILL)", "killed: out of memory", "container init was killed".
+std::string describe_exit(const std::string& status_line, bool oom_killed);
+
 }  // namespace sp::container

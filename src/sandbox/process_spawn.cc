@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kInitStatusFd = 3;  // where init finds its status pipe (see init.cc)
 constexpr int kHighFdFloor = 256;  // above kSourceFdBase + kMaxSources
+constexpr int kSetupTimeoutMs = 30000;  // clone → exec; normally 1–20 ms
 
 // Everything the child needs, prepared by the parent: the child reads it from its copy
 // of our memory and allocates nothing.
@@ -37,6 +38,7 @@ struct ChildArgs {
   bool new_net;
   uid_t uid;
   gid_t gid;
+  int stdio_fd;  // -1: keep ours
   char* const* init_argv;
   char* const* envp;
   int exe_fd;
@@ -53,7 +55,8 @@ int move_high(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, kHighFdFloor); }
   int sync = move_high(a.sync_r);
   int exe = move_high(a.exe_fd);
   int status = move_high(a.status_w);
-  if (report < 0 || sync < 0 || exe < 0 || status < 0) _exit(SP_CHILD_SETUP_FAILED);
+  int stdio = a.stdio_fd >= 0 ? move_high(a.stdio_fd) : -1;
+  if (report < 0 || sync < 0 || exe < 0 || status < 0 || (a.stdio_fd >= 0 && stdio < 0)) _exit(SP_CHILD_SETUP_FAILED);
   // The parent's ends: holding them would hide the parent's death from us.
   close(a.sync_w);
   close(a.report_r);
@@ -83,6 +86,8 @@ int move_high(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, kHighFdFloor); }
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) sp_child_fail(report, kStepParentDeath, errno);
   pollfd pfd{sync, POLLIN, 0};
   if (poll(&pfd, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
+  if (stdio >= 0 && (dup2(stdio, 0) < 0 || dup2(stdio, 1) < 0 || dup2(stdio, 2) < 0))
+    sp_child_fail(report, kStepCloseFds, errno);
   // Nothing inherited survives exec except stdio and init's status pipe.
   if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) sp_child_fail(report, kStepCloseFds, errno);
   if (dup3(status, kInitStatusFd, 0) < 0) sp_child_fail(report, kStepCloseFds, errno);
@@ -177,7 +182,7 @@ Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) c
   SP_TRY_ASSIGN(Pipe report, make_pipe());
   SP_TRY_ASSIGN(Pipe status, make_pipe());
   ChildArgs a{&plan, &seccomp_, &rlimits, ids.privileged, spec.network == Network::kIsolated, spec.uid, spec.gid,
-              argv.data(), envp.data(),
+              spec.stdio_fd, argv.data(), envp.data(),
               self_exe_.get(), sync.r.get(), sync.w.get(), report.r.get(), report.w.get(), status.r.get(),
               status.w.get()};
 
@@ -211,6 +216,13 @@ Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) c
   if (write(sync.w.get(), "g", 1) != 1) return fail(errno_error("write sync pipe"));
   ChildReport r{};
   ssize_t n;
+  // Setup takes milliseconds; a child stuck before exec must not stall the calling thread forever.
+  pollfd rp{report.r.get(), POLLIN, 0};
+  int ready;
+  do {
+    ready = poll(&rp, 1, kSetupTimeoutMs);
+  } while (ready < 0 && errno == EINTR);
+  if (ready == 0) return fail(Error{ETIMEDOUT, "sandbox setup timed out"});
   do {
     n = read(report.r.get(), &r, sizeof r);
   } while (n < 0 && errno == EINTR);

@@ -47,6 +47,7 @@ struct SandboxSpec {
   uint32_t host_id_base = 0;          // (root parent only; replaces the slot's pair of ids)
   uid_t uid = kSandboxUid;            // inside ids the command runs as
   gid_t gid = kSandboxGid;
+  int stdio_fd = -1;                  // >= 0: becomes stdin, stdout and stderr; -1: ours are inherited
 };
 
 // A running sandbox: its init's pid in our pid namespace, a pidfd to wait on, and the

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string>
@@ -44,20 +45,29 @@ Status write_id_maps_from_parent(pid_t child, const IdMapping& m) {
   return {};
 }
 
+// Raw syscalls, not the glibc wrappers: in a child cloned from a multi-threaded parent (the
+// exec path runs on a spawner thread), glibc's set*id/setgroups broadcast the change to every
+// thread it believes exists, under a lock another parent thread may have held at clone time:
+// the child then waits forever. The raw call changes the calling thread, the only one there is.
+namespace {
+int raw_setresuid(uid_t u) { return syscall(SYS_setresuid, u, u, u) != 0 ? errno : 0; }
+int raw_setresgid(gid_t g) { return syscall(SYS_setresgid, g, g, g) != 0 ? errno : 0; }
+}  // namespace
+
 int become_root_in_child(bool privileged) {
   // Until this call the child still has the parent's host ids, unmapped inside.
-  if (setresgid(0, 0, 0) != 0) return errno;
-  if (setresuid(0, 0, 0) != 0) return errno;
+  if (int err = raw_setresgid(0)) return err;
+  if (int err = raw_setresuid(0)) return err;
   // Drops the parent's supplementary groups (host gid 0 among them); allowed
   // because a privileged parent wrote gid_map and left setgroups at "allow".
-  if (privileged && setgroups(0, nullptr) != 0) return errno;
+  if (privileged && syscall(SYS_setgroups, 0, nullptr) != 0) return errno;
   return 0;
 }
 
 int become_user_in_child(bool privileged, uid_t uid, gid_t gid) {
   if (!privileged) return 0;
-  if (setresgid(gid, gid, gid) != 0) return errno;
-  if (setresuid(uid, uid, uid) != 0) return errno;
+  if (int err = raw_setresgid(gid)) return err;
+  if (int err = raw_setresuid(uid)) return err;
   return 0;
 }
 

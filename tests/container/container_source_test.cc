@@ -2,17 +2,22 @@
 // image made by make_busybox_image.py: readiness, upstream connections, image config and
 // overrides, writable-layer isolation and wipe, probes, container end, and hostile probes.
 //
-// usage: container_source_test SANDPOOL_INIT MAKE_IMAGE_PY TEST_NAME
+// usage: container_source_test SANDPOOL_INIT MAKE_IMAGE_PY TEST_NAME MAKE_TEST_IMAGES_PY
 // Exit 77 (skip) when not root or cgroups are missing; 0 pass; 1 fail.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -26,6 +31,7 @@
 #include "container/container_source.h"
 #include "container/spawner.h"
 #include "sandbox/cgroup.h"
+#include "util/log.h"
 
 namespace fs = std::filesystem;
 using sp::container::ContainerSource;
@@ -57,10 +63,10 @@ int g_image_seq = 0;
 bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
 // An OCI layout of the busybox image with `config_json` as its config; returns its path.
-std::string make_image(const std::string& config_json) {
+std::string make_image(const std::string& config_json, const std::string& symlinks_json = "{}") {
   std::string out = g_store + "-images/img" + std::to_string(++g_image_seq);
   fs::create_directories(out);
-  std::string cmd = "/usr/bin/python3 " + g_make_image + " '" + out + "' '" + config_json + "'";
+  std::string cmd = "/usr/bin/python3 " + g_make_image + " '" + out + "' '" + config_json + "' '" + symlinks_json + "'";
   if (std::system(cmd.c_str()) != 0) {
     std::fprintf(stderr, "make image failed: %s\n", cmd.c_str());
     std::exit(1);
@@ -122,15 +128,17 @@ struct Harness {
   }
 };
 
-// Blocking HTTP/1.0 GET over a connecting socket from open_upstream: the whole response.
-std::string http_get(int fd, const std::string& path) {
+// Blocking HTTP/1.0 request over a connecting socket from open_upstream: the whole response.
+std::string http_request(int fd, const std::string& method, const std::string& path, const std::string& body = "") {
   pollfd p{fd, POLLOUT, 0};
   if (poll(&p, 1, 5000) != 1) return "ERR: connect timeout";
   int err = 0;
   socklen_t len = sizeof err;
   getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
   if (err) return std::string("ERR: connect: ") + strerror(err);
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: test\r\n\r\n";
+  std::string req = method + " " + path + " HTTP/1.0\r\nHost: test\r\n";
+  if (method != "GET") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
   if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "ERR: send";
   std::string out;
   for (;;) {
@@ -143,6 +151,8 @@ std::string http_get(int fd, const std::string& path) {
     out.append(buf, static_cast<size_t>(n));
   }
 }
+
+std::string http_get(int fd, const std::string& path) { return http_request(fd, "GET", path); }
 
 std::string url_encode(const std::string& s) {
   std::string out;
@@ -223,25 +233,52 @@ void test_basic() {
     close(s);
   }
   uint64_t t2 = monotonic_ns();
-  std::printf("open_upstream: %.1f us per call (host socket+connect alone: %.1f us)\n",
-              (t1 - t0) / 1e3 / kIters, (t2 - t1) / 1e3 / kIters);
+  // The two setns calls alone.
+  int ns = open(("/proc/" + std::to_string(sb->pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC);
+  int host = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  REQUIRE(ns >= 0 && host >= 0);
+  for (int i = 0; i < kIters; ++i) {
+    REQUIRE(setns(ns, CLONE_NEWNET) == 0);
+    REQUIRE(setns(host, CLONE_NEWNET) == 0);
+  }
+  uint64_t t3 = monotonic_ns();
+  close(ns);
+  close(host);
+  std::printf("open_upstream: %.1f us per call; host socket+connect alone: %.1f us; setns in+out alone: %.1f us\n",
+              (t1 - t0) / 1e3 / kIters, (t2 - t1) / 1e3 / kIters, (t3 - t2) / 1e3 / kIters);
   // The sandbox's init is the server's child; the sandbox's pid is reported.
   CHECK(sb->pid > 0);
   CHECK(sb->id > 0);
   h.src->release(std::move(*sb));
   CHECK(h.run_until([&] { return reaped(h) >= 1; }, 10000));
+  // Spawn-to-ready of one sandbox at a time (the pool keeps one ready).
+  std::vector<double> ms;
+  {  // its spawn overlapped the blocking measurements above
+    auto first = h.pop_ready();
+    REQUIRE(first.has_value());
+    h.src->release(std::move(*first));
+  }
+  for (int i = 0; i < 10; ++i) {
+    auto next = h.pop_ready();
+    REQUIRE(next.has_value());
+    ms.push_back(h.src->last_spawn_to_ready_ns() / 1e6);
+    h.src->release(std::move(*next));
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("spawn-to-ready over 10: min %.1f ms, median %.1f ms, max %.1f ms\n", ms.front(), ms[5], ms.back());
   h.src->set_wanted(0);
+  CHECK(h.run_until([&] { return reaped(h) >= 12 && h.src->stats().pending == 0; }, 10000));
   h.finish();
   check_no_leftovers();
 }
 
 void test_config() {
   std::string conf = R"({"Entrypoint":["/bin/sh","-c"],)"
-                     R"("Cmd":["echo img-cmd > /www/which; exec /bin/busybox httpd -f -p 8080 -h /www"],)"
+                     R"("Cmd":["echo img-cmd > /www/which; pwd > /www/pwd; exec /bin/busybox httpd -f -p 8080 -h /www"],)"
                      R"("Env":["FOO=image","BAR=image","PATH=/bin"],"WorkingDir":"/work/dir","User":"app",)"
                      R"("ExposedPorts":{"8080/tcp":{}}})";
   std::string img = make_image(conf);
-  const std::string probe = "id; pwd; echo FOO=$FOO BAR=$BAR HOME=$HOME; cat /www/which";
+  const std::string probe = "id; cat /www/pwd; echo FOO=$FOO BAR=$BAR HOME=$HOME; cat /www/which";
   {  // 1. the image's own config
     Harness h(settings_for(img));
     REQUIRE(h.start().ok());
@@ -260,7 +297,7 @@ void test_config() {
   {  // 2. command replaces Entrypoint and drops Cmd; env overrides; targetPort given
     auto s = settings_for(img);
     s.container.command = std::vector<std::string>{"/bin/sh", "-c",
-                                                   "echo pool-cmd > /www/which; exec /bin/busybox httpd -f -p 8081 -h /www"};
+                                                   "echo pool-cmd > /www/which; pwd > /www/pwd; exec /bin/busybox httpd -f -p 8081 -h /www"};
     s.container.env = {{"FOO", "pool"}, {"NEW", "x"}};
     s.container.target_port = 8081;
     Harness h(s);
@@ -277,7 +314,7 @@ void test_config() {
   }
   {  // 3. args replace Cmd, the image's Entrypoint stays; numeric user:group
     auto s = settings_for(img);
-    s.container.args = std::vector<std::string>{"echo pool-args > /www/which; exec /bin/busybox httpd -f -p 8080 -h /www"};
+    s.container.args = std::vector<std::string>{"echo pool-args > /www/which; pwd > /www/pwd; exec /bin/busybox httpd -f -p 8080 -h /www"};
     Harness h(s);
     REQUIRE(h.start().ok());
     h.src->set_wanted(1);
@@ -464,7 +501,6 @@ void test_liveness() {
   auto a = h.pop_ready();
   REQUIRE(a.has_value());
   CHECK(h.run_until([&] { return h.src->ready_count() == 1; }, 10000));  // refilled
-  uint64_t spawned_before = h.src->stats().spawned;
   // The allocated one turns unhealthy: its session is told.
   sh(h, *a, "rm -f /www/healthz");
   CHECK(h.run_until([&] { return !h.ended.empty(); }, 5000));
@@ -473,14 +509,6 @@ void test_liveness() {
   CHECK(contains(h.ended[0].second, "liveness probe failed"));
   CHECK(contains(h.ended[0].second, "404"));
   h.src->release(std::move(*a));
-  // The ready one turns unhealthy: it is replaced (reach it through open_upstream while Ready).
-  {
-    auto b = h.src->pop();
-    REQUIRE(b.has_value());
-    // Put it back in the state "ready but failing": break it, then release, and instead break a
-    // fresh ready one from inside by its own command below.
-    h.src->release(std::move(*b));
-  }
   h.src->set_wanted(0);
   h.finish();
 
@@ -494,7 +522,6 @@ void test_liveness() {
   CHECK(h2.run_until([&] { return h2.src->stats().spawned >= 2; }, 10000));
   CHECK(contains(h2.src->stats().last_error, "replaced"));
   CHECK(h2.ended.empty());
-  (void)spawned_before;
   h2.src->set_wanted(0);
   h2.finish();
   check_no_leftovers();
@@ -528,6 +555,29 @@ void test_bad_image() {
     std::string img = make_image(R"({"Cmd":["/bin/true"],"User":"nosuchuser","ExposedPorts":{"8080/tcp":{}}})");
     Harness h(settings_for(img));
     CHECK(!h.start().ok());
+    CHECK(contains(h.src->stats().last_error, "User not found"));
+    h.finish();
+  }
+  // Hostile images: mount points that are symlinks out of the rootfs are refused; a User looked
+  // up through a symlinked /etc/passwd is resolved inside the rootfs, never on the host.
+  for (const char* links : {R"({"proc":"/"})", R"({"dev":"/etc"})", R"({"work":"/etc"})", R"({"etc":"/www"})"}) {
+    std::string img = make_image(R"({"Cmd":["/bin/true"],"WorkingDir":"/work/x","ExposedPorts":{"8080/tcp":{}}})", links);
+    Harness h(settings_for(img));
+    CHECK(!h.start().ok());
+    CHECK(contains(h.src->stats().last_error, "not a directory"));
+    h.finish();
+  }
+  {  // the importer itself refuses links that climb out
+    std::string img = make_image(R"({"Cmd":["/bin/true"],"ExposedPorts":{"8080/tcp":{}}})", R"({"dev":"../../../../etc"})");
+    Harness h(settings_for(img));
+    CHECK(!h.start().ok());
+    h.finish();
+  }
+  {
+    std::string img = make_image(R"({"Cmd":["/bin/true"],"User":"daemon","ExposedPorts":{"8080/tcp":{}}})",
+                                 R"({"etc/passwd":"/etc/passwd","etc/group":"/etc/group"})");
+    Harness h(settings_for(img));
+    CHECK(!h.start().ok());  // the host has `daemon`; the image (its passwd a dangling link) has not
     CHECK(contains(h.src->stats().last_error, "User not found"));
     h.finish();
   }
@@ -585,16 +635,149 @@ void test_hostile() {
   check_no_leftovers();
 }
 
+std::string g_tool;  // tools/make-test-images.py
+
+std::string call(Harness& h, const sp::pool::Sandbox& sb, const std::string& method, const std::string& path,
+                 const std::string& body = "") {
+  auto fd = h.src->open_upstream(sb);
+  if (!fd.ok()) return "ERR: open_upstream: " + fd.error().message();
+  return http_request(fd->get(), method, path, body);
+}
+
+// The shared test images (tools/make-test-images.py): pyapp (host Python + app.py) as an OCI
+// layout and as a docker-save tarball, busybox-httpd as an OCI tarball.
+void test_images() {
+  std::string out = g_store + "-images/built";
+  fs::create_directories(g_store + "-images");
+  std::string cmd = "/usr/bin/python3 " + g_tool + " '" + out + "' >/dev/null";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  {
+    Harness h(settings_for(out + "/pyapp"));
+    REQUIRE(h.start().ok());
+    CHECK(h.src->launch().port == 8080);
+    CHECK(h.src->launch().workdir == "/app");
+    h.src->set_wanted(1);
+    std::vector<double> ms;
+    for (int i = 0; i < 6; ++i) {
+      auto sb = h.pop_ready(20000);
+      REQUIRE(sb.has_value());
+      if (i > 0) ms.push_back(h.src->last_spawn_to_ready_ns() / 1e6);  // the first: cold page cache
+      CHECK(contains(call(h, *sb, "GET", "/healthz"), "200 OK"));
+      h.src->release(std::move(*sb));
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf("pyapp spawn-to-ready over 5: min %.1f ms, median %.1f ms, max %.1f ms\n", ms.front(), ms[2], ms.back());
+    h.src->set_wanted(2);
+    REQUIRE(h.run_until([&] { return h.src->ready_count() == 2; }, 20000));
+    auto a = h.src->pop();
+    auto b = h.src->pop();
+    REQUIRE(a && b);
+    h.src->set_wanted(0);
+    std::string who = call(h, *a, "GET", "/whoami");
+    CHECK(contains(who, "\"uid\": 0"));
+    CHECK(contains(who, "\"cwd\": \"/app\""));
+    CHECK(contains(call(h, *a, "GET", "/env"), "\"PORT\": \"8080\""));
+    CHECK(contains(call(h, *a, "PUT", "/file/x", "from-a"), "201"));
+    CHECK(contains(call(h, *a, "GET", "/file/x"), "from-a"));
+    CHECK(contains(call(h, *b, "GET", "/file/x"), "404"));
+    CHECK(contains(call(h, *a, "GET", "/exit?code=3"), "bye"));
+    CHECK(h.run_until([&] { return !h.ended.empty(); }, 5000));
+    REQUIRE(!h.ended.empty());
+    CHECK(h.ended[0].first == a->id);
+    CHECK(h.ended[0].second == "container exited with status 3");
+    h.src->release(std::move(*a));
+    h.src->release(std::move(*b));
+    h.finish();
+  }
+  for (const char* image : {"busybox-httpd.oci.tar", "pyapp-docker.tar"}) {
+    Harness h(settings_for(out + "/" + image));
+    auto st = h.start();
+    REQUIRE(st.ok());
+    h.src->set_wanted(1);
+    auto sb = h.pop_ready(20000);
+    REQUIRE(sb.has_value());
+    h.src->set_wanted(0);
+    std::string r = call(h, *sb, "GET", std::string(image).rfind("busybox", 0) == 0 ? "/" : "/healthz");
+    CHECK(contains(r, "200 OK"));
+    h.src->release(std::move(*sb));
+    h.finish();
+  }
+  check_no_leftovers();
+}
+
+// A server that dies (SIGKILL) takes its sandboxes with it; the next start reclaims what a dead
+// run left: its cgroups, and layer directories with mounts still on them.
+void test_crash() {
+  std::string img = make_image(std::string(R"({"Cmd":)") + kHttpdCmd + R"(,"ExposedPorts":{"8080/tcp":{}}})");
+  int up[2], hold[2];
+  REQUIRE(pipe(up) == 0 && pipe(hold) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // the "server"
+    close(up[0]);
+    close(hold[1]);
+    Harness h(settings_for(img));
+    if (!h.start().ok()) _exit(3);
+    h.src->set_wanted(2);
+    if (!h.run_until([&] { return h.src->ready_count() == 2; }, 15000)) _exit(4);
+    auto a = h.src->pop();
+    pid_t pids[2] = {a->pid, h.src->pop()->pid};
+    if (write(up[1], pids, sizeof pids) != sizeof pids) _exit(5);
+    char c;
+    (void)!read(hold[0], &c, 1);  // killed while waiting here
+    _exit(6);
+  }
+  close(up[1]);
+  close(hold[0]);
+  pid_t pids[2] = {0, 0};
+  REQUIRE(read(up[0], pids, sizeof pids) == sizeof pids);
+  std::string tag = sp::owner_tag(child);
+  REQUIRE(!tag.empty());
+  std::string cg = "/sys/fs/cgroup/memory/sandpool/" + tag;
+  bool had_cgroups = fs::exists(cg);
+  kill(child, SIGKILL);
+  int st;
+  waitpid(child, &st, 0);
+  close(up[0]);
+  close(hold[1]);
+  // Its sandboxes die with it (PR_SET_PDEATHSIG on the spawner thread).
+  auto gone = [](pid_t p) {
+    std::ifstream f("/proc/" + std::to_string(p) + "/status");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind("State:", 0) == 0) return line.find('Z') != std::string::npos;
+    return true;
+  };
+  uint64_t deadline = monotonic_ns() + 3000000000ull;
+  while (!(gone(pids[0]) && gone(pids[1])) && monotonic_ns() < deadline) usleep(10000);
+  CHECK(gone(pids[0]));
+  CHECK(gone(pids[1]));
+  // A dead run's layer dir with a mount still on it.
+  std::string dead = g_store + "/run/o1999999_1/7/layer";
+  fs::create_directories(dead);
+  REQUIRE(mount("tmpfs", dead.c_str(), "tmpfs", 0, "size=1m") == 0);
+  Harness h(settings_for(img));
+  REQUIRE(h.start().ok());
+  CHECK(!fs::exists(g_store + "/run/o1999999_1"));
+  CHECK(!fs::exists(g_store + "/run/" + tag));
+  if (had_cgroups) CHECK(!fs::exists(cg));
+  h.finish();
+  check_no_leftovers();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: %s SANDPOOL_INIT MAKE_IMAGE_PY TEST\n", argv[0]);
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s SANDPOOL_INIT MAKE_IMAGE_PY TEST MAKE_TEST_IMAGES_PY\n", argv[0]);
     return 2;
   }
+  g_tool = argv[4];
+  signal(SIGPIPE, SIG_IGN);  // as the server does (Spawner's contract)
   g_init = argv[1];
   g_make_image = argv[2];
   std::string name = argv[3];
+  if (getenv("SANDPOOL_TEST_DEBUG")) sp::set_log_level(sp::LogLevel::kDebug);
   if (geteuid() != 0) {
     std::printf("SKIP: custom containers need root (id-mapped mounts)\n");
     return 77;
@@ -613,7 +796,8 @@ int main(int argc, char** argv) {
   std::map<std::string, void (*)()> tests = {
       {"basic", test_basic},       {"config", test_config},   {"isolation", test_isolation},
       {"startup-failure", test_startup_failure}, {"exit", test_exit}, {"liveness", test_liveness},
-      {"bad-image", test_bad_image}, {"hostile", test_hostile},
+      {"bad-image", test_bad_image}, {"hostile", test_hostile}, {"crash", test_crash},
+      {"images", test_images},
   };
   for (const auto& [n, fn] : tests) {
     if (name != "all" && name != n) continue;

@@ -3,7 +3,9 @@
 with a user `app` (1234:1234), /www (world-writable) with index.html, healthz and a CGI
 `cgi-bin/sh?CMD` that runs a URL-encoded shell command inside the container.
 
-usage: make_busybox_image.py OUTDIR CONFIG_JSON   (CONFIG_JSON: the image config's "config" object)
+usage: make_busybox_image.py OUTDIR CONFIG_JSON [SYMLINKS_JSON]
+  CONFIG_JSON: the image config's "config" object; SYMLINKS_JSON: {"path": "target", ...} added
+  as a second layer (hostile images: a symlinked /proc, an /etc/passwd pointing at the host's).
 """
 import hashlib
 import io
@@ -51,8 +53,21 @@ def layer_tar():
     return buf.getvalue()
 
 
+def symlink_layer(links):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, target in sorted(links.items()):
+            ti = tarfile.TarInfo(name)
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = target
+            ti.mtime = 0
+            t.addfile(ti)
+    return buf.getvalue()
+
+
 def main():
     out, config = sys.argv[1], json.loads(sys.argv[2])
+    links = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     blobs = os.path.join(out, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
 
@@ -62,15 +77,16 @@ def main():
             f.write(data)
         return "sha256:" + h, len(data)
 
-    layer = layer_tar()
-    ldigest, lsize = blob(layer)
+    layers = [blob(layer_tar())]
+    if links:
+        layers.append(blob(symlink_layer(links)))
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
-                      "rootfs": {"type": "layers", "diff_ids": [ldigest]}}).encode()
+                      "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]}}).encode()
     cdigest, csize = blob(cfg)
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": csize},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ldigest, "size": lsize}],
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n} for d, n in layers],
     }).encode()
     mdigest, msize = blob(manifest)
     with open(os.path.join(out, "oci-layout"), "w") as f:
