@@ -39,6 +39,7 @@ class Api : public http::RequestHandler {
   // method and path (custom-container pools forward every path but their .management/ calls).
   void register_fallback(std::string label, std::function<bool(const http::Request&)> claims, RouteHandler handler,
                          RouteOptions options);
+  bool has_fallback() const { return fallback_id_ >= 0; }
   // A section of /metrics, rendered on each scrape.
   void add_metrics(std::function<void(std::string& out)> render) { metric_sections_.push_back(std::move(render)); }
   void render_metrics(std::string& out) const;

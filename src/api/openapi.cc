@@ -44,6 +44,7 @@ const Doc kDocs[] = {
     {".management/listSessions", "", "The pool's sessions, 300 a page (?skip=)."},
     {".management/stopSession", "", "End the session now."},
     {"metadata", "", "The runtime and its installed packages."},
+    {"{path}", "", "CustomContainer pools: any method and path but .management/ is forwarded to the session's container (targetPort)."},
 };
 
 bool server_route(std::string_view path) {
@@ -91,12 +92,15 @@ void add_openapi_route(Api& api) {
     add(r.method, r.pattern);
   }
   add(HTTP_GET, "/openapi.json");
+  if (api.has_fallback()) {
+    for (llhttp_method_t m : {HTTP_GET, HTTP_POST, HTTP_PUT, HTTP_PATCH, HTTP_DELETE}) add(m, "/pools/{pool}/{path...}");
+  }
   std::string doc;
   JsonWriter w(doc);
   w.begin_object();
   w.key("openapi").string("3.0.3");
   w.key("info").begin_object().key("title").string("sandpool").key("version").string(SANDPOOL_VERSION_STRING);
-  w.key("description").string("Azure Container Apps dynamic sessions API (code interpreter), self-hosted.").end_object();
+  w.key("description").string("Azure Container Apps dynamic sessions API (code interpreter and custom containers), self-hosted.").end_object();
   w.key("paths").begin_object();
   for (const auto& [path, ops] : paths) {
     w.key(path).begin_object();

@@ -324,7 +324,8 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, j = self.srv.json("GET", "/openapi.json")
         self.assertEqual(j["openapi"], "3.0.3")
         for path in ("/code/execute", "/pools/{pool}/code/execute", "/pools/{pool}/files/content/{name}",
-                     "/pools/{pool}/executions/{id}", "/metrics", "/pools", "/.management/stopSession"):
+                     "/pools/{pool}/executions/{id}", "/metrics", "/pools", "/.management/stopSession",
+                     "/pools/{pool}/{path}"):
             self.assertIn(path, j["paths"])
         ops = j["paths"]["/pools/{pool}/code/execute"]["post"]
         self.assertIn("identifier", [p["name"] for p in ops["parameters"]])
