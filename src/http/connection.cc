@@ -125,17 +125,16 @@ void Exchange::begin_tunnel(std::string_view head, TunnelPeer* peer) {
   Connection* c = conn_;
   responded_ = true;
   streaming_answer_ = false;
-  if (!c->handle_closing_) {
-    c->out_.append(head);
-    c->tunnel_ = peer;
-    c->state_ = Connection::State::kTunnel;
-    c->server_->list_remove(c);  // a tunnel may be quiet for long: its ends decide when it is over
-  }
-  c->finish_exchange(101, 0);
-  if (c->handle_closing_ || c->state_ != Connection::State::kTunnel) {
+  if (c->handle_closing_) {
+    c->finish_exchange(101, 0);  // may free the connection: touch nothing after it
     peer->on_tunnel_closed();
     return;
   }
+  c->out_.append(head);
+  c->tunnel_ = peer;
+  c->state_ = Connection::State::kTunnel;
+  c->server_->list_remove(c);  // a tunnel may be quiet for long: its ends decide when it is over
+  c->finish_exchange(101, 0);  // in kTunnel it only counts the answer
   // Bytes that followed the request head belong to the tunnel.
   std::string early = std::move(c->in_);
   c->in_.clear();
