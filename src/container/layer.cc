@@ -64,8 +64,12 @@ Result<UniqueFd> make_idmap_userns(uint32_t host_base, uint32_t range) {
   long pid = syscall(SYS_clone3, &ca, sizeof ca);
   if (pid < 0) return errno_error("clone3 idmap userns");
   if (pid == 0) {
+    // Keep only our read end: a helper or sandbox child cloned at the same moment by another
+    // spawner thread holds copies of our fds until it closes them, and we of its; holding the
+    // write end of another helper's pipe would keep both waiting for EOF forever.
+    if (p[0] > 0) close_range(0, static_cast<unsigned>(p[0]) - 1, 0);
+    close_range(static_cast<unsigned>(p[0]) + 1, ~0U, 0);
     char c;
-    close(p[1]);
     ssize_t n = read(p[0], &c, 1);
     (void)n;
     _exit(0);

@@ -57,7 +57,11 @@ class SlotTable {
   bool used_[kMaxSlots] = {};
 };
 
-std::string describe(const Error& e) { return std::string(e.where) + ": " + e.message(); }
+std::string describe(const Error& e) { return e.message(); }
+
+// Names of layer directories and cgroups: unique in the process, across every pool's spawner
+// (several pools share a store and the owner directory; a pool may be re-created by name).
+std::atomic<uint64_t> g_layer_seq{0};
 
 }  // namespace
 
@@ -131,7 +135,8 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   }
   const uint64_t t_ids = monotonic_ns();
   // 2. the writable layer over the image.
-  const std::string dir = owner_dir + "/" + std::to_string(out.id);
+  const std::string seq = std::to_string(g_layer_seq.fetch_add(1, std::memory_order_relaxed) + 1);
+  const std::string dir = owner_dir + "/" + seq;
   auto root = mount_writable_root(dir, cfg.image_rootfs, it->second.get(), host_base, cfg.data_bytes);
   if (!root.ok()) {
     remove_layer_dir(dir);
@@ -139,7 +144,7 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   }
   const uint64_t t_layer = monotonic_ns();
   // 3. cgroup, then the sandbox itself.
-  auto cg = cgroups.create(cfg.pool + "-c" + std::to_string(out.id), cfg.limits);
+  auto cg = cgroups.create("c" + seq + "-" + cfg.pool, cfg.limits);
   if (!cg.ok()) {
     remove_layer_dir(dir);
     return fail(describe(cg.error()));

@@ -635,6 +635,42 @@ void test_hostile() {
   check_no_leftovers();
 }
 
+// Two pools of one server share the image store (and its run directory): their sandboxes must
+// not collide (layer dirs, cgroups, uid ranges).
+void test_two_pools() {
+  std::string img = make_image(std::string(R"({"Cmd":)") + kHttpdCmd + R"(,"ExposedPorts":{"8080/tcp":{}}})");
+  auto s1 = settings_for(img), s2 = settings_for(img);
+  s1.name = "one";
+  s2.name = "two";
+  Harness h1(s1), h2(s2);
+  REQUIRE(h1.start().ok());
+  REQUIRE(h2.start().ok());
+  h1.src->set_wanted(3);
+  h2.src->set_wanted(3);
+  for (int i = 0; i < 400 && (h1.src->ready_count() < 3 || h2.src->ready_count() < 3); ++i) {
+    h1.run_until([] { return false; }, 10);
+    h2.run_until([] { return false; }, 10);
+  }
+  CHECK(h1.src->ready_count() == 3);
+  CHECK(h2.src->ready_count() == 3);
+  CHECK(h1.src->stats().spawn_failures == 0);
+  CHECK(h2.src->stats().spawn_failures == 0);
+  if (h1.src->stats().spawn_failures || h2.src->stats().spawn_failures)
+    std::fprintf(stderr, "%s / %s\n", h1.src->stats().last_error.c_str(), h2.src->stats().last_error.c_str());
+  auto a = h1.src->pop();
+  auto b = h2.src->pop();
+  REQUIRE(a && b);
+  CHECK(contains(sh(h1, *a, "echo one > /www/mine; cat /www/mine"), "one"));
+  CHECK(contains(sh(h2, *b, "test -e /www/mine && echo PRESENT || echo ABSENT"), "ABSENT"));
+  h1.src->release(std::move(*a));
+  h2.src->release(std::move(*b));
+  h1.src->set_wanted(0);
+  h2.src->set_wanted(0);
+  h1.finish();
+  h2.finish();
+  check_no_leftovers();
+}
+
 std::string g_tool;  // tools/make-test-images.py
 
 std::string call(Harness& h, const sp::pool::Sandbox& sb, const std::string& method, const std::string& path,
@@ -797,7 +833,7 @@ int main(int argc, char** argv) {
       {"basic", test_basic},       {"config", test_config},   {"isolation", test_isolation},
       {"startup-failure", test_startup_failure}, {"exit", test_exit}, {"liveness", test_liveness},
       {"bad-image", test_bad_image}, {"hostile", test_hostile}, {"crash", test_crash},
-      {"images", test_images},
+      {"images", test_images},     {"two-pools", test_two_pools},
   };
   for (const auto& [n, fn] : tests) {
     if (name != "all" && name != n) continue;
