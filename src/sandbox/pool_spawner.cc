@@ -29,6 +29,7 @@ namespace sp {
 namespace {
 
 constexpr int kTemplateCtrlFd = 3;
+constexpr uint64_t kReapHoldMs = 20;  // longest a teardown waits for a fork to end
 
 uint64_t now_ns() {
   timespec ts;
@@ -121,6 +122,11 @@ struct PoolSpawner::Impl {
   int backoff_ms = 0;
 
   std::atomic<pid_t> tpl_pid{-1};
+  // Forks requested / ended (the template's reply). Before each teardown the reaper waits
+  // (at most kReapHoldMs) for the forks already requested to end: a dying clone's exit
+  // (unmapping its copy of the template) and a fork contend for the CPUs and the template's
+  // anon_vma locks. Only those forks: under a steady refill the reaper still gets its turn.
+  std::atomic<uint64_t> forks_started{0}, forks_ended{0};
   SpscRing<ReadySandbox> ready;
   SpscRing<ReadySandbox> finished;
   UniqueFd spawn_wake, reap_wake;
@@ -150,6 +156,11 @@ struct PoolSpawner::Impl {
   void finish_failed(Pending& p, Error e);
   void spawner_main();
   void reaper_main();
+  void fork_done() {
+    forks_ended.fetch_add(1);
+    if (cfg.reap_hold) kick(reap_wake.get());
+  }
+  void hold_while_forking();
 };
 
 Status PoolSpawner::Impl::start_template(Template& t) {
@@ -206,6 +217,7 @@ void PoolSpawner::Impl::stop_template(Template& t) {
   }
   if (tpl_pid.load() == t.pid) tpl_pid = -1;
   t.pid = -1;
+  if (t.outstanding) fork_done();
   t.outstanding = false;
 }
 
@@ -261,6 +273,7 @@ Status PoolSpawner::Impl::send_request(Template& t) {
   std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(nfds));
   if (sendmsg(t.ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
   t.outstanding = true;
+  forks_started.fetch_add(1);
   p.tpl = &t;
   pending.push_back(std::move(p));
   // While the template forks, prepare the next clone's cgroup (mkdir + limits ≈ 0.3 ms) and
@@ -319,6 +332,7 @@ void PoolSpawner::Impl::on_ctrl(Template& t) {
     }
     return;
   }
+  if (t.outstanding) fork_done();
   t.outstanding = false;
   for (size_t i = 0; i < pending.size(); ++i) {
     Pending& p = pending[i];
@@ -445,9 +459,25 @@ void PoolSpawner::Impl::spawner_main() {
   if (spare_cgroup.valid()) (void)spare_cgroup.remove();
 }
 
+void PoolSpawner::Impl::hold_while_forking() {
+  if (!cfg.reap_hold) return;
+  const uint64_t until = now_ns() + kReapHoldMs * 1000000ull;
+  const uint64_t started = forks_started.load();
+  while (forks_ended.load() < started && !stopping.load()) {
+    uint64_t now = now_ns();
+    if (now >= until) return;
+    pollfd p{reap_wake.get(), POLLIN, 0};
+    poll(&p, 1, static_cast<int>((until - now) / 1000000ull) + 1);  // fork_done() kicks us
+    drain_eventfd(reap_wake.get());
+  }
+}
+
 void PoolSpawner::Impl::reaper_main() {
   for (;;) {
-    while (auto sb = finished.try_pop()) {
+    while (finished.size_approx() != 0) {
+      hold_while_forking();
+      auto sb = finished.try_pop();
+      if (!sb) break;
       destroy_clone(*sb, cfg.spawn_cpu_weight);
       stats.reaped++;
     }

@@ -51,6 +51,7 @@ struct PoolTemplateConfig {
   // (its agent's start-up included) until the consumer calls ReadySandbox::foreground().
   // 0: everything at the default weight.
   uint32_t spawn_cpu_weight = 1;
+  bool reap_hold = true;                // teardowns wait (≤ 20 ms) for the forks under way to end
   uint32_t ring_capacity = 1024;        // both rings
 };
 
