@@ -88,6 +88,12 @@ def main():
         plt.plot([1, 2, 3])
         fig.savefig(io.BytesIO(), format="png")
         plt.close("all")
+    fm = sys.modules.get("matplotlib.font_manager")
+    if fm is not None and hasattr(getattr(fm, "_get_font", None), "cache_clear"):
+        # matplotlib empties this cache in every child after a fork (FT2Font objects must not
+        # be shared), so clones never use what the warm-up put there; emptying it here spares
+        # each clone freeing them: ~90 copy-on-write page faults (~0.35 MiB, ~0.3 ms) per clone.
+        fm._get_font.cache_clear()
     serve = None
     if agent:
         sys.path.insert(0, "/opt/sandpool/agent")  # where sp_tpl_init bound agent_path

@@ -233,6 +233,7 @@ int send_reply(int ctrl_fd, const SpawnReply& r, int pidfd) {
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
+    // SAFETY: cbuf is CMSG_SPACE(sizeof(int)) bytes, room for the header and one fd.
     std::memcpy(CMSG_DATA(c), &pidfd, sizeof pidfd);
   }
   return sendmsg(ctrl_fd, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
@@ -273,6 +274,8 @@ extern "C" int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out) {
     int nfds = 0;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      // SAFETY: the kernel wrote cmsg_len bytes (header + k ints) inside cbuf; we copy at most
+      // kMaxRequestFds of them (MSG_CTRUNC, checked below, means some were dropped and closed).
       size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
       for (size_t i = 0; i < k && nfds < kMaxRequestFds; ++i)
         std::memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
