@@ -1,6 +1,6 @@
 // End-to-end benchmark of the process tier's warm-template cloning, with bubblewrap as the peer; not a microbenchmark.
 //
-// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--no-netns-ahead] [--preload numpy,pandas,matplotlib.pyplot]
+// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--no-netns-ahead] [--spawn-weight 1] [--no-reap-hold] [--preload numpy,pandas,matplotlib.pyplot]
 // Prints a markdown report on stdout. Needs root (cgroups). Measures, in one run:
 //  1. clone-to-ready: request sent to the template → the clone's "isolated" record read by
 //     the spawner, one clone at a time (target 1), n samples; plus ready → first echo round trip;
@@ -80,21 +80,23 @@ double run_once(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n = 200, refill = 300, pending = 2, bwrap_n = 20, templates = 1;
+  int n = 200, refill = 300, pending = 2, bwrap_n = 20, templates = 1, spawn_weight = -1;
   std::string preload = "numpy,pandas,matplotlib.pyplot";
   std::string sandpool;  // --sandpool PATH: also time our exec path (sandbox-run), cold
   std::string agent;     // --agent DIR: clones run the real sandpool_agent (no echo round trip then)
-  bool favor = false, netns_ahead = true;
+  bool favor = false, netns_ahead = true, reap_hold = true;
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : "0";
     if (!std::strcmp(a, "--favordynmods")) { favor = true; continue; }
     if (!std::strcmp(a, "--no-netns-ahead")) { netns_ahead = false; continue; }
+    if (!std::strcmp(a, "--no-reap-hold")) { reap_hold = false; continue; }
     if (!std::strcmp(a, "--n")) n = std::atoi(v);
     else if (!std::strcmp(a, "--refill")) refill = std::atoi(v);
     else if (!std::strcmp(a, "--pending")) pending = std::atoi(v);
     else if (!std::strcmp(a, "--bwrap")) bwrap_n = std::atoi(v);
     else if (!std::strcmp(a, "--templates")) templates = std::atoi(v);
+    else if (!std::strcmp(a, "--spawn-weight")) spawn_weight = std::atoi(v);
     else if (!std::strcmp(a, "--preload")) preload = v;
     else if (!std::strcmp(a, "--sandpool")) sandpool = v;
     else if (!std::strcmp(a, "--agent")) agent = v;
@@ -125,6 +127,8 @@ int main(int argc, char** argv) {
   cfg.limits.cpu_millis = 0;
   cfg.agent_path = agent;
   cfg.netns_ahead = netns_ahead;
+  cfg.reap_hold = reap_hold;
+  if (spawn_weight >= 0) cfg.spawn_cpu_weight = static_cast<uint32_t>(spawn_weight);
   double t_start = now_ms();
   auto ps = sp::PoolSpawner::start(cfg, on_ready, nullptr);
   if (!ps.ok()) {
@@ -135,13 +139,15 @@ int main(int argc, char** argv) {
   sp::PoolSpawner& pool = **ps;
 
   // 1. clone-to-ready, one at a time.
-  std::vector<double> ready_ms, rtt_ms;
+  std::vector<double> ready_ms, fork_ms, rtt_ms;
   pool.set_ready_target(1);
   for (int i = 0; i < n + 5; ++i) {
     std::optional<sp::ReadySandbox> sb;
     while (!(sb = pool.take())) wait_ready();
     if (i >= 5) {  // the first few warm the page cache and the template's allocator
       ready_ms.push_back(static_cast<double>(sb->ready_ns) / 1e6);
+      fork_ms.push_back(static_cast<double>(sb->fork_ns) / 1e6);
+      sb->foreground();
       if (agent.empty()) rtt_ms.push_back(echo_rtt_ms(sb->agent_fd.get()));
     }
     while (!pool.give_back(std::move(*sb))) sched_yield();
@@ -201,13 +207,17 @@ int main(int argc, char** argv) {
   for (int i = 0; i < bwrap_n; ++i) bw_true_ms.push_back(run_once(bw_true));
 
   double med = pct(ready_ms, 50);
-  std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s; netns made ahead: %s; agent: %s)\n\n",
-              preload.c_str(), favor ? "on for this run" : "off", netns_ahead ? "yes" : "no",
+  std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s; netns made ahead: %s; "
+              "spawn cpu weight %u; teardown waits for forks: %s; agent: %s)\n\n",
+              preload.c_str(), favor ? "on for this run" : "off", netns_ahead ? "yes" : "no", cfg.spawn_cpu_weight,
+              reap_hold ? "yes" : "no",
               agent.empty() ? "echo stand-in" : "sandpool_agent.serve (supervisor + forked worker)");
   std::printf("template start (import + warm-up, once per pool): %.0f ms\n\n", template_start_ms);
   std::printf("| measure | n | median | p90 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---|\n");
   std::printf("| clone-to-ready (request → isolated, ms) | %zu | %.2f | %.2f | %.2f | %.2f | median ≤ 3, p99 ≤ 10 |\n",
               ready_ms.size(), med, pct(ready_ms, 90), pct(ready_ms, 99), pct(ready_ms, 100));
+  std::printf("| of which: fork() in the template (page-table copy, wall ms) | %zu | %.2f | %.2f | %.2f | %.2f | — |\n",
+              fork_ms.size(), pct(fork_ms, 50), pct(fork_ms, 90), pct(fork_ms, 99), pct(fork_ms, 100));
   std::printf("| ready → first echo round trip (ms) | %zu | %.3f | %.3f | %.3f | %.3f | — |\n", rtt_ms.size(),
               pct(rtt_ms, 50), pct(rtt_ms, 90), pct(rtt_ms, 99), pct(rtt_ms, 100));
   std::printf("| peer: bwrap --unshare-all python3 -c 'import numpy, pandas, matplotlib' (ms) | %zu | %.1f | %.1f | %.1f | %.1f | ours ≥ 100× faster |\n",

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Runs clone_bench (warm-template clones vs bubblewrap) on a quiet machine and writes bench/results/sandbox-<date>.md.
 
-Usage: sudo /usr/bin/python3 bench/sandbox/run_bench.py BUILD_DIR [--tries 3] [clone_bench args...]
+Usage: sudo /usr/bin/python3 bench/sandbox/run_bench.py BUILD_DIR [--tries 3] [--max-wait 600] [clone_bench args...]
 The machine is shared: before each run we wait (up to --max-wait s) until it is below
 10 % busy, and we report how much CPU other processes used during the run, as the
 research lab did (shared/research/sandbox-lab.md §1); a run where other tenants used
@@ -111,10 +111,14 @@ def run_once(exe, args, env):
 def main():
     build = os.path.abspath(sys.argv[1])
     user_args = [a for a in sys.argv[2:]]
-    tries = 3
+    tries, max_wait = 3, 600
     if "--tries" in user_args:
         i = user_args.index("--tries")
         tries = int(user_args[i + 1])
+        del user_args[i:i + 2]
+    if "--max-wait" in user_args:  # seconds the quiet gate may wait before running anyway
+        i = user_args.index("--max-wait")
+        max_wait = int(user_args[i + 1])
         del user_args[i:i + 2]
     args = list(user_args) + ["--sandpool", os.path.join(build, "src", "sandpool")]
     exe = os.path.join(build, "bench", "sandbox", "clone_bench")
@@ -123,7 +127,7 @@ def main():
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results", f"sandbox-{date}.md")
     cmd = "sudo /usr/bin/python3 bench/sandbox/run_bench.py " + " ".join([os.path.relpath(build)] + sys.argv[2:])
     for attempt in range(1, tries + 1):
-        busy, waited = wait_quiet()
+        busy, waited = wait_quiet(max_wait=max_wait)
         out, wall, total_busy_s, ours_s = run_once(exe, args, env)
         fork_med, fork_p90 = calibrate()
         avail = os.cpu_count() * wall

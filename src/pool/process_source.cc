@@ -121,6 +121,7 @@ void ProcessSource::on_hello_readable(uv_poll_t* p, int status, int events) {
 void ProcessSource::end_warming(Warming* w, bool ready) {
   warming_.erase(w->where);
   if (ready) {
+    w->sandbox.foreground();  // its start-up ran in the background (spawn_cpu_weight); now it may serve
     ready_.push_back(std::move(w->sandbox));
   } else {
     ++hello_failures_;

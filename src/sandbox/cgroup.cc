@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -163,6 +164,7 @@ Cgroup& Cgroup::operator=(Cgroup&& o) noexcept {
     memory_dir_ = std::move(o.memory_dir_);
     pids_dir_ = std::move(o.pids_dir_);
     unified_dir_ = std::move(o.unified_dir_);
+    cpu_dir_ = std::move(o.cpu_dir_);
     o.dirs_.clear();
   }
   return *this;
@@ -209,6 +211,13 @@ Status Cgroup::kill() {
   if (!unified_dir_.empty() && write_file(unified_dir_ + "/cgroup.kill", "1").ok()) return {};
   kill_listed(pids_dir_);
   return {};
+}
+
+Status Cgroup::set_cpu_weight(uint32_t weight) {
+  if (cpu_dir_.empty()) return Error{ENOENT, "no cpu controller"};
+  weight = std::clamp<uint32_t>(weight, 1, 10000);
+  if (version_ == CgroupVersion::kV2) return write_file(cpu_dir_ + "/cpu.weight", std::to_string(weight));
+  return write_file(cpu_dir_ + "/cpu.shares", std::to_string(std::max<uint32_t>(2, weight * 1024 / 100)));
 }
 
 Status Cgroup::remove() {
@@ -281,6 +290,7 @@ Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& 
     SP_TRY(make_dir(d));
     cg.dirs_ = {d};
     cg.memory_dir_ = cg.pids_dir_ = cg.unified_dir_ = d;
+    if (!cpu_.empty()) cg.cpu_dir_ = d;
     if (limits.memory_bytes) {
       SP_TRY(write_file(d + "/memory.max", std::to_string(mem)));
       (void)write_file(d + "/memory.swap.max", "0");
@@ -305,6 +315,7 @@ Result<Cgroup> CgroupManager::create(std::string_view name, const CgroupLimits& 
     std::string d = path(cpu_);
     SP_TRY(make_dir(d));
     cg.dirs_.push_back(d);
+    cg.cpu_dir_ = d;
     if (limits.cpu_millis) SP_TRY(write_file(d + "/cpu.cfs_quota_us", std::to_string(limits.cpu_millis * 100)));
   }
   if (!unified_.empty() && with_kill_dir) {

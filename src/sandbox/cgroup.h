@@ -57,13 +57,17 @@ class Cgroup {
   Status kill();
   // Removes the directories; fails with EBUSY while tasks remain.
   Status remove();
+  // CPU weight relative to sibling cgroups, in cgroup2 units (1..10000, 100 = default);
+  // v1: cpu.shares = weight * 1024 / 100 (at least 2). ENOENT without a cpu controller.
+  // One open+write; callers use it to run spawning and dying sandboxes in the background.
+  Status set_cpu_weight(uint32_t weight);
 
  private:
   friend class CgroupManager;
   CgroupVersion version_ = CgroupVersion::kV1;
   std::string name_;
   std::vector<std::string> dirs_;  // v1: memory, pids, cpu[, unified]; v2: one
-  std::string memory_dir_, pids_dir_, unified_dir_;
+  std::string memory_dir_, pids_dir_, unified_dir_, cpu_dir_;
 };
 
 class CgroupManager {

@@ -29,6 +29,7 @@ namespace sp {
 namespace {
 
 constexpr int kTemplateCtrlFd = 3;
+constexpr uint64_t kReapHoldMs = 20;  // longest a teardown waits for a fork to end
 
 uint64_t now_ns() {
   timespec ts;
@@ -66,9 +67,11 @@ void kick(int eventfd_fd) {
   (void)n;
 }
 
-// Kills a clone and waits (bounded) for it to be gone, then removes its cgroup.
-void destroy_clone(ReadySandbox& sb) {
+// Kills a clone and waits (bounded) for it to be gone, then removes its cgroup. With a
+// cpu_weight, its exit (unmapping a copy of the template) first drops to that weight.
+void destroy_clone(ReadySandbox& sb, uint32_t cpu_weight = 0) {
   sb.agent_fd.reset();
+  if (cpu_weight && sb.cgroup.valid()) (void)sb.cgroup.set_cpu_weight(cpu_weight);
   if (sb.pidfd) syscall(SYS_pidfd_send_signal, sb.pidfd.get(), SIGKILL, nullptr, 0);
   if (sb.cgroup.valid()) (void)sb.cgroup.kill();
   if (sb.pidfd) {
@@ -119,6 +122,11 @@ struct PoolSpawner::Impl {
   int backoff_ms = 0;
 
   std::atomic<pid_t> tpl_pid{-1};
+  // Forks requested / ended (the template's reply). Before each teardown the reaper waits
+  // (at most kReapHoldMs) for the forks already requested to end: a dying clone's exit
+  // (unmapping its copy of the template) and a fork contend for the CPUs and the template's
+  // anon_vma locks. Only those forks: under a steady refill the reaper still gets its turn.
+  std::atomic<uint64_t> forks_started{0}, forks_ended{0};
   SpscRing<ReadySandbox> ready;
   SpscRing<ReadySandbox> finished;
   UniqueFd spawn_wake, reap_wake;
@@ -136,6 +144,10 @@ struct PoolSpawner::Impl {
   explicit Impl(const PoolTemplateConfig& c)
       : cfg(c), netns_ahead(c.netns_ahead), ready(c.ring_capacity), finished(c.ring_capacity) {}
 
+  // Gives a fresh cgroup the background weight of spawns (cfg.spawn_cpu_weight).
+  void background(Cgroup& cg) {
+    if (cfg.spawn_cpu_weight) (void)cg.set_cpu_weight(cfg.spawn_cpu_weight);
+  }
   Status start_template(Template& t);
   void stop_template(Template& t);
   Status send_request(Template& t);
@@ -144,6 +156,11 @@ struct PoolSpawner::Impl {
   void finish_failed(Pending& p, Error e);
   void spawner_main();
   void reaper_main();
+  void fork_done() {
+    forks_ended.fetch_add(1);
+    if (cfg.reap_hold) kick(reap_wake.get());
+  }
+  void hold_while_forking();
 };
 
 Status PoolSpawner::Impl::start_template(Template& t) {
@@ -200,6 +217,7 @@ void PoolSpawner::Impl::stop_template(Template& t) {
   }
   if (tpl_pid.load() == t.pid) tpl_pid = -1;
   t.pid = -1;
+  if (t.outstanding) fork_done();
   t.outstanding = false;
 }
 
@@ -214,7 +232,9 @@ Status PoolSpawner::Impl::send_request(Template& t) {
     p.sb.cgroup = std::move(spare_cgroup);
   } else {
     SP_TRY_ASSIGN(p.sb.cgroup, mgr.create(cfg.pool + "-" + std::to_string(p.sb.generation), cfg.limits, false));
+    background(p.sb.cgroup);
   }
+  p.sb.background = cfg.spawn_cpu_weight != 0;
   SP_TRY_ASSIGN(std::vector<UniqueFd> cg_fds, p.sb.cgroup.open_procs_fds());
   int sv[2], rp[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(agent)");
@@ -253,6 +273,8 @@ Status PoolSpawner::Impl::send_request(Template& t) {
   std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(nfds));
   if (sendmsg(t.ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
   t.outstanding = true;
+  forks_started.fetch_add(1);
+  p.tpl = &t;
   pending.push_back(std::move(p));
   // While the template forks, prepare the next clone's cgroup (mkdir + limits ≈ 0.3 ms) and
   // network namespace (≈ 0.4–0.9 ms).
@@ -260,6 +282,7 @@ Status PoolSpawner::Impl::send_request(Template& t) {
   if (spare.ok()) {
     spare_cgroup = std::move(spare.value());
     spare_gen = next_gen;
+    background(spare_cgroup);
   }
   if (netns_ahead) {
     auto ns = make_isolated_netns();
@@ -273,7 +296,7 @@ void PoolSpawner::Impl::finish_failed(Pending& p, Error e) {
   stats.last_error = static_cast<uint64_t>(e.code);
   LOG_WARN("pool %s: clone %llu failed: %s", cfg.pool.c_str(), static_cast<unsigned long long>(p.sb.generation),
            e.message().c_str());
-  destroy_clone(p.sb);
+  destroy_clone(p.sb, cfg.spawn_cpu_weight);
   backoff_ms = backoff_ms ? std::min(backoff_ms * 2, 2000) : 10;
 }
 
@@ -281,6 +304,7 @@ void PoolSpawner::Impl::on_ctrl(Template& t) {
   struct {
     uint64_t gen;
     int32_t pid, err;
+    uint64_t fork_ns;
   } __attribute__((packed)) reply{};
   int pidfd = -1;
   char cbuf[CMSG_SPACE(sizeof(int))] = {};
@@ -308,6 +332,7 @@ void PoolSpawner::Impl::on_ctrl(Template& t) {
     }
     return;
   }
+  if (t.outstanding) fork_done();
   t.outstanding = false;
   for (size_t i = 0; i < pending.size(); ++i) {
     Pending& p = pending[i];
@@ -321,6 +346,7 @@ void PoolSpawner::Impl::on_ctrl(Template& t) {
     }
     p.sb.pid = reply.pid;
     p.sb.pidfd.reset(pidfd);
+    p.sb.fork_ns = reply.fork_ns;
     if (p.ready) on_report(i);  // the clone was faster than the template's reply
     return;
   }
@@ -374,6 +400,7 @@ void PoolSpawner::Impl::spawner_main() {
     auto cg = mgr.create("tpl-" + cfg.pool, tl);
     if (!cg.ok()) st = cg.error();
     else tpl_cgroup = std::move(cg.value());
+    background(tpl_cgroup);
   }
   tpls.resize(std::max<uint32_t>(1, cfg.templates));
   for (auto& t : tpls)
@@ -432,10 +459,26 @@ void PoolSpawner::Impl::spawner_main() {
   if (spare_cgroup.valid()) (void)spare_cgroup.remove();
 }
 
+void PoolSpawner::Impl::hold_while_forking() {
+  if (!cfg.reap_hold) return;
+  const uint64_t until = now_ns() + kReapHoldMs * 1000000ull;
+  const uint64_t started = forks_started.load();
+  while (forks_ended.load() < started && !stopping.load()) {
+    uint64_t now = now_ns();
+    if (now >= until) return;
+    pollfd p{reap_wake.get(), POLLIN, 0};
+    poll(&p, 1, static_cast<int>((until - now) / 1000000ull) + 1);  // fork_done() kicks us
+    drain_eventfd(reap_wake.get());
+  }
+}
+
 void PoolSpawner::Impl::reaper_main() {
   for (;;) {
-    while (auto sb = finished.try_pop()) {
-      destroy_clone(*sb);
+    while (finished.size_approx() != 0) {
+      hold_while_forking();
+      auto sb = finished.try_pop();
+      if (!sb) break;
+      destroy_clone(*sb, cfg.spawn_cpu_weight);
       stats.reaped++;
     }
     if (stopping.load()) break;
@@ -475,6 +518,12 @@ bool ReadySandbox::alive() const {
   if (!pidfd) return false;
   pollfd p{pidfd.get(), POLLIN, 0};
   return poll(&p, 1, 0) == 0;
+}
+
+void ReadySandbox::foreground() {
+  if (!background) return;
+  background = false;
+  if (cgroup.valid()) (void)cgroup.set_cpu_weight(100);
 }
 
 PoolSpawner::~PoolSpawner() {

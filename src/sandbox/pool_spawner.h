@@ -45,6 +45,13 @@ struct PoolTemplateConfig {
   uint32_t max_pending = 2;             // clones isolating themselves at once
   uint32_t templates = 1;               // template processes forking in parallel (≈ cores for refill rate)
   bool netns_ahead = true;              // make each clone's network namespace ahead, in the spawner
+  // CPU weight (cgroup2 units, 100 = default) of the template, of clones until they are ready
+  // and of clones being torn down: spawning and teardown run in the background, so that
+  // sandboxes serving requests win the CPU. A clone keeps it while it waits in the pools
+  // (its agent's start-up included) until the consumer calls ReadySandbox::foreground().
+  // 0: everything at the default weight.
+  uint32_t spawn_cpu_weight = 1;
+  bool reap_hold = true;                // teardowns wait (≤ 20 ms) for the forks under way to end
   uint32_t ring_capacity = 1024;        // both rings
 };
 
@@ -55,11 +62,16 @@ struct ReadySandbox {
   UniqueFd agent_fd;         // connected SOCK_STREAM to the clone's agent (serve(fd))
   Cgroup cgroup;             // memory/pids/cpu of this clone; oom_kills() tells an OOM death
   uint64_t ready_ns = 0;     // request sent → ready record read (clone-to-ready)
+  uint64_t fork_ns = 0;      // of which the template spent this long in fork() (page-table copy)
+  bool background = false;   // its cgroup still has the spawn weight (PoolTemplateConfig::spawn_cpu_weight)
 
   // False once the clone has exited. A clone can die while it waits in the ready ring (its
   // template crashed, a host OOM kill): check before binding it to a session, or treat a
   // failing first exchange on agent_fd the same way, and give it back. One poll(2).
   bool alive() const;
+  // Gives the clone the default CPU weight (one cgroupfs write) if it still has the spawn
+  // weight: call it once its start-up is over (the agent's hello), before it serves.
+  void foreground();
 };
 
 struct SpawnerStats {

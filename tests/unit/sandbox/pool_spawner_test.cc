@@ -116,3 +116,73 @@ TEST_CASE("pool spawner: clones are isolated from the host and from each other, 
   ps->reset();  // stops threads, kills the template and the refilled clones
   close(efd);
 }
+
+namespace {
+
+// The CPU weight of `pid`'s cgroup in cgroup2 units (v1 cpu.shares converted), or -1.
+int cpu_weight_of(pid_t pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/cgroup").c_str(), "r");
+  if (!f) return -1;
+  char line[1024];
+  std::string v1, v2;
+  while (std::fgets(line, sizeof line, f)) {
+    std::string l(line);
+    if (!l.empty() && l.back() == '\n') l.pop_back();
+    size_t a = l.find(':'), b = l.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string ctrls = "," + l.substr(a + 1, b - a - 1) + ",";
+    if (ctrls.find(",cpu,") != std::string::npos) v1 = l.substr(b + 1);
+    if (ctrls == ",," ) v2 = l.substr(b + 1);
+  }
+  std::fclose(f);
+  auto read_int = [](const std::string& path) {
+    FILE* g = std::fopen(path.c_str(), "r");
+    if (!g) return -1;
+    int v = -1;
+    if (std::fscanf(g, "%d", &v) != 1) v = -1;
+    std::fclose(g);
+    return v;
+  };
+  if (!v1.empty()) {
+    int shares = read_int("/sys/fs/cgroup/cpu" + v1 + "/cpu.shares");
+    return shares < 0 ? -1 : shares * 100 / 1024;
+  }
+  return v2.empty() ? -1 : read_int("/sys/fs/cgroup" + v2 + "/cpu.weight");
+}
+
+}  // namespace
+
+TEST_CASE("pool spawner: spawning runs at the background CPU weight until foreground()") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
+    return;
+  }
+  int efd = eventfd(0, EFD_CLOEXEC);
+  sp::PoolTemplateConfig cfg;
+  cfg.pool = "unitweight";
+  cfg.preload = "";
+  cfg.ready_target = 1;
+  cfg.spawn_cpu_weight = 1;
+  auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
+  REQUIRE_MESSAGE(ps.ok(), ps.error().message());
+  auto sbs = take_n(**ps, efd, 1);
+  REQUIRE(sbs.size() == 1);
+  sp::ReadySandbox& sb = sbs[0];
+  CHECK(sb.fork_ns > 0);
+  CHECK(sb.fork_ns < sb.ready_ns);
+  int before = cpu_weight_of(sb.pid);
+  if (before < 0) {
+    MESSAGE("skipped: no cpu controller");
+  } else {
+    CHECK(before <= 1);  // shares 10 on v1 read back as weight 0
+    CHECK(cpu_weight_of((*ps)->template_pid()) <= 1);
+    CHECK(sb.background);
+    sb.foreground();
+    CHECK_FALSE(sb.background);
+    CHECK(cpu_weight_of(sb.pid) == 100);
+  }
+  CHECK(ask(sb.agent_fd.get(), "pid").rfind("1 ", 0) == 0);
+  CHECK((*ps)->give_back(std::move(sb)));
+  ps->reset();
+  close(efd);
+}
