@@ -16,8 +16,10 @@
 #include "api/session_routes.h"
 #include "cli.h"
 #include "pool/metadata.h"
+#include "pool/microvm_source.h"
 #include "pool/process_source.h"
 #include "util/log.h"
+#include "vmm/pool_template.h"
 
 namespace sp {
 namespace {
@@ -65,7 +67,19 @@ Server::Server(const ServerConfig& config)
         o.agent_dir = find_agent_dir(config_.agent_dir);
         o.runtime_dir = config_.runtime_dir;
         if (o.agent_dir.empty()) return Error{ENOENT, "sandpool_agent.py not found (use --agent-dir)"};
-        if (s.isolation == pool::Isolation::kMicroVm) return Error{ENOTSUP, "isolation microvm is not available yet"};
+        if (s.isolation != pool::Isolation::kProcess) {
+          static std::string kvm_why;  // probed once: the answer does not change while we run
+          static const bool kvm_ok = vmm::kvm_usable(&kvm_why);
+          bool microvm = kvm_ok;
+          if (s.isolation == pool::Isolation::kMicroVm && !kvm_ok) {
+            LOG_ERROR("pool %s: isolation microvm needs KVM: %s", s.name.c_str(), kvm_why.c_str());
+            return Error{ENODEV, "isolation microvm needs KVM (/dev/kvm and KVM_CREATE_VM)"};
+          }
+          if (s.isolation == pool::Isolation::kAuto)
+            LOG_INFO("pool %s: isolation auto -> %s (%s)", s.name.c_str(), microvm ? "microvm" : "process", kvm_why.c_str());
+          if (microvm)
+            return std::unique_ptr<pool::SandboxSource>(new pool::MicroVmSource(loop, s, o, self_dir() + "/sandpool"));
+        }
         return std::unique_ptr<pool::SandboxSource>(new pool::ProcessSource(loop, s, o));
       }) {}
 

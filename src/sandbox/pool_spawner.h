@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "sandbox/cgroup.h"
 #include "util/result.h"
@@ -46,6 +47,9 @@ struct PoolTemplateConfig {
   uint32_t templates = 1;               // template processes forking in parallel (≈ cores for refill rate)
   bool netns_ahead = true;              // make each clone's network namespace ahead, in the spawner
   uint32_t ring_capacity = 1024;        // both rings
+  // Non-empty: the template program and its first arguments instead of `python -I template.py`
+  // (the micro-VM tier's `sandpool vmm-template`); it gets the same arguments and protocol.
+  std::vector<std::string> template_cmd;
 };
 
 struct ReadySandbox {

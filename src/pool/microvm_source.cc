@@ -1,0 +1,20 @@
+// MicroVmSource: the options that turn ProcessSource into the micro-VM tier.
+#include "pool/microvm_source.h"
+
+#include <algorithm>
+
+namespace sp::pool {
+
+ProcessSourceOptions microvm_source_options(const PoolSettings& settings, ProcessSourceOptions base,
+                                            const std::string& sandpool_exe) {
+  // Guest memory: the pool's memory limit less room for the VMM itself (its private pages and
+  // KVM's shadow page tables are charged to the same cgroup), in 2 MiB units, at least 256 MiB.
+  uint64_t mib = settings.memory_bytes >> 20;
+  mib = mib > 320 ? mib - 64 : 256;
+  mib &= ~uint64_t{1};
+  base.template_cmd = {sandpool_exe, "vmm-template", "--vm-memory-mib", std::to_string(mib)};
+  base.tier = "microvm";
+  return base;
+}
+
+}  // namespace sp::pool
