@@ -67,7 +67,11 @@ Server::Server(const ServerConfig& config)
         o.agent_dir = find_agent_dir(config_.agent_dir);
         o.runtime_dir = config_.runtime_dir;
         if (o.agent_dir.empty()) return Error{ENOENT, "sandpool_agent.py not found (use --agent-dir)"};
-        if (s.isolation != pool::Isolation::kProcess) {
+        // Shell pools run commands as subprocesses, which a micro-VM guest cannot start.
+        const bool shell = s.container_type == pool::ContainerType::kShell;
+        if (shell && s.isolation == pool::Isolation::kMicroVm)
+          return Error{ENOTSUP, "containerType Shell needs isolation process (a micro-VM runs one process)"};
+        if (s.isolation != pool::Isolation::kProcess && !shell) {
           static std::string kvm_why;  // probed once: the answer does not change while we run
           static const bool kvm_ok = vmm::kvm_usable(&kvm_why);
           bool microvm = kvm_ok;
