@@ -208,6 +208,14 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(results, {0: 0, 1: 1, 2: 2})
         self.assertLess(time.monotonic() - start, 1.4)
 
+    def test_sessions_get_fresh_random_state(self):
+        code = "import random, numpy\n(random.getrandbits(64), int(numpy.random.randint(1 << 62)))"
+        seen = set()
+        for i in range(3):
+            r, j = execute(self.srv, "rand-%d" % i, code)
+            seen.add(j["properties"]["result"])
+        self.assertEqual(len(seen), 3, seen)  # clones of one template must not share generators
+
     def test_percent_encoded_identifier_is_the_same_session(self):
         execute(self.srv, "enc%7Bid%7D", "w = 'same'")
         r, j = execute(self.srv, "enc{id}", "w")

@@ -196,6 +196,18 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
                 p = self.run_cell(ident, "'v' in globals()")
                 self.assertEqual(p["result"], False)
 
+    def test_native_loop_is_stopped_by_the_host(self):
+        # A loop without syscalls never sees the SIGINT: the VMM kills the guest after the grace
+        # period and the session gets a fresh clone (ExecutionTimeout, variables lost, files kept).
+        self.run_cell("probe-loop", "open('marker.txt', 'w').write('m')\nv = 1")
+        body = {"properties": {"codeInputType": "inline", "executionType": "synchronous", "timeoutInSeconds": 1,
+                               "code": PRELUDE + "m, a = machine_code(b'\\xeb\\xfe')\nctypes.CFUNCTYPE(None)(a)()"}}
+        r, j = self.srv.json("POST", "/code/execute?identifier=probe-loop", body)
+        p = j["properties"]
+        self.assertEqual(p.get("errorCode"), "ExecutionTimeout", p)
+        self.assertIn("variables were lost", p["stderr"])
+        self.assert_alive("probe-loop")
+
     def test_vmm_processes_are_confined(self):
         self.run_cell("probe-conf", "1")
         vmms = []
