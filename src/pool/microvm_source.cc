@@ -1,7 +1,7 @@
 // MicroVmSource: the options that turn ProcessSource into the micro-VM tier.
 #include "pool/microvm_source.h"
 
-#include <algorithm>
+#include <cstdlib>
 
 namespace sp::pool {
 
@@ -13,6 +13,8 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   mib = mib > 320 ? mib - 64 : 256;
   mib &= ~uint64_t{1};
   base.template_cmd = {sandpool_exe, "vmm-template", "--vm-memory-mib", std::to_string(mib)};
+  // The template's environment is fixed by the spawner: pass the debug switch as an argument.
+  if (getenv("SANDPOOL_VMM_DEBUG")) base.template_cmd.insert(base.template_cmd.end(), {"--debug", "1"});
   base.tier = "microvm";
   return base;
 }

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -127,6 +128,13 @@ class Watcher {
         if (r > 0) feed(buf, static_cast<size_t>(r));
       }
       wake_ms = check();
+      if (getenv("SANDPOOL_VMM_DEBUG")) {  // once a second: cells run and guest syscalls so far
+        wake_ms = wake_ms < 0 ? 1000 : std::min<int64_t>(wake_ms, 1000);
+        std::lock_guard<std::mutex> l(mu_);
+        const uint8_t* p = vm_ && page_ ? vm_->guest().mem.user_ptr(page_, kPageBytes) : nullptr;
+        if (p) std::fprintf(stderr, "vmm: %llu cells, %llu guest syscalls\n", static_cast<unsigned long long>(load_u64(p)),
+                            static_cast<unsigned long long>(vm_->guest().syscall_count));
+      }
     }
   }
   void feed(const uint8_t* b, size_t n) {
@@ -138,7 +146,10 @@ class Watcher {
           page_ = load_u64(parse_.data() + 1);
           parse_.clear();
         }
-      }  // anything else is a nudge: check() runs after every read
+      } else if (getenv("SANDPOOL_VMM_DEBUG") && vm_) {  // a nudge (one per cell): check() runs after every read
+        std::fprintf(stderr, "vmm: cell start, guest syscalls so far %llu\n",
+                     static_cast<unsigned long long>(vm_->guest().syscall_count));
+      }
     }
   }
   // Returns the poll timeout until the next action, -1 for none.
@@ -232,7 +243,8 @@ void isolate(const CloneRequest& r) {
   isolate(r);
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (devnull < 0) sp_child_fail(report, kStepCloseFds, errno);
-  if (!getenv("SANDPOOL_VMM_DEBUG")) {
+  const bool debug = getenv("SANDPOOL_VMM_DEBUG") != nullptr;  // keep stderr (the server's log)
+  if (!debug) {
     for (int fd = 0; fd < 3; ++fd) dup2(devnull, fd);  // nothing from here reaches the server's log
   }
   int out = memfd_create("sandpool-stdout", MFD_CLOEXEC), errf = memfd_create("sandpool-stderr", MFD_CLOEXEC);
@@ -271,6 +283,10 @@ void isolate(const CloneRequest& r) {
       reported = true;
     }
     auto ex = vm.value()->run();
+    if (debug && ex.ok())
+      std::fprintf(stderr, "vmm: guest exit %d signal %d after %llu syscalls (%llu unknown)\n", ex.value().exit_code,
+                   ex.value().term_signal, static_cast<unsigned long long>(ex.value().syscalls),
+                   static_cast<unsigned long long>(ex.value().unknown_syscalls));
     bool killed = watcher.detach(page);
     vm.value().reset();
     uint64_t running = load_u64(page + kRunningOff);
@@ -401,6 +417,7 @@ bool parse_args(int argc, char** argv, Args* a) {
     else if (k == "--vm-memory-mib") a->vm_memory = std::strtoull(v, nullptr, 10) << 20;
     else if (k == "--grace-ms") a->grace_ms = std::strtoull(v, nullptr, 10);
     else if (k == "--lib") continue;  // template.py's; unused here
+    else if (k == "--debug") setenv("SANDPOOL_VMM_DEBUG", v, 1);  // VMM children keep the server's stderr
     else return false;
   }
   return a->parent > 0;
