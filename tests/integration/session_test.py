@@ -369,6 +369,23 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, _ = self.srv.json("GET", "/pools/nope")
         self.assertAzureError(r, 404, "PoolNotFound")
 
+    @unittest.skipUnless(ISOLATION == "microvm", "isolation auto is checked where KVM works (the microvm run)")
+    def test_auto_isolation_picks_microvm_and_says_so(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "autopool", "isolation": "auto", "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            r, j = execute(self.srv, "auto-1", "6 * 7", path="/pools/autopool/code/execute")
+            self.assertEqual(j["properties"]["result"], 42)
+            text = self.srv.request("GET", "/metrics").body.decode()
+            self.assertIn('sandpool_pool_isolation{pool="autopool",tier="microvm"} 1', text)
+            self.assertIn("pool autopool: isolation auto -> microvm", self.srv.log())
+            # The source factory refuses it; the pools API reports a factory error as PoolStartFailed.
+            r, j = self.srv.json("POST", "/pools", {"name": "autosh", "isolation": "microvm", "containerType": "Shell"})
+            self.assertAzureError(r, 500, "PoolStartFailed")
+            self.assertIn("Shell needs isolation process", j["error"]["message"])
+        finally:
+            self.srv.request("DELETE", "/pools/autopool")
+
     def test_openapi_lists_every_route(self):
         r, j = self.srv.json("GET", "/openapi.json")
         self.assertEqual(j["openapi"], "3.0.3")
