@@ -79,7 +79,9 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
   cfg.ready_target = 0;
   cfg.max_pending = 1;
   cfg.limits.memory_bytes = 2ull << 30;
-  if (std::strcmp(tier, "microvm") == 0) cfg.template_cmd = {sandpool, "vmm-template", "--vm-memory-mib", "1984"};
+  // --debug: each VMM logs its Vm::clone time to our stderr ("vmm: clone X ms"; run_pool.sh reads it).
+  if (std::strcmp(tier, "microvm") == 0)
+    cfg.template_cmd = {sandpool, "vmm-template", "--vm-memory-mib", "1984", "--debug", "1"};
   double t0 = now_ms();
   auto ps = sp::PoolSpawner::start(cfg);
   if (!ps.ok()) {

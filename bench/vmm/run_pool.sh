@@ -13,8 +13,18 @@ echo "Command: \`bench/vmm/run_pool.sh $build $clones $executes\`. Load at start
 echo
 echo "Clone to ready and idle memory (\`vmm_pool_bench\`: PoolSpawner as the server drives it, pool memory 2 GiB, guest 1984 MiB):"
 echo
+err=$(mktemp)
 SANDPOOL_RUNTIME_DIR="$build/src/sandbox" "$build/bench/vmm/vmm_pool_bench" "$build/src/sandpool" "$root/src/agent/python" \
-  --n "$clones" --idle 8 2>/dev/null
+  --n "$clones" --idle 8 2>"$err"
+/usr/bin/python3 - "$err" <<'PY'
+import re, statistics, sys
+ms = sorted(float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms", open(sys.argv[1]).read()))
+if ms:
+    print("\nInside each VMM child: `Vm::clone` of the template VM (memory map, KVM VM + vCPU, registers and "
+          "descriptors) %.3f ms median (p10 %.3f, p90 %.3f, n=%d)." % (statistics.median(ms), ms[len(ms) // 10],
+                                                                        ms[len(ms) * 9 // 10], len(ms)))
+PY
+rm -f "$err"
 echo
 echo "Warm \`print(1)\` execute over HTTP, one session per pool, alternating (\`pool_execute.py\`):"
 echo

@@ -275,6 +275,9 @@ void isolate(const CloneRequest& r) {
     std::memcpy(go + 12, &exit_code, 4);
     std::memcpy(go + 16, page, kPageBytes);
     if (write(ctl[0], go, sizeof go) != static_cast<ssize_t>(sizeof go)) _exit(kExitProtocol);
+    if (debug)
+      std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
+                   restarts);
     watcher.attach(vm.value().get());
     if (!reported) {
       ChildReport ready{0, 0};
