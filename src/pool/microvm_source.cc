@@ -14,7 +14,7 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   mib &= ~uint64_t{1};
   base.template_cmd = {sandpool_exe, "vmm-template", "--vm-memory-mib", std::to_string(mib)};
   // The template's environment is fixed by the spawner: pass the debug switch as an argument.
-  if (getenv("SANDPOOL_VMM_DEBUG")) base.template_cmd.insert(base.template_cmd.end(), {"--debug", "1"});
+  if (const char* d = getenv("SANDPOOL_VMM_DEBUG")) base.template_cmd.insert(base.template_cmd.end(), {"--debug", d});
   base.tier = "microvm";
   return base;
 }

@@ -420,7 +420,11 @@ bool parse_args(int argc, char** argv, Args* a) {
     else if (k == "--vm-memory-mib") a->vm_memory = std::strtoull(v, nullptr, 10) << 20;
     else if (k == "--grace-ms") a->grace_ms = std::strtoull(v, nullptr, 10);
     else if (k == "--lib") continue;  // template.py's; unused here
-    else if (k == "--debug") setenv("SANDPOOL_VMM_DEBUG", v, 1);  // VMM children keep the server's stderr
+    else if (k == "--debug") {
+      setenv("SANDPOOL_VMM_DEBUG", v, 1);
+      // "seccomp-log": calls outside the VMM filter are allowed and logged by the kernel (audit), not refused.
+      if (std::strcmp(v, "seccomp-log") == 0) setenv("SANDPOOL_VMM_SECCOMP_LOG", "1", 1);
+    }  // VMM children keep the server's stderr
     else return false;
   }
   return a->parent > 0;
