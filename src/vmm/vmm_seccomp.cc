@@ -156,9 +156,12 @@ Result<SeccompProgram> compile_vmm_seccomp_policy() {
   if (int rc = seccomp_export_bpf(ctx, mem.get()); rc != 0) return Error{-rc, "seccomp_export_bpf"};
   off_t size = lseek(mem.get(), 0, SEEK_END);
   if (size <= 0 || size % sizeof(sock_filter) != 0) return Error{kEInvalid, "seccomp program size"};
+  const size_t count = static_cast<size_t>(size) / sizeof(sock_filter);
+  if (count == 0) return Error{kEInvalid, "empty seccomp program"};
   SeccompProgram out;
-  out.insns.resize(static_cast<size_t>(size) / sizeof(sock_filter));
-  if (pread(mem.get(), out.insns.data(), static_cast<size_t>(size), 0) != size) return errno_error("read seccomp program");
+  out.insns.resize(count);
+  const size_t bytes = count * sizeof(sock_filter);
+  if (pread(mem.get(), out.insns.data(), bytes, 0) != static_cast<ssize_t>(bytes)) return errno_error("read seccomp program");
   return out;
 }
 
