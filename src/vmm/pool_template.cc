@@ -83,7 +83,7 @@ struct CloneRequest {
 
 uint64_t load_u64(const uint8_t* p) {
   uint64_t v;
-  std::memcpy(&v, p, sizeof v);  // SAFETY: p points at 8 readable bytes of the guest page
+  std::memcpy(&v, p, sizeof v);  // SAFETY: callers pass 8 readable bytes (a frame or a page copy)
   return v;
 }
 
@@ -107,7 +107,7 @@ class Watcher {
     std::memset(page_out, 0, kPageBytes);
     if (vm_ && page_) {
       const uint8_t* p = vm_->guest().mem.user_ptr(page_, kPageBytes);
-      if (p) std::memcpy(page_out, p, kPageBytes);
+      if (p) std::memcpy(page_out, p, kPageBytes);  // SAFETY: checked guest range; the guest has stopped
     }
     vm_ = nullptr;
     return killed_;
@@ -143,7 +143,10 @@ class Watcher {
       if (!parse_.empty() || b[i] == 'A') {
         parse_.push_back(b[i]);
         if (parse_.size() == 9) {
-          page_ = load_u64(parse_.data() + 1);
+          uint64_t addr = load_u64(parse_.data() + 1);
+          // An unaligned or out-of-range page is ignored (no deadlines: the server's last-resort
+          // timer still ends such a session); only the agent itself registers one.
+          page_ = addr % 8 == 0 && vm_ && vm_->guest().mem.user_ptr(addr, kPageBytes) ? addr : 0;
           parse_.clear();
         }
       } else if (getenv("SANDPOOL_VMM_DEBUG") && vm_) {  // a nudge (one per cell): check() runs after every read
@@ -158,7 +161,9 @@ class Watcher {
     if (!vm_ || !page_ || killed_) return -1;
     uint8_t* p = vm_->guest().mem.user_ptr(page_, kPageBytes);
     if (!p) return -1;
-    auto* word = reinterpret_cast<std::atomic<uint64_t>*>(p);  // 8-aligned: a ctypes array
+    // SAFETY: p is a checked guest range of kPageBytes, 8-aligned (checked at registration); the
+    // guest writes these words concurrently (plain stores), hence atomic loads and one store.
+    auto* word = reinterpret_cast<std::atomic<uint64_t>*>(p);
     uint64_t seq = word[0].load(std::memory_order_acquire);
     uint64_t running = word[kRunningOff / 8].load(std::memory_order_acquire);
     int64_t deadline = static_cast<int64_t>(word[kDeadlineOff / 8].load(std::memory_order_acquire));
@@ -254,6 +259,7 @@ void isolate(const CloneRequest& r) {
   Watcher watcher(ctl[0], g.args.grace_ms * 1'000'000ull);
   watcher.start();  // before the filter: TSYNC puts it under the filter as well
   sock_fprog prog = g.filter.prog();
+  // SAFETY: raw seccomp(2) with a program compiled by libseccomp; TSYNC applies it to the watcher too.
   if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
     sp_child_fail(report, kStepSeccomp, errno);
   uint32_t restarts = 0, reason = kReasonInitial;
@@ -311,6 +317,7 @@ Status template_init() {
   if (getppid() != g.args.parent) return Error{ESRCH, "parent gone"};
   g.own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
   if (g.own_pidns < 0) return errno_error("open own pid ns");
+  // SAFETY: raw pidfd_open(2) on ourselves (no libc wrapper here); clones poll it to see us die.
   g.template_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
   if (g.template_pidfd < 0) return errno_error("pidfd_open(self)");
   SP_TRY(shared_kvm());  // /dev/kvm is opened here, before the pivot hides /dev/kvm
@@ -532,6 +539,7 @@ int vmm_template_main(int argc, char** argv) {
       reply(ctrl, msg.gen, 0, e, -1);
       continue;
     }
+    // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
     int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     reply(ctrl, msg.gen, pid, pidfd < 0 ? errno : 0, pidfd);
     if (pidfd >= 0) close(pidfd);

@@ -1222,7 +1222,8 @@ def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=(
         patch_pyplot()
     libc()
     capabilities()
-    shared = (ctypes.c_char * SHARED.size)()  # guest memory the VMM reads (deadlines)
+    # Guest memory the VMM reads (deadlines): 8-byte words, so the VMM's loads are aligned.
+    shared = (ctypes.c_uint64 * (SHARED.size // 8))()
     gc.collect()
     gc.freeze()
     go = os.read(ctl_fd, 4096)  # the template VM is frozen here
