@@ -7,5 +7,6 @@ int serve_main(int argc, char** argv);        // server.cc: the HTTP server with
 int sandbox_run_main(int argc, char** argv);  // sandbox/cli.cc: one command in a fresh sandbox
 int init_main(int argc, char** argv);         // sandbox/init.cc: pid 1 inside a sandbox (internal)
 int vm_run_main(int argc, char** argv);       // vmm/cli.cc: one program in a micro-VM
+int vmm_template_main(int argc, char** argv);  // vmm/pool_template.cc: a micro-VM pool's template (internal)
 
 }  // namespace sp

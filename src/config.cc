@@ -61,6 +61,7 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
         "  --pool-max N               default pool: maxConcurrentSessions (100)\n"
         "  --pool-cooldown S          default pool: cooldownPeriodInSeconds (300)\n"
         "  --pool-memory SIZE         default pool: memory per session, e.g. 2Gi (2Gi)\n"
+        "  --pool-isolation MODE      default pool: process, microvm or auto (process)\n"
         "  --pools-file PATH          more pools: {\"pools\":[{settings as in the management API}]}\n"
         "  --api-key KEY              accept 'Authorization: Bearer KEY' (repeatable); with none, any\n"
         "  --api-keys-file PATH       one key per line\n"
@@ -120,7 +121,8 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
                                           {"--pool-ready", "readySessionInstances", false},
                                           {"--pool-max", "maxConcurrentSessions", false},
                                           {"--pool-cooldown", "cooldownPeriodInSeconds", false},
-                                          {"--pool-memory", "resources", true}};
+                                          {"--pool-memory", "resources", true},
+                                          {"--pool-isolation", "isolation", true}};
     bool pool_flag = false;
     for (const PoolFlag& f : kPoolFlags) {
       if (name != f.flag) continue;

@@ -17,6 +17,7 @@ constexpr Command kCommands[] = {
     {"sandbox-run", sp::sandbox_run_main, "run one command in a fresh sandbox: sandbox-run [options] -- CMD..."},
     {"vm-run", sp::vm_run_main, "run one program in a micro-VM: vm-run [options] -- PROGRAM ARGS..."},
     {"init", sp::init_main, nullptr},
+    {"vmm-template", sp::vmm_template_main, nullptr},
 };
 
 void usage(FILE* out) {

@@ -19,8 +19,10 @@
 #include "cli.h"
 #include "container/container_source.h"
 #include "pool/metadata.h"
+#include "pool/microvm_source.h"
 #include "pool/process_source.h"
 #include "util/log.h"
+#include "vmm/pool_template.h"
 
 namespace sp {
 namespace {
@@ -78,7 +80,23 @@ Server::Server(const ServerConfig& config)
         o.agent_dir = find_agent_dir(config_.agent_dir);
         o.runtime_dir = config_.runtime_dir;
         if (o.agent_dir.empty()) return Error{ENOENT, "sandpool_agent.py not found (use --agent-dir)"};
-        if (s.isolation == pool::Isolation::kMicroVm) return Error{ENOTSUP, "isolation microvm is not available yet"};
+        // Shell pools run commands as subprocesses, which a micro-VM guest cannot start.
+        const bool shell = s.container_type == pool::ContainerType::kShell;
+        if (shell && s.isolation == pool::Isolation::kMicroVm)
+          return Error{ENOTSUP, "containerType Shell needs isolation process (a micro-VM runs one process)"};
+        if (s.isolation != pool::Isolation::kProcess && !shell) {
+          static std::string kvm_why;  // probed once: the answer does not change while we run
+          static const bool kvm_ok = vmm::kvm_usable(&kvm_why);
+          bool microvm = kvm_ok;
+          if (s.isolation == pool::Isolation::kMicroVm && !kvm_ok) {
+            LOG_ERROR("pool %s: isolation microvm needs KVM: %s", s.name.c_str(), kvm_why.c_str());
+            return Error{ENODEV, "isolation microvm needs KVM (/dev/kvm and KVM_CREATE_VM)"};
+          }
+          if (s.isolation == pool::Isolation::kAuto)
+            LOG_INFO("pool %s: isolation auto -> %s (%s)", s.name.c_str(), microvm ? "microvm" : "process", kvm_why.c_str());
+          if (microvm)
+            return std::unique_ptr<pool::SandboxSource>(new pool::MicroVmSource(loop, s, o, self_dir() + "/sandpool"));
+        }
         return std::unique_ptr<pool::SandboxSource>(new pool::ProcessSource(loop, s, o));
       }) {}
 

@@ -41,6 +41,7 @@ Status ProcessSource::start(std::function<void()> on_ready) {
   cfg.data_bytes = settings_.data_size_bytes;
   cfg.ready_target = settings_.ready_session_instances;
   if (settings_.container_type == ContainerType::kShell) cfg.preload = "";
+  cfg.template_cmd = options_.template_cmd;
   auto sp = PoolSpawner::start(cfg, on_wake, this);
   if (!sp.ok()) return sp.error();
   spawner_ = std::move(sp).value();

@@ -8,6 +8,8 @@
 #include <deque>
 #include <list>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "agent/protocol.h"
 #include "pool/sandbox_source.h"
@@ -19,6 +21,9 @@ namespace sp::pool {
 struct ProcessSourceOptions {
   std::string agent_dir;    // directory holding sandpool_agent.py
   std::string runtime_dir;  // template.py + libsandpool_clone.so; empty: next to the binary
+  // The micro-VM tier (pool/microvm_source.h) reuses this adapter with another template program.
+  std::vector<std::string> template_cmd;  // empty: the Python template
+  const char* tier = "process";
 };
 
 class ProcessSource : public SandboxSource {
@@ -33,7 +38,7 @@ class ProcessSource : public SandboxSource {
   void release(Sandbox&& sandbox) override;
   void stop(std::function<void()> on_stopped) override;
   SourceStats stats() const override;
-  const char* tier() const override { return "process"; }
+  const char* tier() const override { return options_.tier; }
 
  private:
   // A clone whose isolation is done but whose agent has not said hello yet.

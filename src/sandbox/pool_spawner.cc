@@ -168,10 +168,12 @@ Status PoolSpawner::Impl::start_template(Template& t) {
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(template)");
   UniqueFd mine(sv[0]), theirs(sv[1]);
   std::string script = runtime_dir + "/template.py", lib = runtime_dir + "/libsandpool_clone.so";
-  std::vector<std::string> args = {cfg.python, "-I", script, "--ctrl-fd", std::to_string(kTemplateCtrlFd),
-                                   "--lib", lib, "--parent", std::to_string(getpid()),
-                                   "--data-bytes", std::to_string(cfg.data_bytes), "--tmp-bytes",
-                                   std::to_string(cfg.tmp_bytes), "--preload", cfg.preload};
+  std::vector<std::string> args = cfg.template_cmd;
+  if (args.empty()) args = {cfg.python, "-I", script};
+  const std::string program = args[0];
+  args.insert(args.end(), {"--ctrl-fd", std::to_string(kTemplateCtrlFd), "--lib", lib, "--parent",
+                           std::to_string(getpid()), "--data-bytes", std::to_string(cfg.data_bytes),
+                           "--tmp-bytes", std::to_string(cfg.tmp_bytes), "--preload", cfg.preload});
   if (!cfg.agent_path.empty()) {
     args.push_back("--agent-path");
     args.push_back(cfg.agent_path);
@@ -187,7 +189,7 @@ Status PoolSpawner::Impl::start_template(Template& t) {
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   pid_t pid = -1;
   // posix_spawn uses CLONE_VFORK: no copy of the server's page tables.
-  int rc = posix_spawn(&pid, cfg.python.c_str(), &fa, nullptr, argv.data(), const_cast<char**>(envp));
+  int rc = posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), const_cast<char**>(envp));
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) return Error{rc, "posix_spawn(template)"};
   t.pid = pid;

@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "sandbox/cgroup.h"
 #include "util/result.h"
@@ -53,6 +54,9 @@ struct PoolTemplateConfig {
   uint32_t spawn_cpu_weight = 1;
   bool reap_hold = true;                // teardowns wait (≤ 20 ms) for the forks under way to end
   uint32_t ring_capacity = 1024;        // both rings
+  // Non-empty: the template program and its first arguments instead of `python -I template.py`
+  // (the micro-VM tier's `sandpool vmm-template`); it gets the same arguments and protocol.
+  std::vector<std::string> template_cmd;
 };
 
 struct ReadySandbox {

@@ -134,6 +134,11 @@ void Vm::interrupt() {
     pthread_kill(vcpu_thread_, kick_signal());
 }
 
+void Vm::kill() {
+  kill_requested_.store(true, std::memory_order_release);
+  interrupt();
+}
+
 bool Vm::is_freeze_fd() const {
   struct stat st;
   int h = guest_.fds.host(freeze_fd_);
@@ -173,6 +178,13 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
     }
     case Trap::Kind::kInterrupted:
     case Trap::Kind::kFatal: break;
+  }
+  if (kill_requested_.load(std::memory_order_acquire) && !g.exited) {
+    g.exited = true;
+    g.term_signal = SIGKILL;
+    g.exit_code = 128 + SIGKILL;
+    global_counters().guests_killed.fetch_add(1, std::memory_order_relaxed);
+    return false;
   }
   if (interrupt_requested_.exchange(false, std::memory_order_acq_rel)) g.sig.pending |= 1ull << (SIGINT - 1);
   if (take_io_ready() && !g.async_fds.empty()) g.sig.pending |= 1ull << (SIGIO - 1);

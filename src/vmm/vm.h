@@ -92,6 +92,11 @@ class Vm {
   void interrupt();
   static int kick_signal();  // SIGRTMIN + 3
 
+  // Ends the guest as SIGKILL would (run() returns term_signal SIGKILL). Async-signal-safe, any
+  // thread; like interrupt() it kicks a blocked KVM_RUN or host call. The pool's deadline watcher
+  // uses it when a cell ignores the SIGINT past its grace period.
+  void kill();
+
   const Guest& guest() const { return guest_; }
   const VmTimings& timings() const { return timings_; }
   TrapBackend backend() const { return backend_; }
@@ -112,6 +117,7 @@ class Vm {
   VmTimings timings_;
   uint64_t created_at_ns_ = 0;
   std::atomic<bool> interrupt_requested_{false};
+  std::atomic<bool> kill_requested_{false};
   std::atomic<bool> in_run_{false};
   pthread_t vcpu_thread_{};
   int freeze_fd_ = -1;

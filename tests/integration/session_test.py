@@ -1,7 +1,9 @@
 """Integration tests of the code-interpreter session API (shared/API.md) against the real binary,
-with real process-tier sandboxes. Exit 77 (skip) when this machine cannot make sandboxes.
+with real process-tier sandboxes, or micro-VM ones with --isolation microvm (every pool the tests
+make gets that isolation). Exit 77 (skip) when this machine cannot make sandboxes, or for
+microvm when KVM does not work.
 
-Usage: session_test.py PATH_TO_SANDPOOL
+Usage: session_test.py PATH_TO_SANDPOOL [--isolation process|microvm]
 """
 import base64
 import json
@@ -14,6 +16,37 @@ import unittest
 
 import harness
 from harness import Server
+
+
+
+def _isolation_arg():
+    if "--isolation" in sys.argv:
+        i = sys.argv.index("--isolation")
+        value = sys.argv[i + 1]
+        del sys.argv[i:i + 2]
+        return value
+    return os.environ.get("SANDPOOL_TEST_ISOLATION", "process")
+
+
+ISOLATION = _isolation_arg()  # read at import: the skip decorators below depend on it
+if ISOLATION == "microvm":
+    # Creating a micro-VM pool boots its template VM with numpy/pandas/matplotlib before the
+    # request returns: 2-3 s here, over 10 s (the harness's socket timeout) on a loaded machine.
+    harness.Server.connect.__defaults__ = (60,)
+MICROVM_ONLY_ONE_PROCESS = "micro-VM guests run one single-threaded process (no fork, exec or threads)"
+
+
+def pool(body):
+    """A pool-creation body with the isolation under test."""
+    return dict(body, isolation=ISOLATION)
+
+
+def iso_flags():
+    return ("--pool-isolation", ISOLATION)
+
+
+def skip_in_microvm(reason):
+    return unittest.skipIf(ISOLATION == "microvm", "microvm: " + reason)
 
 
 def sandboxes_work():
@@ -32,7 +65,7 @@ def execute(srv, ident, code, path="/code/execute", **extra):
 
 
 class SessionApi(harness.ServerTestCase, unittest.TestCase):
-    SERVER_FLAGS = ("--pool-ready", "2")
+    SERVER_FLAGS = ("--pool-ready", "2") + iso_flags()
     POOLS = True
 
     def assertAzureError(self, r, status, code):
@@ -179,6 +212,14 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(results, {0: 0, 1: 1, 2: 2})
         self.assertLess(time.monotonic() - start, 1.4)
 
+    def test_sessions_get_fresh_random_state(self):
+        code = "import random, numpy\n(random.getrandbits(64), int(numpy.random.randint(1 << 62)))"
+        seen = set()
+        for i in range(3):
+            r, j = execute(self.srv, "rand-%d" % i, code)
+            seen.add(j["properties"]["result"])
+        self.assertEqual(len(seen), 3, seen)  # clones of one template must not share generators
+
     def test_percent_encoded_identifier_is_the_same_session(self):
         execute(self.srv, "enc%7Bid%7D", "w = 'same'")
         r, j = execute(self.srv, "enc{id}", "w")
@@ -231,12 +272,25 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(j["properties"]["result"], "(False, 'k')")
 
     def test_out_of_memory_is_reported(self):
-        r, _ = self.srv.json("POST", "/pools", {"name": "oom", "resources": {"memory": "256Mi"}, "readySessionInstances": 1})
+        r, _ = self.srv.json("POST", "/pools", pool({"name": "oom", "resources": {"memory": "256Mi"}, "readySessionInstances": 1}))
         self.assertEqual(r.status, 201, r)
         try:
             execute(self.srv, "oom-1", "open('kept.txt', 'w').write('k')", path="/pools/oom/code/execute")
             r, j = execute(self.srv, "oom-1", "x = bytearray(1 << 30)", path="/pools/oom/code/execute")
             p = j["properties"]
+            if ISOLATION == "microvm":
+                # The guest's memory is the limit: allocations past it fail (MemoryError), nothing
+                # is killed, so the interpreter and its variables survive.
+                self.assertEqual(p["status"], "Failure", p)
+                self.assertIn("MemoryError", p["stderr"])
+                # Written (not just reserved) memory up to the guest's end: the VMM, charged for
+                # every page, must stay inside the pool's cgroup (no OOM kill of the sandbox).
+                r, j = execute(self.srv, "oom-1", "chunks = []\ntry:\n    while True: chunks.append(b'\\x01' * (4 << 20))\n"
+                               "except MemoryError:\n    n = len(chunks)\ndel chunks\nn", path="/pools/oom/code/execute")
+                self.assertGreater(j["properties"]["result"], 2, j)
+                r, j = execute(self.srv, "oom-1", "open('kept.txt').read()", path="/pools/oom/code/execute")
+                self.assertEqual(j["properties"]["result"], "k")
+                return
             self.assertEqual(p["status"], "Failure")
             self.assertEqual(p["errorCode"], "OutOfMemory", p)
             r, j = execute(self.srv, "oom-1", "open('kept.txt').read()", path="/pools/oom/code/execute")
@@ -257,7 +311,7 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(j["properties"]["result"], False)
 
     def test_pool_full_then_free(self):
-        r, j = self.srv.json("POST", "/pools", {"name": "tiny", "maxConcurrentSessions": 2, "readySessionInstances": 1})
+        r, j = self.srv.json("POST", "/pools", pool({"name": "tiny", "maxConcurrentSessions": 2, "readySessionInstances": 1}))
         self.assertEqual(r.status, 201, r)
         try:
             for ident in ("full-1", "full-2"):
@@ -274,7 +328,7 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
             self.assertEqual(self.srv.request("DELETE", "/pools/tiny").status, 204)
 
     def test_cooldown_ends_the_session(self):
-        r, _ = self.srv.json("POST", "/pools", {"name": "cool", "cooldownPeriodInSeconds": 1, "readySessionInstances": 1})
+        r, _ = self.srv.json("POST", "/pools", pool({"name": "cool", "cooldownPeriodInSeconds": 1, "readySessionInstances": 1}))
         self.assertEqual(r.status, 201, r)
         try:
             execute(self.srv, "cool-1", "v = 'old'\nopen('f.txt', 'w').write('x')", path="/pools/cool/code/execute")
@@ -293,8 +347,9 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         finally:
             self.srv.request("DELETE", "/pools/cool")
 
+    @skip_in_microvm("Shell pools run commands as subprocesses; " + MICROVM_ONLY_ONE_PROCESS)
     def test_shell_pool(self):
-        r, _ = self.srv.json("POST", "/pools", {"name": "sh", "containerType": "Shell", "readySessionInstances": 1})
+        r, _ = self.srv.json("POST", "/pools", pool({"name": "sh", "containerType": "Shell", "readySessionInstances": 1}))
         self.assertEqual(r.status, 201, r)
         try:
             r, j = self.srv.json("POST", "/pools/sh/executions?identifier=shell-1",
@@ -320,6 +375,23 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, _ = self.srv.json("GET", "/pools/nope")
         self.assertAzureError(r, 404, "PoolNotFound")
 
+    @unittest.skipUnless(ISOLATION == "microvm", "isolation auto is checked where KVM works (the microvm run)")
+    def test_auto_isolation_picks_microvm_and_says_so(self):
+        r, _ = self.srv.json("POST", "/pools", {"name": "autopool", "isolation": "auto", "readySessionInstances": 1})
+        self.assertEqual(r.status, 201, r)
+        try:
+            r, j = execute(self.srv, "auto-1", "6 * 7", path="/pools/autopool/code/execute")
+            self.assertEqual(j["properties"]["result"], 42)
+            text = self.srv.request("GET", "/metrics").body.decode()
+            self.assertIn('sandpool_pool_isolation{pool="autopool",tier="microvm"} 1', text)
+            self.assertIn("pool autopool: isolation auto -> microvm", self.srv.log())
+            # The source factory refuses it; the pools API reports a factory error as PoolStartFailed.
+            r, j = self.srv.json("POST", "/pools", {"name": "autosh", "isolation": "microvm", "containerType": "Shell"})
+            self.assertAzureError(r, 500, "PoolStartFailed")
+            self.assertIn("Shell needs isolation process", j["error"]["message"])
+        finally:
+            self.srv.request("DELETE", "/pools/autopool")
+
     def test_openapi_lists_every_route(self):
         r, j = self.srv.json("GET", "/openapi.json")
         self.assertEqual(j["openapi"], "3.0.3")
@@ -337,7 +409,7 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         for state in ("Pending", "Ready", "Allocated", "Deleting"):
             self.assertIn('sandpool_pool_sessions{pool="default",state="%s"}' % state, text)
         self.assertRegex(text, r'sandpool_pool_executions_total\{pool="default",status="Success"\} [1-9]')
-        self.assertIn('sandpool_pool_isolation{pool="default",tier="process"} 1', text)
+        self.assertIn('sandpool_pool_isolation{pool="default",tier="%s"} 1' % ISOLATION, text)
 
 
 def multipart(filename, data, field="file"):
@@ -349,7 +421,7 @@ def multipart(filename, data, field="file"):
 
 
 class FilesApi(harness.ServerTestCase, unittest.TestCase):
-    SERVER_FLAGS = ("--pool-ready", "1")
+    SERVER_FLAGS = ("--pool-ready", "1") + iso_flags()
     POOLS = True
 
     def upload(self, ident, filename, data, target="/files/upload", pool=""):
@@ -464,8 +536,8 @@ class FilesApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(r.body, b"overwrite?")  # replaced the link itself, inside /mnt/data
 
     def test_limits_413_and_507(self):
-        r, _ = self.srv.json("POST", "/pools", {"name": "small", "maxUploadBytes": 4096, "dataSizeBytes": 1048576,
-                                                "readySessionInstances": 1})
+        r, _ = self.srv.json("POST", "/pools", pool({"name": "small", "maxUploadBytes": 4096, "dataSizeBytes": 1048576,
+                                                "readySessionInstances": 1}))
         self.assertEqual(r.status, 201, r)
         try:
             r, j = self.upload("files-lim", "big.bin", b"x" * 10000, pool="small")
@@ -496,7 +568,7 @@ class FilesApi(harness.ServerTestCase, unittest.TestCase):
 
 class Auth(unittest.TestCase):
     def test_api_keys(self):
-        with Server("--api-key", "k1", "--api-key", "k2", "--pool-ready", "1", pools=True) as srv:
+        with Server("--api-key", "k1", "--api-key", "k2", "--pool-ready", "1", *iso_flags(), pools=True) as srv:
             r, _ = execute(srv, "auth-1", "1")
             self.assertEqual(r.status, 401)
             r, _ = srv.json("POST", "/code/execute?identifier=auth-1", {"code": "1"}, {"Authorization": "Bearer nope"})
@@ -512,4 +584,14 @@ if __name__ == "__main__":
     if not ok:
         print("SKIP: this machine cannot make sandboxes (user namespaces / cgroups): " + why)
         sys.exit(77)
+    if ISOLATION == "microvm":
+        try:
+            with open("/dev/kvm", "rb"):
+                pass
+        except OSError as e:
+            print("SKIP: microvm pools need /dev/kvm: %s" % e)
+            sys.exit(77)
+    elif ISOLATION != "process":
+        print("unknown isolation %r" % ISOLATION)
+        sys.exit(2)
     unittest.main(verbosity=2)

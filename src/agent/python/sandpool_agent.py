@@ -1169,6 +1169,80 @@ def serve(sock_fd, root="/mnt/data", grace_ms=2000, preload=()):
     return sup.run()
 
 
+# ---- single-process mode (micro-VM tier, src/vmm/pool_template.cc)
+#
+# A guest of the kernel-less VMM cannot fork, so there is no supervisor: the worker runs in the
+# only process and the VMM outside the guest plays the supervisor's part. Descriptors: 3 the
+# host socket, 4 a control socket to the VMM, 1 and 2 capture files the VMM owns (they outlive
+# a killed guest). The template VM freezes at the first read of fd 4; each clone (and each
+# replacement after a death) resumes with a GO record, reseeds, registers the shared page and
+# runs the worker, which answers first for the cell its predecessor died in.
+GO = struct.Struct("<IIii")  # restarts, reason, the dead guest's term signal, exit code; + page
+
+
+def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
+    """The reply of the cell a dead guest was running (Supervisor.answer_for_dead_worker)."""
+    seq, running, rid, deadline, start = WORKER_PART.unpack_from(page, 0)
+    limit, out_base, err_base = OUTPUT_PART.unpack_from(page, OUTPUT_OFFSET)
+    if not running:
+        return
+    if reason == R_TIMEOUT:
+        st = S_TIMEOUT
+        note = ("sandpool: the code did not stop within %d ms after the timeout; the "
+                "interpreter was restarted and its variables were lost\n" % grace_ms)
+    elif reason == R_OOM:
+        st = S_OOM
+        note = "sandpool: the interpreter was killed (out of memory); variables were lost\n"
+    else:
+        st = S_CRASHED
+        how = "signal %d" % term_signal if term_signal else "exit code %d" % exit_code
+        note = "sandpool: the interpreter crashed (%s); variables were lost\n" % how
+    out, out_cut = Supervisor._take(1, out_base, limit)
+    err, err_cut = Supervisor._take(2, err_base, limit)
+    err, more_cut = clip(err + note.encode(), limit)
+    flags = F_VARS_LOST | (F_STDOUT_TRUNC if out_cut else 0) | \
+        (F_STDERR_TRUNC if err_cut or more_cut else 0)
+    code = -term_signal if term_signal else exit_code
+    exec_us = max(0, time.monotonic_ns() - start) // 1000
+    sock.sendall(encode_reply(rid, st, flags, code, exec_us, out, err, '""'))
+
+
+def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=()):
+    """The agent in one process (no fork), for the micro-VM tier. Never returns in a clone:
+    the guest exits with the worker's exit code."""
+    import ctypes
+    import gc
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    for name in preload:
+        try:
+            __import__(name)
+        except Exception as e:
+            os.write(2, f"sandpool agent: preload {name}: {e}\n".encode())
+    if "matplotlib.pyplot" in sys.modules:
+        patch_pyplot()
+    libc()
+    capabilities()
+    # Guest memory the VMM reads (deadlines): 8-byte words, so the VMM's loads are aligned.
+    shared = (ctypes.c_uint64 * (SHARED.size // 8))()
+    gc.collect()
+    gc.freeze()
+    go = os.read(ctl_fd, 4096)  # the template VM is frozen here
+    if len(go) < GO.size + SHARED.size:
+        return EXIT_PROTOCOL
+    restarts, reason, term_signal, exit_code = GO.unpack_from(go)
+    os.write(ctl_fd, b"A" + struct.pack("<Q", ctypes.addressof(shared)))
+    sock = socket.socket(fileno=sock_fd)
+    sock.setblocking(True)
+    if reason != R_INITIAL:
+        try:
+            _answer_dead_cell(sock, go[GO.size:GO.size + SHARED.size], reason, term_signal,
+                              exit_code, grace_ms)
+        except (BrokenPipeError, ConnectionResetError):
+            return EXIT_EOF
+    log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    _run_worker(sock, root, shared, ctl_fd, 1, 2, log_fd, restarts, reason)
+
+
 def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description="sandpool code-interpreter agent")

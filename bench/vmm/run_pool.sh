@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Pool-level micro-VM benchmarks against the process tier, same run (issue 6 E); prints markdown.
+# Usage: bench/vmm/run_pool.sh [BUILD_DIR] [CLONES] [EXECUTES]    (root, /dev/kvm; build first)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=${1:-$root/build}
+clones=${2:-40}
+executes=${3:-300}
+echo "### Pool level: micro-VM vs process tier, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo
+echo "Command: \`bench/vmm/run_pool.sh $build $clones $executes\`. Load at start: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo
+echo "Clone to ready and idle memory (\`vmm_pool_bench\`: PoolSpawner as the server drives it, pool memory 2 GiB, guest 1984 MiB):"
+echo
+err=$(mktemp)
+SANDPOOL_RUNTIME_DIR="$build/src/sandbox" "$build/bench/vmm/vmm_pool_bench" "$build/src/sandpool" "$root/src/agent/python" \
+  --n "$clones" --idle 8 2>"$err"
+/usr/bin/python3 - "$err" <<'PY'
+import re, statistics, sys
+ms = sorted(float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms", open(sys.argv[1]).read()))
+if ms:
+    print("\nInside each VMM child: `Vm::clone` of the template VM (memory map, KVM VM + vCPU, registers and "
+          "descriptors) %.3f ms median (p10 %.3f, p90 %.3f, n=%d)." % (statistics.median(ms), ms[len(ms) // 10],
+                                                                        ms[len(ms) * 9 // 10], len(ms)))
+PY
+rm -f "$err"
+echo
+echo "Warm \`print(1)\` execute over HTTP, one session per pool, alternating (\`pool_execute.py\`):"
+echo
+/usr/bin/python3 "$here/pool_execute.py" "$build" --n "$executes"

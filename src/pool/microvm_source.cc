@@ -1,0 +1,25 @@
+// MicroVmSource: the options that turn ProcessSource into the micro-VM tier.
+#include "pool/microvm_source.h"
+
+#include <cstdlib>
+
+namespace sp::pool {
+
+ProcessSourceOptions microvm_source_options(const PoolSettings& settings, ProcessSourceOptions base,
+                                            const std::string& sandpool_exe) {
+  // Guest memory: the pool's memory limit less room for the VMM itself (its heap and KVM's
+  // metadata and shadow page tables are charged to the same cgroup): 64 MiB, or a quarter of small
+  // limits; in 2 MiB units, at least 128 MiB. A guest that writes all of its memory (copying every
+  // template page too) then still fits the cgroup, and runs out with MemoryError instead.
+  uint64_t mib = settings.memory_bytes >> 20;
+  mib = mib >= 512 ? mib - 64 : mib * 3 / 4;
+  if (mib < 128) mib = 128;
+  mib &= ~uint64_t{1};
+  base.template_cmd = {sandpool_exe, "vmm-template", "--vm-memory-mib", std::to_string(mib)};
+  // The template's environment is fixed by the spawner: pass the debug switch as an argument.
+  if (const char* d = getenv("SANDPOOL_VMM_DEBUG")) base.template_cmd.insert(base.template_cmd.end(), {"--debug", d});
+  base.tier = "microvm";
+  return base;
+}
+
+}  // namespace sp::pool

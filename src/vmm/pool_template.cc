@@ -1,0 +1,553 @@
+// `sandpool vmm-template`: the micro-VM tier's pool template, started by PoolSpawner in place of
+// template.py and speaking the same control protocol (see template.py's docstring). It builds one
+// template VM (Python + the agent, preloaded, frozen before the agent's first read of its control
+// descriptor), then per request forks a small VMM child that isolates itself like a process-tier
+// clone (cgroups, namespaces, scratch mounts, unprivileged host uid, no capabilities, the VMM's own
+// seccomp filter), clones the VM copy-on-write and runs it with the session's socket as guest fd 3.
+// The child also plays the agent supervisor's part (deadlines, restart after a death); see
+// src/vmm/README.md "Pools".
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cli.h"
+#include "sandbox/caps.h"
+#include "sandbox/child_report.h"
+#include "sandbox/mounts.h"
+#include "sandbox/net.h"
+#include "util/log.h"
+#include "vmm/pool_template.h"
+#include "vmm/vm.h"
+
+namespace sp::vmm {
+namespace {
+
+constexpr const char* kAgentDirInside = "/opt/sandpool/agent";
+constexpr int kGuestAgentFd = 3;
+constexpr int kGuestCtlFd = 4;
+
+// The agent's shared page (sandpool_agent.py SHARED): seq, running, rid, deadline, start, armed,
+// limit, out_base, err_base.
+constexpr size_t kPageBytes = 72;
+constexpr size_t kRunningOff = 8, kDeadlineOff = 24, kArmedOff = 40;
+constexpr uint64_t kRunCell = 1;
+constexpr uint32_t kReasonInitial = 0, kReasonTimeout = 1, kReasonCrashed = 2;
+constexpr int kExitEof = 0, kExitProtocol = 3, kExitGaveUp = 4;
+
+struct Args {
+  int ctrl_fd = 3;
+  pid_t parent = 0;
+  uint64_t data_bytes = 256ull << 20, tmp_bytes = 64ull << 20;
+  std::string agent_path, preload;
+  uint64_t vm_memory = 1ull << 30;
+  uint64_t grace_ms = 2000;
+};
+
+// Template state, inherited (copy-on-write) by every forked child.
+struct TemplateState {
+  Args args;
+  int own_pidns = -1;
+  int template_pidfd = -1;
+  MountPlan* scratch = nullptr;
+  RlimitSet rlimits;
+  SeccompProgram filter;
+  VmSnapshot* snap = nullptr;
+};
+TemplateState g;
+
+struct CloneRequest {
+  uint32_t uid = 0, gid = 0;
+  int agent_fd = -1, report_fd = -1, netns_fd = -1;
+  int cgroup_fds[4] = {-1, -1, -1, -1};
+};
+
+uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);  // SAFETY: callers pass 8 readable bytes (a frame or a page copy)
+  return v;
+}
+
+// Reads the agent's page in guest memory and enforces its deadline: SIGINT into the guest at the
+// deadline, kill after the grace period. One per VMM child; the VM pointer changes on a restart.
+class Watcher {
+ public:
+  explicit Watcher(int ctl_fd, uint64_t grace_ns) : ctl_(ctl_fd), grace_ns_(grace_ns) {}
+
+  void attach(Vm* vm) {
+    std::lock_guard<std::mutex> l(mu_);
+    vm_ = vm;
+    page_ = 0;
+    killed_ = interrupted_ = false;
+    seq_ = ~0ull;
+    parse_.clear();
+  }
+  // Detaches the VM (before it is destroyed); returns its page and whether we killed it.
+  bool detach(uint8_t* page_out) {
+    std::lock_guard<std::mutex> l(mu_);
+    std::memset(page_out, 0, kPageBytes);
+    if (vm_ && page_) {
+      const uint8_t* p = vm_->guest().mem.user_ptr(page_, kPageBytes);
+      if (p) std::memcpy(page_out, p, kPageBytes);  // SAFETY: checked guest range; the guest has stopped
+    }
+    vm_ = nullptr;
+    return killed_;
+  }
+  void start() { thread_ = std::thread([this] { loop(); }); }
+
+ private:
+  void loop() {
+    int64_t wake_ms = -1;
+    for (;;) {
+      pollfd p{ctl_, POLLIN, 0};
+      int n = poll(&p, 1, static_cast<int>(wake_ms));
+      if (n < 0 && errno != EINTR) _exit(kExitProtocol);
+      if (n > 0) {
+        uint8_t buf[512];
+        ssize_t r = read(ctl_, buf, sizeof buf);
+        if (r == 0) _exit(kExitEof);
+        if (r > 0) feed(buf, static_cast<size_t>(r));
+      }
+      wake_ms = check();
+      if (getenv("SANDPOOL_VMM_DEBUG")) {  // once a second: cells run and guest syscalls so far
+        wake_ms = wake_ms < 0 ? 1000 : std::min<int64_t>(wake_ms, 1000);
+        std::lock_guard<std::mutex> l(mu_);
+        const uint8_t* p = vm_ && page_ ? vm_->guest().mem.user_ptr(page_, kPageBytes) : nullptr;
+        if (p) std::fprintf(stderr, "vmm: %llu cells, %llu guest syscalls\n", static_cast<unsigned long long>(load_u64(p)),
+                            static_cast<unsigned long long>(vm_->guest().syscall_count));
+      }
+    }
+  }
+  void feed(const uint8_t* b, size_t n) {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 0; i < n; ++i) {
+      if (!parse_.empty() || b[i] == 'A') {
+        parse_.push_back(b[i]);
+        if (parse_.size() == 9) {
+          uint64_t addr = load_u64(parse_.data() + 1);
+          // An unaligned or out-of-range page is ignored (no deadlines: the server's last-resort
+          // timer still ends such a session); only the agent itself registers one.
+          page_ = addr % 8 == 0 && vm_ && vm_->guest().mem.user_ptr(addr, kPageBytes) ? addr : 0;
+          parse_.clear();
+        }
+      } else if (getenv("SANDPOOL_VMM_DEBUG") && vm_) {  // a nudge (one per cell): check() runs after every read
+        std::fprintf(stderr, "vmm: cell start, guest syscalls so far %llu\n",
+                     static_cast<unsigned long long>(vm_->guest().syscall_count));
+      }
+    }
+  }
+  // Returns the poll timeout until the next action, -1 for none.
+  int64_t check() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!vm_ || !page_ || killed_) return -1;
+    uint8_t* p = vm_->guest().mem.user_ptr(page_, kPageBytes);
+    if (!p) return -1;
+    // SAFETY: p is a checked guest range of kPageBytes, 8-aligned (checked at registration); the
+    // guest writes these words concurrently (plain stores), hence atomic loads and one store.
+    auto* word = reinterpret_cast<std::atomic<uint64_t>*>(p);
+    uint64_t seq = word[0].load(std::memory_order_acquire);
+    uint64_t running = word[kRunningOff / 8].load(std::memory_order_acquire);
+    int64_t deadline = static_cast<int64_t>(word[kDeadlineOff / 8].load(std::memory_order_acquire));
+    int64_t now = static_cast<int64_t>(now_ns());
+    int64_t wake = now + 60'000'000'000ll;
+    if (running == kRunCell) {
+      if (seq != seq_) {
+        seq_ = seq;
+        interrupted_ = false;
+      }
+      if (!interrupted_ && now >= deadline) {
+        vm_->interrupt();
+        interrupted_ = true;
+        hard_ns_ = now + static_cast<int64_t>(grace_ns_);
+      }
+      if (interrupted_ && now >= hard_ns_) {
+        vm_->kill();
+        killed_ = true;
+        return -1;
+      }
+      wake = interrupted_ ? hard_ns_ : deadline;
+    }
+    word[kArmedOff / 8].store(static_cast<uint64_t>(wake), std::memory_order_release);
+    int64_t ms = (wake - now + 999'999) / 1'000'000;
+    return ms < 0 ? 0 : ms;
+  }
+
+  int ctl_;
+  uint64_t grace_ns_;
+  std::mutex mu_;
+  Vm* vm_ = nullptr;
+  uint64_t page_ = 0;
+  uint64_t seq_ = ~0ull;
+  bool interrupted_ = false, killed_ = false;
+  int64_t hard_ns_ = 0;
+  std::vector<uint8_t> parse_;
+  std::thread thread_;
+};
+
+// The child's isolation, in the order of template_clone.cc's isolate(); fails via sp_child_fail.
+void isolate(const CloneRequest& r) {
+  const int report = r.report_fd;
+  int err;
+  uint32_t idx = 0;
+  for (int fd : r.cgroup_fds) {
+    if (fd < 0) continue;
+    if (write(fd, "0", 1) != 1) sp_child_fail(report, kStepJoinCgroup, errno);
+    close(fd);
+  }
+  const bool have_netns = r.netns_fd >= 0;
+  if (have_netns) {
+    if (setns(r.netns_fd, CLONE_NEWNET) != 0) sp_child_fail(report, kStepNetNs, errno);
+    close(r.netns_fd);
+  }
+  if (unshare(CLONE_NEWNS | (have_netns ? 0 : CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
+    sp_child_fail(report, kStepNetNs, errno);
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) sp_child_fail(report, kStepMountPrivate, errno);
+  if ((err = run_mount_plan_in_child(*g.scratch, &idx))) sp_child_fail(report, kStepMountOps | (idx << 8), err);
+  if (chown("/mnt/data", r.uid, r.gid) != 0) sp_child_fail(report, kStepMountOps, errno);
+  if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
+  if (!have_netns && (err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
+  if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
+  if ((err = apply_rlimits_in_child(g.rlimits))) sp_child_fail(report, kStepRlimits, err);
+  if ((err = drop_bounding_set_in_child())) sp_child_fail(report, kStepCapsBounding, err);
+  if (setgroups(0, nullptr) != 0) sp_child_fail(report, kStepUserIds, errno);
+  if (setresgid(r.gid, r.gid, r.gid) != 0) sp_child_fail(report, kStepUserIds, errno);
+  if (setresuid(r.uid, r.uid, r.uid) != 0) sp_child_fail(report, kStepUserIds, errno);
+  if ((err = clear_caps_in_child())) sp_child_fail(report, kStepCapsClear, err);
+  if ((err = set_no_new_privs_in_child())) sp_child_fail(report, kStepNoNewPrivs, err);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) sp_child_fail(report, kStepParentDeath, errno);
+  pollfd pfd{g.template_pidfd, POLLIN, 0};
+  if (poll(&pfd, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
+  close(g.template_pidfd);
+}
+
+// The forked VMM child: isolate, seccomp, clone the template VM, run it; on a guest death clone
+// again (same sandbox, same /mnt/data) and let the new agent answer for the lost cell.
+[[noreturn]] void clone_main(const CloneRequest& r) {
+  const int report = r.report_fd;
+  close(g.args.ctrl_fd);
+  close(g.own_pidns);
+  isolate(r);
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0) sp_child_fail(report, kStepCloseFds, errno);
+  const bool debug = getenv("SANDPOOL_VMM_DEBUG") != nullptr;  // keep stderr (the server's log)
+  if (!debug) {
+    for (int fd = 0; fd < 3; ++fd) dup2(devnull, fd);  // nothing from here reaches the server's log
+  }
+  int out = memfd_create("sandpool-stdout", MFD_CLOEXEC), errf = memfd_create("sandpool-stderr", MFD_CLOEXEC);
+  int ctl[2];
+  if (out < 0 || errf < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) != 0)
+    sp_child_fail(report, kStepCloseFds, errno);
+  Watcher watcher(ctl[0], g.args.grace_ms * 1'000'000ull);
+  watcher.start();  // before the filter: TSYNC puts it under the filter as well
+  sock_fprog prog = g.filter.prog();
+  // SAFETY: raw seccomp(2) with a program compiled by libseccomp; TSYNC applies it to the watcher too.
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
+    sp_child_fail(report, kStepSeccomp, errno);
+  uint32_t restarts = 0, reason = kReasonInitial;
+  int32_t term_signal = 0, exit_code = 0;
+  uint8_t page[kPageBytes] = {};
+  int quick_deaths = 0;
+  bool reported = false;
+  for (;;) {
+    auto vm = Vm::clone(*g.snap, {{0, devnull}, {1, out}, {2, errf}, {kGuestAgentFd, r.agent_fd}, {kGuestCtlFd, ctl[1]}});
+    if (!vm.ok()) {
+      if (!reported) sp_child_fail(report, kStepExec, vm.error().code);
+      _exit(kExitGaveUp);
+    }
+    // GO: restarts, reason, the dead guest's end, its page; read by the frozen guest's first read.
+    uint8_t go[16 + kPageBytes];
+    std::memcpy(go, &restarts, 4);
+    std::memcpy(go + 4, &reason, 4);
+    std::memcpy(go + 8, &term_signal, 4);
+    std::memcpy(go + 12, &exit_code, 4);
+    std::memcpy(go + 16, page, kPageBytes);
+    if (write(ctl[0], go, sizeof go) != static_cast<ssize_t>(sizeof go)) _exit(kExitProtocol);
+    if (debug)
+      std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
+                   restarts);
+    watcher.attach(vm.value().get());
+    if (!reported) {
+      ChildReport ready{0, 0};
+      if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
+      close(report);
+      reported = true;
+    }
+    auto ex = vm.value()->run();
+    if (debug && ex.ok())
+      std::fprintf(stderr, "vmm: guest exit %d signal %d after %llu syscalls (%llu unknown)\n", ex.value().exit_code,
+                   ex.value().term_signal, static_cast<unsigned long long>(ex.value().syscalls),
+                   static_cast<unsigned long long>(ex.value().unknown_syscalls));
+    bool killed = watcher.detach(page);
+    vm.value().reset();
+    uint64_t running = load_u64(page + kRunningOff);
+    uint64_t cells = load_u64(page);
+    if (ex.ok() && !killed && ex.value().term_signal == 0 && running == 0 &&
+        (ex.value().exit_code == kExitEof || ex.value().exit_code == kExitProtocol))
+      _exit(ex.value().exit_code);
+    term_signal = ex.ok() ? ex.value().term_signal : SIGSYS;
+    exit_code = ex.ok() ? ex.value().exit_code : 1;
+    reason = killed ? kReasonTimeout : kReasonCrashed;
+    quick_deaths = cells == 0 ? quick_deaths + 1 : 0;
+    if (quick_deaths >= 5) _exit(kExitGaveUp);
+    ++restarts;
+  }
+}
+
+Status template_init() {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return errno_error("PR_SET_PDEATHSIG");
+  if (getppid() != g.args.parent) return Error{ESRCH, "parent gone"};
+  g.own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+  if (g.own_pidns < 0) return errno_error("open own pid ns");
+  // SAFETY: raw pidfd_open(2) on ourselves (no libc wrapper here); clones poll it to see us die.
+  g.template_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
+  if (g.template_pidfd < 0) return errno_error("pidfd_open(self)");
+  SP_TRY(shared_kvm());  // /dev/kvm is opened here, before the pivot hides /dev/kvm
+  SP_TRY_ASSIGN(g.filter, compile_vmm_seccomp_policy());
+  MountConfig cfg;
+  cfg.layer = MountLayer::kBase;
+  cfg.privileged = false;
+  if (!g.args.agent_path.empty()) cfg.extra_binds.push_back({g.args.agent_path, kAgentDirInside, false});
+  SP_TRY_ASSIGN(MountPlan base, build_mount_plan(cfg));
+  uint32_t idx = 0;
+  int err;
+  if (unshare(CLONE_NEWNS) != 0) return errno_error("unshare(NEWNS)");
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return errno_error("make-rprivate");
+  if ((err = open_mount_sources_in_child(base, &idx))) return Error{err, "mount sources"};
+  if ((err = run_mount_plan_in_child(base, &idx))) return Error{err, "base mounts"};
+  if ((err = pivot_in_child(base))) return Error{err, "pivot_root"};
+  close_range(kSourceFdBase, kSourceFdBase + kMaxSources - 1, 0);
+  cfg.layer = MountLayer::kScratch;
+  cfg.data_bytes = g.args.data_bytes;
+  cfg.tmp_bytes = g.args.tmp_bytes;
+  cfg.extra_binds.clear();
+  SP_TRY_ASSIGN(MountPlan scratch, build_mount_plan(cfg));
+  g.scratch = new MountPlan(std::move(scratch));
+  g.rlimits = default_rlimits(0, 0);
+  return {};
+}
+
+std::string python_list(const std::string& csv) {
+  std::string out = "[";
+  size_t start = 0;
+  while (start <= csv.size()) {
+    size_t end = csv.find(',', start);
+    if (end == std::string::npos) end = csv.size();
+    std::string name = csv.substr(start, end - start);
+    bool ok = !name.empty();
+    for (char c : name) ok &= (isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
+    if (ok) out += "'" + name + "',";
+    start = end + 1;
+  }
+  return out + "]";
+}
+
+// matplotlib builds its font cache with a watchdog thread, which a guest cannot start: build it
+// natively first (in the template's own /tmp, where the guest's MPLCONFIGDIR points).
+void prebuild_matplotlib_cache() {
+  if (g.args.preload.find("matplotlib") == std::string::npos) return;
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0), dup2(devnull, 1), dup2(devnull, 2);
+    const char* argv[] = {"python3", "-I", "-c", "import matplotlib.font_manager", nullptr};
+    const char* envp[] = {"MPLCONFIGDIR=/tmp/.matplotlib", "MPLBACKEND=Agg", "HOME=/tmp", nullptr};
+    execve("/usr/bin/python3", const_cast<char**>(argv), const_cast<char**>(envp));
+    _exit(127);
+  }
+  if (pid > 0) waitpid(pid, nullptr, 0);
+}
+
+// Boots Python with the agent in a VM until the agent's first read of its control fd; snapshot.
+Status build_template_vm() {
+  VmConfig cfg;
+  cfg.program = "/usr/bin/python3";
+  std::string code = "import sys; sys.path.insert(0, '" + std::string(kAgentDirInside) +
+                     "'); import sandpool_agent as a; sys.exit(a.serve_single(3, 4, grace_ms=" +
+                     std::to_string(g.args.grace_ms) + ", preload=" + python_list(g.args.preload) + "))";
+  cfg.argv = {"python3", "-I", "-c", code};
+  cfg.envp = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/mnt/data", "TMPDIR=/tmp",
+              "MPLBACKEND=Agg", "MPLCONFIGDIR=/tmp/.matplotlib", "XDG_CACHE_HOME=/tmp/.cache",
+              "NUMEXPR_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1"};
+  int a[2], c[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) != 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, c) != 0)
+    return errno_error("socketpair(template)");
+  UniqueFd a0(a[0]), a1(a[1]), c0(c[0]), c1(c[1]);
+  UniqueFd devnull(open("/dev/null", O_RDWR | O_CLOEXEC));
+  cfg.fds = {{0, devnull.get()}, {1, 2}, {2, 2}, {kGuestAgentFd, a1.get()}, {kGuestCtlFd, c1.get()}};
+  cfg.memory_bytes = g.args.vm_memory;
+  cfg.freeze_on_read_fd = kGuestCtlFd;
+  prebuild_matplotlib_cache();
+  uint64_t t0 = now_ns();
+  SP_TRY_ASSIGN(std::unique_ptr<Vm> vm, Vm::create(cfg));
+  SP_TRY_ASSIGN(VmExit ex, vm->run());
+  if (!ex.frozen) {
+    LOG_ERROR("vmm-template: the template guest exited (status %d) before its first read of fd %d", ex.exit_code,
+              kGuestCtlFd);
+    return Error{ECHILD, "template guest exited before freezing"};
+  }
+  SP_TRY_ASSIGN(std::unique_ptr<VmSnapshot> snap, vm->snapshot());
+  // The template's stdout/stderr (the server's log) are not for clones: they get their own.
+  std::erase_if(snap->fds, [](const auto& e) { return e.first >= 1 && e.first <= kGuestCtlFd; });
+  g.snap = snap.release();
+  LOG_INFO("vmm-template: template VM ready in %.0f ms (%llu syscalls)", (now_ns() - t0) / 1e6,
+           static_cast<unsigned long long>(ex.syscalls));
+  return {};
+}
+
+bool parse_args(int argc, char** argv, Args* a) {
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    if (i + 1 >= argc) return false;
+    const char* v = argv[++i];
+    if (k == "--ctrl-fd") a->ctrl_fd = std::atoi(v);
+    else if (k == "--parent") a->parent = std::atoi(v);
+    else if (k == "--data-bytes") a->data_bytes = std::strtoull(v, nullptr, 10);
+    else if (k == "--tmp-bytes") a->tmp_bytes = std::strtoull(v, nullptr, 10);
+    else if (k == "--agent-path") a->agent_path = v;
+    else if (k == "--preload") a->preload = v;
+    else if (k == "--vm-memory-mib") a->vm_memory = std::strtoull(v, nullptr, 10) << 20;
+    else if (k == "--grace-ms") a->grace_ms = std::strtoull(v, nullptr, 10);
+    else if (k == "--lib") continue;  // template.py's; unused here
+    else if (k == "--debug") {
+      setenv("SANDPOOL_VMM_DEBUG", v, 1);
+      // "seccomp-log": calls outside the VMM filter are allowed and logged by the kernel (audit), not refused.
+      if (std::strcmp(v, "seccomp-log") == 0) setenv("SANDPOOL_VMM_SECCOMP_LOG", "1", 1);
+    }  // VMM children keep the server's stderr
+    else return false;
+  }
+  return a->parent > 0;
+}
+
+void reap_children() {
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+}
+
+void reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, int pidfd) {
+  struct {
+    uint64_t gen;
+    int32_t pid, err;
+  } __attribute__((packed)) msg{gen, pid, err};
+  iovec iov{&msg, sizeof msg};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  if (pidfd >= 0) {
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pidfd, sizeof pidfd);
+  }
+  (void)sendmsg(ctrl, &mh, MSG_NOSIGNAL);
+}
+
+}  // namespace
+
+int vmm_template_main(int argc, char** argv) {
+  if (!parse_args(argc, argv, &g.args)) {
+    std::fprintf(stderr, "usage: sandpool vmm-template --ctrl-fd N --parent PID --data-bytes N --tmp-bytes N "
+                         "[--agent-path DIR] [--preload a,b] [--vm-memory-mib N] [--grace-ms N] (internal)\n");
+    return 2;
+  }
+  if (Status st = template_init(); !st.ok()) {
+    LOG_ERROR("vmm-template: %s", st.error().message().c_str());
+    return 1;
+  }
+  const int ctrl = g.args.ctrl_fd;
+  char bpf[1 << 16];
+  if (recv(ctrl, bpf, sizeof bpf, 0) <= 0) return 1;  // the process tier's filter: not ours
+  if (Status st = build_template_vm(); !st.ok()) {
+    LOG_ERROR("vmm-template: template VM: %s", st.error().message().c_str());
+    return 1;
+  }
+  if (send(ctrl, "READY", 5, MSG_NOSIGNAL) != 5) return 1;
+  for (;;) {
+    pollfd p{ctrl, POLLIN, 0};
+    int n = poll(&p, 1, 1000);
+    reap_children();
+    if (n <= 0) continue;
+    struct {
+      uint64_t gen;
+      uint32_t uid, gid, flags;
+    } __attribute__((packed)) msg{};
+    int fds[8];
+    int nfds = 0;
+    char cbuf[CMSG_SPACE(sizeof fds)] = {};
+    iovec iov{&msg, sizeof msg};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    ssize_t got = recvmsg(ctrl, &mh, MSG_CMSG_CLOEXEC);
+    if (got <= 0) return 0;  // the spawner went away
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_type != SCM_RIGHTS) continue;
+      nfds = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      std::memcpy(fds, CMSG_DATA(c), sizeof(int) * static_cast<size_t>(nfds));
+    }
+    auto close_all = [&] {
+      for (int i = 0; i < nfds; ++i) close(fds[i]);
+    };
+    if (got != sizeof msg || nfds < 2) {
+      close_all();
+      reply(ctrl, msg.gen, 0, EINVAL, -1);
+      continue;
+    }
+    CloneRequest r;
+    r.uid = msg.uid;
+    r.gid = msg.gid;
+    r.agent_fd = fds[0];
+    r.report_fd = fds[1];
+    int last = nfds;
+    if ((msg.flags & 1) && nfds > 2) r.netns_fd = fds[--last];
+    for (int i = 2, j = 0; i < last && j < 4; ++i, ++j) r.cgroup_fds[j] = fds[i];
+    if (setns(g.own_pidns, CLONE_NEWPID) != 0 || unshare(CLONE_NEWPID) != 0) {
+      int e = errno;
+      close_all();
+      reply(ctrl, msg.gen, 0, e, -1);
+      continue;
+    }
+    pid_t pid = fork();
+    if (pid == 0) clone_main(r);
+    int e = errno;
+    close_all();
+    if (pid < 0) {
+      reply(ctrl, msg.gen, 0, e, -1);
+      continue;
+    }
+    // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
+    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    reply(ctrl, msg.gen, pid, pidfd < 0 ? errno : 0, pidfd);
+    if (pidfd >= 0) close(pidfd);
+  }
+}
+
+}  // namespace sp::vmm
+
+namespace sp {
+int vmm_template_main(int argc, char** argv) { return vmm::vmm_template_main(argc, argv); }
+}  // namespace sp

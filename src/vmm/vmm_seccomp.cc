@@ -1,0 +1,188 @@
+// The VMM process's seccomp allowlist (pool_template.h) and its compilation with libseccomp.
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "util/unique_fd.h"
+#include "vmm/pool_template.h"
+
+namespace sp::vmm {
+namespace {
+
+// Every call here is made by the VMM itself; what the guest asks for arrives as a VM exit and is
+// implemented by src/vmm/syscalls on top of these. ioctl is limited below (KVM and a few file ones).
+constexpr VmmSeccompEntry kPolicy[] = {
+    {"read", "guest I/O on its descriptors; KVM stats"},
+    {"write", "guest I/O; watcher control socket"},
+    {"readv", "guest readv"},
+    {"writev", "guest writev"},
+    {"pread64", "guest pread; ELF loading"},
+    {"pwrite64", "guest pwrite"},
+    {"lseek", "guest lseek"},
+    {"close", "descriptor lifetime"},
+    {"close_range", "guest close_range"},
+    {"dup", "guest dup"},
+    {"dup3", "guest dup2/dup3"},
+    {"fcntl", "descriptor flags, F_SETOWN/F_SETSIG for guest O_ASYNC"},
+    {"flock", "guest flock"},
+    {"ioctl", "KVM ioctls (type 0xAE) and FIONREAD/FIONBIO/TCGETS/TIOCGWINSZ for the guest"},
+    {"openat", "libc internals"},
+    {"openat2", "guest opens, RESOLVE_NO_MAGICLINKS"},
+    {"newfstatat", "guest stat"},
+    {"fstat", "guest fstat"},
+    {"statx", "guest statx"},
+    {"statfs", "guest statfs"},
+    {"fstatfs", "guest fstatfs"},
+    {"getdents64", "guest directory listing"},
+    {"readlinkat", "guest readlink"},
+    {"mkdirat", "guest mkdir in /mnt/data and /tmp"},
+    {"unlinkat", "guest unlink/rmdir"},
+    {"renameat", "guest rename"},
+    {"renameat2", "guest rename"},
+    {"faccessat", "guest access"},
+    {"faccessat2", "guest access"},
+    {"ftruncate", "guest ftruncate; capture files"},
+    {"fallocate", "guest memory zeroing (hole punch)"},
+    {"fsync", "guest fsync"},
+    {"fdatasync", "guest fdatasync"},
+    {"fchdir", "guest chdir"},
+    {"chdir", "guest chdir"},
+    {"getcwd", "guest getcwd"},
+    {"umask", "guest umask"},
+    {"mmap", "guest memory (memfd), clones' private views, malloc"},
+    {"munmap", "guest memory"},
+    {"mprotect", "malloc, thread stacks"},
+    {"madvise", "guest memory release"},
+    {"mremap", "malloc"},
+    {"brk", "malloc"},
+    {"memfd_create", "guest memory, capture files"},
+    {"socketpair", "guest socketpair (AF_UNIX)"},
+    {"sendmsg", "guest send on given sockets"},
+    {"recvmsg", "guest recv on given sockets"},
+    {"sendto", "guest send"},
+    {"recvfrom", "guest recv"},
+    {"shutdown", "guest shutdown"},
+    {"getsockopt", "guest getsockopt"},
+    {"setsockopt", "guest setsockopt"},
+    {"getsockname", "guest getsockname"},
+    {"getpeername", "guest getpeername"},
+    {"poll", "guest poll; watcher"},
+    {"ppoll", "guest ppoll"},
+    {"select", "guest select"},
+    {"pselect6", "guest pselect"},
+    {"epoll_create1", "guest epoll"},
+    {"epoll_ctl", "guest epoll"},
+    {"epoll_wait", "guest epoll"},
+    {"epoll_pwait", "guest epoll"},
+    {"eventfd2", "guest eventfd"},
+    {"pipe2", "guest pipe"},
+    {"clock_gettime", "time"},
+    {"clock_getres", "time"},
+    {"gettimeofday", "time"},
+    {"clock_nanosleep", "guest sleep"},
+    {"nanosleep", "guest sleep"},
+    {"getrandom", "guest getrandom; AT_RANDOM"},
+    {"uname", "guest uname"},
+    {"sysinfo", "guest sysinfo"},
+    {"times", "guest times"},
+    {"getrusage", "guest getrusage"},
+    {"prlimit64", "guest getrlimit"},
+    {"sched_getaffinity", "guest CPU count"},
+    {"sched_yield", "spin waits"},
+    {"getcpu", "guest getcpu"},
+    {"rt_sigaction", "kick and SIGIO handlers"},
+    {"rt_sigprocmask", "signal masks"},
+    {"rt_sigreturn", "return from the kick handler"},
+    {"sigaltstack", "libc"},
+    {"setitimer", "vm-run --timeout-ms"},
+    {"getpid", "own pid (F_SETOWN)"},
+    {"gettid", "own thread (F_SETOWN_EX)"},
+    {"getppid", "libc"},
+    {"getuid", "ids"},
+    {"geteuid", "ids"},
+    {"getgid", "ids"},
+    {"getegid", "ids"},
+    {"tgkill", "kick the vCPU thread out of KVM_RUN"},
+    {"futex", "the watcher thread's mutex"},
+    {"set_robust_list", "threads"},
+    {"rseq", "threads"},
+    {"exit", "thread exit"},
+    {"exit_group", "process exit"},
+    {"restart_syscall", "signals"},
+};
+
+constexpr unsigned long kFileIoctls[] = {FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, TCGETS, TIOCGWINSZ};
+
+}  // namespace
+
+const VmmSeccompEntry* vmm_seccomp_policy(size_t* count) {
+  *count = sizeof kPolicy / sizeof kPolicy[0];
+  return kPolicy;
+}
+
+Result<SeccompProgram> compile_vmm_seccomp_policy() {
+  uint32_t fallback = getenv("SANDPOOL_VMM_SECCOMP_LOG") ? SCMP_ACT_LOG : SCMP_ACT_ERRNO(EPERM);
+  scmp_filter_ctx ctx = seccomp_init(fallback);
+  if (ctx == nullptr) return Error{ENOMEM, "seccomp_init"};
+  struct Release {
+    scmp_filter_ctx c;
+    ~Release() { seccomp_release(c); }
+  } release{ctx};
+  if (int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS); rc != 0)
+    return Error{-rc, "seccomp badarch action"};
+  for (const VmmSeccompEntry& e : kPolicy) {
+    int nr = seccomp_syscall_resolve_name(e.name);
+    if (nr == __NR_SCMP_ERROR) continue;
+    int rc;
+    if (std::string(e.name) == "ioctl") {
+      // KVM's ioctl type byte is 0xAE (bits 8..15 of the request).
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00u, KVMIO << 8));
+      for (unsigned long req : kFileIoctls) {
+        if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, req));
+      }
+    } else {
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+    }
+    if (rc != 0) return Error{-rc, "seccomp_rule_add (vmm policy)"};
+  }
+  UniqueFd mem(memfd_create("sandpool-vmm-seccomp", MFD_CLOEXEC));
+  if (!mem) return errno_error("memfd_create(seccomp)");
+  if (int rc = seccomp_export_bpf(ctx, mem.get()); rc != 0) return Error{-rc, "seccomp_export_bpf"};
+  off_t size = lseek(mem.get(), 0, SEEK_END);
+  if (size <= 0 || size % sizeof(sock_filter) != 0) return Error{kEInvalid, "seccomp program size"};
+  const size_t count = static_cast<size_t>(size) / sizeof(sock_filter);
+  if (count == 0) return Error{kEInvalid, "empty seccomp program"};
+  SeccompProgram out;
+  out.insns.resize(count);
+  const size_t bytes = count * sizeof(sock_filter);
+  if (pread(mem.get(), out.insns.data(), bytes, 0) != static_cast<ssize_t>(bytes)) return errno_error("read seccomp program");
+  return out;
+}
+
+bool kvm_usable(std::string* why) {
+  UniqueFd kvm(open("/dev/kvm", O_RDWR | O_CLOEXEC));
+  if (!kvm) {
+    *why = std::string("/dev/kvm: ") + strerror(errno);
+    return false;
+  }
+  int v = ioctl(kvm.get(), KVM_GET_API_VERSION, 0);
+  if (v != KVM_API_VERSION) {
+    *why = "/dev/kvm: unexpected API version " + std::to_string(v);
+    return false;
+  }
+  UniqueFd vm(ioctl(kvm.get(), KVM_CREATE_VM, 0));
+  if (!vm) {
+    *why = std::string("KVM_CREATE_VM: ") + strerror(errno);
+    return false;
+  }
+  *why = "KVM_CREATE_VM works";
+  return true;
+}
+
+}  // namespace sp::vmm
