@@ -46,6 +46,7 @@ void Exchange::respond(int status, std::string_view content_type, std::string_vi
 
 namespace {
 constexpr size_t kDrainedBytes = 256 * 1024;
+constexpr size_t kMaxInputWhileHandling = 64 * 1024;
 }  // namespace
 
 void Exchange::begin_stream(int status, std::string_view content_type, uint64_t content_length,
@@ -500,7 +501,11 @@ void Connection::set_timeout_for_state() {
 void Connection::update_reading() {
   if (handle_closing_) return;
   size_t pending = out_.size() + writing_.size();
-  bool want = !eof_ && state_ != State::kHandling && pending <= server_->limits_.max_pending_output_bytes &&
+  // While a handler works, reading goes on until a little input is waiting (pipelined requests are
+  // kept in in_): stopping and restarting the watcher would cost three epoll_ctl calls per
+  // asynchronous answer, and a client that goes away is noticed at once.
+  bool handling_room = state_ != State::kHandling || in_.size() < kMaxInputWhileHandling;
+  bool want = !eof_ && handling_room && pending <= server_->limits_.max_pending_output_bytes &&
               (!close_after_output_ || shut_) && !body_paused_;
   if (state_ == State::kTunnel) want = !eof_ && !tunnel_paused_ && !shut_;
   if (want && !reading_) {
