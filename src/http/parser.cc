@@ -8,11 +8,12 @@ namespace {
 
 RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
 
+}  // namespace
+
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
-// True when a comma-separated header value contains `token` (case-insensitive).
 bool has_token(std::string_view value, std::string_view token) {
   while (!value.empty()) {
     size_t comma = value.find(',');
@@ -25,8 +26,6 @@ bool has_token(std::string_view value, std::string_view token) {
   }
   return false;
 }
-
-}  // namespace
 
 std::string_view Request::header(std::string_view name) const {
   for (const Header& h : headers) {

@@ -61,6 +61,11 @@ class BodySink {
   virtual void on_body_data(std::string_view chunk) = 0;
 };
 
+// Case-insensitive comparison of header names and tokens.
+bool iequals(std::string_view a, std::string_view b);
+// True when a comma-separated header value contains `token` (case-insensitive, spaces trimmed).
+bool has_token(std::string_view value, std::string_view token);
+
 struct ParserLimits {
   size_t max_url_bytes = 8192;
   size_t max_header_bytes = 64 * 1024;

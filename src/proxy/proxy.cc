@@ -15,31 +15,12 @@
 
 namespace sp::proxy {
 
+using http::has_token;
+using http::iequals;
+
 namespace {
 
 constexpr size_t kMaxBuffered = 1u << 20;  // per direction, before the sender is paused
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
-
-// Does the comma-separated token list `list` contain `token` (case-insensitive)?
-bool has_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return false;
-}
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) and the framing headers the proxy sets itself.
 bool hop_by_hop(std::string_view name) {

@@ -350,18 +350,10 @@ class Lifecycles(unittest.TestCase):
             self.stop(srv)
 
 
-def sandboxes_work():
-    try:
-        p = subprocess.run([harness.BINARY, "sandbox-run", "--", "/bin/true"], capture_output=True, timeout=60)
-    except OSError as e:
-        return False, str(e)
-    return p.returncode == 0, p.stderr.decode(errors="replace").strip()
-
-
 if __name__ == "__main__":
     harness.BINARY = os.path.abspath(sys.argv.pop(1))
     MAKE_IMAGES = os.path.abspath(sys.argv.pop(1))
-    ok, why = sandboxes_work()
+    ok, why = harness.sandboxes_work()
     if not ok:
         print("SKIP: this machine cannot make sandboxes (user namespaces / cgroups): " + why)
         sys.exit(77)

@@ -10,6 +10,15 @@ import time
 BINARY = os.environ.get("SANDPOOL_BIN", "")
 
 
+def sandboxes_work():
+    """(True, "") when `sandpool sandbox-run -- /bin/true` works here, else (False, why)."""
+    try:
+        p = subprocess.run([BINARY, "sandbox-run", "--", "/bin/true"], capture_output=True, timeout=60)
+    except OSError as e:
+        return False, str(e)
+    return p.returncode == 0, p.stderr.decode(errors="replace").strip()
+
+
 class Server:
     """One sandpool process. Use as a context manager; stop() returns the exit code."""
 
