@@ -12,7 +12,7 @@ build_pkgs=(
   iproute2 util-linux
 )
 test_pkgs=( curl busybox-static )
-bench_pkgs=( wrk nginx-light bubblewrap python3-ipykernel python3-jupyter-client hyperfine )
+bench_pkgs=( wrk nginx-light bubblewrap python3-ipykernel python3-jupyter-client hyperfine qemu-system-x86 )
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in
