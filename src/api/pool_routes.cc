@@ -59,6 +59,22 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     if (s.container_type != pool->settings().container_type) {
       return respond_error(ex, 400, "InvalidPoolSettings", "containerType cannot change; create another pool");
     }
+    // What the pool's sandbox source was made from cannot change under it.
+    auto fixed = [](const pool::PoolSettings& x) {
+      pool::PoolSettings f;
+      f.container_type = x.container_type;
+      f.isolation = x.isolation;
+      f.lifecycle = x.lifecycle;
+      f.egress_enabled = x.egress_enabled;
+      f.container = x.container;
+      f.container.upstream_timeout_seconds = 0;
+      return pool::settings_to_json(f);
+    };
+    if (fixed(s) != fixed(pool->settings())) {
+      return respond_error(ex, 400, "InvalidPoolSettings",
+                           "isolation, lifecycleType and the container (image, command, args, env, targetPort, probes) "
+                           "cannot change; create another pool");
+    }
     pool->update_settings(s);
     ex.respond(200, kJson, pool_json(*pool));
   };

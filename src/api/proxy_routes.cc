@@ -12,14 +12,16 @@ namespace {
 
 constexpr std::string_view kPoolsPrefix = "/pools/";
 
-// "/pools/<name>/<rest>" → name and "/<rest>"; false for other paths.
+// "/pools/<name>/<rest>" → name and "/<rest>"; false for other paths, "/pools/<name>" included (the
+// pools API's own route).
 bool split_pool_path(std::string_view path, std::string_view* name, std::string_view* rest) {
   if (path.substr(0, kPoolsPrefix.size()) != kPoolsPrefix) return false;
   std::string_view tail = path.substr(kPoolsPrefix.size());
   size_t slash = tail.find('/');
+  if (slash == std::string_view::npos || slash == 0) return false;
   *name = tail.substr(0, slash);
-  *rest = slash == std::string_view::npos ? std::string_view("/") : tail.substr(slash);
-  return !name->empty();
+  *rest = tail.substr(slash);
+  return true;
 }
 
 // A request whose session is not bound yet: it waits for allocation, or holds the error to answer

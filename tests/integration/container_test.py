@@ -125,6 +125,23 @@ class Proxy(unittest.TestCase):
         self.assertEqual(r.status, 400)
         self.assertEqual(metric(self.srv, "sandpool_pool_allocations_total"), before)
 
+    def test_pool_update_keeps_what_the_sandboxes_were_made_from(self):
+        for change in ({"targetPort": 9090}, {"image": "/elsewhere"}, {"env": []},
+                       {"lifecycleConfiguration": {"lifecycleType": "OnContainerExit"}}):
+            r = self.srv.request("PATCH", "/pools/quick", json.dumps(change).encode(), {"Content-Type": "application/json"})
+            self.assertEqual(r.status, 400, (change, r))
+            self.assertEqual(json.loads(r.body)["error"]["code"], "InvalidPoolSettings")
+        # The pools API's own routes are never forwarded; the pool endpoint with a slash is.
+        r = self.srv.request("GET", "/pools/quick")
+        self.assertEqual(json.loads(r.body)["name"], "quick")
+        r = self.srv.request("GET", "/pools/quick/?identifier=root-1")
+        self.assertEqual(r.status, 404)  # the app's own 404 for "/"
+        self.assertEqual(r.body, b"not found\n")
+        r = self.srv.request("PATCH", "/pools/quick", b'{"maxConcurrentSessions": 20, "upstreamTimeoutInSeconds": 1}',
+                             {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(json.loads(r.body)["maxConcurrentSessions"], 20)
+
     def test_management_calls_are_not_forwarded(self):
         self.echo("GET", ident="mgmt-1")
         r = self.srv.request("POST", "/pools/app/.management/getSession?identifier=mgmt-1")
