@@ -94,6 +94,16 @@ Status ContainerSource::start(std::function<void()> on_ready) {
     last_error_ = "image_store_dir must be set and must not contain ',' or ':'";
     return Error{kEInvalid, "image store dir (empty, or ',' / ':' in its path)"};
   }
+  // The sandboxes' unprivileged host ids must pass through every directory above the store.
+  for (size_t slash = store.find('/', 1); slash != std::string::npos; slash = store.find('/', slash + 1)) {
+    std::string dir = store.substr(0, slash);
+    struct stat st {};
+    if (stat(dir.c_str(), &st) == 0 && (st.st_mode & S_IXOTH) == 0) {
+      last_error_ = "image store: " + dir + " is not searchable by other users (the sandboxes' ids): chmod o+x " + dir;
+      LOG_ERROR("pool %s: %s", settings_.name.c_str(), last_error_.c_str());
+      return Error{EACCES, "image store not searchable by the sandboxes"};
+    }
+  }
   if (settings_.container.image.empty()) {
     last_error_ = "the pool has no container image";
     return Error{kEInvalid, "no container image"};

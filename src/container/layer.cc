@@ -69,6 +69,11 @@ Result<UniqueFd> make_idmap_userns(uint32_t host_base, uint32_t range) {
     // write end of another helper's pipe would keep both waiting for EOF forever.
     if (p[0] > 0) close_range(0, static_cast<unsigned>(p[0]) - 1, 0);
     close_range(static_cast<unsigned>(p[0]) + 1, ~0U, 0);
+    // The server's handlers (libuv's) are inherited: a signal must act on this helper as on any
+    // process (SIGTERM ends it) instead of writing into a copy of the server's signal pipe.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
     char c;
     ssize_t n = read(p[0], &c, 1);
     (void)n;

@@ -355,6 +355,12 @@ class Lifecycles(unittest.TestCase):
         finally:
             self.stop(srv)
 
+    def test_unsearchable_image_store_is_a_clear_error(self):
+        with tempfile.TemporaryDirectory(prefix="sp-ct-closed-") as closed:  # 0700: others cannot pass
+            with self.assertRaises(RuntimeError) as ctx:
+                start_server(closed, pool("closed"))
+            self.assertIn("is not searchable by other users", str(ctx.exception))
+
     def test_api_keys_are_not_forwarded(self):
         srv = start_server(self.tmp.name, pool("keyed"), flags=("--api-key", "k1"))
         try:
