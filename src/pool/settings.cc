@@ -135,7 +135,8 @@ Status get_probes(value v, ContainerSettings* c, std::string* message) {
   c->startup.reset();
   c->liveness.reset();
   return for_each_element(v, "probes", message, [&](value e) -> Status {
-    ProbeSettings p;
+    ProbeSettings p;  // a configured probe starts from Azure's (Kubernetes') defaults
+    p.period_seconds = 10;
     p.failure_threshold = 3;
     std::string type;
     bool has_action = false;

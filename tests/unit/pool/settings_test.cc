@@ -81,6 +81,9 @@ TEST_CASE("custom-container settings in Azure's customContainerTemplate shape") 
   CHECK(s.container.startup->failure_threshold == 5);
   REQUIRE(s.container.liveness);
   CHECK(s.container.liveness->kind == ProbeSettings::Kind::kTcp);
+  CHECK(s.container.liveness->failure_threshold == 3);  // Azure's defaults for what is not given
+  CHECK(s.container.liveness->timeout_seconds == 1);
+  CHECK(s.container.startup->period_seconds == 2);
   CHECK(s.lifecycle == Lifecycle::kOnContainerExit);
   CHECK(s.max_alive_period_seconds == 600);
   CHECK(s.cpu == doctest::Approx(0.5));
