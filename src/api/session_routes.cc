@@ -13,6 +13,7 @@
 namespace sp::api {
 namespace {
 
+using http::iequals;
 using pool::AcquireError;
 using pool::ExecOutcome;
 using pool::ExecSpec;
@@ -80,14 +81,6 @@ void respond_acquire_error(http::Exchange& ex, const AcquireError& e) {
   std::string headers;
   if (e.retry_after_seconds) headers = "Retry-After: " + std::to_string(e.retry_after_seconds) + "\r\n";
   respond_error(ex, e.status, e.code, e.message, headers);
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
 }
 
 // ---- request bodies ----

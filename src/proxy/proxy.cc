@@ -620,14 +620,13 @@ void ProxyRequest::on_upstream_head(const UpstreamHead& head) {
 
 void ProxyRequest::deliver_head() {
   if (streaming_ || answered_ || uhead_.status == 101) return;
+  std::string_view connection;  // headers it names are hop-by-hop too
+  for (const auto& [name, value] : uhead_.headers) {
+    if (iequals(name, "connection")) connection = value;
+  }
   std::string headers;
   for (const auto& [name, value] : uhead_.headers) {
-    if (hop_by_hop(name) || iequals(name, "date") || iequals(name, "server")) continue;
-    bool named_in_connection = false;
-    for (const auto& [n2, v2] : uhead_.headers) {
-      if (iequals(n2, "connection") && has_token(v2, name)) named_in_connection = true;
-    }
-    if (named_in_connection) continue;
+    if (hop_by_hop(name) || iequals(name, "date") || iequals(name, "server") || has_token(connection, name)) continue;
     headers.append(name).append(": ").append(value).append("\r\n");
   }
   uint64_t length = uhead_.has_content_length && !uhead_.chunked ? uhead_.content_length : http::kUnknownLength;
