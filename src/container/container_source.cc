@@ -90,9 +90,11 @@ Status ContainerSource::start(std::function<void()> on_ready) {
     return Error{EPERM, "custom containers need root"};
   }
   const std::string& store = options_.image_store_dir;
-  if (store.empty() || store.find_first_of(",:") != std::string::npos) {
-    last_error_ = "image_store_dir must be set and must not contain ',' or ':'";
-    return Error{kEInvalid, "image store dir (empty, or ',' / ':' in its path)"};
+  // ',' and ':' would split overlayfs options; whitespace and '\' are escaped in mountinfo, where
+  // the layer clean-up looks for its mounts.
+  if (store.empty() || store.find_first_of(",: \t\n\\") != std::string::npos) {
+    last_error_ = "image_store_dir must be set and must not contain ',', ':', whitespace or '\\'";
+    return Error{kEInvalid, "image store dir (empty, or ',' ':' whitespace '\\' in its path)"};
   }
   // The sandboxes' unprivileged host ids must pass through every directory above the store.
   for (size_t slash = store.find('/', 1); slash != std::string::npos; slash = store.find('/', slash + 1)) {

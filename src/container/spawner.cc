@@ -297,7 +297,8 @@ ContainerSpawner::~ContainerSpawner() {
   }
   impl_->reap_cv.notify_all();
   impl_->reaper_thread.join();
-  rmdir(impl_->owner_dir.c_str());
+  // owner_dir is shared by every container pool of this process: not removed here (another pool
+  // may still spawn into it); the next start's reclaim_run_dirs removes it with the dead run.
 }
 
 void ContainerSpawner::request(uint32_t n) {

@@ -176,6 +176,9 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
     if (name == kOpaqueMarker) {
       std::string dir_rel = rel.substr(0, rel.size() - std::min(rel.size(), name.size() + 1));
       if (comps.size() == 1) dir_rel.clear();
+      // Once per directory and layer: repeated markers would each walk the tree again. The key
+      // cannot clash with a path (tar names hold no NUL).
+      if (!layer_paths.insert(std::string("\0opaque:", 8) + dir_rel).second) return {};
       return clear_lower(parent.get(), dir_rel, layer_paths);
     }
     return remove_tree_at(parent.get(), hidden.c_str());
@@ -288,7 +291,10 @@ Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const Un
                       UnpackCounters& counters) {
   ArchiveReader reader;
   if (reader.a == nullptr) return Error{ENOMEM, "image: archive_read_new"};
-  archive_read_support_filter_all(reader.a);
+  // Only what OCI and docker-save layers use: other filters (lrzip, lzop, grzip...) would make
+  // libarchive run external programs on image bytes.
+  archive_read_support_filter_gzip(reader.a);
+  archive_read_support_filter_zstd(reader.a);
   archive_read_support_format_tar(reader.a);
   if (archive_read_open_fd(reader.a, archive_fd, 64 * 1024) != ARCHIVE_OK) {
     return invalid("image: archive cannot be opened (not a tar, or unknown compression)");

@@ -355,6 +355,16 @@ class Lifecycles(unittest.TestCase):
         finally:
             self.stop(srv)
 
+    def test_deleting_a_pool_leaves_the_others_spawning(self):
+        srv = start_server(self.tmp.name, pool("keep"), pool("gone"))
+        try:
+            self.assertEqual(srv.request("DELETE", "/pools/gone").status, 204)
+            for i in range(3):  # beyond the one ready sandbox: these need new spawns
+                r = srv.request("GET", "/pools/keep/healthz?identifier=keep-%d" % i)
+                self.assertEqual(r.status, 200, r)
+        finally:
+            self.stop(srv)
+
     def test_unsearchable_image_store_is_a_clear_error(self):
         with tempfile.TemporaryDirectory(prefix="sp-ct-closed-") as closed:  # 0700: others cannot pass
             with self.assertRaises(RuntimeError) as ctx:
