@@ -1,7 +1,10 @@
 // MicroVmSource: the options that turn ProcessSource into the micro-VM tier.
 #include "pool/microvm_source.h"
 
+#include <algorithm>
 #include <cstdlib>
+
+#include "vmm/layout.h"
 
 namespace sp::pool {
 
@@ -14,6 +17,7 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   uint64_t mib = settings.memory_bytes >> 20;
   mib = mib >= 512 ? mib - 64 : mib * 3 / 4;
   if (mib < 128) mib = 128;
+  mib = std::min<uint64_t>(mib, vmm::kMaxMemoryBytes >> 20);  // the VMM's largest guest
   mib &= ~uint64_t{1};
   base.template_cmd = {sandpool_exe, "vmm-template", "--vm-memory-mib", std::to_string(mib)};
   // The template's environment is fixed by the spawner: pass the debug switch as an argument.

@@ -187,8 +187,9 @@ class Watcher {
       wake = interrupted_ ? hard_ns_ : deadline;
     }
     word[kArmedOff / 8].store(static_cast<uint64_t>(wake), std::memory_order_release);
+    // The deadline is guest memory: clamp, so no value can make poll() spin or never wake.
     int64_t ms = (wake - now + 999'999) / 1'000'000;
-    return ms < 0 ? 0 : ms;
+    return std::clamp<int64_t>(ms, 0, 60'000);
   }
 
   int ctl_;

@@ -21,7 +21,6 @@ struct VmmSeccompEntry {
   const char* name;
   const char* reason;
 };
-const VmmSeccompEntry* vmm_seccomp_policy(size_t* count);
 Result<SeccompProgram> compile_vmm_seccomp_policy();
 
 // True when this process can open /dev/kvm and create a VM (isolation: auto).

@@ -121,11 +121,6 @@ constexpr unsigned long kFileIoctls[] = {FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, T
 
 }  // namespace
 
-const VmmSeccompEntry* vmm_seccomp_policy(size_t* count) {
-  *count = sizeof kPolicy / sizeof kPolicy[0];
-  return kPolicy;
-}
-
 Result<SeccompProgram> compile_vmm_seccomp_policy() {
   uint32_t fallback = getenv("SANDPOOL_VMM_SECCOMP_LOG") ? SCMP_ACT_LOG : SCMP_ACT_ERRNO(EPERM);
   scmp_filter_ctx ctx = seccomp_init(fallback);
