@@ -42,11 +42,11 @@ size_t Pool::refill_target() const {
   return std::min<size_t>(settings_.ready_session_instances + waiters_.size(), room);
 }
 
-void Pool::refill() {
+void Pool::refill(bool after_allocation) {
   if (stopping_) return;
   size_t wanted = refill_target();
   bool raise = wanted > wanted_now_;
-  if (raise && waiters_.empty() && source_->ready_count() > 0) {
+  if ((raise || after_allocation) && waiters_.empty() && source_->ready_count() > 0) {
     if (!refill_timer_.armed()) timers_->arm_in(&refill_timer_, kRefillDelayMs);
     return;
   }
@@ -117,7 +117,7 @@ void Pool::acquire(const std::string& identifier, AcquireFn done) {
     AcquireError e;
     allocation_wait_.observe_ns(0);
     Session* s = bind(identifier, std::move(*sb), &e);
-    refill();
+    refill(/*after_allocation=*/true);
     if (s) done(s, nullptr); else done(nullptr, &e);
     return;
   }

@@ -79,7 +79,7 @@ class Pool {
   void on_sandboxes_ready();
   void on_container_end(uint64_t sandbox_id, const std::string& why);
   Session* bind(const std::string& identifier, Sandbox&& sandbox, AcquireError* error);
-  void refill();
+  void refill(bool after_allocation = false);
   size_t refill_target() const;
   static void on_refill_timer(TimerEntry* e, uint64_t now_ms);
   void free_ended();
@@ -92,8 +92,9 @@ class Pool {
   std::deque<Waiter*> waiters_;
   std::vector<std::unique_ptr<Session>> ended_;  // freed on the next loop turn, never under a call
   uv_idle_t reaper_idle_{};
-  // A raised refill target waits a few ms (unless requests are waiting): the spawn it starts costs
-  // milliseconds of CPU, and should not compete with the execution that just took a sandbox.
+  // A raised refill target, and the refill after an allocation, wait a few ms (unless requests are
+  // waiting or nothing is ready): the spawn it starts costs milliseconds of CPU, and should not
+  // compete with the first execution of the session that just took a sandbox.
   OwnedTimer<Pool> refill_timer_{on_refill_timer, this};
   size_t wanted_now_ = 0;
   bool stopping_ = false;

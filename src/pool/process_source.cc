@@ -10,7 +10,10 @@
 namespace sp::pool {
 
 namespace {
-constexpr uint64_t kHelloTimeoutMs = 30000;
+constexpr uint64_t kHelloTimeoutMs = 30000;  // spawn → hello → warm-up reply
+constexpr uint64_t kWarmUpRequestId = 1;
+// The cell every clone runs once before it counts as ready: the common first cell of a session.
+constexpr std::string_view kWarmUpCell = "print(1)";
 }  // namespace
 
 ProcessSource::ProcessSource(uv_loop_t* loop, const PoolSettings& settings, ProcessSourceOptions options)
@@ -68,14 +71,15 @@ void ProcessSource::expire_warming() {
     if (now - w->since_ms > kHelloTimeoutMs) late.push_back(w);
   }
   for (Warming* w : late) {
-    LOG_WARN("pool %s: a clone's agent said no hello in %llu ms; discarding it", settings_.name.c_str(),
-             static_cast<unsigned long long>(kHelloTimeoutMs));
+    LOG_WARN("pool %s: a clone's agent was not ready (hello and warm-up execute) in %llu ms; discarding it",
+             settings_.name.c_str(), static_cast<unsigned long long>(kHelloTimeoutMs));
     end_warming(w, false);
   }
 }
 
-// Readiness includes the agent: a clone is handed out only after its hello, so a session's first
-// request never waits for the agent to start, and a clone whose agent fails never reaches one.
+// Readiness includes the agent: a clone is handed out only after its hello and one execute, so a
+// session's first request never waits for the agent to start, and a clone whose agent fails never
+// reaches one.
 void ProcessSource::take_from_spawner() {
   while (spawner_) {
     auto sb = spawner_->take();
@@ -100,6 +104,23 @@ void ProcessSource::take_from_spawner() {
   retry_give_back();
 }
 
+// After the hello, one real execute over the same socket: the agent's hello-time warm-up cell
+// runs inside the worker, but the request path itself (reading and decoding a frame, arming the
+// deadline, encoding and sending the reply) would otherwise take its copy-on-write faults and
+// cold caches on the first request of a session. The cell leaves no names behind; it still runs
+// at the spawn CPU weight. Not counted as an execution anywhere.
+bool ProcessSource::send_warm_up(Warming* w) {
+  std::string out;
+  agent::FrameEncoder e(&out);
+  agent::ExecuteRequest req;
+  req.timeout_ms = 10'000;
+  req.code = kWarmUpCell;
+  if (!agent::encode_execute_request(e, kWarmUpRequestId, req).ok()) return false;
+  // A few dozen bytes into an idle socket: one non-blocking send takes them all or fails.
+  ssize_t n = ::send(w->sandbox.agent_fd.get(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  return n == static_cast<ssize_t>(out.size());
+}
+
 void ProcessSource::on_hello_readable(uv_poll_t* p, int status, int events) {
   auto* w = static_cast<Warming*>(p->data);
   ProcessSource* self = w->owner;
@@ -113,10 +134,21 @@ void ProcessSource::on_hello_readable(uv_poll_t* p, int status, int events) {
   w->decoder.commit(static_cast<size_t>(n));
   auto frame = w->decoder.next();
   if (!frame.ok()) return self->end_warming(w, false);
-  if (!frame.value()) return;  // the hello is not complete yet
-  bool hello = frame.value()->header.type == agent::FrameType::kHello && agent::decode_hello(*frame.value()).ok();
-  // Nothing follows a hello until the host asks, so no byte is lost with the decoder.
-  self->end_warming(w, hello && w->decoder.buffered_bytes() == 0);
+  if (!frame.value()) return;  // the frame is not complete yet
+  const agent::Frame& f = *frame.value();
+  // Nothing follows a hello or the warm-up reply until the host asks, so no byte is left in the
+  // decoder when either is complete.
+  if (w->decoder.buffered_bytes() != 0) return self->end_warming(w, false);
+  if (!w->greeted) {
+    bool hello = f.header.type == agent::FrameType::kHello && agent::decode_hello(f).ok();
+    if (!hello || !self->send_warm_up(w)) return self->end_warming(w, false);
+    w->greeted = true;
+    return;
+  }
+  auto reply = f.header.type == agent::FrameType::kExecuteReply && f.header.request_id == kWarmUpRequestId
+                   ? agent::decode_execute_reply(f)
+                   : Result<agent::ExecuteReply>(Error{EPROTO, "not the warm-up reply"});
+  self->end_warming(w, reply.ok() && reply->status == agent::ExecStatus::kSuccess);
 }
 
 void ProcessSource::end_warming(Warming* w, bool ready) {
@@ -126,7 +158,7 @@ void ProcessSource::end_warming(Warming* w, bool ready) {
     ready_.push_back(std::move(w->sandbox));
   } else {
     ++hello_failures_;
-    last_error_ = "a clone's agent did not say hello";
+    last_error_ = "a clone's agent did not say hello or failed its warm-up execute";
     unreturned_.push_back(std::move(w->sandbox));
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Warming*>(h->data); });

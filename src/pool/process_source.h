@@ -41,17 +41,20 @@ class ProcessSource : public SandboxSource {
   const char* tier() const override { return options_.tier; }
 
  private:
-  // A clone whose isolation is done but whose agent has not said hello yet.
+  // A clone whose isolation is done but whose agent has not said hello yet, or has and is
+  // answering its warm-up execute.
   struct Warming {
     ProcessSource* owner = nullptr;
     ReadySandbox sandbox;
     uv_poll_t poll{};
     agent::FrameDecoder decoder;
     uint64_t since_ms = 0;
+    bool greeted = false;  // hello received; the warm-up execute was sent
     std::list<Warming*>::iterator where;
   };
   static void on_wake(void* self);
   static void on_hello_readable(uv_poll_t* p, int status, int events);
+  bool send_warm_up(Warming* w);
   void take_from_spawner();
   void update_spawner_target();
   void expire_warming();
@@ -66,7 +69,7 @@ class ProcessSource : public SandboxSource {
   bool async_open_ = false;
   std::function<void()> on_ready_;
   std::deque<ReadySandbox> unreturned_;  // the reaper's ring was full: retried on the next release
-  std::list<Warming*> warming_;          // waiting for their agent's hello
+  std::list<Warming*> warming_;          // waiting for their agent's hello and warm-up reply
   std::deque<ReadySandbox> ready_;       // hello received: ready for a session (FIFO)
   uint64_t hello_failures_ = 0;
   size_t wanted_ = 0;

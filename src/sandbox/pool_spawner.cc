@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
@@ -27,6 +28,18 @@
 
 namespace sp {
 namespace {
+
+// The spawner thread does background work: under SCHED_IDLE it runs only when no thread serving
+// requests wants the CPU, and a wake-up of one preempts it at once (a cgroup weight alone leaves
+// it its slice). The template it spawns gets the normal policy explicitly (start_template); the
+// clones' own start-up is weighted by their cgroup (spawn_cpu_weight). The reaper keeps the normal
+// policy: under a saturated CPU, ended sandboxes must still be killed and their memory freed.
+void run_in_background(const char* what) {
+  sched_param none{};
+  if (sched_setscheduler(0, SCHED_IDLE, &none) != 0) {
+    LOG_WARN("%s thread: SCHED_IDLE refused (%s); it runs at the normal priority", what, strerror(errno));
+  }
+}
 
 constexpr int kTemplateCtrlFd = 3;
 constexpr uint64_t kReapHoldMs = 20;  // longest a teardown waits for a fork to end
@@ -187,10 +200,19 @@ Status PoolSpawner::Impl::start_template(Template& t) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, theirs.get(), kTemplateCtrlFd);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  // The template (and every clone it forks) gets the normal policy, not this thread's SCHED_IDLE,
+  // which SCHED_RESET_ON_FORK does not undo.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sched_param normal{};
+  posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER);
+  posix_spawnattr_setschedparam(&attr, &normal);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSCHEDULER);
   pid_t pid = -1;
   // posix_spawn uses CLONE_VFORK: no copy of the server's page tables.
-  int rc = posix_spawn(&pid, program.c_str(), &fa, nullptr, argv.data(), const_cast<char**>(envp));
+  int rc = posix_spawn(&pid, program.c_str(), &fa, &attr, argv.data(), const_cast<char**>(envp));
   posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
   if (rc != 0) return Error{rc, "posix_spawn(template)"};
   t.pid = pid;
   if (tpl_pid.load() < 0) tpl_pid = pid;
@@ -417,6 +439,8 @@ void PoolSpawner::Impl::spawner_main() {
     for (auto& t : tpls) stop_template(t);
     return;
   }
+  // From here on only refills (the pool's creation above waits for this thread).
+  run_in_background("spawner");
   std::vector<pollfd> pfds;
   while (!stopping.load()) {
     bool below = ready.size_approx() + pending.size() < target.load();

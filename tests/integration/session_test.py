@@ -8,6 +8,7 @@ Usage: session_test.py PATH_TO_SANDPOOL [--isolation process|microvm]
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -83,6 +84,19 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertIsInstance(p["executionTimeInMilliseconds"], int)
         r, j = execute(self.srv, "state-b", "x * 2", path="/pools/default/execute")
         self.assertEqual(j["properties"]["result"], 82)
+
+    def test_new_session_is_clean_after_the_warm_up_execute(self):
+        # Every clone runs one execute before it counts as ready (pool/process_source.cc): it must
+        # leave no names, no output and no execution count behind.
+        def successes():
+            text = self.srv.request("GET", "/metrics").body.decode()
+            m = re.search(r'sandpool_pool_executions_total\{pool="default",status="Success"\} (\d+)', text)
+            return int(m.group(1)) if m else 0
+        before = successes()
+        r, j = execute(self.srv, "clean-1", "print(sorted(k for k in globals() if not k.startswith('__')))")
+        self.assertEqual(r.status, 200)
+        self.assertEqual((j["properties"]["stdout"], j["properties"]["stderr"]), ("[]\n", ""))
+        self.assertEqual(successes(), before + 1)
 
     def test_result_values(self):
         cases = [("'s'", "s"), ("1.5", 1.5), ("True", True), ("None", ""), ("[].append(1)", ""), ("float('nan')", "nan"),
