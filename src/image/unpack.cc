@@ -41,6 +41,7 @@ struct Stream {
   Sha256 stored_hash, tar_hash;
   uint64_t stored_bytes = 0, tar_bytes = 0;
   archive* outer = nullptr;
+  bool uncompressed = false;   // the tar stream is the input itself: one hash serves both
   std::optional<Error> error;  // why a callback failed (reported instead of libarchive's text)
   char buf[kReadBytes];
 };
@@ -85,7 +86,7 @@ la_ssize_t read_tar(archive*, void* data, const void** out) {
     s->error = Error{kETooLarge, "image: archive has too much data after the end of its tar"};
     return -1;
   }
-  s->tar_hash.update(block, size);
+  if (!s->uncompressed) s->tar_hash.update(block, size);
   *out = block;
   return static_cast<la_ssize_t>(size);
 }
@@ -430,9 +431,12 @@ Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const Un
   archive_read_support_format_raw(outer.a);
   archive_read_support_format_tar(tar.a);
   archive_entry* raw_entry;
-  if (archive_read_open(outer.a, &s, nullptr, read_stored, nullptr) != ARCHIVE_OK ||
-      archive_read_next_header(outer.a, &raw_entry) != ARCHIVE_OK ||
-      archive_read_open(tar.a, &s, nullptr, read_tar, nullptr) != ARCHIVE_OK) {
+  bool opened = archive_read_open(outer.a, &s, nullptr, read_stored, nullptr) == ARCHIVE_OK &&
+                archive_read_next_header(outer.a, &raw_entry) == ARCHIVE_OK;
+  // Filter 0 is the one next to the format: "none" when nothing is decompressed.
+  s.uncompressed = opened && archive_filter_code(outer.a, 0) == ARCHIVE_FILTER_NONE;
+  opened = opened && archive_read_open(tar.a, &s, nullptr, read_tar, nullptr) == ARCHIVE_OK;
+  if (!opened) {
     if (s.error) return *s.error;
     return invalid("image: archive cannot be opened (not a tar, or unknown compression)");
   }
@@ -442,7 +446,7 @@ Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const Un
   if (digests != nullptr) {
     digests->stored_sha256 = s.stored_hash.hex_digest();
     digests->stored_bytes = s.stored_bytes;
-    digests->tar_sha256 = s.tar_hash.hex_digest();
+    digests->tar_sha256 = s.uncompressed ? digests->stored_sha256 : s.tar_hash.hex_digest();
   }
   return {};
 }
