@@ -15,6 +15,9 @@
 namespace sp::container {
 namespace {
 
+// The importer refuses files owned by ids the sandboxes cannot map.
+static_assert(image::UnpackLimits{}.max_owner_id + uint64_t{1} == kContainerIdRange);
+
 std::optional<uint32_t> parse_id(std::string_view s) {
   uint32_t v = 0;
   if (s.empty()) return std::nullopt;

@@ -2,9 +2,12 @@
 // has unpack.cc apply the layers; the on-disk safety rules live in unpack.cc.
 #include "image/oci_import.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <simdjson.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -47,8 +50,9 @@ Error invalid(const char* where) { return Error{kEInvalid, where}; }
 // A blob to read: its path below the layout root and the sha256 it must have.
 struct BlobRef {
   std::string path;
-  std::string hex;
-  int64_t size = -1;  // -1: not stated
+  std::string hex;       // sha256 of the bytes as stored ("" for docker-save layers: none stated)
+  int64_t size = -1;     // -1: not stated
+  std::string diff_hex;  // layers: the config's rootfs.diff_ids entry (sha256 of the tar)
 };
 
 struct Plan {
@@ -86,38 +90,41 @@ Result<std::string> read_all(int fd, size_t max_bytes) {
   }
 }
 
-// Hashes the whole of `fd` and rewinds it; fails unless the digest (and size, if stated) match.
-Status verify_fd(int fd, const BlobRef& ref) {
-  Sha256 hash;
-  uint64_t size = 0;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_error("image: read blob");
-    }
-    if (n == 0) break;
-    hash.update(buf, static_cast<size_t>(n));
-    size += static_cast<uint64_t>(n);
-  }
-  if (ref.size >= 0 && size != static_cast<uint64_t>(ref.size)) return invalid("image: blob size does not match its descriptor");
-  if (hash.hex_digest() != ref.hex) return invalid("image: blob content does not match its sha256 digest");
-  if (lseek(fd, 0, SEEK_SET) != 0) return errno_error("image: rewind blob");
-  return {};
-}
-
+// Reads a JSON blob once and checks what was read against its digest (and size, if stated).
 Result<std::string> read_verified(int root_fd, const BlobRef& ref) {
   SP_TRY_ASSIGN(UniqueFd fd, open_beneath(root_fd, ref.path, O_RDONLY));
-  SP_TRY(verify_fd(fd.get(), ref));
-  return read_all(fd.get(), kMaxJsonBytes);
+  SP_TRY_ASSIGN(std::string data, read_all(fd.get(), kMaxJsonBytes));
+  if (ref.size >= 0 && data.size() != static_cast<uint64_t>(ref.size)) {
+    return invalid("image: blob size does not match its descriptor");
+  }
+  if (sha256_hex(data) != ref.hex) return invalid("image: blob content does not match its sha256 digest");
+  return data;
+}
+
+// The config's rootfs.diff_ids, which must pair one to one with the manifest's layers.
+Status attach_diff_ids(const std::string& config_json, std::vector<BlobRef>& layers) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element config;
+  simdjson::dom::array diff_ids;
+  if (parser.parse(config_json).get(config) != simdjson::SUCCESS ||
+      config["rootfs"]["diff_ids"].get_array().get(diff_ids) != simdjson::SUCCESS) {
+    return invalid("image: config has no rootfs.diff_ids");
+  }
+  if (diff_ids.size() != layers.size()) return invalid("image: layer count differs from the config's rootfs.diff_ids");
+  size_t i = 0;
+  for (simdjson::dom::element d : diff_ids) {
+    std::string_view digest;
+    if (d.get_string().get(digest) != simdjson::SUCCESS) return invalid("image: diff_id is not a string");
+    SP_TRY_ASSIGN(layers[i++].diff_hex, parse_digest(digest));
+  }
+  return {};
 }
 
 Result<BlobRef> descriptor(simdjson::dom::element e) {
   std::string_view digest;
   if (e["digest"].get_string().get(digest) != simdjson::SUCCESS) return invalid("image: descriptor has no digest");
   SP_TRY_ASSIGN(std::string hex, parse_digest(digest));
-  BlobRef ref{"blobs/sha256/" + hex, hex, -1};
+  BlobRef ref{"blobs/sha256/" + hex, hex, -1, ""};
   int64_t size;
   if (e["size"].get_int64().get(size) == simdjson::SUCCESS) {
     if (size < 0) return invalid("image: descriptor has a negative size");
@@ -148,6 +155,7 @@ Result<Plan> plan_from_manifest(int root_fd, const std::string& manifest_json) {
     SP_TRY_ASSIGN(BlobRef ref, descriptor(layer));
     plan.layers.push_back(std::move(ref));
   }
+  SP_TRY(attach_diff_ids(plan.config_json, plan.layers));
   return plan;
 }
 
@@ -212,22 +220,9 @@ Result<Plan> plan_from_docker(int root_fd, const std::string& manifest_json) {
   std::string_view base = config_path.substr(config_path.rfind('/') + 1);
   if (base.ends_with(".json")) base.remove_suffix(5);
   if (base.size() == 64 && base != plan.config_hex) return invalid("image: config content does not match its file name");
-
-  simdjson::dom::parser config_parser;
-  simdjson::dom::element config;
-  simdjson::dom::array diff_ids;
-  if (config_parser.parse(plan.config_json).get(config) != simdjson::SUCCESS ||
-      config["rootfs"]["diff_ids"].get_array().get(diff_ids) != simdjson::SUCCESS) {
-    return invalid("image: config has no rootfs.diff_ids");
-  }
-  if (diff_ids.size() != layer_paths.size()) return invalid("image: layer count differs from rootfs.diff_ids");
-  size_t i = 0;
-  for (simdjson::dom::element d : diff_ids) {
-    std::string_view digest;
-    if (d.get_string().get(digest) != simdjson::SUCCESS) return invalid("image: diff_id is not a string");
-    SP_TRY_ASSIGN(std::string hex, parse_digest(digest));
-    plan.layers.push_back(BlobRef{layer_paths[i++], hex, -1});
-  }
+  // Layers carry no stored digest here: each is checked against its diff_id.
+  for (std::string& p : layer_paths) plan.layers.push_back(BlobRef{std::move(p), "", -1, ""});
+  SP_TRY(attach_diff_ids(plan.config_json, plan.layers));
   return plan;
 }
 
@@ -264,6 +259,15 @@ Status fill_info(const std::string& config_json, ImageInfo& info) {
   return {};
 }
 
+// The store (see oci_import.h): <hex>/ holds rootfs/ and the `complete` marker, written last
+// and holding kMarkerText (a tree without it, or from an older format, is never reused);
+// .partial-*, .incoming-* and .stale-* are temporary trees, each flock'ed by its importer for
+// as long as it works on it; `.lock` orders their creation against reclaim_stale.
+constexpr const char* kMarkerName = "complete";
+constexpr std::string_view kMarkerText = "sandpool image v2: layers checked against rootfs.diff_ids, ownership kept\n";
+constexpr const char* kLockName = ".lock";
+constexpr std::string_view kTempPrefixes[] = {".partial-", ".incoming-", ".stale-"};
+
 // Removes a temporary tree below the store when it goes out of scope, unless released.
 class TreeGuard {
  public:
@@ -271,6 +275,8 @@ class TreeGuard {
   ~TreeGuard() {
     if (!name_.empty()) (void)remove_tree_at(dirfd_, name_.c_str());
   }
+  TreeGuard(const TreeGuard&) = delete;
+  TreeGuard& operator=(const TreeGuard&) = delete;
   void release() { name_.clear(); }
 
  private:
@@ -278,44 +284,165 @@ class TreeGuard {
   std::string name_;
 };
 
-// mkdtemp below the store; returns the new directory's name.
-Result<std::string> make_temp_dir(const std::string& store_dir, const std::string& prefix) {
+Result<UniqueFd> lock_store(int store_fd, int op) {
+  UniqueFd fd(openat(store_fd, kLockName, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd) return errno_error("image: open the store's lock file");
+  while (flock(fd.get(), op) != 0) {
+    if (errno != EINTR) return errno_error("image: lock the store");
+  }
+  return fd;
+}
+
+// A temporary directory below the store, held open and exclusively flock'ed: the lock lives
+// as long as `fd` (or the importer's process), so reclaim_stale never takes a live one.
+struct TempDir {
+  std::string name;
+  UniqueFd fd;
+};
+
+Result<TempDir> make_temp_dir(int store_fd, const std::string& store_dir, const std::string& prefix) {
+  // Shared: a reclaim (exclusive) cannot run between mkdtemp and the flock.
+  SP_TRY_ASSIGN(UniqueFd store_lock, lock_store(store_fd, LOCK_SH));
   std::string path = store_dir + "/" + prefix + "XXXXXX";
   if (mkdtemp(path.data()) == nullptr) return errno_error("image: create temporary directory in the store");
-  return path.substr(store_dir.size() + 1);
+  TempDir t{path.substr(store_dir.size() + 1), UniqueFd()};
+  t.fd.reset(openat(store_fd, t.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!t.fd || flock(t.fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    Error e = errno_error("image: lock a temporary directory in the store");
+    unlinkat(store_fd, t.name.c_str(), AT_REMOVEDIR);
+    return e;
+  }
+  return t;
+}
+
+// The temporaries below the store whose flock is free, returned locked by us.
+std::vector<std::pair<std::string, UniqueFd>> dead_temporaries(int store_fd) {
+  std::vector<std::pair<std::string, UniqueFd>> dead;
+  UniqueFd dup(fcntl(store_fd, F_DUPFD_CLOEXEC, 0));
+  DIR* dir = dup ? fdopendir(dup.get()) : nullptr;
+  if (dir == nullptr) return dead;
+  dup.release();
+  std::vector<std::string> names;
+  while (dirent* e = readdir(dir)) {
+    std::string_view n = e->d_name;
+    for (std::string_view p : kTempPrefixes) {
+      if (n.starts_with(p)) names.emplace_back(n);
+    }
+  }
+  closedir(dir);
+  for (const std::string& name : names) {
+    UniqueFd fd(openat(store_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOTDIR || errno == ELOOP) unlinkat(store_fd, name.c_str(), 0);
+      continue;
+    }
+    if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // a live import's
+    dead.emplace_back(name, std::move(fd));
+  }
+  return dead;
+}
+
+// Removes the temporary trees of importers that died (crash, kill, power loss): those whose
+// flock is free. Live imports' trees, in this process or another, are left alone.
+void reclaim_stale(int store_fd) {
+  std::vector<std::pair<std::string, UniqueFd>> dead;  // flock'ed by us from here on
+  {
+    auto store_lock = lock_store(store_fd, LOCK_EX);
+    if (!store_lock.ok()) return;  // the import itself reports a store it cannot use
+    dead = dead_temporaries(store_fd);
+  }
+  // Removed outside the store lock: a large tree must not hold up other imports.
+  for (const auto& [name, fd] : dead) (void)remove_tree_at(store_fd, name.c_str());
+}
+
+// True when the tree in `dirfd` is complete and of this format.
+bool marker_ok(int dirfd) {
+  UniqueFd fd(openat(dirfd, kMarkerName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return false;
+  auto text = read_all(fd.get(), 4096);
+  return text.ok() && *text == kMarkerText;
 }
 
 bool is_complete(int store_fd, const std::string& hex) {
-  struct stat st;
-  return fstatat(store_fd, (hex + "/complete").c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+  UniqueFd fd(openat(store_fd, hex.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  return fd && marker_ok(fd.get());
 }
 
-// Unpacks the plan's layers into a temporary tree and renames it to <hex>.
+Status write_marker(int dirfd) {
+  UniqueFd fd(openat(dirfd, kMarkerName, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd) return errno_error("image: write complete marker");
+  if (write(fd.get(), kMarkerText.data(), kMarkerText.size()) != static_cast<ssize_t>(kMarkerText.size())) {
+    return errno_error("image: write complete marker");
+  }
+  if (fsync(fd.get()) != 0 || fsync(dirfd) != 0) return errno_error("image: flush complete marker");
+  return {};
+}
+
+// Renames the finished tree `tmp` to `hex`. Returns false when a complete tree was there
+// already (a concurrent import won: the caller uses it and drops its own). A tree at `hex`
+// that is incomplete or of an older format is moved aside (under its flock, so one importer
+// does it) and removed.
+Result<bool> install(int store_fd, const std::string& tmp, const std::string& hex) {
+  for (int attempt = 0; attempt < 500; ++attempt) {
+    if (renameat2(store_fd, tmp.c_str(), store_fd, hex.c_str(), RENAME_NOREPLACE) == 0) return true;
+    if (errno != EEXIST) return errno_error("image: rename rootfs into place");
+    UniqueFd old(openat(store_fd, hex.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!old) {
+      if (errno == ENOTDIR || errno == ELOOP) {
+        if (unlinkat(store_fd, hex.c_str(), 0) != 0 && errno != ENOENT) return errno_error("image: remove a non-directory in the store");
+      } else if (errno != ENOENT) {
+        return errno_error("image: open the store's tree for this image");
+      }
+      continue;
+    }
+    if (marker_ok(old.get())) return false;
+    if (flock(old.get(), LOCK_EX | LOCK_NB) != 0) {  // another importer is replacing it
+      usleep(10'000);
+      continue;
+    }
+    std::string aside = ".stale-" + hex.substr(0, 12) + "-" + std::to_string(gettid()) + "-" + std::to_string(attempt);
+    if (renameat2(store_fd, hex.c_str(), store_fd, aside.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == ENOENT || errno == EEXIST) continue;
+      return errno_error("image: move an outdated tree aside");
+    }
+    (void)remove_tree_at(store_fd, aside.c_str());  // what fails is left to the next reclaim
+  }
+  return Error{EBUSY, "image: the store's tree for this image stayed busy"};
+}
+
+// Unpacks the plan's layers into a temporary tree, checking each layer's stored digest and
+// size and its uncompressed digest (diff_id) as it is read, then renames the tree to <hex>.
 Status build_rootfs(int store_fd, const std::string& store_dir, int root_fd, const Plan& plan,
                     const ImportLimits& limits) {
-  SP_TRY_ASSIGN(std::string tmp, make_temp_dir(store_dir, ".partial-" + plan.config_hex.substr(0, 12) + "-"));
-  TreeGuard guard(store_fd, tmp);
-  if (mkdirat(store_fd, (tmp + "/rootfs").c_str(), 0755) != 0) return errno_error("image: create rootfs");
-  UniqueFd rootfs(openat(store_fd, (tmp + "/rootfs").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  SP_TRY_ASSIGN(TempDir tmp, make_temp_dir(store_fd, store_dir, ".partial-" + plan.config_hex.substr(0, 12) + "-"));
+  TreeGuard guard(store_fd, tmp.name);  // destroyed before tmp: removal runs under the flock
+  if (mkdirat(tmp.fd.get(), "rootfs", 0755) != 0) return errno_error("image: create rootfs");
+  UniqueFd rootfs(openat(tmp.fd.get(), "rootfs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!rootfs) return errno_error("image: open rootfs");
   UnpackCounters counters;
   for (const BlobRef& layer : plan.layers) {
     SP_TRY_ASSIGN(UniqueFd fd, open_beneath(root_fd, layer.path, O_RDONLY));
-    SP_TRY(verify_fd(fd.get(), layer));
-    SP_TRY(unpack_archive(fd.get(), rootfs.get(), ArchiveKind::Layer, limits, counters));
-  }
-  UniqueFd marker(openat(store_fd, (tmp + "/complete").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!marker) return errno_error("image: write complete marker");
-  if (renameat(store_fd, tmp.c_str(), store_fd, plan.config_hex.c_str()) != 0) {
-    if (errno != EEXIST && errno != ENOTEMPTY) return errno_error("image: rename rootfs into place");
-    if (is_complete(store_fd, plan.config_hex)) return {};  // a concurrent import won; use its tree
-    // A stale, incomplete tree from an interrupted import: replace it.
-    SP_TRY(remove_tree_at(store_fd, plan.config_hex.c_str()));
-    if (renameat(store_fd, tmp.c_str(), store_fd, plan.config_hex.c_str()) != 0) {
-      return errno_error("image: rename rootfs into place");
+    ArchiveDigests d;
+    d.max_stored_bytes = layer.size;
+    SP_TRY(unpack_archive(fd.get(), rootfs.get(), ArchiveKind::Layer, limits, counters, &d));
+    if (layer.size >= 0 && d.stored_bytes != static_cast<uint64_t>(layer.size)) {
+      return invalid("image: blob size does not match its descriptor");
+    }
+    if (!layer.hex.empty() && d.stored_sha256 != layer.hex) {
+      return invalid("image: blob content does not match its sha256 digest");
+    }
+    if (d.tar_sha256 != layer.diff_hex) {
+      return invalid("image: a layer's uncompressed sha256 does not match the config's rootfs.diff_ids (tampered or out of order)");
     }
   }
-  guard.release();
+  // Complete on disk before it can be found complete: data first, the marker last.
+  if (syncfs(rootfs.get()) != 0) return errno_error("image: flush the unpacked image to disk");
+  SP_TRY(write_marker(tmp.fd.get()));
+  SP_TRY_ASSIGN(bool installed, install(store_fd, tmp.name, plan.config_hex));
+  if (installed) {
+    guard.release();
+    if (fsync(store_fd) != 0) return errno_error("image: flush the store directory");
+  }
   return {};
 }
 
@@ -326,23 +453,24 @@ Result<ImageInfo> import_image(const std::string& source, const std::string& sto
   if (mkdir(store_dir.c_str(), 0755) != 0 && errno != EEXIST) return errno_error("image: create store directory");
   UniqueFd store(open(store_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!store) return errno_error("image: open store directory");
+  reclaim_stale(store.get());
 
   // 1. The layout root: the source directory, or the source tarball unpacked below the store.
   struct stat st;
   if (stat(source.c_str(), &st) != 0) return errno_error("image: stat source");
   UniqueFd root;
-  std::string staging;
+  TempDir staging;
   if (S_ISDIR(st.st_mode)) {
     root.reset(open(source.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root) return errno_error("image: open source directory");
   } else if (S_ISREG(st.st_mode)) {
-    SP_TRY_ASSIGN(staging, make_temp_dir(store_dir, ".incoming-"));
+    SP_TRY_ASSIGN(staging, make_temp_dir(store.get(), store_dir, ".incoming-"));
   } else {
     return invalid("image: source is neither a directory nor a tarball");
   }
-  TreeGuard staging_guard(store.get(), staging);
-  if (!staging.empty()) {
-    root.reset(openat(store.get(), staging.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  TreeGuard staging_guard(store.get(), staging.name);
+  if (!staging.name.empty()) {
+    root.reset(fcntl(staging.fd.get(), F_DUPFD_CLOEXEC, 0));
     if (!root) return errno_error("image: open staging directory");
     UniqueFd tar(open(source.c_str(), O_RDONLY | O_CLOEXEC));
     if (!tar) return errno_error("image: open source tarball");

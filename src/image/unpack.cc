@@ -9,7 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <memory>
+#include <optional>
 #include <unordered_set>
+
+#include "util/sha256.h"
 
 namespace sp::image {
 namespace {
@@ -24,6 +28,68 @@ struct ArchiveReader {
   archive* a = archive_read_new();
   ~ArchiveReader() { archive_read_free(a); }
 };
+
+constexpr size_t kReadBytes = 64 * 1024;
+
+// The input of one archive, read once through two libarchive readers: `outer` decompresses
+// the bytes of the fd (gzip/zstd filters, raw format) and `tar` parses what `outer` yields.
+// Both stages are hashed on the way, so the digests cover exactly what was unpacked.
+struct Stream {
+  int fd = -1;
+  int64_t max_stored_bytes = -1;
+  uint64_t max_tar_bytes = 0;  // set once the tar's end was reached (trailing data bound)
+  Sha256 stored_hash, tar_hash;
+  uint64_t stored_bytes = 0, tar_bytes = 0;
+  archive* outer = nullptr;
+  bool uncompressed = false;   // the tar stream is the input itself: one hash serves both
+  std::optional<Error> error;  // why a callback failed (reported instead of libarchive's text)
+  char buf[kReadBytes];
+};
+
+la_ssize_t read_stored(archive*, void* data, const void** out) {
+  auto* s = static_cast<Stream*>(data);
+  for (;;) {
+    ssize_t n = read(s->fd, s->buf, sizeof s->buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      s->error = errno_error("image: read archive");
+      return -1;
+    }
+    s->stored_bytes += static_cast<uint64_t>(n);
+    if (s->max_stored_bytes >= 0 && s->stored_bytes > static_cast<uint64_t>(s->max_stored_bytes)) {
+      s->error = invalid("image: blob size does not match its descriptor");
+      return -1;
+    }
+    s->stored_hash.update(s->buf, static_cast<size_t>(n));
+    *out = s->buf;
+    return n;
+  }
+}
+
+la_ssize_t read_tar(archive*, void* data, const void** out) {
+  auto* s = static_cast<Stream*>(data);
+  const void* block;
+  size_t size;
+  la_int64_t offset;
+  int r = archive_read_data_block(s->outer, &block, &size, &offset);
+  if (r == ARCHIVE_EOF) return 0;
+  if (r != ARCHIVE_OK) {
+    if (!s->error) s->error = invalid("image: archive compression is corrupt or truncated");
+    return -1;
+  }
+  if (offset < 0 || static_cast<uint64_t>(offset) != s->tar_bytes) {
+    s->error = invalid("image: archive stream has a gap");
+    return -1;
+  }
+  s->tar_bytes += size;
+  if (s->max_tar_bytes != 0 && s->tar_bytes > s->max_tar_bytes) {
+    s->error = Error{kETooLarge, "image: archive has too much data after the end of its tar"};
+    return -1;
+  }
+  if (!s->uncompressed) s->tar_hash.update(block, size);
+  *out = block;
+  return static_cast<la_ssize_t>(size);
+}
 
 // Opens (and with `create`, makes) every directory of `comps` but the last, without
 // following symlinks; returns the fd of the last directory.
@@ -106,8 +172,15 @@ Status clear_slot(int parent, const char* name, bool keep_dir) {
   return remove_tree_at(parent, name);
 }
 
-Status write_file(archive* a, int parent, const char* name, mode_t mode, const UnpackLimits& limits,
-                  UnpackCounters& counters) {
+// The archive's owner of an entry, applied when unpacking as root (see unpack.h).
+struct Owner {
+  bool apply = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+Status write_file(archive* a, int parent, const char* name, mode_t mode, const Owner& owner,
+                  const UnpackLimits& limits, UnpackCounters& counters) {
   UniqueFd fd(openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd) return errno_error("image: create file");
   uint64_t end = 0;
@@ -138,12 +211,13 @@ Status write_file(archive* a, int parent, const char* name, mode_t mode, const U
   }
   // Sparse tails: make the file as long as the archive says.
   if (ftruncate(fd.get(), static_cast<off_t>(end)) != 0) return errno_error("image: size file");
+  if (owner.apply && fchown(fd.get(), owner.uid, owner.gid) != 0) return errno_error("image: chown file");
   // Setuid and setgid are dropped; the sticky bit and rwx bits are kept.
   if (fchmod(fd.get(), mode & 01777) != 0) return errno_error("image: chmod file");
   return {};
 }
 
-Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKind kind,
+Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKind kind, bool as_root,
                      const UnpackLimits& limits, UnpackCounters& counters,
                      std::unordered_set<std::string>& layer_paths) {
   const char* raw_path = archive_entry_pathname(entry);
@@ -185,6 +259,14 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
   }
 
   mode_t mode = archive_entry_perm(entry);
+  Owner owner;
+  if (kind == ArchiveKind::Layer) {
+    la_int64_t uid = archive_entry_uid(entry), gid = archive_entry_gid(entry);
+    if (uid < 0 || gid < 0 || uid > limits.max_owner_id || gid > limits.max_owner_id) {
+      return invalid("image: a layer entry is owned by a uid or gid above 65535 (sandboxes map 0..65535)");
+    }
+    owner = Owner{as_root, static_cast<uid_t>(uid), static_cast<gid_t>(gid)};
+  }
   if (hardlink != nullptr) {
     auto target_comps = split_relative_path(hardlink);
     if (!target_comps.ok() || target_comps->empty()) return invalid("image: hardlink target is outside the root");
@@ -201,10 +283,14 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
     }
   } else if (type == AE_IFDIR) {
     SP_TRY(clear_slot(parent.get(), name.c_str(), true));
-    // Owner rwx is forced so that later entries can be written and the tree removed.
-    mode_t dir_mode = (mode & 01777) | 0700;
-    if (mkdirat(parent.get(), name.c_str(), dir_mode) != 0 && errno != EEXIST) {
+    // Without root, owner rwx is forced so that later entries can be written and the tree
+    // removed; root needs no permission for either, so the image's mode is kept.
+    mode_t dir_mode = (mode & 01777) | (as_root ? 0 : 0700);
+    if (mkdirat(parent.get(), name.c_str(), 0700) != 0 && errno != EEXIST) {
       return errno_error("image: create directory");
+    }
+    if (owner.apply && fchownat(parent.get(), name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error("image: chown directory");
     }
     if (fchmodat(parent.get(), name.c_str(), dir_mode, 0) != 0) return errno_error("image: chmod directory");
   } else if (type == AE_IFLNK) {
@@ -213,12 +299,15 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
     if (!symlink_stays_inside(comps, target)) return invalid("image: symlink target climbs above the root");
     SP_TRY(clear_slot(parent.get(), name.c_str(), false));
     if (symlinkat(target, parent.get(), name.c_str()) != 0) return errno_error("image: create symlink");
+    if (owner.apply && fchownat(parent.get(), name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return errno_error("image: chown symlink");
+    }
   } else {
     if (archive_entry_size_is_set(entry) && static_cast<uint64_t>(archive_entry_size(entry)) > limits.max_file_bytes) {
       return Error{kETooLarge, "image: a file is larger than the per-file limit"};
     }
     SP_TRY(clear_slot(parent.get(), name.c_str(), false));
-    SP_TRY(write_file(a, parent.get(), name.c_str(), mode, limits, counters));
+    SP_TRY(write_file(a, parent.get(), name.c_str(), mode, owner, limits, counters));
   }
   layer_paths.insert(std::move(rel));
   return {};
@@ -287,28 +376,77 @@ Status remove_tree_at(int dirfd, const char* name) {
   return {};
 }
 
-Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const UnpackLimits& limits,
-                      UnpackCounters& counters) {
-  ArchiveReader reader;
-  if (reader.a == nullptr) return Error{ENOMEM, "image: archive_read_new"};
-  // Only what OCI and docker-save layers use: other filters (lrzip, lzop, grzip...) would make
-  // libarchive run external programs on image bytes.
-  archive_read_support_filter_gzip(reader.a);
-  archive_read_support_filter_zstd(reader.a);
-  archive_read_support_format_tar(reader.a);
-  if (archive_read_open_fd(reader.a, archive_fd, 64 * 1024) != ARCHIVE_OK) {
-    return invalid("image: archive cannot be opened (not a tar, or unknown compression)");
-  }
+namespace {
+
+// Extracts every entry of `tar`; on failure, the stream's own error (a read error, a size
+// over the descriptor's) is reported in preference to libarchive's view of it.
+Status extract_all(archive* tar, int root_dirfd, ArchiveKind kind, const UnpackLimits& limits,
+                   UnpackCounters& counters) {
+  bool as_root = kind == ArchiveKind::Layer && geteuid() == 0;
   std::unordered_set<std::string> layer_paths;  // paths written by this archive (for opaque dirs)
   for (;;) {
     archive_entry* entry;
-    int r = archive_read_next_header(reader.a, &entry);
-    if (r == ARCHIVE_EOF) break;
+    int r = archive_read_next_header(tar, &entry);
+    if (r == ARCHIVE_EOF) return {};
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return invalid("image: archive header is corrupt or truncated");
     if (++counters.entries > limits.max_entries) {
       return Error{kETooLarge, "image: archive has more entries than the limit"};
     }
-    SP_TRY(extract_entry(reader.a, entry, root_dirfd, kind, limits, counters, layer_paths));
+    SP_TRY(extract_entry(tar, entry, root_dirfd, kind, as_root, limits, counters, layer_paths));
+  }
+}
+
+// Reads what is left after the tar's end (padding, trailing bytes) so the digests cover it.
+Status drain(Stream& s, const UnpackLimits& limits) {
+  s.max_tar_bytes = s.tar_bytes + limits.max_trailing_bytes;
+  const void* unused;
+  for (;;) {
+    la_ssize_t n = read_tar(nullptr, &s, &unused);
+    if (n < 0) return *s.error;
+    if (n == 0) break;
+  }
+  for (;;) {
+    la_ssize_t n = read_stored(nullptr, &s, &unused);
+    if (n < 0) return *s.error;
+    if (n == 0) return {};
+  }
+}
+
+}  // namespace
+
+Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const UnpackLimits& limits,
+                      UnpackCounters& counters, ArchiveDigests* digests) {
+  auto stream = std::make_unique<Stream>();
+  Stream& s = *stream;
+  s.fd = archive_fd;
+  if (digests != nullptr) s.max_stored_bytes = digests->max_stored_bytes;
+  ArchiveReader outer, tar;
+  if (outer.a == nullptr || tar.a == nullptr) return Error{ENOMEM, "image: archive_read_new"};
+  s.outer = outer.a;
+  // Only what OCI and docker-save layers use: other filters (lrzip, lzop, grzip...) would make
+  // libarchive run external programs on image bytes. The raw format passes the (decompressed)
+  // bytes through; the tar reader has no filter of its own.
+  archive_read_support_filter_gzip(outer.a);
+  archive_read_support_filter_zstd(outer.a);
+  archive_read_support_format_raw(outer.a);
+  archive_read_support_format_tar(tar.a);
+  archive_entry* raw_entry;
+  bool opened = archive_read_open(outer.a, &s, nullptr, read_stored, nullptr) == ARCHIVE_OK &&
+                archive_read_next_header(outer.a, &raw_entry) == ARCHIVE_OK;
+  // Filter 0 is the one next to the format: "none" when nothing is decompressed.
+  s.uncompressed = opened && archive_filter_code(outer.a, 0) == ARCHIVE_FILTER_NONE;
+  opened = opened && archive_read_open(tar.a, &s, nullptr, read_tar, nullptr) == ARCHIVE_OK;
+  if (!opened) {
+    if (s.error) return *s.error;
+    return invalid("image: archive cannot be opened (not a tar, or unknown compression)");
+  }
+  Status st = extract_all(tar.a, root_dirfd, kind, limits, counters);
+  if (!st.ok()) return s.error ? *s.error : st;
+  SP_TRY(drain(s, limits));
+  if (digests != nullptr) {
+    digests->stored_sha256 = s.stored_hash.hex_digest();
+    digests->stored_bytes = s.stored_bytes;
+    digests->tar_sha256 = s.uncompressed ? digests->stored_sha256 : s.tar_hash.hex_digest();
   }
   return {};
 }

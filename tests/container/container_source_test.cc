@@ -291,6 +291,19 @@ void test_config() {
     CHECK(contains(out, "FOO=image BAR=image HOME=/home/app"));
     CHECK(contains(out, "img-cmd"));
     if (g_failures) std::fprintf(stderr, "%s\n", out.c_str());
+    // The image's /home/app is owned by 1234 in its layer: the user can write its home (copy-up
+    // into its own writable layer), as under Docker, but not root's directories.
+    std::string own = sh(h, *sb, "ls -lnd /home/app /bin; echo mine > /home/app/f && cat /home/app/f && ls -ln /home/app/f; "
+                                 "touch /bin/nope 2>/dev/null && echo BIN-WRITABLE || echo BIN-DENIED");
+    CHECK(contains(own, " 1234     1234 ") || contains(own, " 1234 1234 "));
+    CHECK(contains(own, "mine\n"));
+    CHECK(contains(own, "BIN-DENIED"));
+    CHECK(!contains(own, "BIN-WRITABLE"));
+    if (g_failures) std::fprintf(stderr, "%s\n", own.c_str());
+    // The shared image keeps the layer's owner on the host, where only root can reach it.
+    struct stat hst {};
+    CHECK(stat((h.src->image().rootfs + "/home/app").c_str(), &hst) == 0 && hst.st_uid == 1234);
+    CHECK(!fs::exists(h.src->image().rootfs + "/home/app/f"));
     h.src->release(std::move(*sb));
     h.finish();
   }

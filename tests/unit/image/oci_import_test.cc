@@ -4,12 +4,18 @@
 #include <archive_entry.h>
 #include <doctest/doctest.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "image/oci_import.h"
@@ -27,6 +33,7 @@ struct TarEntry {
   char kind = 'f';  // f file, d directory, l symlink, h hardlink, c char device, p FIFO
   std::string data;  // file content, or link target
   mode_t mode = 0644;
+  la_int64_t uid = 0, gid = 0;
 };
 
 la_ssize_t append_cb(archive*, void* out, const void* buf, size_t n) {
@@ -54,6 +61,8 @@ std::string make_tar(const std::vector<TarEntry>& entries, Compression c = Compr
     archive_entry* ae = archive_entry_new();
     archive_entry_set_pathname(ae, e.path.c_str());
     archive_entry_set_perm(ae, e.mode);
+    archive_entry_set_uid(ae, e.uid);
+    archive_entry_set_gid(ae, e.gid);
     switch (e.kind) {
       case 'f': archive_entry_set_filetype(ae, AE_IFREG); archive_entry_set_size(ae, static_cast<la_int64_t>(e.data.size())); break;
       case 'd': archive_entry_set_filetype(ae, AE_IFDIR); break;
@@ -99,11 +108,20 @@ struct TempDir {
   fs::path src() const { return dir / "src"; }
   std::string store() const { return (dir / "store").string(); }
   bool outside_untouched() const { return fs::is_empty(dir / "outside") && !fs::exists(dir / "pwned"); }
-  // Nothing but complete images (no temporary trees) in the store.
+  // Nothing but complete images (no temporary trees) in the store; its lock file may stay.
   bool store_clean() const {
     if (!fs::exists(store())) return true;
     for (const auto& e : fs::directory_iterator(store())) {
-      if (e.path().filename().string().front() == '.') return false;
+      std::string n = e.path().filename().string();
+      if (n.front() == '.' && n != ".lock") return false;
+    }
+    return true;
+  }
+  // No image at all (a refused import left nothing).
+  bool store_empty() const {
+    if (!fs::exists(store())) return true;
+    for (const auto& e : fs::directory_iterator(store())) {
+      if (e.path().filename() != ".lock") return false;
     }
     return true;
   }
@@ -339,7 +357,7 @@ TEST_CASE("a blob whose content does not match its digest is rejected") {
   CHECK(r.error().code == kEInvalid);
   CHECK(std::string(r.error().where).find("sha256") != std::string::npos);
   CHECK(t.store_clean());
-  CHECK(fs::is_empty(t.store()));
+  CHECK(t.store_empty());
 }
 
 // Imports a one-layer image of `entries`; returns the result for the caller to check.
@@ -443,6 +461,312 @@ TEST_CASE("malformed manifests are errors, not crashes") {
   check_rejected(t, import_image(t.src().string(), t.store()), "JSON");
   write_file(t.src() / "index.json", R"({"manifests":[]})");
   check_rejected(t, import_image(t.src().string(), t.store()), "no image manifest");
+}
+
+// ---- integrity on every import path -------------------------------------------------------
+
+enum class Kind { OciDir, OciTar, DockerDir, DockerTar };
+enum class Tamper { None, LayerContent, LayerBlob, Config, Swap, SizeShort, SizeLong, Count, Trailing };
+
+const char* kind_name(Kind k) {
+  static constexpr const char* kNames[] = {"OCI layout", "OCI layout tarball", "docker save directory", "docker save tarball"};
+  return kNames[static_cast<int>(k)];
+}
+
+std::vector<TarEntry> first_entries() { return {{"a", 'd', "", 0755}, {"a/one", 'f', "1"}, {"a/keep", 'f', "k"}}; }
+std::vector<TarEntry> second_entries() { return {{"a/two", 'f', "2"}, {"a/.wh.one", 'f', ""}}; }
+
+// Writes a two-layer image of `kind` whose config lists the diff_ids of the untampered layers,
+// with `tamper` applied; returns the path to import, or "" when the tamper does not apply to
+// the kind (docker save states no blob digests or sizes).
+std::string make_source(const TempDir& t, Kind kind, Compression c, Tamper tamper) {
+  fs::remove_all(t.src());
+  fs::create_directories(t.src());
+  bool oci = kind == Kind::OciDir || kind == Kind::OciTar;
+  if (!oci && (tamper == Tamper::LayerBlob || tamper == Tamper::SizeShort || tamper == Tamper::SizeLong)) return "";
+  if (tamper == Tamper::Trailing && c != Compression::None) return "";
+  std::vector<Layer> config_layers = {layer(first_entries(), c), layer(second_entries(), c)};
+  std::vector<Layer> layers = config_layers;
+  if (tamper == Tamper::LayerContent) layers[1].blob = make_tar({{"a/two", 'f', "evil"}}, c);
+  if (tamper == Tamper::Swap) std::swap(layers[0], layers[1]);
+  if (tamper == Tamper::Count) layers.pop_back();
+  if (tamper == Tamper::Trailing) layers[1].blob += std::string(3000, 'T');  // after the tar's end
+  std::string config = config_json(config_layers);
+  std::string tampered_config = config;
+  tampered_config.replace(tampered_config.find("GREETING=hi"), 11, "GREETING=yo");
+  fs::path dir = t.src() / "image";
+  if (oci) {
+    write_file(dir / "oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+    std::string config_hex = add_blob(dir, config);
+    if (tamper == Tamper::Config) write_file(dir / "blobs/sha256" / config_hex, tampered_config);
+    std::string descs;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      std::string hex = add_blob(dir, layers[i].blob);
+      std::string d = descriptor(layers[i].media_type, layers[i].blob, hex);
+      if (i == 1 && (tamper == Tamper::SizeShort || tamper == Tamper::SizeLong)) {
+        size_t stated = layers[i].blob.size() + (tamper == Tamper::SizeLong ? 1 : 0) - (tamper == Tamper::SizeShort ? 1 : 0);
+        d = R"({"mediaType":")" + layers[i].media_type + R"(","digest":"sha256:)" + hex + R"(","size":)" + std::to_string(stated) + "}";
+      }
+      if (i == 1 && tamper == Tamper::LayerBlob) write_file(dir / "blobs/sha256" / hex, layer({{"a/two", 'f', "evil"}}, c).blob);
+      descs += (descs.empty() ? "" : ",") + d;
+    }
+    std::string manifest = R"({"schemaVersion":2,"config":)" +
+                           descriptor("application/vnd.oci.image.config.v1+json", config, config_hex) + R"(,"layers":[)" + descs + "]}";
+    write_file(dir / "index.json", R"({"schemaVersion":2,"manifests":[)" +
+                                       descriptor("application/vnd.oci.image.manifest.v1+json", manifest, add_blob(dir, manifest)) + "]}");
+  } else {
+    std::string config_hex = sha256_hex(config);
+    write_file(dir / (config_hex + ".json"), tamper == Tamper::Config ? tampered_config : config);
+    std::string paths;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      std::string p = "l" + std::to_string(i) + "/layer.tar";
+      write_file(dir / p, layers[i].blob);
+      paths += std::string(paths.empty() ? "" : ",") + "\"" + p + "\"";
+    }
+    write_file(dir / "manifest.json", R"([{"Config":")" + config_hex + R"(.json","Layers":[)" + paths + "]}]");
+  }
+  if (kind == Kind::OciTar || kind == Kind::DockerTar) {
+    tar_directory(dir, t.src() / "image.tar");
+    return (t.src() / "image.tar").string();
+  }
+  return dir.string();
+}
+
+TEST_CASE("every import path refuses tampered layers and configs and swapped layers, leaving nothing") {
+  std::vector<Compression> compressions = {Compression::None, Compression::Gzip};
+  if (zstd_writable()) compressions.push_back(Compression::Zstd);
+  const std::pair<Tamper, const char*> tampers[] = {
+      // A different blob under the same digest: its size or its sha256 gives it away.
+      {Tamper::LayerContent, "rootfs.diff_ids"}, {Tamper::LayerBlob, "does not match its"},
+      {Tamper::Config, "sha256 digest"},         {Tamper::Swap, "rootfs.diff_ids"},
+      {Tamper::SizeShort, "size"},               {Tamper::SizeLong, "size"},
+      {Tamper::Count, "layer count"},            {Tamper::Trailing, "rootfs.diff_ids"},
+  };
+  for (Kind kind : {Kind::OciDir, Kind::OciTar, Kind::DockerDir, Kind::DockerTar}) {
+    for (Compression c : compressions) {
+      TempDir t;
+      INFO(kind_name(kind), ", compression ", static_cast<int>(c));
+      std::string good = make_source(t, kind, c, Tamper::None);
+      auto ok = import_image(good, t.store());
+      REQUIRE_MESSAGE(ok.ok(), ok.error().message());
+      CHECK(read_file(fs::path(ok->rootfs) / "a/two") == "2");
+      CHECK_FALSE(fs::exists(fs::path(ok->rootfs) / "a/one"));
+      CHECK(t.store_clean());
+      for (const auto& [tamper, fragment] : tampers) {
+        INFO("tamper ", static_cast<int>(tamper), " expects '", fragment, "'");
+        fs::remove_all(t.store());
+        std::string src = make_source(t, kind, c, tamper);
+        if (src.empty()) continue;
+        const char* expect = fragment;
+        bool docker = kind == Kind::DockerDir || kind == Kind::DockerTar;
+        if (docker && tamper == Tamper::Config) expect = "file name";
+        check_rejected(t, import_image(src, t.store()), expect);
+        CHECK(t.store_empty());
+      }
+    }
+  }
+}
+
+// ---- the store: interrupted imports, reclaim, concurrency --------------------------------
+
+// Counts the entries of the store that are neither its lock nor a complete image of `hex`.
+int temporaries(const TempDir& t) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(t.store())) {
+    std::string name = e.path().filename().string();
+    if (name.front() == '.' && name != ".lock") ++n;
+  }
+  return n;
+}
+
+TEST_CASE("temporaries of dead importers are reclaimed; a live importer's are kept") {
+  TempDir t;
+  fs::path store = t.store();
+  write_file(store / ".partial-0123456789ab-dead01/rootfs/etc/passwd", "x");
+  write_file(store / ".incoming-dead02/blobs/sha256/aa", "x");
+  write_file(store / ".stale-0123456789ab-1-0/rootfs/f", "x");
+  write_file(store / ".partial-0123456789ab-live01/rootfs/f", "x");
+  int live = open((store / ".partial-0123456789ab-live01").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(live >= 0);
+  REQUIRE(flock(live, LOCK_EX | LOCK_NB) == 0);  // as a running import holds it
+  write_oci(t.src(), {layer(base_entries(), Compression::Gzip), layer(upper_entries(), Compression::Gzip)});
+  auto r = import_image(t.src().string(), t.store());
+  REQUIRE_MESSAGE(r.ok(), r.error().message());
+  check_rootfs(r->rootfs);
+  CHECK_FALSE(fs::exists(store / ".partial-0123456789ab-dead01"));
+  CHECK_FALSE(fs::exists(store / ".incoming-dead02"));
+  CHECK_FALSE(fs::exists(store / ".stale-0123456789ab-1-0"));
+  CHECK(fs::exists(store / ".partial-0123456789ab-live01/rootfs/f"));
+  close(live);  // that importer dies
+  auto again = import_image(t.src().string(), t.store());
+  REQUIRE_MESSAGE(again.ok(), again.error().message());
+  CHECK(again->reused);
+  CHECK(t.store_clean());
+}
+
+TEST_CASE("an incomplete or outdated tree in the store is replaced, never reused") {
+  TempDir t;
+  std::string hex = write_oci(t.src(), {layer(base_entries(), Compression::Gzip), layer(upper_entries(), Compression::Gzip)});
+  fs::path tree = fs::path(t.store()) / hex;
+  SUBCASE("no marker") { write_file(tree / "rootfs/junk", "partial"); }
+  SUBCASE("the marker of an older format (no diff_id check, no ownership)") {
+    write_file(tree / "rootfs/junk", "old");
+    write_file(tree / "complete", "");
+  }
+  SUBCASE("a file where the tree should be") { write_file(tree, "junk"); }
+  auto r = import_image(t.src().string(), t.store());
+  REQUIRE_MESSAGE(r.ok(), r.error().message());
+  CHECK_FALSE(r->reused);
+  check_rootfs(r->rootfs);
+  CHECK_FALSE(fs::exists(fs::path(r->rootfs) / "junk"));
+  CHECK(t.store_clean());
+  auto again = import_image(t.src().string(), t.store());
+  REQUIRE_MESSAGE(again.ok(), again.error().message());
+  CHECK(again->reused);
+}
+
+TEST_CASE("a write failure in the middle of an unpack leaves nothing behind") {
+  TempDir t;
+  std::vector<TarEntry> entries = {{"small", 'f', "s"}, {"big", 'f', std::string(256 * 1024, 'b')}, {"after", 'f', "a"}};
+  write_oci(t.src(), {layer(entries, Compression::Gzip)});
+  // A file-size limit makes the write of `big` fail (EFBIG), as a full disk would (ENOSPC).
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{64 * 1024, 64 * 1024};
+    setrlimit(RLIMIT_FSIZE, &lim);
+    auto r = import_image(t.src().string(), t.store());
+    _exit(r.ok() ? 0 : r.error().code == EFBIG ? 3 : 4);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 3);
+  CHECK(t.store_clean());
+  CHECK(t.store_empty());
+  auto r = import_image(t.src().string(), t.store());
+  REQUIRE_MESSAGE(r.ok(), r.error().message());
+  CHECK(fs::file_size(fs::path(r->rootfs) / "big") == 256 * 1024);
+  CHECK(read_file(fs::path(r->rootfs) / "after") == "a");
+}
+
+TEST_CASE("an import killed mid-way is never reused; the next import reclaims it and unpacks again") {
+  TempDir t;
+  std::vector<TarEntry> entries;
+  for (int i = 0; i < 3000; ++i) entries.push_back({"d" + std::to_string(i % 30) + "/f" + std::to_string(i), 'f', std::string(4096, 'a' + i % 26)});
+  std::string hex = write_oci(t.src(), {layer(entries, Compression::Gzip)});
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    auto r = import_image(t.src().string(), t.store());
+    _exit(r.ok() ? 0 : 1);
+  }
+  // Kill it once its temporary tree has files in it.
+  bool caught = false;
+  for (int i = 0; i < 5000 && !caught; ++i) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(t.store(), ec)) {
+      if (e.path().filename().string().starts_with(".partial-") && fs::exists(e.path() / "rootfs/d0", ec)) caught = true;
+    }
+    if (!caught) usleep(1000);
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  bool killed = WIFSIGNALED(status);
+  if (!killed || !caught) MESSAGE("the import finished before it could be killed mid-way; checking the result only");
+  if (killed && caught) {
+    CHECK(temporaries(t) == 1);                              // the dead importer's tree is left
+    CHECK_FALSE(fs::exists(fs::path(t.store()) / hex));      // and never appears as the image
+  }
+  auto r = import_image(t.src().string(), t.store());
+  REQUIRE_MESSAGE(r.ok(), r.error().message());
+  if (killed && caught) CHECK_FALSE(r->reused);
+  size_t files = 0;
+  for (const auto& e : fs::recursive_directory_iterator(r->rootfs)) files += e.is_regular_file() ? 1 : 0;
+  CHECK(files == 3000);
+  CHECK(read_file(fs::path(r->rootfs) / "d29/f2999") == std::string(4096, 'a' + 2999 % 26));
+  CHECK(temporaries(t) == 0);
+}
+
+TEST_CASE("concurrent imports of one image into one store (threads and processes) all get the same complete tree") {
+  TempDir t;
+  std::string hex = write_oci(t.src(), {layer(base_entries(), Compression::Gzip), layer(upper_entries(), Compression::Gzip)});
+  std::vector<pid_t> children;
+  for (int i = 0; i < 2; ++i) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      auto r = import_image(t.src().string(), t.store());
+      _exit(r.ok() && r->digest == "sha256:" + hex ? 0 : 1);
+    }
+    children.push_back(pid);
+  }
+  std::vector<Result<ImageInfo>> results(4, Error{0, "not run"});
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = import_image(t.src().string(), t.store()); });
+  }
+  for (std::thread& th : threads) th.join();
+  for (pid_t pid : children) {
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  }
+  for (auto& r : results) {
+    REQUIRE_MESSAGE(r.ok(), r.error().message());
+    CHECK(r->rootfs == t.store() + "/" + hex + "/rootfs");
+  }
+  check_rootfs(results[0]->rootfs);
+  CHECK(t.store_clean());
+  size_t images = 0;
+  for (const auto& e : fs::directory_iterator(t.store())) images += e.path().filename() != ".lock" ? 1 : 0;
+  CHECK(images == 1);
+}
+
+// ---- ownership ----------------------------------------------------------------------------
+
+TEST_CASE("layer entries keep their uid/gid (as root); ids above 65535 are refused") {
+  TempDir t;
+  auto r = import_one(t, {{"home", 'd', "", 0755},
+                          {"home/app", 'd', "", 0750, 1000, 1000},
+                          {"home/app/.profile", 'f', "p", 0644, 1000, 1001},
+                          {"home/app/link", 'l', ".profile", 0777, 1000, 1000},
+                          {"home/app/hard", 'h', "home/app/.profile", 0644, 0, 0},
+                          {"ro", 'd', "", 0555},
+                          {"ro/f", 'f', "f", 0444},
+                          {"nobody", 'f', "n", 0644, 65535, 65535}});
+  REQUIRE_MESSAGE(r.ok(), r.error().message());
+  fs::path root = r->rootfs;
+  struct stat st;
+  if (geteuid() == 0) {
+    REQUIRE(lstat((root / "home/app").c_str(), &st) == 0);
+    CHECK(st.st_uid == 1000);
+    CHECK(st.st_gid == 1000);
+    CHECK((st.st_mode & 07777) == 0750);
+    REQUIRE(lstat((root / "home/app/.profile").c_str(), &st) == 0);
+    CHECK(st.st_uid == 1000);
+    CHECK(st.st_gid == 1001);
+    REQUIRE(lstat((root / "home/app/hard").c_str(), &st) == 0);
+    CHECK(st.st_uid == 1000);  // a hardlink is its target's inode
+    REQUIRE(lstat((root / "home/app/link").c_str(), &st) == 0);
+    CHECK(S_ISLNK(st.st_mode));
+    CHECK(st.st_uid == 1000);
+    REQUIRE(lstat((root / "home").c_str(), &st) == 0);
+    CHECK(st.st_uid == 0);
+    REQUIRE(lstat((root / "ro").c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0555);  // the image's mode, not forced writable
+    REQUIRE(lstat((root / "nobody").c_str(), &st) == 0);
+    CHECK(st.st_uid == 65535);
+  } else {
+    MESSAGE("not root: ownership is not applied, only the id range is checked");
+    REQUIRE(lstat((root / "home/app/.profile").c_str(), &st) == 0);
+    CHECK(st.st_uid == geteuid());
+  }
+  check_rejected(t, import_one(t, {{"home", 'd', "", 0755}, {"home/x", 'f', "x", 0644, 70000, 0}}), "above 65535");
+  check_rejected(t, import_one(t, {{"g", 'd', "", 0755, 0, 65536}}), "above 65535");
+  check_rejected(t, import_one(t, {{"s", 'l', "x", 0777, 100000, 100000}}), "above 65535");
 }
 
 }  // namespace
