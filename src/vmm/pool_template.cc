@@ -207,11 +207,32 @@ class Watcher {
   std::thread thread_;
 };
 
-// The child's isolation, in the order of template_clone.cc's isolate(); fails via sp_child_fail.
+// The request-independent part of the child's isolation, done by the spare before its request:
+// its own mount, IPC and UTS namespaces with the fresh scratch mounts (/tmp, /mnt/data, /proc of
+// its pid namespace), hostname, rlimits, the capability bounding set (effective capabilities stay
+// until isolate()). Returns 0, or the failing step with *err; the spare reports it once its
+// request brings the report pipe.
+uint32_t isolate_ahead(int* err) {
+  auto failed = [err](uint32_t step, int e) {
+    *err = e;
+    return step;
+  };
+  uint32_t idx = 0;
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0) return failed(kStepNetNs, errno);
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return failed(kStepMountPrivate, errno);
+  if (int e = run_mount_plan_in_child(*g.scratch, &idx)) return failed(kStepMountOps | (idx << 8), e);
+  if (sethostname("sandbox", 7) != 0) return failed(kStepHostname, errno);
+  if (int e = apply_rlimits_in_child(g.rlimits)) return failed(kStepRlimits, e);
+  if (int e = drop_bounding_set_in_child()) return failed(kStepCapsBounding, e);
+  return 0;
+}
+
+// The rest of the isolation, at the request, in the order of template_clone.cc's isolate():
+// cgroups first (what the child allocates from here on is the sandbox's), network and cgroup
+// namespaces, /mnt/data for the sandbox's uid, ids, capabilities; fails via sp_child_fail.
 void isolate(const CloneRequest& r) {
   const int report = r.report_fd;
   int err;
-  uint32_t idx = 0;
   for (int fd : r.cgroup_fds) {
     if (fd < 0) continue;
     if (write(fd, "0", 1) != 1) sp_child_fail(report, kStepJoinCgroup, errno);
@@ -222,16 +243,10 @@ void isolate(const CloneRequest& r) {
     if (setns(r.netns_fd, CLONE_NEWNET) != 0) sp_child_fail(report, kStepNetNs, errno);
     close(r.netns_fd);
   }
-  if (unshare(CLONE_NEWNS | (have_netns ? 0 : CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
-    sp_child_fail(report, kStepNetNs, errno);
-  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) sp_child_fail(report, kStepMountPrivate, errno);
-  if ((err = run_mount_plan_in_child(*g.scratch, &idx))) sp_child_fail(report, kStepMountOps | (idx << 8), err);
+  if (unshare((have_netns ? 0 : CLONE_NEWNET) | CLONE_NEWCGROUP) != 0) sp_child_fail(report, kStepNetNs, errno);
   if (chown("/mnt/data", r.uid, r.gid) != 0) sp_child_fail(report, kStepMountOps, errno);
   if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
   if (!have_netns && (err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
-  if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
-  if ((err = apply_rlimits_in_child(g.rlimits))) sp_child_fail(report, kStepRlimits, err);
-  if ((err = drop_bounding_set_in_child())) sp_child_fail(report, kStepCapsBounding, err);
   if (setgroups(0, nullptr) != 0) sp_child_fail(report, kStepUserIds, errno);
   if (setresgid(r.gid, r.gid, r.gid) != 0) sp_child_fail(report, kStepUserIds, errno);
   if (setresuid(r.uid, r.uid, r.uid) != 0) sp_child_fail(report, kStepUserIds, errno);
@@ -243,11 +258,13 @@ void isolate(const CloneRequest& r) {
   close(g.template_pidfd);
 }
 
-// What a VMM child makes before its request arrives: its descriptors and the VM clone, so that
-// neither is on the request's path. Memory KVM allocates here is charged to the template's
+// What a VMM child makes before its request arrives: the request-independent isolation, its
+// descriptors and the VM clone, so that none of them is on the request's path. Memory KVM allocates here is charged to the template's
 // cgroup (the child joins the sandbox's at its request); everything the guest grows later (new
 // memslots, shadow pages, copied pages) is charged to the sandbox.
 struct ChildPrep {
+  uint32_t ahead_step = 0;  // isolate_ahead()'s failing step, 0 when it succeeded
+  int ahead_err = 0;
   int devnull = -1, out = -1, errf = -1, ctl[2] = {-1, -1};
   std::unique_ptr<Vm> vm;  // null when the clone failed (clone_err)
   int clone_err = 0;
@@ -256,6 +273,7 @@ struct ChildPrep {
 
 ChildPrep prepare_child() {
   ChildPrep p;
+  if ((p.ahead_step = isolate_ahead(&p.ahead_err))) return p;
   p.devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   p.out = memfd_create("sandpool-stdout", MFD_CLOEXEC);
   p.errf = memfd_create("sandpool-stderr", MFD_CLOEXEC);
@@ -277,6 +295,7 @@ ChildPrep prepare_child() {
 // again (same sandbox, same /mnt/data) and let the new agent answer for the lost cell.
 [[noreturn]] void clone_main(const CloneRequest& r, ChildPrep prep, uint64_t request_ns) {
   const int report = r.report_fd;
+  if (prep.ahead_step) sp_child_fail(report, prep.ahead_step, prep.ahead_err);
   isolate(r);
   if (!prep.vm) sp_child_fail(report, kStepExec, prep.clone_err ? prep.clone_err : EIO);
   const int devnull = prep.devnull, out = prep.out, errf = prep.errf;
