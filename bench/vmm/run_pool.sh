@@ -30,8 +30,8 @@ if ahead:
     print("\nInside each VMM child: `Vm::clone` of the template VM (memory map, KVM VM + memslots + vCPU, registers "
           "and descriptors), made by the child forked ahead before its request arrives: " + stats(ahead) + ".")
 if after:
-    print("\nInside each VMM child, from its request to its VM ready to run (isolation: cgroups, namespaces, "
-          "mounts, ids; the session socket attached): " + stats(after) + ".")
+    print("\nInside each VMM child, from its request to its VM ready to run (what isolation remains: cgroup join, network and cgroup namespaces, "
+          "ids, capabilities, seccomp; the session socket attached): " + stats(after) + ".")
 if other:
     print("\nInside each VMM child: `Vm::clone` after its request (memory map, KVM VM + memslots + vCPU, registers and descriptors): " + stats(other) + ".")
 PY
