@@ -7,6 +7,8 @@
 //     spawner's own ready_ns), and → the agent's Hello read on the session socket (what a pool
 //     waits for before it hands a sandbox out);
 //  2. memory of --idle idle sandboxes after their Hello: the memcg's memory.current per sandbox,
+//     the template cgroup's growth per idle sandbox (kernel memory a sandbox's process allocated
+//     before it joined its own cgroup: its fork, and for microvm the VM its VMM cloned ahead),
 //     and from /proc/PID/smaps_rollup of the sandbox's process (the VMM for microvm, the agent
 //     supervisor for process) Private_Dirty + Private_Clean (for a VMM: its own heap plus the
 //     guest pages it has written, copy-on-write over the template's memfd) and Pss (private plus
@@ -69,6 +71,7 @@ uint64_t smaps_kib(pid_t pid, const char* key) {
 // The supervisor of a process-tier clone is the clone itself; a microvm sandbox's process is the VMM.
 struct TierResult {
   std::vector<double> ready_ms, hello_ms, memcg_kib, private_kib, pss_kib, anon_kib;
+  double tpl_delta_kib = 0;  // the template cgroup's growth per idle sandbox (what a sandbox left charged there)
   double template_start_ms = 0;
 };
 
@@ -120,6 +123,8 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
   }
   // 2. Idle memory.
   std::vector<sp::ReadySandbox> held;
+  usleep(500000);  // settle (the reaper)
+  const double tpl_before = static_cast<double>(spawner.template_memory()) / 1024.0;
   spawner.set_ready_target(static_cast<uint32_t>(idle));
   while (static_cast<int>(held.size()) < idle) {
     auto sb = take(now_ms() + 60000);
@@ -128,6 +133,8 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
   }
   spawner.set_ready_target(0);
   usleep(500000);  // settle
+  if (!held.empty())
+    out->tpl_delta_kib = (static_cast<double>(spawner.template_memory()) / 1024.0 - tpl_before) / static_cast<double>(held.size());
   for (auto& sb : held) {
     out->memcg_kib.push_back(static_cast<double>(sb.cgroup.memory_current()) / 1024.0);
     out->private_kib.push_back(static_cast<double>(smaps_kib(sb.pid, "Private_Dirty") + smaps_kib(sb.pid, "Private_Clean")));
@@ -164,11 +171,12 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < tiers.size(); ++i)
     if (!run_tier(tiers[i], sandpool, agent, n, idle, &res[i])) return 1;
   std::printf("| tier | template start ms | request → ready record ms | request → agent Hello ms | memcg KiB/idle sandbox | "
-              "Private KiB (smaps_rollup) | Anonymous KiB | Pss KiB |\n|---|---|---|---|---|---|---|---|\n");
+              "template memcg Δ KiB/idle sandbox | Private KiB (smaps_rollup) | Anonymous KiB | Pss KiB |\n"
+              "|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < tiers.size(); ++i) {
     const TierResult& r = res[i];
-    std::printf("| %s | %.0f | %s | %s | %.0f | %.0f | %.0f | %.0f |\n", tiers[i], r.template_start_ms,
-                fmt(r.ready_ms).c_str(), fmt(r.hello_ms).c_str(), pct(r.memcg_kib, 50), pct(r.private_kib, 50),
+    std::printf("| %s | %.0f | %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", tiers[i], r.template_start_ms,
+                fmt(r.ready_ms).c_str(), fmt(r.hello_ms).c_str(), pct(r.memcg_kib, 50), r.tpl_delta_kib, pct(r.private_kib, 50),
                 pct(r.anon_kib, 50), pct(r.pss_kib, 50));
   }
   std::printf("\n%d clones one at a time per tier; memory: median of %d idle sandboxes after their Hello.\n", n, idle);

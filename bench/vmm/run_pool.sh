@@ -14,15 +14,26 @@ echo
 echo "Clone to ready and idle memory (\`vmm_pool_bench\`: PoolSpawner as the server drives it, pool memory 2 GiB, guest 1984 MiB):"
 echo
 err=$(mktemp)
-SANDPOOL_RUNTIME_DIR="$build/src/sandbox" "$build/bench/vmm/vmm_pool_bench" "$build/src/sandpool" "$root/src/agent/python" \
+# SANDPOOL=path runs another sandpool binary (e.g. the previous commit's) under this bench.
+SANDPOOL_RUNTIME_DIR="$build/src/sandbox" "$build/bench/vmm/vmm_pool_bench" "${SANDPOOL:-$build/src/sandpool}" "$root/src/agent/python" \
   --n "$clones" --idle 8 2>"$err"
 /usr/bin/python3 - "$err" <<'PY'
 import re, statistics, sys
-ms = sorted(float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms", open(sys.argv[1]).read()))
-if ms:
-    print("\nInside each VMM child: `Vm::clone` of the template VM (memory map, KVM VM + vCPU, registers and "
-          "descriptors) %.3f ms median (p10 %.3f, p90 %.3f, n=%d)." % (statistics.median(ms), ms[len(ms) // 10],
-                                                                        ms[len(ms) * 9 // 10], len(ms)))
+text = open(sys.argv[1]).read()
+def stats(v):
+    v = sorted(v)
+    return "%.3f ms median (p10 %.3f, p90 %.3f, n=%d)" % (statistics.median(v), v[len(v) // 10], v[len(v) * 9 // 10], len(v))
+ahead = [float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms \(made before the request\)", text)]
+after = [float(m) for m in re.findall(r"request -> VM ready to run ([0-9.]+) ms", text)]
+other = [float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms \(restart", text)]
+if ahead:
+    print("\nInside each VMM child: `Vm::clone` of the template VM (memory map, KVM VM + memslots + vCPU, registers "
+          "and descriptors), made by the child forked ahead before its request arrives: " + stats(ahead) + ".")
+if after:
+    print("\nInside each VMM child, from its request to its VM ready to run (what isolation remains: cgroup join, network and cgroup namespaces, "
+          "ids, capabilities, seccomp; the session socket attached): " + stats(after) + ".")
+if other:
+    print("\nInside each VMM child: `Vm::clone` after its request (memory map, KVM VM + memslots + vCPU, registers and descriptors): " + stats(other) + ".")
 PY
 rm -f "$err"
 echo

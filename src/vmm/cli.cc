@@ -110,9 +110,12 @@ int run_clones(const vmm::VmConfig& base_cfg, int clones) {
     uint64_t c2 = vmm::now_ns();
     if (!r.ok()) return 1;
     const auto& mem = vm.value()->guest().mem;
-    std::fprintf(stderr, "vm-run: clone %d: clone %.3f ms, run %.3f ms, total %.3f ms, syscalls %llu, private %llu KiB, exit %d\n",
+    std::fprintf(stderr, "vm-run: clone %d: clone %.3f ms, run %.3f ms, total %.3f ms, syscalls %llu, private %llu KiB, "
+                 "memslots %u (%llu MiB), exit %d\n",
                  i, (c1 - c0) / 1e6, (c2 - c1) / 1e6, (c2 - c0) / 1e6, static_cast<unsigned long long>(r->syscalls),
-                 static_cast<unsigned long long>(private_bytes(mem.host_base(), mem.size()) / 1024), r->exit_code);
+                 static_cast<unsigned long long>(private_bytes(mem.host_base(), mem.size()) / 1024),
+                 vm.value()->memslots().slot_count(),
+                 static_cast<unsigned long long>(vm.value()->memslots().mapped_bytes() >> 20), r->exit_code);
     rc = r->exit_code;
     done.push_back(std::move(vm.value()));
   }
@@ -233,6 +236,11 @@ int vm_run_main(int argc, char** argv) {
                  t.run_ns / 1e6, static_cast<unsigned long long>(ex->syscalls),
                  static_cast<unsigned long long>(ex->unknown_syscalls), ex->exit_code, t.kvm_run_ns / 1e6,
                  static_cast<unsigned long long>(t.exits));
+    const auto& slots = vm.value()->memslots();
+    std::fprintf(stderr, "vm-run: memslots %u (%llu of %llu MiB given to KVM, %llu first-touch faults)\n",
+                 slots.slot_count(), static_cast<unsigned long long>(slots.mapped_bytes() >> 20),
+                 static_cast<unsigned long long>(vm.value()->guest().mem.size() >> 20),
+                 static_cast<unsigned long long>(t.memslot_faults));
     // The most frequent syscalls: where the exits went.
     const auto& h = vm.value()->guest().syscall_histogram;
     std::vector<std::pair<uint32_t, int>> top;

@@ -156,6 +156,10 @@ Result<Kvm> Kvm::open() {
     return Error{ENOTSUP, "KVM_CAP_SYNC_REGS"};
   if (ioctl(k.fd_.get(), KVM_CHECK_EXTENSION, KVM_CAP_IMMEDIATE_EXIT) <= 0)
     return Error{ENOTSUP, "KVM_CAP_IMMEDIATE_EXIT"};
+  // Guest memory is given to KVM in chunks, one memslot each (memslots.h): the largest guest needs
+  // kMaxMemslots of them.
+  int slots = ioctl(k.fd_.get(), KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
+  if (slots < static_cast<int>(kMaxMemslots)) return Error{ENOTSUP, "KVM_CAP_NR_MEMSLOTS (too few memslots)"};
   int sz = ioctl(k.fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
   if (sz <= 0) return errno_error("KVM_GET_VCPU_MMAP_SIZE");
   k.run_size_ = static_cast<size_t>(sz);

@@ -71,6 +71,7 @@ class KvmVm {
 
 class Kvm {
  public:
+  static constexpr uint32_t kMaxMemslots = 1024;  // checked at open(); MemSlots stays below it
   // Opens /dev/kvm and checks the API version and the capabilities the VMM relies on.
   static Result<Kvm> open();
   Result<KvmVm> create_vm();

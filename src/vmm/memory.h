@@ -1,6 +1,6 @@
-// Guest memory: one memfd mapped shared into the VMM and given to KVM as memslot 0; every access
-// the VMM makes on the guest's behalf goes through the checked accessors here. Not an allocator
-// (address-space bookkeeping is in address_space.h).
+// Guest memory: one memfd mapped shared into the VMM (given to KVM chunk by chunk, memslots.h);
+// every access the VMM makes on the guest's behalf goes through the checked accessors here. Not an
+// allocator (address-space bookkeeping is in address_space.h).
 #pragma once
 
 #include <cstdint>

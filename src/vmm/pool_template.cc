@@ -1,9 +1,11 @@
 // `sandpool vmm-template`: the micro-VM tier's pool template, started by PoolSpawner in place of
 // template.py and speaking the same control protocol (see template.py's docstring). It builds one
 // template VM (Python + the agent, preloaded, frozen before the agent's first read of its control
-// descriptor), then per request forks a small VMM child that isolates itself like a process-tier
-// clone (cgroups, namespaces, scratch mounts, unprivileged host uid, no capabilities, the VMM's own
-// seccomp filter), clones the VM copy-on-write and runs it with the session's socket as guest fd 3.
+// descriptor), and keeps one small VMM child forked ahead (a spare) that has already cloned the VM
+// copy-on-write; per request it hands the request to the spare and forks the next one. The child
+// then isolates itself like a process-tier clone (cgroups, namespaces, scratch mounts, unprivileged
+// host uid, no capabilities, the VMM's own seccomp filter) and runs the VM with the session's
+// socket as guest fd 3. No guest code runs before the isolation.
 // The child also plays the agent supervisor's part (deadlines, restart after a death); see
 // src/vmm/README.md "Pools".
 #include <fcntl.h>
@@ -25,6 +27,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -204,11 +207,32 @@ class Watcher {
   std::thread thread_;
 };
 
-// The child's isolation, in the order of template_clone.cc's isolate(); fails via sp_child_fail.
+// The request-independent part of the child's isolation, done by the spare before its request:
+// its own mount, IPC and UTS namespaces with the fresh scratch mounts (/tmp, /mnt/data, /proc of
+// its pid namespace), hostname, rlimits, the capability bounding set (effective capabilities stay
+// until isolate()). Returns 0, or the failing step with *err; the spare reports it once its
+// request brings the report pipe.
+uint32_t isolate_ahead(int* err) {
+  auto failed = [err](uint32_t step, int e) {
+    *err = e;
+    return step;
+  };
+  uint32_t idx = 0;
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0) return failed(kStepNetNs, errno);
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return failed(kStepMountPrivate, errno);
+  if (int e = run_mount_plan_in_child(*g.scratch, &idx)) return failed(kStepMountOps | (idx << 8), e);
+  if (sethostname("sandbox", 7) != 0) return failed(kStepHostname, errno);
+  if (int e = apply_rlimits_in_child(g.rlimits)) return failed(kStepRlimits, e);
+  if (int e = drop_bounding_set_in_child()) return failed(kStepCapsBounding, e);
+  return 0;
+}
+
+// The rest of the isolation, at the request, in the order of template_clone.cc's isolate():
+// cgroups first (what the child allocates from here on is the sandbox's), network and cgroup
+// namespaces, /mnt/data for the sandbox's uid, ids, capabilities; fails via sp_child_fail.
 void isolate(const CloneRequest& r) {
   const int report = r.report_fd;
   int err;
-  uint32_t idx = 0;
   for (int fd : r.cgroup_fds) {
     if (fd < 0) continue;
     if (write(fd, "0", 1) != 1) sp_child_fail(report, kStepJoinCgroup, errno);
@@ -219,16 +243,10 @@ void isolate(const CloneRequest& r) {
     if (setns(r.netns_fd, CLONE_NEWNET) != 0) sp_child_fail(report, kStepNetNs, errno);
     close(r.netns_fd);
   }
-  if (unshare(CLONE_NEWNS | (have_netns ? 0 : CLONE_NEWNET) | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) != 0)
-    sp_child_fail(report, kStepNetNs, errno);
-  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) sp_child_fail(report, kStepMountPrivate, errno);
-  if ((err = run_mount_plan_in_child(*g.scratch, &idx))) sp_child_fail(report, kStepMountOps | (idx << 8), err);
+  if (unshare((have_netns ? 0 : CLONE_NEWNET) | CLONE_NEWCGROUP) != 0) sp_child_fail(report, kStepNetNs, errno);
   if (chown("/mnt/data", r.uid, r.gid) != 0) sp_child_fail(report, kStepMountOps, errno);
   if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
   if (!have_netns && (err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
-  if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
-  if ((err = apply_rlimits_in_child(g.rlimits))) sp_child_fail(report, kStepRlimits, err);
-  if ((err = drop_bounding_set_in_child())) sp_child_fail(report, kStepCapsBounding, err);
   if (setgroups(0, nullptr) != 0) sp_child_fail(report, kStepUserIds, errno);
   if (setresgid(r.gid, r.gid, r.gid) != 0) sp_child_fail(report, kStepUserIds, errno);
   if (setresuid(r.uid, r.uid, r.uid) != 0) sp_child_fail(report, kStepUserIds, errno);
@@ -240,23 +258,52 @@ void isolate(const CloneRequest& r) {
   close(g.template_pidfd);
 }
 
-// The forked VMM child: isolate, seccomp, clone the template VM, run it; on a guest death clone
+// What a VMM child makes before its request arrives: the request-independent isolation, its
+// descriptors and the VM clone, so that none of them is on the request's path. Memory KVM allocates here is charged to the template's
+// cgroup (the child joins the sandbox's at its request); everything the guest grows later (new
+// memslots, shadow pages, copied pages) is charged to the sandbox.
+struct ChildPrep {
+  uint32_t ahead_step = 0;  // isolate_ahead()'s failing step, 0 when it succeeded
+  int ahead_err = 0;
+  int devnull = -1, out = -1, errf = -1, ctl[2] = {-1, -1};
+  std::unique_ptr<Vm> vm;  // null when the clone failed (clone_err)
+  int clone_err = 0;
+  uint64_t clone_ns = 0;
+};
+
+ChildPrep prepare_child() {
+  ChildPrep p;
+  if ((p.ahead_step = isolate_ahead(&p.ahead_err))) return p;
+  p.devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  p.out = memfd_create("sandpool-stdout", MFD_CLOEXEC);
+  p.errf = memfd_create("sandpool-stderr", MFD_CLOEXEC);
+  if (p.devnull < 0 || p.out < 0 || p.errf < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.ctl) != 0) {
+    p.clone_err = errno;
+    return p;
+  }
+  auto vm = Vm::clone(*g.snap, {{0, p.devnull}, {1, p.out}, {2, p.errf}, {kGuestCtlFd, p.ctl[1]}});
+  if (!vm.ok()) {
+    p.clone_err = vm.error().code;
+    return p;
+  }
+  p.clone_ns = vm.value()->timings().clone_ns;
+  p.vm = std::move(vm.value());
+  return p;
+}
+
+// The VMM child after its request: isolate, seccomp, run the VM made ahead; on a guest death clone
 // again (same sandbox, same /mnt/data) and let the new agent answer for the lost cell.
-[[noreturn]] void clone_main(const CloneRequest& r) {
+[[noreturn]] void clone_main(const CloneRequest& r, ChildPrep prep, uint64_t request_ns) {
   const int report = r.report_fd;
-  close(g.args.ctrl_fd);
-  close(g.own_pidns);
+  if (prep.ahead_step) sp_child_fail(report, prep.ahead_step, prep.ahead_err);
   isolate(r);
-  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devnull < 0) sp_child_fail(report, kStepCloseFds, errno);
+  if (!prep.vm) sp_child_fail(report, kStepExec, prep.clone_err ? prep.clone_err : EIO);
+  const int devnull = prep.devnull, out = prep.out, errf = prep.errf;
+  int* ctl = prep.ctl;
   const bool debug = getenv("SANDPOOL_VMM_DEBUG") != nullptr;  // keep stderr (the server's log)
   if (!debug) {
     for (int fd = 0; fd < 3; ++fd) dup2(devnull, fd);  // nothing from here reaches the server's log
   }
-  int out = memfd_create("sandpool-stdout", MFD_CLOEXEC), errf = memfd_create("sandpool-stderr", MFD_CLOEXEC);
-  int ctl[2];
-  if (out < 0 || errf < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) != 0)
-    sp_child_fail(report, kStepCloseFds, errno);
   Watcher watcher(ctl[0], g.args.grace_ms * 1'000'000ull);
   watcher.start();  // before the filter: TSYNC puts it under the filter as well
   sock_fprog prog = g.filter.prog();
@@ -269,7 +316,14 @@ void isolate(const CloneRequest& r) {
   int quick_deaths = 0;
   bool reported = false;
   for (;;) {
-    auto vm = Vm::clone(*g.snap, {{0, devnull}, {1, out}, {2, errf}, {kGuestAgentFd, r.agent_fd}, {kGuestCtlFd, ctl[1]}});
+    Result<std::unique_ptr<Vm>> vm = Error{EIO, "no VM"};
+    if (prep.vm) {  // the first guest: the clone made ahead gets the session's socket
+      Status st = prep.vm->attach_fd(kGuestAgentFd, r.agent_fd);
+      if (!st.ok()) sp_child_fail(report, kStepExec, st.error().code);
+      vm = std::move(prep.vm);
+    } else {
+      vm = Vm::clone(*g.snap, {{0, devnull}, {1, out}, {2, errf}, {kGuestAgentFd, r.agent_fd}, {kGuestCtlFd, ctl[1]}});
+    }
     if (!vm.ok()) {
       if (!reported) sp_child_fail(report, kStepExec, vm.error().code);
       _exit(kExitGaveUp);
@@ -282,7 +336,10 @@ void isolate(const CloneRequest& r) {
     std::memcpy(go + 12, &exit_code, 4);
     std::memcpy(go + 16, page, kPageBytes);
     if (write(ctl[0], go, sizeof go) != static_cast<ssize_t>(sizeof go)) _exit(kExitProtocol);
-    if (debug)
+    if (debug && restarts == 0)
+      std::fprintf(stderr, "vmm: clone %.3f ms (made before the request); request -> VM ready to run %.3f ms\n",
+                   static_cast<double>(prep.clone_ns) / 1e6, static_cast<double>(now_ns() - request_ns) / 1e6);
+    else if (debug)
       std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
                    restarts);
     watcher.attach(vm.value().get());
@@ -465,6 +522,116 @@ void reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, int pidfd) {
   (void)sendmsg(ctrl, &mh, MSG_NOSIGNAL);
 }
 
+// The control message of a clone request (template.py's layout); fds: agent, report, cgroups...,
+// then the network namespace when flags & 1.
+struct RequestMsg {
+  uint64_t gen;
+  uint32_t uid, gid, flags;
+} __attribute__((packed));
+
+// Receives one request (message and descriptors, close-on-exec); false on EOF or error.
+bool recv_request(int sock, RequestMsg* msg, int* fds, int* nfds, ssize_t* got) {
+  char cbuf[CMSG_SPACE(sizeof(int) * 8)] = {};
+  iovec iov{msg, sizeof *msg};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  *nfds = 0;
+  *got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+  if (*got <= 0) return false;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_type != SCM_RIGHTS) continue;
+    int n = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    n = std::min(n, 8 - *nfds);
+    std::memcpy(fds + *nfds, CMSG_DATA(c), sizeof(int) * static_cast<size_t>(n));
+    *nfds += n;
+  }
+  return true;
+}
+
+CloneRequest request_from(const RequestMsg& msg, const int* fds, int nfds) {
+  CloneRequest r;
+  r.uid = msg.uid;
+  r.gid = msg.gid;
+  r.agent_fd = fds[0];
+  r.report_fd = fds[1];
+  int last = nfds;
+  if ((msg.flags & 1) && nfds > 2) r.netns_fd = fds[--last];
+  for (int i = 2, j = 0; i < last && j < 4; ++i, ++j) r.cgroup_fds[j] = fds[i];
+  return r;
+}
+
+// A VMM child forked ahead (pid 1 of a new pid namespace), its VM already cloned, waiting on
+// `sock` for the request the template forwards to it.
+struct Spare {
+  pid_t pid = -1;
+  int sock = -1;
+};
+
+[[noreturn]] void spare_main(int sock) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
+  pollfd dead{g.template_pidfd, POLLIN, 0};
+  if (poll(&dead, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);  // the template died before the prctl
+  close(g.args.ctrl_fd);
+  close(g.own_pidns);
+  ChildPrep prep = prepare_child();
+  RequestMsg msg{};
+  int fds[8];
+  int nfds = 0;
+  ssize_t got = 0;
+  if (!recv_request(sock, &msg, fds, &nfds, &got)) _exit(kExitEof);  // the template went away
+  uint64_t request_ns = now_ns();
+  close(sock);
+  if (got != sizeof msg || nfds < 2) _exit(kExitProtocol);  // the template checked it already
+  clone_main(request_from(msg, fds, nfds), std::move(prep), request_ns);
+}
+
+Result<Spare> fork_spare() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(spare)");
+  if (setns(g.own_pidns, CLONE_NEWPID) != 0 || unshare(CLONE_NEWPID) != 0) {
+    Error e = errno_error("new pid namespace");
+    close(sv[0]), close(sv[1]);
+    return e;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(sv[0]);
+    spare_main(sv[1]);
+  }
+  Error e = errno_error("fork");
+  close(sv[1]);
+  if (pid < 0) {
+    close(sv[0]);
+    return e;
+  }
+  return Spare{pid, sv[0]};
+}
+
+// Hands the request to the spare; false when the spare is gone (it died before its request).
+bool forward(const Spare& spare, const RequestMsg& msg, const int* fds, int nfds) {
+  iovec iov{const_cast<RequestMsg*>(&msg), sizeof msg};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  char cbuf[CMSG_SPACE(sizeof(int) * 8)] = {};
+  mh.msg_control = cbuf;
+  mh.msg_controllen = CMSG_SPACE(sizeof(int) * static_cast<size_t>(nfds));
+  cmsghdr* c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<size_t>(nfds));
+  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(nfds));
+  return sendmsg(spare.sock, &mh, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof msg);
+}
+
+void drop_spare(Spare* spare) {
+  if (spare->sock >= 0) close(spare->sock);  // a spare still waiting sees EOF and exits
+  *spare = Spare{};
+}
+
 }  // namespace
 
 int vmm_template_main(int argc, char** argv) {
@@ -484,31 +651,23 @@ int vmm_template_main(int argc, char** argv) {
     LOG_ERROR("vmm-template: template VM: %s", st.error().message().c_str());
     return 1;
   }
+  // One VMM child is always forked ahead with its VM cloned (a spare): a request only has to
+  // isolate it. A failed fork is retried at the next request.
+  Spare spare;
+  if (auto s = fork_spare(); s.ok()) spare = s.value();
   if (send(ctrl, "READY", 5, MSG_NOSIGNAL) != 5) return 1;
   for (;;) {
     pollfd p{ctrl, POLLIN, 0};
     int n = poll(&p, 1, 1000);
     reap_children();
     if (n <= 0) continue;
-    struct {
-      uint64_t gen;
-      uint32_t uid, gid, flags;
-    } __attribute__((packed)) msg{};
+    RequestMsg msg{};
     int fds[8];
     int nfds = 0;
-    char cbuf[CMSG_SPACE(sizeof fds)] = {};
-    iovec iov{&msg, sizeof msg};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof cbuf;
-    ssize_t got = recvmsg(ctrl, &mh, MSG_CMSG_CLOEXEC);
-    if (got <= 0) return 0;  // the spawner went away
-    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-      if (c->cmsg_type != SCM_RIGHTS) continue;
-      nfds = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-      std::memcpy(fds, CMSG_DATA(c), sizeof(int) * static_cast<size_t>(nfds));
+    ssize_t got = 0;
+    if (!recv_request(ctrl, &msg, fds, &nfds, &got)) {
+      drop_spare(&spare);
+      return 0;  // the spawner went away
     }
     auto close_all = [&] {
       for (int i = 0; i < nfds; ++i) close(fds[i]);
@@ -518,32 +677,36 @@ int vmm_template_main(int argc, char** argv) {
       reply(ctrl, msg.gen, 0, EINVAL, -1);
       continue;
     }
-    CloneRequest r;
-    r.uid = msg.uid;
-    r.gid = msg.gid;
-    r.agent_fd = fds[0];
-    r.report_fd = fds[1];
-    int last = nfds;
-    if ((msg.flags & 1) && nfds > 2) r.netns_fd = fds[--last];
-    for (int i = 2, j = 0; i < last && j < 4; ++i, ++j) r.cgroup_fds[j] = fds[i];
-    if (setns(g.own_pidns, CLONE_NEWPID) != 0 || unshare(CLONE_NEWPID) != 0) {
-      int e = errno;
-      close_all();
-      reply(ctrl, msg.gen, 0, e, -1);
-      continue;
+    // Two tries: the spare may have died while it waited (then a fresh one is forked).
+    int err = 0;
+    bool sent = false;
+    for (int attempt = 0; attempt < 2 && !sent; ++attempt) {
+      if (spare.pid < 0) {
+        auto s = fork_spare();
+        if (!s.ok()) {
+          err = s.error().code;
+          break;
+        }
+        spare = s.value();
+      }
+      sent = forward(spare, msg, fds, nfds);
+      if (!sent) {
+        err = errno;
+        drop_spare(&spare);
+      }
     }
-    pid_t pid = fork();
-    if (pid == 0) clone_main(r);
-    int e = errno;
     close_all();
-    if (pid < 0) {
-      reply(ctrl, msg.gen, 0, e, -1);
+    if (!sent) {
+      reply(ctrl, msg.gen, 0, err ? err : EIO, -1);
       continue;
     }
+    pid_t pid = spare.pid;
+    drop_spare(&spare);
     // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
     int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     reply(ctrl, msg.gen, pid, pidfd < 0 ? errno : 0, pidfd);
     if (pidfd >= 0) close(pidfd);
+    if (auto s = fork_spare(); s.ok()) spare = s.value();  // the next request's child
   }
 }
 

@@ -18,6 +18,7 @@ Result<std::unique_ptr<VmSnapshot>> Vm::snapshot() {
   snap->memfd = UniqueFd(fcntl(g.mem.memfd(), F_DUPFD_CLOEXEC, 3));
   if (!snap->memfd) return errno_error("dup guest memfd");
   snap->memory_bytes = g.mem.size();
+  snap->slots = slots_;
   snap->backend = backend_;
   snap->vdso = vdso_;
   snap->vdso_clock = vdso_clock_;
@@ -94,9 +95,10 @@ Result<std::unique_ptr<Vm>> Vm::clone(const VmSnapshot& snap, const std::vector<
   // 1. memory: a private (CoW) view of the template's pages.
   Guest& g = vm->guest_;
   SP_TRY_ASSIGN(g.mem, GuestMemory::map_private(snap.memfd.get(), snap.memory_bytes));
-  // 2. VM, memslot, vCPU with the template's state.
+  // 2. VM, the template's memslots (one per run of chunks it used), vCPU with the template's state.
   SP_TRY_ASSIGN(vm->vm_, kvm->create_vm());
-  SP_TRY(vm->vm_.set_memory(0, 0, g.mem.size(), g.mem.host_base()));
+  vm->slots_ = snap.slots;
+  SP_TRY(vm->slots_.register_all(vm->slot_registrar()));
   SP_TRY_ASSIGN(vm->vcpu_, vm->vm_.create_vcpu(0));
   SP_TRY(restore_vcpu(vm->vcpu_, kvm->supported_cpuid(), snap.backend, snap.sregs, snap.xsave.get()));
   vm->vcpu_.run_area()->s.regs.sregs = snap.sregs;  // what handlers read before the first exit

@@ -13,6 +13,7 @@
 #include "util/unique_fd.h"
 #include "vmm/address_space.h"
 #include "vmm/guest.h"
+#include "vmm/memslots.h"
 #include "vmm/syscalls/dispatch.h"
 #include "vmm/trap.h"
 #include "vmm/vdso.h"
@@ -22,6 +23,7 @@ namespace sp::vmm {
 struct VmSnapshot {
   UniqueFd memfd;
   uint64_t memory_bytes = 0;
+  MemSlots slots;  // the chunks the template had given KVM (present in its page tables)
   TrapBackend backend = TrapBackend::kTripleFault;
   bool vdso = false;
   VdsoClock vdso_clock;

@@ -22,6 +22,8 @@ enum class TrapBackend { kTripleFault, kCpl0Stub };
 const char* backend_name(TrapBackend b);
 bool parse_backend(const char* text, TrapBackend* out);
 
+inline constexpr uint32_t kPageFaultVector = 14;
+
 struct Trap {
   enum class Kind { kSyscall, kException, kInterrupted, kFatal };
   Kind kind = Kind::kFatal;

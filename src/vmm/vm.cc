@@ -56,7 +56,8 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes));
   Guest& g = vm->guest_;
   SP_TRY(build_system_area(g.mem, cfg.backend));
-  SP_TRY(vm->vm_.set_memory(0, 0, g.mem.size(), g.mem.host_base()));
+  vm->slots_ = MemSlots(g.mem.size());
+  SP_TRY(vm->slots_.map_chunk(0, g.mem, vm->slot_registrar()));  // the system area; the rest on first touch
   SP_TRY_ASSIGN(vm->vcpu_, vm->vm_.create_vcpu(0));
   vm->timings_.create_ns = now_ns() - vm->created_at_ns_;
 
@@ -80,6 +81,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   req.gid = static_cast<uint32_t>(g.gid);
   SP_TRY_ASSIGN(LoadedProgram lp, load_program(g.mem, g.as, req));
   unmap_huge_page(g.mem, lp.guard);  // a stack overflow faults instead of running into mmap memory
+  vm->slots_.keep_unmapped(lp.guard);
   SP_TRY(init_vcpu(vm->vcpu_, kvm->supported_cpuid(), cfg.backend, g.mem.size(), lp.start_rip, lp.start_rsp));
   g.brk_start = g.brk_cur = lp.brk_start;
   // /proc/self/exe is absolute on Linux (glibc's $ORIGIN handling asserts it).
@@ -139,6 +141,21 @@ void Vm::kill() {
   interrupt();
 }
 
+MemSlots::RegisterFn Vm::slot_registrar() {
+  return [this](uint32_t slot, uint64_t gpa, uint64_t bytes) {
+    return vm_.set_memory(slot, gpa, bytes, guest_.mem.host_base() + gpa);
+  };
+}
+
+bool Vm::map_on_fault(uint64_t gpa) {
+  ++timings_.memslot_faults;
+  Status st = slots_.map_chunk(gpa, guest_.mem, slot_registrar());
+  if (st.ok()) return true;
+  LOG_ERROR("vm: guest memory at 0x%llx could not be given to KVM (%s); ending the guest",
+            static_cast<unsigned long long>(gpa), st.error().message().c_str());
+  return false;
+}
+
 bool Vm::is_freeze_fd() const {
   struct stat st;
   int h = guest_.fds.host(freeze_fd_);
@@ -164,6 +181,15 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
       break;
     }
     case Trap::Kind::kException: {
+      // A first touch of memory KVM has no memslot for yet: map it and retry the instruction.
+      if (trap.vector == kPageFaultVector && slots_.wants_fault(trap.cr2)) {
+        if (map_on_fault(trap.cr2)) break;
+        g.exited = true;
+        g.term_signal = SIGKILL;
+        g.exit_code = 128 + SIGKILL;
+        global_counters().guests_killed.fetch_add(1, std::memory_order_relaxed);
+        return false;
+      }
       global_counters().exceptions.fetch_add(1, std::memory_order_relaxed);
       SignalInfo info = signal_for_exception(trap.vector, trap.error_code, trap.cr2);
       if (g.trace)

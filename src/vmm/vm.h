@@ -15,6 +15,7 @@
 #include "util/result.h"
 #include "vmm/guest.h"
 #include "vmm/kvm.h"
+#include "vmm/memslots.h"
 #include "vmm/snapshot.h"
 #include "vmm/syscalls/dispatch.h"
 #include "vmm/trap.h"
@@ -56,6 +57,7 @@ struct VmTimings {
   uint64_t run_ns = 0;          // run() start -> exit
   uint64_t kvm_run_ns = 0;      // of which inside KVM_RUN (guest code, shadow-page faults, exits)
   uint64_t exits = 0;           // KVM_RUN returns
+  uint64_t memslot_faults = 0;  // first touches of a guest memory chunk KVM had no memslot for
 };
 
 // CLOCK_MONOTONIC in ns; /dev/kvm opened once per process (shared by every VM and clone).
@@ -98,6 +100,7 @@ class Vm {
   void kill();
 
   const Guest& guest() const { return guest_; }
+  const MemSlots& memslots() const { return slots_; }
   const VmTimings& timings() const { return timings_; }
   TrapBackend backend() const { return backend_; }
 
@@ -108,7 +111,12 @@ class Vm {
   bool handle_trap(const Trap& trap, kvm_regs& user);
   bool is_freeze_fd() const;
   Status finish_clone(const VmSnapshot& snap, const std::vector<std::pair<int, int>>& fds, uint64_t start);
+  MemSlots::RegisterFn slot_registrar();
+  // A guest #PF at `gpa` in a chunk KVM has no memslot for: map it. False when that failed (the
+  // guest is then ended as by SIGKILL, as an out-of-memory kill would).
+  bool map_on_fault(uint64_t gpa);
   KvmVm vm_;
+  MemSlots slots_;
   KvmVcpu vcpu_;
   Guest guest_;
   TrapBackend backend_ = TrapBackend::kTripleFault;

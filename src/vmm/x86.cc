@@ -23,20 +23,17 @@ void put64(GuestMemory& mem, uint64_t gpa, uint64_t v) {
   std::memcpy(mem.system_ptr(gpa), &v, 8);  // SAFETY: VMM-chosen address in the system area.
 }
 
+// PML4 -> PDPT -> one page directory per GiB. Only the system page (the first 2 MiB, supervisor)
+// is present here: user pages become present when their memslot chunk is mapped (memslots.h).
 void build_page_tables(GuestMemory& mem) {
   put64(mem, kPml4, kPdpt | kPtePresent | kPteWrite | kPteUser);
   uint64_t gib = (mem.size() + (1ull << 30) - 1) >> 30;
-  for (uint64_t g = 0; g < gib; ++g) {
-    uint64_t pd = kPdBase + g * kPageSize;
-    put64(mem, kPdpt + g * 8, pd | kPtePresent | kPteWrite | kPteUser);
-    for (uint64_t i = 0; i < 512; ++i) {
-      uint64_t addr = (g << 30) + i * kHugePage;
-      if (addr >= mem.size()) break;
-      uint64_t flags = kPtePresent | kPteWrite | kPteHuge | (addr >= kUserBase ? kPteUser : 0);
-      put64(mem, pd + i * 8, addr | flags);
-    }
-  }
+  for (uint64_t g = 0; g < gib; ++g)
+    put64(mem, kPdpt + g * 8, (kPdBase + g * kPageSize) | kPtePresent | kPteWrite | kPteUser);
+  put64(mem, kPdBase, kPtePresent | kPteWrite | kPteHuge);
 }
+
+uint64_t pde_of(uint64_t gpa) { return kPdBase + (gpa >> 30) * kPageSize + ((gpa >> 21) & 511) * 8; }
 
 void build_gdt(GuestMemory& mem) {
   put64(mem, kGdt + 0x00, 0);
@@ -103,8 +100,12 @@ Status build_system_area(GuestMemory& mem, TrapBackend backend) {
 
 void unmap_huge_page(GuestMemory& mem, uint64_t gpa) {
   if (gpa < kUserBase || gpa % kHugePage != 0 || gpa >= mem.size()) return;
-  uint64_t pde = kPdBase + (gpa >> 30) * kPageSize + ((gpa >> 21) & 511) * 8;
-  put64(mem, pde, 0);
+  put64(mem, pde_of(gpa), 0);
+}
+
+void map_huge_page(GuestMemory& mem, uint64_t gpa) {
+  if (gpa < kUserBase || gpa % kHugePage != 0 || gpa >= mem.size()) return;
+  put64(mem, pde_of(gpa), gpa | kPtePresent | kPteWrite | kPteHuge | kPteUser);
 }
 
 uint32_t host_hwcap() {

@@ -14,14 +14,17 @@
 
 namespace sp::vmm {
 
-// Steps, in order: 1. identity page tables (2 MiB pages; the first one supervisor-only, all others
-// user read/write/execute) covering all guest memory; 2. GDT with kernel and user segments and a
+// Steps, in order: 1. identity page tables with 2 MiB pages, of which only the first (supervisor-only)
+// is present: user pages are made present chunk by chunk as KVM gets them (memslots.h); 2. GDT with kernel and user segments and a
 // 64-bit TSS; 3. the IDT and CPL0 stubs (kCpl0Stub only; kTripleFault keeps an empty IDT).
 Status build_system_area(GuestMemory& mem, TrapBackend backend);
 
 // Makes the 2 MiB page at `gpa` (2 MiB aligned, user memory) not present, so any guest access
 // faults: the guard below the stack. Call before the vCPU first runs.
 void unmap_huge_page(GuestMemory& mem, uint64_t gpa);
+// Makes the 2 MiB user page at `gpa` present (user read/write/execute, identity). Only for memory
+// KVM has a memslot for (MemSlots::map_chunk); a not-present -> present change needs no flush.
+void map_huge_page(GuestMemory& mem, uint64_t gpa);
 
 // Puts the vCPU in 64-bit long mode at CPL3 at `entry` with stack `rsp`: SREGS (CR0/CR3/CR4/EFER,
 // segments, GDT/IDT/TR), CPUID from KVM_GET_SUPPORTED_CPUID, XCR0 (x87/SSE/AVX/AVX-512 where

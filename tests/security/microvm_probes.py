@@ -10,7 +10,9 @@ unprivileged uid). Usage: microvm_probes.py SANDPOOL_BINARY [-v]. Exit 77 withou
 """
 import json
 import os
+import signal
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
@@ -208,9 +210,10 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
         self.assertIn("variables were lost", p["stderr"])
         self.assert_alive("probe-loop")
 
-    def test_vmm_processes_are_confined(self):
-        self.run_cell("probe-conf", "1")
-        vmms = []
+    def template_children(self):
+        """(session VMMs, spares) of this server's template: [(pid, status)] each. A spare is the VMM
+        child forked ahead (still in the template's cgroup, waiting for its request)."""
+        vmms, spares = [], []
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
@@ -219,14 +222,32 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
                     cmd = f.read().split(b"\0")
                 with open("/proc/%s/status" % pid) as f:
                     status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+                if len(cmd) <= 1 or cmd[1] != b"vmm-template" or int(status["PPid"]) == self.srv.proc.pid:
+                    continue
+                ppid = status["PPid"].strip()
+                with open("/proc/%s/stat" % ppid) as f:
+                    grand = int(f.read().rsplit(")", 1)[1].split()[1])
+                if grand != self.srv.proc.pid:
+                    continue
+                with open("/proc/%s/cgroup" % pid) as f:
+                    own = f.read()
+                with open("/proc/%s/cgroup" % ppid) as f:
+                    template = f.read()
             except OSError:
                 continue
-            if len(cmd) > 1 and cmd[1] == b"vmm-template" and int(status["PPid"]) != self.srv.proc.pid:
-                # A session's VMM: a child of this server's template.
-                with open("/proc/%s/stat" % status["PPid"]) as f:
-                    grand = int(f.read().rsplit(")", 1)[1].split()[1])
-                if grand == self.srv.proc.pid:
-                    vmms.append((pid, status))
+            (spares if own == template else vmms).append((pid, status))
+        return vmms, spares
+
+    def threads(self, pid):
+        names = []
+        for t in os.listdir("/proc/%s/task" % pid):
+            with open("/proc/%s/task/%s/comm" % (pid, t)) as f:
+                names.append(f.read().strip())
+        return [n for n in names if not n.startswith("kvm-")]  # the kernel adds a kvm-nx-lpage-recovery worker per VM
+
+    def test_vmm_processes_are_confined(self):
+        self.run_cell("probe-conf", "1")
+        vmms, spares = self.template_children()
         self.assertGreaterEqual(len(vmms), 2, "no VMM process of this server found")
         for pid, st in vmms:
             self.assertEqual(st["Seccomp"].strip(), "2", pid)
@@ -234,16 +255,29 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
             self.assertEqual(int(st["CapEff"], 16), 0, pid)
             self.assertEqual(int(st["CapBnd"], 16), 0, pid)
             self.assertGreaterEqual(int(st["Uid"].split()[0]), 100000, pid)
-            tasks = os.listdir("/proc/%s/task" % pid)
-            names = []
-            for t in tasks:
-                with open("/proc/%s/task/%s/comm" % (pid, t)) as f:
-                    names.append(f.read().strip())
-            # vCPU + deadline watcher; the kernel adds a kvm-nx-lpage-recovery worker per VM.
-            self.assertEqual(len([n for n in names if not n.startswith("kvm-")]), 2, names)
+            # vCPU + deadline watcher.
+            self.assertEqual(len(self.threads(pid)), 2, pid)
             with open("/proc/%s/status" % pid) as f:
                 self.assertIn("Seccomp_filters:\t1", f.read())
+        # The spare has cloned its VM but runs no guest before its request and its isolation: one
+        # thread (the vCPU loop and the watcher start only after seccomp), waiting.
+        self.assertLessEqual(len(spares), 1, spares)
+        for pid, st in spares:
+            self.assertEqual(len(self.threads(pid)), 1, pid)
+            self.assertEqual(st["State"].split()[0], "S", pid)
 
+    def test_a_dead_spare_is_replaced(self):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            spares = self.template_children()[1]
+            if spares:
+                break
+            time.sleep(0.05)
+        self.assertTrue(spares, "no spare VMM child found")
+        os.kill(int(spares[0][0]), signal.SIGKILL)
+        for i in range(4):  # beyond the ready sandboxes: the template forks a new spare for a request
+            p = self.run_cell("probe-spare-%d" % i, "6 * 7")
+            self.assertEqual(p["result"], 42, p)
 
 if __name__ == "__main__":
     harness.BINARY = os.path.abspath(sys.argv.pop(1))
