@@ -26,7 +26,7 @@ class FakeSource : public SandboxSource {
   }
   size_t ready_count() const override { return ready_.size(); }
   void release(Sandbox&&) override {}
-  void stop(std::function<void()> done) override { done(); }
+  void stop(Offload&, std::function<void()> done) override { done(); }
   SourceStats stats() const override { return {}; }
   const char* tier() const override { return "fake"; }
 
@@ -50,11 +50,12 @@ class FakeSource : public SandboxSource {
 };
 
 // Ends the pool and its timers and lets the loop run their close callbacks.
-void stop_pool(uv_loop_t& loop, Pool& pool, LoopTimers& timers) {
+void stop_pool(uv_loop_t& loop, Pool& pool, LoopTimers& timers, Offload& offload) {
   bool stopped = false;
   pool.stop([&] { stopped = true; });
   while (!stopped) uv_run(&loop, UV_RUN_NOWAIT);
   timers.close();
+  offload.close([] {});
   uv_run(&loop, UV_RUN_NOWAIT);
 }
 
@@ -63,11 +64,12 @@ void BM_AllocateNewIdentifier(benchmark::State& state) {
   uv_loop_init(&loop);
   {
     LoopTimers timers(&loop);
+    Offload offload(&loop);
     PoolSettings settings;
     settings.max_concurrent_sessions = 1000000;
     auto source = std::make_unique<FakeSource>();
     FakeSource* src = source.get();
-    Pool pool(&loop, &timers, settings, std::move(source));
+    Pool pool(&loop, &timers, &offload, settings, std::move(source));
     (void)pool.start();
     const size_t batch = 512;
     uint64_t n = 0;
@@ -87,7 +89,7 @@ void BM_AllocateNewIdentifier(benchmark::State& state) {
       pool.acquire(id, [&](Session* s, const AcquireError*) { got = s; });
       benchmark::DoNotOptimize(got);
     }
-    stop_pool(loop, pool, timers);
+    stop_pool(loop, pool, timers, offload);
   }
   uv_loop_close(&loop);
 }
@@ -97,9 +99,10 @@ void BM_AcquireKnownIdentifier(benchmark::State& state) {
   uv_loop_init(&loop);
   {
     LoopTimers timers(&loop);
+    Offload offload(&loop);
     auto source = std::make_unique<FakeSource>();
     source->refill(64);
-    Pool pool(&loop, &timers, PoolSettings{}, std::move(source));
+    Pool pool(&loop, &timers, &offload, PoolSettings{}, std::move(source));
     (void)pool.start();
     for (int i = 0; i < 64; ++i) pool.acquire("known-" + std::to_string(i), [](Session*, const AcquireError*) {});
     int i = 0;
@@ -110,7 +113,7 @@ void BM_AcquireKnownIdentifier(benchmark::State& state) {
       pool.acquire(ids[i++ & 63], [&](Session* s, const AcquireError*) { got = s; });
       benchmark::DoNotOptimize(got);
     }
-    stop_pool(loop, pool, timers);
+    stop_pool(loop, pool, timers, offload);
   }
   uv_loop_close(&loop);
 }

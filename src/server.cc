@@ -110,7 +110,7 @@ Status Server::start_pools() {
       return Error{kEInvalid, "default pool settings"};
     }
     s.name = "default";
-    if (!pools_.create(s, &msg).ok()) {
+    if (!pools_.create_now(s, &msg).ok()) {
       LOG_ERROR("default pool: %s", msg.c_str());
       return Error{kEInvalid, "default pool"};
     }
@@ -139,7 +139,7 @@ Status Server::start_pools() {
         LOG_ERROR("%s: %s", config_.pools_file.c_str(), s.name.empty() && msg.empty() ? "every pool needs a name" : msg.c_str());
         return Error{kEInvalid, "pools file"};
       }
-      if (!pools_.create(s, &msg).ok()) {
+      if (!pools_.create_now(s, &msg).ok()) {
         LOG_ERROR("pool %s: %s", s.name.c_str(), msg.c_str());
         return Error{kEInvalid, "pools file"};
       }

@@ -13,8 +13,27 @@ std::string pool_json(pool::Pool& p) {
   std::string out = pool::settings_to_json(p.settings());
   // Add live figures next to the settings.
   out.pop_back();
-  out += ",\"allocatedSessions\":" + std::to_string(p.allocated()) + "}";
+  out += ",\"allocatedSessions\":" + std::to_string(p.allocated()) + ",\"provisioningState\":\"Succeeded\"}";
   return out;
+}
+
+// A pool whose creation is under way (its POST not answered yet): Azure's provisioningState.
+std::string creating_json(const pool::PoolSettings& s) {
+  std::string out = pool::settings_to_json(s);
+  out.pop_back();
+  out += ",\"allocatedSessions\":0,\"provisioningState\":\"InProgress\"}";
+  return out;
+}
+
+void respond_create_error(http::Exchange& ex, const Status& st, const std::string& msg) {
+  switch (st.error().code) {
+    case kETooLarge: return respond_error(ex, 409, "TooManyPools", msg);
+    case EEXIST: return respond_error(ex, 409, "PoolExists", msg);
+    case pool::kPoolDeleted: return respond_error(ex, 409, "PoolDeleted", msg);
+    case pool::kPoolShutdown: return respond_error(ex, 503, "ServiceUnavailable", msg);
+    case kEInvalid: return respond_error(ex, 400, "InvalidPoolSettings", msg);
+    default: return respond_error(ex, 500, "PoolStartFailed", msg);
+  }
 }
 
 }  // namespace
@@ -26,6 +45,7 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     JsonWriter w(body);
     w.begin_object().key("value").begin_array();
     for (const auto& [name, p] : pools.pools()) w.raw(pool_json(*p));
+    for (const pool::PoolSettings* s : pools.creating_list()) w.raw(creating_json(*s));
     w.end_array().end_object();
     ex.respond(200, kJson, body);
   });
@@ -35,22 +55,32 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     std::string msg;
     if (!pool::apply_settings_json(ex.request().body, &s, &msg).ok()) return respond_error(ex, 400, "InvalidPoolSettings", msg);
     if (pools.find(s.name)) return respond_error(ex, 409, "PoolExists", "pool " + s.name + " exists");
-    Status st = pools.create(s, &msg);
-    if (!st.ok()) {
-      if (st.error().code == kETooLarge) return respond_error(ex, 409, "TooManyPools", msg);
-      return respond_error(ex, 500, "PoolStartFailed", msg);
-    }
-    ex.respond(201, kJson, pool_json(*pools.find(s.name)), "Location: /pools/" + s.name + "\r\n");
+    // The pool's blocking start-up (image import, template) runs off the loop; the answer waits for
+    // it (the exchange stays valid until answered, even if the client goes away).
+    http::Exchange* exp = &ex;
+    const std::string name = s.name;
+    Status st = pools.create(s, &msg, [exp, &pools, name](Status done, const std::string& why) {
+      if (!done.ok()) return respond_create_error(*exp, done, why);
+      exp->respond(201, kJson, pool_json(*pools.find(name)), "Location: /pools/" + name + "\r\n");
+    });
+    if (!st.ok()) respond_create_error(ex, st, msg);
   });
   api.register_route(HTTP_GET, "/pools/{pool}", [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
     if (!authorize(ex)) return;
     pool::Pool* pool = pools.find(p.values[0]);
-    if (!pool) return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(p.values[0]) + "'");
+    if (!pool) {
+      if (const pool::PoolSettings* s = pools.creating_settings(p.values[0])) return ex.respond(200, kJson, creating_json(*s));
+      return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(p.values[0]) + "'");
+    }
     ex.respond(200, kJson, pool_json(*pool));
   });
   auto update = [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
     if (!authorize(ex)) return;
     pool::Pool* pool = pools.find(p.values[0]);
+    if (!pool && pools.creating_settings(p.values[0])) {
+      return respond_error(ex, 409, "PoolBeingCreated",
+                           "pool " + std::string(p.values[0]) + " is being created; update it once its creation has answered");
+    }
     if (!pool) return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(p.values[0]) + "'");
     pool::PoolSettings s = pool->settings();
     std::string msg;
@@ -82,6 +112,8 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
   api.register_route(HTTP_PATCH, "/pools/{pool}", update);
   api.register_route(HTTP_DELETE, "/pools/{pool}", [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
     if (!authorize(ex)) return;
+    // Sessions end now; the pool's threads are joined and its sandboxes reaped in the background.
+    // A creation still under way is cancelled (its POST gets 409 PoolDeleted).
     if (!pools.remove(p.values[0])) {
       return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(p.values[0]) + "'");
     }

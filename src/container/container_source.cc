@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 
 #include "container/spawner.h"
 #include "util/log.h"
@@ -70,7 +72,17 @@ int status_code(const std::string& head) {
 }  // namespace
 
 ContainerSource::ContainerSource(uv_loop_t* loop, const pool::PoolSettings& settings, ContainerSourceOptions options)
-    : loop_(loop), settings_(settings), options_(std::move(options)) {}
+    : loop_(loop), settings_(settings), options_(std::move(options)) {
+  // Made here, on the loop thread, before prepare() starts the spawner thread that sends to it.
+  int rc = uv_async_init(loop_, &async_, [](uv_async_t* a) { static_cast<ContainerSource*>(a->data)->take_spawned(); });
+  if (rc != 0) {
+    async_status_ = Error{-rc, "uv_async_init"};
+    return;
+  }
+  async_.data = this;
+  async_open_ = true;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&async_));
+}
 
 ContainerSource::~ContainerSource() {
   // stop() normally did this; without it the spawner's destructor still kills and reaps all.
@@ -82,9 +94,18 @@ void ContainerSource::on_wake(void* self) {
   uv_async_send(&static_cast<ContainerSource*>(self)->async_);
 }
 
-Status ContainerSource::start(std::function<void()> on_ready) {
-  on_ready_ = std::move(on_ready);
-  startup_ = pool::effective_startup_probe(settings_);
+namespace {
+// Imports and run-directory reclaims of concurrent pool creations take turns: two pools of one
+// image must not unpack the same digest at once, and reclaim_run_dirs must not race itself.
+std::mutex& prepare_mutex() {
+  static std::mutex mu;
+  return mu;
+}
+}  // namespace
+
+Status ContainerSource::prepare() {
+  SP_TRY(async_status_);
+  std::lock_guard<std::mutex> serial(prepare_mutex());
   if (geteuid() != 0) {
     last_error_ = "custom containers need root (id-mapped mounts, uid ranges)";
     return Error{EPERM, "custom containers need root"};
@@ -110,8 +131,6 @@ Status ContainerSource::start(std::function<void()> on_ready) {
     last_error_ = "the pool has no container image";
     return Error{kEInvalid, "no container image"};
   }
-  host_netns_.reset(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
-  if (!host_netns_) return errno_error("open host netns");
   // 1. the image, unpacked once per digest (blocking).
   uint64_t t0 = monotonic_ns();
   auto img = image::import_image(settings_.container.image, store, options_.import_limits);
@@ -144,22 +163,27 @@ Status ContainerSource::start(std::function<void()> on_ready) {
   cfg.limits.pids_max = 1024;
   cfg.limits.cpu_millis = static_cast<uint32_t>(settings_.cpu * 1000);
   cfg.data_bytes = settings_.data_size_bytes;
-  int rc = uv_async_init(loop_, &async_, [](uv_async_t* a) { static_cast<ContainerSource*>(a->data)->take_spawned(); });
-  if (rc != 0) return Error{-rc, "uv_async_init"};
-  async_.data = this;
-  async_open_ = true;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&async_));
-  uv_timer_init(loop_, &backoff_timer_);
-  backoff_timer_.data = this;
-  backoff_open_ = true;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&backoff_timer_));
   auto sp = ContainerSpawner::start(std::move(cfg), on_wake, this);
   if (!sp.ok()) {
     last_error_ = "container spawner: " + sp.error().message();
     return sp.error();
   }
   spawner_ = std::move(sp).value();
-  refill();
+  return {};
+}
+
+Status ContainerSource::start(std::function<void()> on_ready) {
+  on_ready_ = std::move(on_ready);
+  startup_ = pool::effective_startup_probe(settings_);
+  // The loop thread's network namespace: connect_in() returns to it after each socket it makes.
+  host_netns_.reset(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!host_netns_) return errno_error("open host netns");
+  uv_timer_init(loop_, &backoff_timer_);
+  backoff_timer_.data = this;
+  backoff_open_ = true;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&backoff_timer_));
+  started_ = true;
+  take_spawned();  // also refills
   return {};
 }
 
@@ -169,7 +193,7 @@ void ContainerSource::set_wanted(size_t ready_wanted) {
 }
 
 void ContainerSource::refill() {
-  if (stopping_ || !spawner_ || in_backoff_) return;
+  if (stopping_ || !started_ || !spawner_ || in_backoff_) return;
   size_t have = ready_.size() + starting_ + outstanding_;
   if (have >= wanted_) return;
   size_t n = wanted_ - have;
@@ -183,7 +207,7 @@ void ContainerSource::note_failure(const std::string& why) {
 }
 
 void ContainerSource::take_spawned() {
-  if (!spawner_) return;
+  if (!started_ || !spawner_) return;  // before start(), prepare() may still be writing spawner_
   for (Spawned& s : spawner_->take()) {
     if (outstanding_ > 0) --outstanding_;
     adopt(std::move(s));
@@ -509,7 +533,7 @@ void ContainerSource::discard(Box* b) {
 }
 
 void ContainerSource::closed_one() {
-  if (--closing_ > 0 || !stopping_ || !on_stopped_) return;
+  if (--closing_ > 0 || !stopping_ || teardown_pending_ || !on_stopped_) return;
   auto done = std::move(on_stopped_);
   on_stopped_ = nullptr;
   done();  // may destroy this
@@ -546,30 +570,40 @@ void ContainerSource::release(pool::Sandbox&& sandbox) {
   discard(b);
 }
 
-void ContainerSource::stop(std::function<void()> on_stopped) {
+void ContainerSource::stop(pool::Offload& offload, std::function<void()> on_stopped) {
   stopping_ = true;
   on_stopped_ = std::move(on_stopped);
   while (!boxes_.empty()) discard(boxes_.front());
-  // Joins the spawner thread (PDEATHSIG takes any sandbox still alive) and reaps everything.
-  spawner_.reset();
-  auto close = [this](uv_handle_t* h) {
-    ++closing_;
-    h->data = this;
-    uv_close(h, [](uv_handle_t* hh) { static_cast<ContainerSource*>(hh->data)->closed_one(); });
+  auto close_handles = [this] {
+    auto close = [this](uv_handle_t* h) {
+      ++closing_;
+      h->data = this;
+      uv_close(h, [](uv_handle_t* hh) { static_cast<ContainerSource*>(hh->data)->closed_one(); });
+    };
+    if (backoff_open_) {
+      backoff_open_ = false;
+      close(reinterpret_cast<uv_handle_t*>(&backoff_timer_));
+    }
+    if (async_open_) {
+      async_open_ = false;
+      close(reinterpret_cast<uv_handle_t*>(&async_));
+    }
+    if (closing_ == 0 && on_stopped_) {
+      auto done = std::move(on_stopped_);
+      on_stopped_ = nullptr;
+      done();
+    }
   };
-  if (backoff_open_) {
-    backoff_open_ = false;
-    close(reinterpret_cast<uv_handle_t*>(&backoff_timer_));
-  }
-  if (async_open_) {
-    async_open_ = false;
-    close(reinterpret_cast<uv_handle_t*>(&async_));
-  }
-  if (closing_ == 0 && on_stopped_) {
-    auto done = std::move(on_stopped_);
-    on_stopped_ = nullptr;
-    done();
-  }
+  if (!spawner_) return close_handles();
+  // Joining the spawner thread (PDEATHSIG takes any sandbox still alive) and reaping everything
+  // blocks: on the offload thread. The async handle stays open meanwhile (the spawner thread may
+  // still send to it); the loop keeps closing the boxes' handles.
+  teardown_pending_ = true;
+  auto spawner = std::make_shared<std::unique_ptr<ContainerSpawner>>(std::move(spawner_));
+  offload.run([spawner] { spawner->reset(); }, [this, close_handles] {
+    teardown_pending_ = false;
+    close_handles();
+  });
 }
 
 pool::SourceStats ContainerSource::stats() const {

@@ -1,11 +1,12 @@
 // ContainerSource: the SandboxSource of a CustomContainer pool: sandboxes of the process tier
 // running an OCI image, Ready once their startup probe passes; not the HTTP proxy (src/proxy/).
 //
-// Threading: every public method runs on the loop thread (the SandboxSource contract). The
-// spawner and reaper threads (spawner.h) create and destroy sandboxes; probes, death watching
-// (init's status pipe), liveness and upstream connections run on the loop thread, non-blocking.
-// start() blocks: it imports the image (seconds for a large one, once per digest) and reclaims
-// a dead run's leftovers.
+// Threading: every public method but prepare() runs on the loop thread (the SandboxSource
+// contract). prepare() blocks, on an Offload thread: it imports the image (seconds for a large one,
+// once per digest), reclaims a dead run's leftovers and starts the threads. The spawner and reaper
+// threads (spawner.h) create and destroy sandboxes; probes, death watching (init's status pipe),
+// liveness and upstream connections run on the loop thread, non-blocking. stop() leaves joining
+// the threads and reaping to an Offload thread.
 //
 // Callbacks: on_ready (start) runs when a sandbox became Ready; the container-end callback runs
 // when a popped sandbox ends on its own (never synchronously from pop()/release()). Both may call
@@ -43,12 +44,13 @@ class ContainerSource : public pool::SandboxSource, public pool::ContainerAccess
   ~ContainerSource() override;  // call stop() first and wait for on_stopped
 
   // SandboxSource.
+  Status prepare() override;
   Status start(std::function<void()> on_ready) override;
   void set_wanted(size_t ready_wanted) override;
   std::optional<pool::Sandbox> pop() override;
   size_t ready_count() const override { return ready_.size(); }
   void release(pool::Sandbox&& sandbox) override;
-  void stop(std::function<void()> on_stopped) override;
+  void stop(pool::Offload& offload, std::function<void()> on_stopped) override;
   pool::SourceStats stats() const override;
   const char* tier() const override { return "process"; }
   pool::ContainerAccess* containers() override { return this; }
@@ -57,7 +59,7 @@ class ContainerSource : public pool::SandboxSource, public pool::ContainerAccess
   Result<UniqueFd> open_upstream(const pool::Sandbox& sandbox) override;
   void set_on_container_end(std::function<void(uint64_t, const std::string&)> fn) override { on_end_ = std::move(fn); }
 
-  // What start() resolved (valid after a successful start): for logs and tests.
+  // What prepare() resolved (valid after a successful start): for logs and tests.
   const image::ImageInfo& image() const { return image_; }
   const Launch& launch() const { return launch_; }
   // Spawn begun → startup probe passed, of the most recent Ready sandbox (0: none yet).
@@ -95,6 +97,9 @@ class ContainerSource : public pool::SandboxSource, public pool::ContainerAccess
   std::unique_ptr<ContainerSpawner> spawner_;
   uv_async_t async_{};
   bool async_open_ = false;
+  Status async_status_;     // of uv_async_init in the constructor
+  bool started_ = false;    // start() ran: spawner_ may be used from the loop thread
+  bool teardown_pending_ = false;  // stop(): the spawner is being joined on the offload thread
   uv_timer_t backoff_timer_{};
   bool backoff_open_ = false;
   bool in_backoff_ = false;

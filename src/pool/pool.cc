@@ -5,8 +5,8 @@
 
 namespace sp::pool {
 
-Pool::Pool(uv_loop_t* loop, LoopTimers* timers, PoolSettings settings, std::unique_ptr<SandboxSource> source)
-    : loop_(loop), timers_(timers), settings_(std::move(settings)), source_(std::move(source)) {
+Pool::Pool(uv_loop_t* loop, LoopTimers* timers, Offload* offload, PoolSettings settings, std::unique_ptr<SandboxSource> source)
+    : loop_(loop), timers_(timers), offload_(offload), settings_(std::move(settings)), source_(std::move(source)) {
   uv_idle_init(loop_, &reaper_idle_);
   reaper_idle_.data = this;
 }
@@ -205,9 +205,15 @@ void Pool::free_ended() {
   if (stopping_ && sessions_.empty() && on_stopped_) {
     auto cb = std::move(on_stopped_);
     on_stopped_ = nullptr;
-    source_->stop([this, cb = std::move(cb)] {
-      uv_close(reinterpret_cast<uv_handle_t*>(&reaper_idle_), nullptr);
-      cb();
+    source_->stop(*offload_, [this, cb = std::move(cb)] {
+      // `cb` may free the pool: it runs once the idle handle is closed, not before.
+      on_stopped_ = cb;
+      uv_close(reinterpret_cast<uv_handle_t*>(&reaper_idle_), [](uv_handle_t* h) {
+        auto* self = static_cast<Pool*>(h->data);
+        auto done = std::move(self->on_stopped_);
+        self->on_stopped_ = nullptr;
+        done();
+      });
     });
   }
 }

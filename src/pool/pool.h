@@ -35,11 +35,16 @@ class Pool {
  public:
   using AcquireFn = std::function<void(Session* session, const AcquireError* error)>;
 
-  Pool(uv_loop_t* loop, LoopTimers* timers, PoolSettings settings, std::unique_ptr<SandboxSource> source);
+  // `offload` runs the source's blocking teardown (PoolManager's); it outlives the pool.
+  Pool(uv_loop_t* loop, LoopTimers* timers, Offload* offload, PoolSettings settings, std::unique_ptr<SandboxSource> source);
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
   ~Pool();
 
+  // The source's blocking start-up (SandboxSource::prepare): on an Offload thread, or on the loop
+  // thread before the loop runs. Touches nothing else of the pool.
+  Status prepare() { return source_->prepare(); }
+  // After a successful prepare(), on the loop thread: starts producing and refilling.
   Status start();
   const PoolSettings& settings() const { return settings_; }
   // Settings that can change at run time (sizes, cooldown, limits); not the container type.
@@ -57,7 +62,9 @@ class Pool {
   std::vector<Session*> sessions_by_age() const;
   size_t allocated() const { return sessions_.size(); }
 
-  // Stops the pool: waiters get 503, sessions end, the source stops; `done` runs when all is gone.
+  // Stops the pool: waiters get 503, sessions end, the source stops; `done` runs when all is gone
+  // (the source's threads joined and its sandboxes reaped off the loop thread). Also valid for a
+  // pool that was never started (after prepare(), failed or not).
   void stop(std::function<void()> done);
 
   // Every pool's metrics, one family after the other (Prometheus wants families contiguous).
@@ -86,6 +93,7 @@ class Pool {
 
   uv_loop_t* loop_;
   LoopTimers* timers_;
+  Offload* offload_;
   PoolSettings settings_;
   std::unique_ptr<SandboxSource> source_;
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <memory>
 
 #include "util/log.h"
 
@@ -17,7 +18,19 @@ constexpr std::string_view kWarmUpCell = "print(1)";
 }  // namespace
 
 ProcessSource::ProcessSource(uv_loop_t* loop, const PoolSettings& settings, ProcessSourceOptions options)
-    : loop_(loop), settings_(settings), options_(std::move(options)) {}
+    : loop_(loop), settings_(settings), options_(std::move(options)) {
+  // Made here, on the loop thread, before prepare() starts the spawner thread that sends to it.
+  int rc = uv_async_init(loop_, &async_, [](uv_async_t* a) {
+    static_cast<ProcessSource*>(a->data)->take_from_spawner();
+  });
+  if (rc != 0) {
+    async_status_ = Error{-rc, "uv_async_init"};
+    return;
+  }
+  async_.data = this;
+  async_open_ = true;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&async_));
+}
 
 ProcessSource::~ProcessSource() = default;
 
@@ -26,15 +39,8 @@ void ProcessSource::on_wake(void* self) {
   uv_async_send(&static_cast<ProcessSource*>(self)->async_);
 }
 
-Status ProcessSource::start(std::function<void()> on_ready) {
-  on_ready_ = std::move(on_ready);
-  int rc = uv_async_init(loop_, &async_, [](uv_async_t* a) {
-    static_cast<ProcessSource*>(a->data)->take_from_spawner();
-  });
-  if (rc != 0) return Error{-rc, "uv_async_init"};
-  async_.data = this;
-  async_open_ = true;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&async_));
+Status ProcessSource::prepare() {
+  SP_TRY(async_status_);
   PoolTemplateConfig cfg;
   cfg.pool = settings_.name;
   cfg.agent_path = options_.agent_dir;
@@ -45,9 +51,17 @@ Status ProcessSource::start(std::function<void()> on_ready) {
   cfg.ready_target = settings_.ready_session_instances;
   if (settings_.container_type == ContainerType::kShell) cfg.preload = "";
   cfg.template_cmd = options_.template_cmd;
+  // Blocks until the template has imported its libraries (~0.5 s, seconds on a loaded machine).
   auto sp = PoolSpawner::start(cfg, on_wake, this);
   if (!sp.ok()) return sp.error();
   spawner_ = std::move(sp).value();
+  return {};
+}
+
+Status ProcessSource::start(std::function<void()> on_ready) {
+  on_ready_ = std::move(on_ready);
+  started_ = true;
+  take_from_spawner();  // clones pushed before start() woke nobody who would take them
   return {};
 }
 
@@ -81,6 +95,7 @@ void ProcessSource::expire_warming() {
 // session's first request never waits for the agent to start, and a clone whose agent fails never
 // reaches one.
 void ProcessSource::take_from_spawner() {
+  if (!started_) return;  // prepare() may still be writing spawner_ on its thread
   while (spawner_) {
     auto sb = spawner_->take();
     if (!sb) break;
@@ -208,9 +223,11 @@ void ProcessSource::release(Sandbox&& sandbox) {
   retry_give_back();
 }
 
-void ProcessSource::stop(std::function<void()> on_stopped) {
+void ProcessSource::stop(Offload& offload, std::function<void()> on_stopped) {
   // ~PoolSpawner joins its threads and kills the template and every clone it still owns; clones
-  // the reaper never got back die with their cgroups in the same sweep.
+  // the reaper never got back die with their cgroups in the same sweep. That blocks (the reaper
+  // finishing its queue, the template's exit): it runs on the offload thread. The async handle
+  // stays open until then, since the spawner thread may still send to it.
   stopping_ = true;
   while (!warming_.empty()) end_warming(warming_.front(), false);
   while (!ready_.empty()) {
@@ -218,9 +235,8 @@ void ProcessSource::stop(std::function<void()> on_stopped) {
     ready_.pop_front();
   }
   retry_give_back();
-  spawner_.reset();
-  unreturned_.clear();
-  if (async_open_) {
+  auto finish = [this, on_stopped = std::move(on_stopped)]() mutable {
+    if (!async_open_) return on_stopped();
     async_open_ = false;
     auto* cb = new std::function<void()>(std::move(on_stopped));
     async_.data = cb;
@@ -229,9 +245,15 @@ void ProcessSource::stop(std::function<void()> on_stopped) {
       (*f)();
       delete f;
     });
-    return;
-  }
-  on_stopped();
+  };
+  if (!spawner_ && unreturned_.empty()) return finish();
+  auto teardown = std::make_shared<std::pair<std::unique_ptr<PoolSpawner>, std::deque<ReadySandbox>>>(
+      std::move(spawner_), std::move(unreturned_));
+  unreturned_.clear();
+  offload.run([teardown] {
+    teardown->first.reset();
+    teardown->second.clear();
+  }, std::move(finish));
 }
 
 SourceStats ProcessSource::stats() const {

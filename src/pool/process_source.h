@@ -1,6 +1,7 @@
 // ProcessSource: the process tier's SandboxSource, an adapter over sandbox/PoolSpawner (warm Python
-// template, spawner and reaper threads, SPSC rings). Loop thread only, except the wake-up, which
-// the spawner thread sends with uv_async_send.
+// template, spawner and reaper threads, SPSC rings). Loop thread only, except prepare() (an Offload
+// thread: it starts the PoolSpawner) and the wake-up, which the spawner thread sends with
+// uv_async_send (the handle is made in the constructor, so a wake can never precede it).
 #pragma once
 
 #include <uv.h>
@@ -31,12 +32,13 @@ class ProcessSource : public SandboxSource {
   ProcessSource(uv_loop_t* loop, const PoolSettings& settings, ProcessSourceOptions options);
   ~ProcessSource() override;
 
+  Status prepare() override;
   Status start(std::function<void()> on_ready) override;
   void set_wanted(size_t ready_wanted) override;
   std::optional<Sandbox> pop() override;
   size_t ready_count() const override;
   void release(Sandbox&& sandbox) override;
-  void stop(std::function<void()> on_stopped) override;
+  void stop(Offload& offload, std::function<void()> on_stopped) override;
   SourceStats stats() const override;
   const char* tier() const override { return options_.tier; }
 
@@ -67,6 +69,8 @@ class ProcessSource : public SandboxSource {
   std::unique_ptr<PoolSpawner> spawner_;
   uv_async_t async_{};
   bool async_open_ = false;
+  Status async_status_;     // of uv_async_init in the constructor
+  bool started_ = false;    // start() ran: the spawner may be used from the loop thread
   std::function<void()> on_ready_;
   std::deque<ReadySandbox> unreturned_;  // the reaper's ring was full: retried on the next release
   std::list<Warming*> warming_;          // waiting for their agent's hello and warm-up reply

@@ -1,9 +1,11 @@
 // SandboxSource: where a pool's ready sandboxes come from and where finished ones go; an interface,
 // implemented by the process tier's template spawner (and a test source).
 //
-// Threading: every method is called on the loop thread. Implementations create sandboxes on their
-// own thread(s) and hand them over through a single-producer/single-consumer ring, waking the loop
-// with `on_ready` (called on the loop thread). A sandbox is "ready" when its agent has said hello.
+// Threading: every method but prepare() is called on the loop thread. Implementations create
+// sandboxes on their own thread(s) and hand them over through a single-producer/single-consumer
+// ring, waking the loop with `on_ready` (called on the loop thread). A sandbox is "ready" when its
+// agent has said hello. Nothing here blocks the loop: the blocking start-up is prepare(), run on an
+// Offload thread, and the blocking part of stop() (joining threads, reaping) goes to an Offload too.
 #pragma once
 
 #include <sys/types.h>
@@ -13,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "pool/offload.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
 
@@ -53,7 +56,13 @@ class ContainerAccess {
 class SandboxSource {
  public:
   virtual ~SandboxSource() = default;
-  // Starts the producer; `on_ready` runs on the loop thread whenever pop() may have more.
+  // The blocking start-up (importing an image, starting the template and the threads): called once,
+  // on an Offload thread (or on the loop thread before the loop runs, at server start). It touches
+  // no loop handle and calls no callback; the loop thread does not use the source meanwhile.
+  // start() follows only when it succeeded; stop() follows in every case.
+  virtual Status prepare() { return {}; }
+  // Starts the producer after a successful prepare(); quick. `on_ready` runs on the loop thread
+  // whenever pop() may have more.
   virtual Status start(std::function<void()> on_ready) = 0;
   // Keep this many sandboxes ready (0 stops refilling). Never exceeds what the pool allows.
   virtual void set_wanted(size_t ready_wanted) = 0;
@@ -64,8 +73,10 @@ class SandboxSource {
   // files wiped off the loop thread.
   virtual void release(Sandbox&& sandbox) = 0;
   // Stops producing, destroys every ready and released sandbox; `on_stopped` runs on the loop
-  // thread when nothing of this source is left (threads joined, handles closed).
-  virtual void stop(std::function<void()> on_stopped) = 0;
+  // thread when nothing of this source is left (threads joined, sandboxes reaped, handles closed).
+  // The blocking part runs on `offload`; may be called without start() (prepare() failed, or the
+  // pool was deleted while it was being prepared). `on_stopped` may run synchronously.
+  virtual void stop(Offload& offload, std::function<void()> on_stopped) = 0;
   virtual SourceStats stats() const = 0;
   virtual const char* tier() const = 0;  // "process" or "microvm", for /metrics
   // Custom-container sources return their ContainerAccess; code-interpreter sources nullptr.

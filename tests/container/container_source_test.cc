@@ -89,12 +89,14 @@ sp::pool::PoolSettings settings_for(const std::string& image) {
 
 struct Harness {
   uv_loop_t loop{};
+  std::unique_ptr<sp::pool::Offload> offload;
   std::unique_ptr<ContainerSource> src;
   int ready_events = 0;
   std::vector<std::pair<uint64_t, std::string>> ended;
 
   explicit Harness(const sp::pool::PoolSettings& s) {
     uv_loop_init(&loop);
+    offload = std::make_unique<sp::pool::Offload>(&loop);
     ContainerSourceOptions o;
     o.image_store_dir = g_store;
     o.init_path = g_init;
@@ -102,7 +104,11 @@ struct Harness {
     src = std::make_unique<ContainerSource>(&loop, s, o);
     src->set_on_container_end([this](uint64_t id, const std::string& why) { ended.emplace_back(id, why); });
   }
-  sp::Status start() { return src->start([this] { ++ready_events; }); }
+  // prepare() on this thread: the loop is not running (PoolManager runs it on an Offload thread).
+  sp::Status start() {
+    SP_TRY(src->prepare());
+    return src->start([this] { ++ready_events; });
+  }
   bool run_until(const std::function<bool()>& pred, int timeout_ms) {
     uv_timer_t tick;
     uv_timer_init(&loop, &tick);
@@ -119,11 +125,13 @@ struct Harness {
   }
   void finish() {
     bool stopped = false;
-    src->stop([&] { stopped = true; });
+    src->stop(*offload, [&] { stopped = true; });
     run_until([&] { return stopped; }, 10000);
     CHECK(stopped);
     src.reset();
+    offload->close([] {});
     uv_run(&loop, UV_RUN_NOWAIT);
+    offload.reset();
     CHECK(uv_loop_close(&loop) == 0);
   }
 };

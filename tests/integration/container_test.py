@@ -383,6 +383,156 @@ class Lifecycles(unittest.TestCase):
             self.stop(srv)
 
 
+class PoolManagement(unittest.TestCase):
+    """Pools created and deleted at run time (issue: pool management off the loop thread): the image
+    import and the template start run on another thread, deletion returns before the teardown, and
+    the races between them end with every sandbox reaped. A fresh image store per test, so the first
+    pool of an image imports it (the slow part)."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="sp-pm-")
+        os.chmod(self.tmp.name, 0o755)
+        self.srv = start_server(self.tmp.name, flags=("--shutdown-timeout-ms", "300"))
+
+    def tearDown(self):
+        rc = self.srv.stop()
+        log = self.srv.log()
+        self.srv.proc.stdout.close()
+        self.srv.dir.cleanup()
+        self.assertEqual(rc, 0, log)
+        self.assert_nothing_left()
+        self.tmp.cleanup()
+
+    def assert_nothing_left(self):
+        # Every sandbox is gone with the server: no overlay or tmpfs of ours is mounted, no process
+        # runs from the store.
+        with open("/proc/self/mountinfo") as f:
+            self.assertNotIn(self.tmp.name, f.read())
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cwd = os.readlink("/proc/%s/root" % pid)
+            except OSError:
+                continue
+            self.assertNotIn(self.tmp.name, cwd, "process %s still runs in the store" % pid)
+
+    def post_later(self, body):
+        """POSTs /pools on a thread; returns (thread, result) with result["r"] the answer or None."""
+        import threading
+        result = {"r": None, "elapsed": 0.0}
+
+        def run():
+            t0 = time.monotonic()
+            try:
+                result["r"] = self.srv.request("POST", "/pools", json.dumps(body).encode(),
+                                               {"Content-Type": "application/json"})
+            except (OSError, EOFError):
+                result["r"] = None  # cut by the server's shutdown
+            result["elapsed"] = time.monotonic() - t0
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t, result
+
+    def wait_creating(self, name):
+        """Until the server shows `name` as being created (its POST not answered yet)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = self.srv.request("GET", "/pools/" + name)
+            if r.status == 200:
+                state = json.loads(r.body)["provisioningState"]
+                self.assertEqual(state, "InProgress", "the creation ended before it was seen")
+                return
+            time.sleep(0.002)
+        self.fail("the pool was never being created")
+
+    def test_requests_are_served_while_a_pool_is_created(self):
+        t, res = self.post_later(pool("big"))
+        latencies = []
+        while t.is_alive():
+            t0 = time.monotonic()
+            self.assertEqual(self.srv.request("GET", "/healthz").status, 200)
+            latencies.append(time.monotonic() - t0)
+            time.sleep(0.005)
+        t.join()
+        self.assertEqual(res["r"].status, 201, res["r"])
+        self.assertIn("imported", self.srv.log())
+        # The import and the first spawn take hundreds of ms; the loop answered throughout.
+        self.assertGreater(len(latencies), 3, "the creation took %.3f s" % res["elapsed"])
+        self.assertLess(max(latencies), max(0.25, res["elapsed"] / 3), latencies)
+        r = self.srv.request("GET", "/pools/big/healthz?identifier=big-1")
+        self.assertEqual((r.status, r.body), (200, b"ok"))
+
+    def test_the_same_name_twice_at_once(self):
+        t1, r1 = self.post_later(pool("twin"))
+        t2, r2 = self.post_later(pool("twin"))
+        t1.join()
+        t2.join()
+        statuses = sorted([r1["r"].status, r2["r"].status])
+        self.assertEqual(statuses, [201, 409], (r1["r"], r2["r"]))
+        refused = r1["r"] if r1["r"].status == 409 else r2["r"]
+        self.assertEqual(refused.header("x-ms-error-code"), "PoolExists")
+        r = self.srv.request("GET", "/pools/twin/healthz?identifier=tw-1")
+        self.assertEqual(r.status, 200, r)
+
+    def test_delete_while_creating_then_create_again(self):
+        t, res = self.post_later(pool("doomed"))
+        self.wait_creating("doomed")
+        names = [p["name"] for p in json.loads(self.srv.request("GET", "/pools").body)["value"]]
+        self.assertIn("doomed", names)
+        r = self.srv.request("PATCH", "/pools/doomed", b'{"maxConcurrentSessions": 5}', {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 409, r)
+        r = self.srv.request("POST", "/pools", json.dumps(pool("doomed")).encode(), {"Content-Type": "application/json"})
+        self.assertEqual((r.status, r.header("x-ms-error-code")), (409, "PoolExists"))
+        t0 = time.monotonic()
+        r = self.srv.request("DELETE", "/pools/doomed")
+        self.assertEqual(r.status, 204, r)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        t.join()
+        self.assertEqual(res["r"].status, 409, res["r"])
+        self.assertEqual(res["r"].header("x-ms-error-code"), "PoolDeleted")
+        self.assertEqual(self.srv.request("GET", "/pools/doomed").status, 404)
+        # The name is reusable at once: the new creation waits for the old one's teardown.
+        t, res = self.post_later(pool("doomed"))
+        t.join()
+        self.assertEqual(res["r"].status, 201, res["r"])
+        r = self.srv.request("GET", "/pools/doomed/healthz?identifier=dm-1")
+        self.assertEqual(r.status, 200, r)
+
+    def test_delete_returns_before_the_teardown_and_the_name_is_reusable(self):
+        t, res = self.post_later(pool("re", readySessionInstances=2))
+        t.join()
+        self.assertEqual(res["r"].status, 201, res["r"])
+        self.assertEqual(self.srv.request("PUT", "/pools/re/file/f?identifier=re-1", b"x").status, 201)
+        r = self.srv.request("DELETE", "/pools/re")
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.srv.request("GET", "/pools/re/file/f?identifier=re-1").status, 404)
+        t, res = self.post_later(pool("re"))
+        t.join()
+        self.assertEqual(res["r"].status, 201, res["r"])
+        # A new sandbox: the old session's file went with it.
+        self.assertEqual(self.srv.request("GET", "/pools/re/file/f?identifier=re-1").status, 404)
+        self.assertEqual(metric(self.srv, 'sandpool_pool_sessions{pool="re",state="Allocated"}'), 1)
+
+    def test_shutdown_during_a_creation(self):
+        t, res = self.post_later(pool("late", readySessionInstances=2))
+        self.wait_creating("late")
+        self.srv.signal()
+        t.join()
+        # Either the creation finished within the shutdown grace, or it was cut: never a crash;
+        # tearDown checks the exit code and that no sandbox is left.
+        self.assertIn(res["r"].status if res["r"] else None, (201, 503, None), res["r"])
+
+    def test_shutdown_during_a_teardown(self):
+        t, res = self.post_later(pool("gone", readySessionInstances=3))
+        t.join()
+        self.assertEqual(res["r"].status, 201, res["r"])
+        self.assertEqual(self.srv.request("GET", "/pools/gone/healthz?identifier=gone-1").status, 200)
+        self.assertEqual(self.srv.request("DELETE", "/pools/gone").status, 204)
+        self.srv.signal()
+
+
 if __name__ == "__main__":
     harness.BINARY = os.path.abspath(sys.argv.pop(1))
     MAKE_IMAGES = os.path.abspath(sys.argv.pop(1))
