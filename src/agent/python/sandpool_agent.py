@@ -312,19 +312,21 @@ def libc():
 class VmBatch:
     """Several system calls for one exit of the micro-VM (sandpool's call kBatchSyscall in
     src/vmm/syscalls/dispatch.h): each exit costs ~25 us on kvm-pvm, and a cell's start (O_ASYNC
-    on, poll, nudge) and end (O_ASYNC off, both capture offsets, both captures' bytes) would make
-    up to eight. The records and the capture buffers are guest memory the VMM reads and writes
-    through its checked guest pointers. Only created by serve_single, after open() finds it."""
+    on, poll, nudge), end (O_ASYNC off, both capture offsets, both captures' bytes) and reply
+    (send, then wait for the next request) would make up to ten. The records and buffers are
+    guest memory the VMM reads and writes through its checked guest pointers. Only created by
+    serve_single, after open() finds it."""
 
     NR = 0x5350
     MAX = 8
     REC = struct.Struct("<Q6Qq")  # nr, six arguments, result
 
     @classmethod
-    def open(cls):
-        """A VmBatch when the VMM answers the call (count 0 -> EINVAL), else None."""
+    def open(cls, ibuf):
+        """A VmBatch when the VMM answers the call (count 0 -> EINVAL), else None. `ibuf`: the
+        worker's receive buffer (a bytearray never resized)."""
         try:
-            b = cls()
+            b = cls(ibuf)
             b._call(0)
         except OSError as e:
             return b if e.errno == errno.EINVAL else None
@@ -332,9 +334,11 @@ class VmBatch:
             return None
         return None
 
-    def __init__(self):
+    def __init__(self, ibuf):
         import ctypes
         self._ct = ctypes
+        self.ibuf_len = len(ibuf)
+        self.ibuf_addr = ctypes.addressof((ctypes.c_char * len(ibuf)).from_buffer(ibuf))
         self.recs = (ctypes.c_uint64 * (8 * self.MAX))()
         # struct pollfd (fd, events, revents: 8 bytes), then the nudge byte.
         self.pollfd = (ctypes.c_uint64 * 2)()
@@ -387,6 +391,14 @@ class VmBatch:
                          (17, out_fd, self.out_addr, cap, out_base),
                          (17, err_fd, self.err_addr, cap, err_base)])
         return (rets[1], self.out_map[:rets[3]]), (rets[2], self.err_map[:rets[4]])
+
+    def reply_and_recv(self, sock_fd, reply):
+        """Sends `reply` whole, then reads what comes next into the receive buffer, in one exit:
+        (bytes sent, bytes received or -errno). The read did not run when the send was short."""
+        addr = self._ct.cast(self._ct.c_char_p(reply), self._ct.c_void_p).value
+        rets = self.run([(44, sock_fd, addr, len(reply), 0),
+                         (45, sock_fd, self.ibuf_addr, self.ibuf_len, 0)], need=1)
+        return rets[0], rets[1]
 
 
 def capabilities():
@@ -830,8 +842,23 @@ class Worker:
             err_cut = err_cut or more_cut
         flags = (F_STDOUT_TRUNC if out_cut else 0) | (F_STDERR_TRUNC if err_cut else 0) | \
             (F_RESULT_TRUNC if self.result_cut else 0)
-        self.send(encode_reply(rid, status, flags, exit_code, exec_us, out, err, result))
+        self.reply(encode_reply(rid, status, flags, exit_code, exec_us, out, err, result))
         self.end(RUN_IDLE)
+
+    def reply(self, data):
+        """Sends an execute reply. In the micro-VM, when nothing is buffered, the same exit also
+        waits for the next request (the page still says RUN_REPLYING meanwhile: the VMM's watcher
+        only acts on RUN_CELL, and nothing else ends an idle guest)."""
+        if self.vm is None or self.rbuf or self.pending or self.eof:
+            return self.send(data)
+        sent, got = self.vm.reply_and_recv(self.sock.fileno(), data)
+        if sent < len(data):
+            self.send(memoryview(data)[sent:])
+        elif got > 0:
+            self.rbuf += self.ibuf_view[:got]
+        elif got == 0:
+            self.eof = True  # read_frame: EOF (or a cut frame) as a plain recv would see it
+        # got < 0 (EINTR, or an error the next plain recv reports): nothing was read
 
     def warm_up(self):
         """Runs the path of one trivial cell without a request, before the hello. A worker is a
@@ -1095,7 +1122,7 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         os.dup2(err_fd, 2)
         w = Worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd)
         if vm_batch:
-            w.vm = VmBatch.open()
+            w.vm = VmBatch.open(w.ibuf)
         w.stdout, w.stderr = capture_stream(1), capture_stream(2)
         sys.stdout, sys.stderr = w.stdout, w.stderr
         fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())

@@ -29,13 +29,15 @@ const SyscallTable& table() {
 
 void trace_call(const Guest& g, const SyscallArgs& args, int64_t r);
 
-// The allowlist of kBatchSyscall (dispatch.h): calls that return at once and leave the guest's
-// registers and signal state alone.
+// The allowlist of kBatchSyscall (dispatch.h): calls that leave the guest's registers and signal
+// handling alone.
 bool batchable(const SyscallArgs& e) {
   switch (e.nr) {
     case 1:   // write
     case 8:   // lseek
     case 17:  // pread64
+    case 44:  // sendto
+    case 45:  // recvfrom
       return true;
     case 72:  // fcntl
       return e.a[1] == F_GETFL || e.a[1] == F_SETFL;
@@ -65,7 +67,8 @@ int64_t run_batch(Guest& g, const SyscallArgs& args) {
     }
     if (g.trace) trace_call(g, one, b.ret);
     ++done;
-    if (b.ret < 0) break;
+    const bool short_write = (b.nr == 1 || b.nr == 44) && static_cast<uint64_t>(b.ret) < b.a[2];
+    if (b.ret < 0 || short_write) break;
   }
   // Only the ret words change: copy each back (the guest may have other data beside the records).
   for (uint64_t i = 0; i < done; ++i)

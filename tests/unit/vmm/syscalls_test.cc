@@ -345,7 +345,38 @@ TEST_CASE("sandpool batch: runs allowed calls in order, stops at the first failu
   put({{7, {kSys, 1, 0}, 0}});
   CHECK(t.call(kBatchSyscall, rec, 1, 0) == 1);
   CHECK(ret(0) == -EFAULT);
-  // Only calls that return at once: no read, no blocking poll, no F_SETLKW, no nested batch, no exit.
+  // A short write stops the batch: the calls after it may depend on the whole having gone out.
+  REQUIRE(fcntl(t.g.fds.host(pfd[1]), F_SETFL, O_NONBLOCK) == 0);
+  const uint64_t big = TestGuest::kScratch + 65536, big_len = 200000;
+  put({{1, {static_cast<uint64_t>(pfd[1]), big, big_len}, 0}, {8, {7, 0, SEEK_SET}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 2, 0) == 1);
+  CHECK(ret(0) > 0);
+  CHECK(ret(0) < static_cast<int64_t>(big_len));
+  CHECK(ret(1) == 12345);
+  // sendto then recvfrom on a connected socket: a reply and the wait for the next request.
+  int sp[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
+  REQUIRE(t.g.fds.install_at(9, sp::UniqueFd(sp[0])).ok());
+  REQUIRE(write(sp[1], "req", 3) == 3);
+  put({{44, {9, msg, 6, 0}, 0}, {45, {9, buf, 100, 0}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 2, 0) == 2);
+  CHECK(ret(0) == 6);
+  CHECK(ret(1) == 3);
+  char reply[7] = {};
+  CHECK(read(sp[1], reply, 6) == 6);
+  CHECK(std::string(reply) == "abcdef");
+  t.g.mem.copy_in(got, buf, 3);
+  got[3] = 0;
+  CHECK(std::string(got) == "req");
+  put({{44, {9, kSys, 6, 0}, 0}, {45, {9, buf, 100, 0}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 2, 0) == 1);
+  CHECK(ret(0) == -EFAULT);
+  put({{45, {9, kBeyond, 100, MSG_DONTWAIT}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 1, 0) == 1);
+  CHECK(ret(0) == -EFAULT);
+  close(sp[1]);
+  // Only calls that leave registers and signals alone: no read, no blocking poll, no F_SETLKW,
+  // no nested batch, no exit, no rt_sigreturn.
   for (BatchEntry e : {BatchEntry{0, {static_cast<uint64_t>(pfd[0]), buf, 1}, 0}, BatchEntry{7, {pollfd_at, 1, 1000}, 0},
                        BatchEntry{72, {7, F_SETLKW, buf}, 0}, BatchEntry{kBatchSyscall, {rec, 1, 0}, 0},
                        BatchEntry{60, {0}, 0}, BatchEntry{15, {0}, 0}, BatchEntry{~0ull, {0}, 0}}) {
