@@ -9,6 +9,8 @@
 
 #include <doctest/doctest.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -304,8 +306,8 @@ TEST_CASE("sandpool batch: runs allowed calls in order, stops at the first failu
     }
   };
   auto ret = [&](int i) {
-    int64_t r;
-    REQUIRE(t.g.mem.copy_in(&r, rec + i * sizeof(BatchEntry) + 56, 8));
+    int64_t r = INT64_MIN;
+    CHECK(t.g.mem.copy_in(&r, rec + i * sizeof(BatchEntry) + offsetof(BatchEntry, ret), sizeof r));
     return r;
   };
   // write, lseek, pread, fcntl, poll(0) in one call; the counters see one exit.
