@@ -392,13 +392,17 @@ class VmBatch:
                          (17, err_fd, self.err_addr, cap, err_base)])
         return (rets[1], self.out_map[:rets[3]]), (rets[2], self.err_map[:rets[4]])
 
-    def reply_and_recv(self, sock_fd, reply):
-        """Sends `reply` whole, then reads what comes next into the receive buffer, in one exit:
-        (bytes sent, bytes received or -errno). The read did not run when the send was short."""
+    def reply_and_recv(self, sock_fd, reply, flags):
+        """In one exit: sends `reply` whole, reads what comes next into the receive buffer, sets
+        the socket's flags to `flags` (O_ASYNC on) and polls it: (bytes sent, bytes received,
+        fcntl result, poll result), each -errno when it failed or did not run (after a failure
+        or a short send)."""
         addr = self._ct.cast(self._ct.c_char_p(reply), self._ct.c_void_p).value
-        rets = self.run([(44, sock_fd, addr, len(reply), 0),
-                         (45, sock_fd, self.ibuf_addr, self.ibuf_len, 0)], need=1)
-        return rets[0], rets[1]
+        struct.pack_into("<ihh", self.pollfd, 0, sock_fd, select.POLLIN, 0)
+        return tuple(self.run([(44, sock_fd, addr, len(reply), 0),
+                               (45, sock_fd, self.ibuf_addr, self.ibuf_len, 0),
+                               (72, sock_fd, fcntl.F_SETFL, flags, 0),
+                               (7, self._ct.addressof(self.pollfd), 1, 0, 0)], need=1))
 
 
 def capabilities():
@@ -495,6 +499,8 @@ class Worker:
         self.eof = False
         self.executing = False  # user code is running: SIGINT/interrupt raise
         self.in_cell = False    # between O_ASYNC on and off: pings are answered at once
+        self.sigio_missed = False  # a SIGIO outside a cell: the next cell start looks
+        self.primed = None  # micro-VM: O_ASYNC already on for the exec frame in rbuf (readable?)
         self.deadline_ns = 0
         self.host_interrupt = False
         self.seq = 0
@@ -563,6 +569,9 @@ class Worker:
         Only whole frames are taken from the socket (MSG_PEEK first), so a worker killed
         in the middle of a cell never leaves the stream cut inside a frame."""
         if self.is_fork_child:
+            return
+        if not self.in_cell:  # the main loop may be inside read_frame: leave rbuf alone
+            self.sigio_missed = True
             return
         interrupt = False
         while True:
@@ -793,7 +802,11 @@ class Worker:
         nudge = self.begin(rid, timeout_ms, limit)
         fl = self.sock_flags
         readable = None  # the micro-VM's batch polls with its O_ASYNC and nudge
-        if self.vm is not None:
+        if self.primed is not None:  # the reply's exit already turned O_ASYNC on and polled
+            readable, self.primed = self.primed, None
+            if nudge:
+                self.nudge()
+        elif self.vm is not None:
             try:
                 readable = self.vm.cell_start(self.sock.fileno(), fl | os.O_ASYNC,
                                               self.nudge_fd if nudge else -1)
@@ -805,7 +818,8 @@ class Worker:
             fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl | os.O_ASYNC)
         self.in_cell = True
         try:
-            if self.rbuf or (self.poller.poll(0) if readable is None else readable):
+            missed, self.sigio_missed = self.sigio_missed, False
+            if self.rbuf or missed or (self.poller.poll(0) if readable is None else readable):
                 self.on_sigio(signal.SIGIO, None)  # frames that arrived before O_ASYNC
             exit_code = 0
             if mode == 1:
@@ -848,17 +862,29 @@ class Worker:
     def reply(self, data):
         """Sends an execute reply. In the micro-VM, when nothing is buffered, the same exit also
         waits for the next request (the page still says RUN_REPLYING meanwhile: the VMM's watcher
-        only acts on RUN_CELL, and nothing else ends an idle guest)."""
+        only acts on RUN_CELL, and nothing else ends an idle guest) and then turns O_ASYNC on and
+        polls for the next cell; when what came is not one whole execute request, O_ASYNC goes
+        off again before anything else reads the socket."""
         if self.vm is None or self.rbuf or self.pending or self.eof:
             return self.send(data)
-        sent, got = self.vm.reply_and_recv(self.sock.fileno(), data)
+        fl = self.sock_flags
+        sent, got, on, ready = self.vm.reply_and_recv(self.sock.fileno(), data, fl | os.O_ASYNC)
         if sent < len(data):
             self.send(memoryview(data)[sent:])
-        elif got > 0:
+            return
+        if got > 0:
             self.rbuf += self.ibuf_view[:got]
         elif got == 0:
             self.eof = True  # read_frame: EOF (or a cut frame) as a plain recv would see it
-        # got < 0 (EINTR, or an error the next plain recv reports): nothing was read
+        # got < 0 (EINTR, or an error the next plain recv reports): nothing read, O_ASYNC off
+        if on != 0:
+            return
+        if got > 0 and len(self.rbuf) >= HEADER.size:
+            magic, n, ver, ftype, flags, rid = HEADER.unpack_from(self.rbuf)
+            if ftype == T_EXEC and n <= MAX_PAYLOAD and len(self.rbuf) >= HEADER.size + n:
+                self.primed = ready > 0 or len(self.rbuf) > HEADER.size + n
+                return
+        fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
 
     def warm_up(self):
         """Runs the path of one trivial cell without a request, before the hello. A worker is a
