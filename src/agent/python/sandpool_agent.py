@@ -14,7 +14,8 @@ Runs on Debian's /usr/bin/python3 (3.11), stdlib only; numpy/matplotlib are opti
 Deliberately one file (longer than our usual ~600-line split): it is copied beside the
 binary and into sandboxes, and imported by src/sandbox/template.py under `python3 -I`,
 where sibling modules would not be on sys.path. Sections, in order: wire encoding,
-results (API.md §3), process helpers, file names (API.md §4), Worker (socket I/O,
+results (API.md §3), process helpers (VmBatch: the micro-VM's batched calls), file names
+(API.md §4), Worker (socket I/O,
 supervisor handshake, capture, execution, file operations, main loop), worker start-up,
 Supervisor, serve()/main().
 """
@@ -322,11 +323,11 @@ class VmBatch:
     REC = struct.Struct("<Q6Qq")  # nr, six arguments, result
 
     @classmethod
-    def open(cls, ibuf):
-        """A VmBatch when the VMM answers the call (count 0 -> EINVAL), else None. `ibuf`: the
-        worker's receive buffer (a bytearray never resized)."""
+    def open(cls):
+        """A VmBatch when the VMM answers the call (count 0 -> EINVAL), else None. Made in the
+        template VM, before its snapshot: its pages stay shared with every clone's."""
         try:
-            b = cls(ibuf)
+            b = cls()
             b._call(0)
         except OSError as e:
             return b if e.errno == errno.EINVAL else None
@@ -334,11 +335,10 @@ class VmBatch:
             return None
         return None
 
-    def __init__(self, ibuf):
+    def __init__(self):
         import ctypes
         self._ct = ctypes
-        self.ibuf_len = len(ibuf)
-        self.ibuf_addr = ctypes.addressof((ctypes.c_char * len(ibuf)).from_buffer(ibuf))
+        self.ibuf_len = self.ibuf_addr = 0
         self.recs = (ctypes.c_uint64 * (8 * self.MAX))()
         # struct pollfd (fd, events, revents: 8 bytes), then the nudge byte.
         self.pollfd = (ctypes.c_uint64 * 2)()
@@ -351,6 +351,12 @@ class VmBatch:
         self._syscall = ctypes.CDLL(None, use_errno=True).syscall
         self._syscall.restype = ctypes.c_long
         self._args = (ctypes.c_long(self.NR), ctypes.c_void_p(ctypes.addressof(self.recs)))
+
+    def attach(self, ibuf):
+        """Where reply_and_recv reads to: the worker's receive buffer (an mmap, never resized)."""
+        ct = self._ct
+        self.ibuf_len = len(ibuf)
+        self.ibuf_addr = ct.addressof((ct.c_char * len(ibuf)).from_buffer(ibuf))
 
     def _call(self, n):
         ct = self._ct
@@ -492,7 +498,9 @@ class Worker:
         self.poller = select.poll()
         self.poller.register(sock.fileno(), select.POLLIN)
         self.rbuf = bytearray()
-        self.ibuf = bytearray(64 << 10)  # recv_into: no 1 MiB allocation (mmap/mremap/munmap) per read
+        # recv_into: no 1 MiB allocation (mmap/mremap/munmap) per read; an anonymous mapping,
+        # so only the pages a read reaches cost memory.
+        self.ibuf = mmap.mmap(-1, 64 << 10)
         self.ibuf_view = memoryview(self.ibuf)
         self.vm = None  # VmBatch in the micro-VM (serve_single)
         self.pending = collections.deque()  # frames read by the SIGIO handler
@@ -1124,7 +1132,7 @@ class Worker:
 
 
 def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, reason,
-                vm_batch=False):
+                vm_batch=None):
     """Body of a freshly forked worker; never returns."""
     code = 1
     try:
@@ -1147,8 +1155,9 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         w = Worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd)
-        if vm_batch:
-            w.vm = VmBatch.open(w.ibuf)
+        if vm_batch is not None:
+            vm_batch.attach(w.ibuf)
+            w.vm = vm_batch
         w.stdout, w.stderr = capture_stream(1), capture_stream(2)
         sys.stdout, sys.stderr = w.stdout, w.stderr
         fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())
@@ -1405,6 +1414,7 @@ def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=(
     capabilities()
     # Guest memory the VMM reads (deadlines): 8-byte words, so the VMM's loads are aligned.
     shared = (ctypes.c_uint64 * (SHARED.size // 8))()
+    vm_batch = VmBatch.open()
     gc.collect()
     gc.freeze()
     go = os.read(ctl_fd, 4096)  # the template VM is frozen here
@@ -1421,7 +1431,7 @@ def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=(
         except (BrokenPipeError, ConnectionResetError):
             return EXIT_EOF
     log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    _run_worker(sock, root, shared, ctl_fd, 1, 2, log_fd, restarts, reason, vm_batch=True)
+    _run_worker(sock, root, shared, ctl_fd, 1, 2, log_fd, restarts, reason, vm_batch=vm_batch)
 
 
 def main(argv=None):
