@@ -98,6 +98,25 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual((j["properties"]["stdout"], j["properties"]["stderr"]), ("[]\n", ""))
         self.assertEqual(successes(), before + 1)
 
+    def test_output_in_order_from_python_os_and_c_writes(self):
+        # Python's streams, os.write and C code writing to fds 1 and 2 land in one order; a quiet
+        # cell after a loud one shows nothing; output and code bigger than one read of the agent.
+        code = ("import ctypes, os, sys\nprint('a')\nos.write(1, b'b\\n')\nprint('c', end='')\n"
+                "ctypes.CDLL(None).write(1, b'd\\n', 2)\nsys.stderr.write('e\\n')\nos.write(2, b'f\\n')\n"
+                "ctypes.CDLL(None).write(2, b'g\\n', 2)\nprint('h')\n'r'")
+        r, j = execute(self.srv, "order-1", code)
+        p = j["properties"]
+        self.assertEqual((p["status"], p["stdout"], p["stderr"], p["result"]), ("Success", "a\nb\ncd\nh\n", "e\nf\ng\n", "r"), p)
+        r, j = execute(self.srv, "order-1", "1")
+        p = j["properties"]
+        self.assertEqual((p["stdout"], p["stderr"], p["result"]), ("", "", 1), p)
+        r, j = execute(self.srv, "order-1", "print('x' * 300000)\nimport sys\nsys.stderr.write('y' * 5)")
+        p = j["properties"]
+        self.assertEqual((len(p["stdout"]), p["stderr"]), (300001, "yyyyy"), len(p["stdout"]))
+        r, j = execute(self.srv, "order-1", "s = '" + "z" * 200000 + "'\nprint(len(s))\nlen(s)")
+        p = j["properties"]
+        self.assertEqual((p["stdout"], p["result"]), ("200000\n", 200000))
+
     def test_result_values(self):
         cases = [("'s'", "s"), ("1.5", 1.5), ("True", True), ("None", ""), ("[].append(1)", ""), ("float('nan')", "nan"),
                  ("float('inf')", "inf"), ("[1, 2]", "[1, 2]"), ("y = 3", "")]

@@ -9,6 +9,8 @@
 
 #include <doctest/doctest.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -283,4 +285,115 @@ TEST_CASE("fcntl O_ASYNC and owner with hostile arguments") {
   CHECK(t.call(3, 3) == 0);
   CHECK(t.g.async_fds.empty());
   CHECK(t.call(72, 3, F_SETFL, O_ASYNC) == -EBADF);
+}
+
+TEST_CASE("sandpool batch: runs allowed calls in order, stops at the first failure, checks every pointer") {
+  TestGuest t;
+  uint64_t fds = t.str("");
+  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
+  int pfd[2];
+  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  int mem = memfd_create("batch", MFD_CLOEXEC);
+  REQUIRE(t.g.fds.install_at(7, sp::UniqueFd(mem)).ok());
+  const uint64_t rec = TestGuest::kScratch + 4096, buf = TestGuest::kScratch + 8192;
+  const uint64_t msg = t.str("abcdef", 64);
+  auto put = [&](std::initializer_list<BatchEntry> es) {
+    uint64_t at = rec;
+    for (BatchEntry e : es) {
+      e.ret = 12345;
+      REQUIRE(t.g.mem.copy_out(at, &e, sizeof e));
+      at += sizeof e;
+    }
+  };
+  auto ret = [&](int i) {
+    int64_t r = INT64_MIN;
+    CHECK(t.g.mem.copy_in(&r, rec + i * sizeof(BatchEntry) + offsetof(BatchEntry, ret), sizeof r));
+    return r;
+  };
+  // write, lseek, pread, fcntl, poll(0) in one call; the counters see one exit.
+  uint64_t pollfd_at = buf + 512;
+  struct pollfd pf{pfd[0], POLLIN, 0};
+  REQUIRE(t.g.mem.copy_out(pollfd_at, &pf, sizeof pf));
+  REQUIRE(t.call(1, pfd[1], msg, 1) == 1);  // the pipe is readable
+  uint64_t before = t.g.syscall_count;
+  put({{1, {7, msg, 6}, 0},
+       {8, {7, 0, SEEK_CUR}, 0},
+       {17, {7, buf, 100, 2}, 0},
+       {72, {static_cast<uint64_t>(pfd[0]), F_GETFL}, 0},
+       {7, {pollfd_at, 1, 0}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 5, 0) == 5);
+  CHECK(t.g.syscall_count - before == 1);
+  CHECK(ret(0) == 6);
+  CHECK(ret(1) == 6);
+  CHECK(ret(2) == 4);
+  char got[5] = {};
+  t.g.mem.copy_in(got, buf, 4);
+  CHECK(std::string(got) == "cdef");
+  CHECK((ret(3) & O_ACCMODE) == O_RDONLY);
+  CHECK(ret(4) == 1);
+  // Stops after the first failure; later records are untouched.
+  put({{8, {7, 0, SEEK_SET}, 0}, {1, {999, msg, 1}, 0}, {8, {7, 3, SEEK_SET}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 3, 0) == 2);
+  CHECK(ret(0) == 0);
+  CHECK(ret(1) == -EBADF);
+  CHECK(ret(2) == 12345);
+  // Each entry's pointers are checked like a single call's.
+  put({{1, {7, kSys, 4}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 1, 0) == 1);
+  CHECK(ret(0) == -EFAULT);
+  put({{17, {7, kBeyond, 4, 0}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 1, 0) == 1);
+  CHECK(ret(0) == -EFAULT);
+  put({{7, {kSys, 1, 0}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 1, 0) == 1);
+  CHECK(ret(0) == -EFAULT);
+  // A short write stops the batch: the calls after it may depend on the whole having gone out.
+  REQUIRE(fcntl(t.g.fds.host(pfd[1]), F_SETFL, O_NONBLOCK) == 0);
+  const uint64_t big = TestGuest::kScratch + 65536, big_len = 200000;
+  put({{1, {static_cast<uint64_t>(pfd[1]), big, big_len}, 0}, {8, {7, 0, SEEK_SET}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 2, 0) == 1);
+  CHECK(ret(0) > 0);
+  CHECK(ret(0) < static_cast<int64_t>(big_len));
+  CHECK(ret(1) == 12345);
+  // sendto then recvfrom on a connected socket: a reply and the wait for the next request.
+  int sp[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
+  REQUIRE(t.g.fds.install_at(9, sp::UniqueFd(sp[0])).ok());
+  REQUIRE(write(sp[1], "req", 3) == 3);
+  put({{44, {9, msg, 6, 0}, 0}, {45, {9, buf, 100, 0}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 2, 0) == 2);
+  CHECK(ret(0) == 6);
+  CHECK(ret(1) == 3);
+  char reply[7] = {};
+  CHECK(read(sp[1], reply, 6) == 6);
+  CHECK(std::string(reply) == "abcdef");
+  t.g.mem.copy_in(got, buf, 3);
+  got[3] = 0;
+  CHECK(std::string(got) == "req");
+  put({{44, {9, kSys, 6, 0}, 0}, {45, {9, buf, 100, 0}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 2, 0) == 1);
+  CHECK(ret(0) == -EFAULT);
+  put({{45, {9, kBeyond, 100, MSG_DONTWAIT}, 0}});
+  CHECK(t.call(kBatchSyscall, rec, 1, 0) == 1);
+  CHECK(ret(0) == -EFAULT);
+  close(sp[1]);
+  // Only calls that leave registers and signals alone: no read, no blocking poll, no F_SETLKW,
+  // no nested batch, no exit, no rt_sigreturn.
+  for (BatchEntry e : {BatchEntry{0, {static_cast<uint64_t>(pfd[0]), buf, 1}, 0}, BatchEntry{7, {pollfd_at, 1, 1000}, 0},
+                       BatchEntry{72, {7, F_SETLKW, buf}, 0}, BatchEntry{kBatchSyscall, {rec, 1, 0}, 0},
+                       BatchEntry{60, {0}, 0}, BatchEntry{15, {0}, 0}, BatchEntry{~0ull, {0}, 0}}) {
+    put({e});
+    CHECK(t.call(kBatchSyscall, rec, 1, 0) == 1);
+    CHECK(ret(0) == -EINVAL);
+  }
+  CHECK_FALSE(t.g.exited);
+  // The call itself: count, flags, and the records' range.
+  CHECK(t.call(kBatchSyscall, rec, 0, 0) == -EINVAL);
+  CHECK(t.call(kBatchSyscall, rec, kBatchMax + 1, 0) == -EINVAL);
+  CHECK(t.call(kBatchSyscall, rec, ~0ull, 0) == -EINVAL);
+  CHECK(t.call(kBatchSyscall, rec, 1, 1) == -EINVAL);
+  CHECK(t.call(kBatchSyscall, kSys, 1, 0) == -EFAULT);
+  CHECK(t.call(kBatchSyscall, kBeyond, 1, 0) == -EFAULT);
+  CHECK(t.call(kBatchSyscall, t.g.mem.size() - 64, 2, 0) == -EFAULT);
+  CHECK(t.g.unknown_syscalls == 0);
 }
