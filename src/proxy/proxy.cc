@@ -63,7 +63,11 @@ class Upstream {
   void close();
   void start_reading();
   void stop_reading();
-  bool write(std::string data);
+  // Sends the concatenation of `parts` (at most 4): what the socket takes now goes at once (no request, no
+  // deferred callback), the rest is copied and queued behind it. A write error is reported through
+  // upstream_error() from the loop, as for a queued write. False when the connection is closing.
+  bool write(const std::string_view* parts, size_t count);
+  bool write(std::string_view data) { return write(&data, 1); }
   size_t queued() const { return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_)); }
   void shutdown();
 
@@ -239,12 +243,34 @@ void Upstream::stop_reading() {
   reading_ = false;
 }
 
-bool Upstream::write(std::string data) {
-  if (closing_ || shut_) return false;
-  proxy_->counters_.bytes_to_upstream += data.size();
-  auto* w = new WriteReq{{}, std::move(data)};
+bool Upstream::write(const std::string_view* parts, size_t count) {
+  constexpr size_t kMaxParts = 4;
+  if (closing_ || shut_ || count > kMaxParts) return false;
+  uv_buf_t bufs[kMaxParts];
+  size_t total = 0;
+  for (size_t i = 0; i < count; ++i) {
+    // SAFETY: libuv only reads from these buffers; uv_buf_t has no const variant.
+    bufs[i] = uv_buf_init(const_cast<char*>(parts[i].data()), static_cast<unsigned>(parts[i].size()));
+    total += parts[i].size();
+  }
+  if (total == 0) return true;
+  proxy_->counters_.bytes_to_upstream += total;
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  // uv_try_write refuses (UV_EAGAIN) while earlier writes are queued, so the order is kept. On any
+  // other error the bytes are queued anyway: uv_write meets the same error and reports it.
+  int n = uv_try_write(stream, bufs, static_cast<unsigned>(count));
+  size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+  if (sent == total) return true;
+  auto* w = new WriteReq{{}, {}};
+  w->data.reserve(total - sent);
+  for (size_t i = 0; i < count; ++i) {
+    std::string_view part = parts[i];
+    size_t skip = std::min(sent, part.size());
+    sent -= skip;
+    w->data.append(part.substr(skip));
+  }
   uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write);
+  int rc = uv_write(&w->req, stream, &b, 1, on_write);
   if (rc != 0) {
     delete w;
     return false;
@@ -409,12 +435,10 @@ void ProxyRequest::forward(std::string_view data) {
   if (client_chunked_) {
     char size[24];
     int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
-    std::string piece;
-    piece.reserve(data.size() + 32);
-    piece.append(size, static_cast<size_t>(n)).append(data).append("\r\n");
-    up_->write(std::move(piece));
+    std::string_view parts[] = {std::string_view(size, static_cast<size_t>(n)), data, "\r\n"};
+    up_->write(parts, 3);
   } else {
-    up_->write(std::string(data));
+    up_->write(data);
   }
   if (up_->queued() > kMaxBuffered && !body_paused_) {
     body_paused_ = true;
@@ -725,7 +749,7 @@ void ProxyRequest::begin_tunnel(const char* rest, size_t len) {
 
 void ProxyRequest::on_tunnel_data(std::string_view data) {
   if (!up_) return;
-  up_->write(std::string(data));
+  up_->write(data);
   if (up_->queued() > kMaxBuffered) ex_->pause_tunnel_input();
 }
 
