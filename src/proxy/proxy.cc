@@ -21,6 +21,8 @@ using http::iequals;
 namespace {
 
 constexpr size_t kMaxBuffered = 1u << 20;  // per direction, before the sender is paused
+// How long an answer's head may wait for its first body bytes, so that both leave in one write.
+constexpr uint64_t kHoldHeadMs = 1;
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) and the framing headers the proxy sets itself.
 bool hop_by_hop(std::string_view name) {
@@ -128,6 +130,7 @@ class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
   void forward(std::string_view data);
   void fail(int status, const char* code, std::string message);
   void deliver_head();
+  void flush_answer();
   void finish_upstream(bool reusable);
   void finish();
   void detach_session();
@@ -165,6 +168,8 @@ class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
   bool upgrade_ = false;
   bool finished_ = false;
   bool in_feed_ = false;
+  bool body_forwarded_ = false;  // some answer body went to the client
+  bool holding_head_ = false;    // the answer's head waits for body bytes (deadline_ armed)
   UpstreamHead uhead_;
   std::string early_;  // answer body read before the request was complete
   int err_status_ = 0;  // a failure noted before the exchange could be answered
@@ -523,6 +528,12 @@ void ProxyRequest::session_ended() {
 
 void ProxyRequest::on_deadline(TimerEntry* e, uint64_t) {
   ProxyRequest* r = pool::OwnedTimer<ProxyRequest>::owner_of(e);
+  if (r->holding_head_) {
+    // No body bytes followed the head in time: it goes alone.
+    r->holding_head_ = false;
+    if (r->streaming_ && !r->answered_) r->ex_->stream_flush();
+    return;
+  }
   if (r->head_seen_ || r->tunnel_) return;
   if (r->up_) {
     r->up_->close();
@@ -579,12 +590,30 @@ void ProxyRequest::upstream_data(const char* data, size_t len) {
   ResponseParser::Result r = parser_.feed(data, len, &consumed);
   in_feed_ = false;
   if (answered_) return;  // a callback ended the exchange (client gone, or the answer is complete)
-  if (streaming_) ex_->stream_flush();
+  if (streaming_) flush_answer();
   if (r == ResponseParser::Result::kError) {
     fail(502, "BadGateway", std::string("malformed answer from the container: ") + parser_.error());
     return;
   }
   if (r == ResponseParser::Result::kUpgrade) begin_tunnel(data + consumed, len - consumed);
+}
+
+void ProxyRequest::flush_answer() {
+  if (!body_forwarded_ && timers_) {
+    // The head came alone, its body still to come. Servers usually write the body right after the
+    // head (as separate segments with TCP_NODELAY); holding the head for it, briefly, sends the
+    // answer in one write: the client wakes up once, not twice (nginx's postpone_output does so too).
+    if (!holding_head_) {
+      holding_head_ = true;
+      timers_->arm_in(&deadline_, kHoldHeadMs);
+    }
+    return;
+  }
+  if (holding_head_) {
+    holding_head_ = false;
+    if (timers_) timers_->cancel(&deadline_);
+  }
+  ex_->stream_flush();
 }
 
 void ProxyRequest::upstream_eof() {
@@ -659,6 +688,7 @@ void ProxyRequest::deliver_head() {
   if (!early_.empty()) {
     std::string early = std::move(early_);
     early_.clear();
+    body_forwarded_ = true;
     ex_->stream_write(early);
   }
   if (upstream_complete_) {
@@ -681,6 +711,7 @@ void ProxyRequest::on_upstream_body(std::string_view data) {
     }
     return;
   }
+  body_forwarded_ = true;
   ex_->stream_write(data, !in_feed_);
   if (ex_->pending_output() > kMaxBuffered && up_ && !upstream_paused_) {
     upstream_paused_ = true;
