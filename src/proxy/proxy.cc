@@ -21,8 +21,10 @@ using http::iequals;
 namespace {
 
 constexpr size_t kMaxBuffered = 1u << 20;  // per direction, before the sender is paused
-// How long an answer's head may wait for its first body bytes, so that both leave in one write.
-constexpr uint64_t kHoldHeadMs = 1;
+// How long an answer's head may wait for its first body bytes, so that both leave in one write. The
+// loop clock counts whole milliseconds (a 1 ms timer could end at once), so the wait is 4 to 5 ms:
+// long enough for a body a busy machine delays, short against what a late body costs anyway.
+constexpr uint64_t kHoldHeadMs = 5;
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) and the framing headers the proxy sets itself.
 bool hop_by_hop(std::string_view name) {

@@ -214,7 +214,7 @@ class Proxy(unittest.TestCase):
 
     def test_an_answer_leaves_in_one_piece_and_a_late_body_does_not_hold_its_head(self):
         # The container writes an answer's head and body as two segments (TCP_NODELAY); the proxy
-        # holds the head (at most 1 ms) for the body, so the client receives one segment, not two.
+        # holds the head (at most 5 ms) for the body, so the client receives one segment, not two.
         c = self.srv.connect()
         target = "/pools/app/healthz?identifier=piece-1"
         c.send_request("GET", target)
@@ -225,7 +225,9 @@ class Proxy(unittest.TestCase):
             c.send_request("GET", target)
             self.assertEqual(c.read_response().body, b"ok")
             whole += data_segments_in(c.sock) - before == 1
-        self.assertGreaterEqual(whole, 15)  # not all: a loaded machine may delay a body past 1 ms
+        # Not all: on a loaded machine the container may write a body more than 4 ms after its head.
+        # (Without the hold, 2 of 20 arrived whole here.)
+        self.assertGreaterEqual(whole, 12)
         # A body that comes late does not hold its head back.
         t0 = time.monotonic()
         c.send_request("GET", "/pools/app/bytes?n=5&delay_ms=1500&identifier=piece-1")
