@@ -36,12 +36,21 @@ struct Pending {
   std::string target;
 };
 
+// The pool found by the route's `claims` for the request being routed. Api::on_head calls claims,
+// body_limit and stream_head one after the other for one request: the pool is looked up once.
+struct Claim {
+  const http::Request* request = nullptr;
+  pool::Pool* pool = nullptr;
+  std::string_view rest;
+};
+
 struct Ctx {
   pool::PoolManager& pools;
   ProxyRouteOptions options;
   std::shared_ptr<proxy::Proxy> proxy;
   std::unordered_map<http::Exchange*, Pending> pending;
   uint64_t next_generation = 1;
+  Claim claim;
 };
 
 pool::Pool* container_pool_of(Ctx& ctx, const http::Request& req, std::string_view* rest) {
@@ -53,35 +62,69 @@ pool::Pool* container_pool_of(Ctx& ctx, const http::Request& req, std::string_vi
   return p;
 }
 
+bool claims(Ctx& ctx, const http::Request& req) {
+  std::string_view rest;
+  pool::Pool* p = container_pool_of(ctx, req, &rest);
+  ctx.claim = p ? Claim{&req, p, rest} : Claim{};
+  return p != nullptr;
+}
+
+// The claimed pool of `req` (looked up again when the claim was for another request).
+pool::Pool* claimed_pool(Ctx& ctx, const http::Request& req, std::string_view* rest) {
+  if (ctx.claim.request != &req) return container_pool_of(ctx, req, rest);
+  *rest = ctx.claim.rest;
+  return ctx.claim.pool;
+}
+
 void answer(http::Exchange& ex, const Pending& p) { respond_error(ex, p.status, p.code, p.message, p.headers); }
 
-void stream_head(Ctx& ctx, http::Exchange& ex) {
-  const http::Request& req = ex.request();
+// Holds an error to answer once the request's body has arrived.
+void refuse(Ctx& ctx, http::Exchange& ex, int status, const char* code, const char* message,
+            const char* headers = "") {
   Pending& p = ctx.pending[&ex];
   p = Pending{};
   p.generation = ctx.next_generation++;
-  if (!ctx.options.api_keys.empty() && !token_matches(req.header("authorization"), ctx.options.api_keys)) {
-    p.status = 401;
-    p.code = "Unauthorized";
-    p.message = "a valid 'Authorization: Bearer <key>' header is required";
-    p.headers = "WWW-Authenticate: Bearer\r\n";
-    return;
-  }
+  p.status = status;
+  p.code = code;
+  p.message = message;
+  p.headers = headers;
+}
+
+void stream_head(Ctx& ctx, http::Exchange& ex) {
+  const http::Request& req = ex.request();
   std::string_view rest;
-  pool::Pool* pool = container_pool_of(ctx, req, &rest);
-  auto id = query_param(req.query, "identifier");
-  if (!pool || !id || !valid_identifier(*id)) {
-    p.status = pool ? 400 : 404;
-    p.code = pool ? "InvalidIdentifier" : "PoolNotFound";
-    p.message = !pool ? "the session pool went away"
-                : !id ? "the query parameter 'identifier' is required"
-                      : "identifiers are 4 to 128 characters of A-Z a-z 0-9 and | - & ^ % $ # ( ) { } [ ] ; < > _ : . @ ~";
+  pool::Pool* pool = claimed_pool(ctx, req, &rest);
+  ctx.claim = Claim{};
+  if (!ctx.options.api_keys.empty() && !token_matches(req.header("authorization"), ctx.options.api_keys)) {
+    refuse(ctx, ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
+           "WWW-Authenticate: Bearer\r\n");
     return;
   }
-  p.target.assign(rest);
-  if (!req.query.empty()) p.target.append("?").append(req.query);
+  auto id = query_param(req.query, "identifier");
+  if (!pool) {
+    refuse(ctx, ex, 404, "PoolNotFound", "the session pool went away");
+    return;
+  }
+  if (!id || !valid_identifier(*id)) {
+    refuse(ctx, ex, 400, "InvalidIdentifier",
+           !id ? "the query parameter 'identifier' is required"
+               : "identifiers are 4 to 128 characters of A-Z a-z 0-9 and | - & ^ % $ # ( ) { } [ ] ; < > _ : . @ ~");
+    return;
+  }
+  std::string target;
+  target.reserve(rest.size() + 1 + req.query.size());
+  target.assign(rest);
+  if (!req.query.empty()) target.append("?").append(req.query);
+  if (pool::Session* session = pool->reuse(*id)) {
+    // The usual case, a session already bound: forward now, keeping no state here.
+    ctx.proxy->start(ex, session, std::move(target));
+    return;
+  }
+  Pending& p = ctx.pending[&ex];
+  p = Pending{};
+  p.generation = ctx.next_generation++;
+  p.target = std::move(target);
   p.waiting = true;
-  ex.pause_body();  // until the session is bound
   uint64_t generation = p.generation;
   http::Exchange* exp = &ex;
   pool->acquire(*id, [&ctx, exp, generation](pool::Session* session, const pool::AcquireError* error) {
@@ -109,6 +152,10 @@ void stream_head(Ctx& ctx, http::Exchange& ex) {
     if (!ready.body.empty()) ctx.proxy->body(*exp, ready.body);
     if (ready.request_done) ctx.proxy->request_complete(*exp);
   });
+  // Still waiting for a sandbox: the body is not read until the session is bound. (Pausing only
+  // now spares the client connection a stop and restart of its reads when acquire() answered.)
+  auto it = ctx.pending.find(&ex);
+  if (it != ctx.pending.end() && it->second.generation == generation && it->second.waiting) ex.pause_body();
 }
 
 void stream_body(Ctx& ctx, http::Exchange& ex, std::string_view chunk) {
@@ -153,11 +200,11 @@ std::shared_ptr<proxy::Proxy> add_proxy_routes(Api& api, pool::PoolManager& pool
                                                const ProxyRouteOptions& options) {
   proxy::ProxyOptions po;
   po.strip_authorization = !options.api_keys.empty();
-  auto ctx = std::make_shared<Ctx>(Ctx{pools, options, std::make_shared<proxy::Proxy>(loop, po), {}, 1});
+  auto ctx = std::make_shared<Ctx>(Ctx{pools, options, std::make_shared<proxy::Proxy>(loop, po), {}, 1, {}});
   RouteOptions o;
   o.body_limit = [ctx](const http::Request& req) -> uint64_t {
     std::string_view rest;
-    pool::Pool* p = container_pool_of(*ctx, req, &rest);
+    pool::Pool* p = claimed_pool(*ctx, req, &rest);
     return p ? p->settings().max_upload_bytes : 0;
   };
   o.stream_head = [ctx](http::Exchange& ex, const RouteParams&) { stream_head(*ctx, ex); };
@@ -165,10 +212,7 @@ std::shared_ptr<proxy::Proxy> add_proxy_routes(Api& api, pool::PoolManager& pool
   o.stream_abort = [ctx](http::Exchange& ex) { stream_abort(*ctx, ex); };
   api.register_fallback(
       "ANY /pools/{pool}/{path...} (custom container)",
-      [ctx](const http::Request& req) {
-        std::string_view rest;
-        return container_pool_of(*ctx, req, &rest) != nullptr;
-      },
+      [ctx](const http::Request& req) { return claims(*ctx, req); },
       [ctx](http::Exchange& ex, const RouteParams&) { on_request(*ctx, ex); }, std::move(o));
   std::weak_ptr<proxy::Proxy> weak = ctx->proxy;
   api.add_metrics([weak](std::string& out) {

@@ -77,6 +77,13 @@ Session* Pool::find(const std::string& identifier) {
   return it == sessions_.end() ? nullptr : it->second.get();
 }
 
+Session* Pool::reuse(const std::string& identifier) {
+  if (stopping_) return nullptr;
+  Session* s = find(identifier);
+  if (s) s->touch();
+  return s;
+}
+
 Session* Pool::bind(const std::string& identifier, Sandbox&& sandbox, AcquireError* error) {
   auto s = std::make_unique<Session>(this, identifier, std::move(sandbox), unix_now_ms());
   Status st = s->start(loop_);
@@ -99,8 +106,7 @@ void Pool::acquire(const std::string& identifier, AcquireFn done) {
     done(nullptr, &e);
     return;
   }
-  if (Session* s = find(identifier)) {
-    s->touch();
+  if (Session* s = reuse(identifier)) {
     done(s, nullptr);
     return;
   }

@@ -58,6 +58,9 @@ class Pool {
   void acquire(const std::string& identifier, AcquireFn done);
   // The session of `identifier` if it exists (no allocation). Touches nothing.
   Session* find(const std::string& identifier);
+  // acquire()'s answer when it is known at once and is a bound session: that session, touched.
+  // Otherwise (new identifier, pool stopping) null: call acquire().
+  Session* reuse(const std::string& identifier);
   // All sessions, oldest first (for listings).
   std::vector<Session*> sessions_by_age() const;
   size_t allocated() const { return sessions_.size(); }

@@ -21,6 +21,10 @@ using http::iequals;
 namespace {
 
 constexpr size_t kMaxBuffered = 1u << 20;  // per direction, before the sender is paused
+// How long an answer's head may wait for its first body bytes, so that both leave in one write. The
+// loop clock counts whole milliseconds (a 1 ms timer could end at once), so the wait is 4 to 5 ms:
+// long enough for a body a busy machine delays, short against what a late body costs anyway.
+constexpr uint64_t kHoldHeadMs = 5;
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) and the framing headers the proxy sets itself.
 bool hop_by_hop(std::string_view name) {
@@ -63,7 +67,11 @@ class Upstream {
   void close();
   void start_reading();
   void stop_reading();
-  bool write(std::string data);
+  // Sends the concatenation of `parts` (at most 4): what the socket takes now goes at once (no request, no
+  // deferred callback), the rest is copied and queued behind it. A write error is reported through
+  // upstream_error() from the loop, as for a queued write. False when the connection is closing.
+  bool write(const std::string_view* parts, size_t count);
+  bool write(std::string_view data) { return write(&data, 1); }
   size_t queued() const { return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_)); }
   void shutdown();
 
@@ -124,6 +132,7 @@ class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
   void forward(std::string_view data);
   void fail(int status, const char* code, std::string message);
   void deliver_head();
+  void flush_answer();
   void finish_upstream(bool reusable);
   void finish();
   void detach_session();
@@ -161,6 +170,8 @@ class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
   bool upgrade_ = false;
   bool finished_ = false;
   bool in_feed_ = false;
+  bool body_forwarded_ = false;  // some answer body went to the client
+  bool holding_head_ = false;    // the answer's head waits for body bytes (deadline_ armed)
   UpstreamHead uhead_;
   std::string early_;  // answer body read before the request was complete
   int err_status_ = 0;  // a failure noted before the exchange could be answered
@@ -239,12 +250,34 @@ void Upstream::stop_reading() {
   reading_ = false;
 }
 
-bool Upstream::write(std::string data) {
-  if (closing_ || shut_) return false;
-  proxy_->counters_.bytes_to_upstream += data.size();
-  auto* w = new WriteReq{{}, std::move(data)};
+bool Upstream::write(const std::string_view* parts, size_t count) {
+  constexpr size_t kMaxParts = 4;
+  if (closing_ || shut_ || count > kMaxParts) return false;
+  uv_buf_t bufs[kMaxParts];
+  size_t total = 0;
+  for (size_t i = 0; i < count; ++i) {
+    // SAFETY: libuv only reads from these buffers; uv_buf_t has no const variant.
+    bufs[i] = uv_buf_init(const_cast<char*>(parts[i].data()), static_cast<unsigned>(parts[i].size()));
+    total += parts[i].size();
+  }
+  if (total == 0) return true;
+  proxy_->counters_.bytes_to_upstream += total;
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  // uv_try_write refuses (UV_EAGAIN) while earlier writes are queued, so the order is kept. On any
+  // other error the bytes are queued anyway: uv_write meets the same error and reports it.
+  int n = uv_try_write(stream, bufs, static_cast<unsigned>(count));
+  size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+  if (sent == total) return true;
+  auto* w = new WriteReq{{}, {}};
+  w->data.reserve(total - sent);
+  for (size_t i = 0; i < count; ++i) {
+    std::string_view part = parts[i];
+    size_t skip = std::min(sent, part.size());
+    sent -= skip;
+    w->data.append(part.substr(skip));
+  }
   uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-  int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write);
+  int rc = uv_write(&w->req, stream, &b, 1, on_write);
   if (rc != 0) {
     delete w;
     return false;
@@ -409,12 +442,10 @@ void ProxyRequest::forward(std::string_view data) {
   if (client_chunked_) {
     char size[24];
     int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
-    std::string piece;
-    piece.reserve(data.size() + 32);
-    piece.append(size, static_cast<size_t>(n)).append(data).append("\r\n");
-    up_->write(std::move(piece));
+    std::string_view parts[] = {std::string_view(size, static_cast<size_t>(n)), data, "\r\n"};
+    up_->write(parts, 3);
   } else {
-    up_->write(std::string(data));
+    up_->write(data);
   }
   if (up_->queued() > kMaxBuffered && !body_paused_) {
     body_paused_ = true;
@@ -499,6 +530,12 @@ void ProxyRequest::session_ended() {
 
 void ProxyRequest::on_deadline(TimerEntry* e, uint64_t) {
   ProxyRequest* r = pool::OwnedTimer<ProxyRequest>::owner_of(e);
+  if (r->holding_head_) {
+    // No body bytes followed the head in time: it goes alone.
+    r->holding_head_ = false;
+    if (r->streaming_ && !r->answered_) r->ex_->stream_flush();
+    return;
+  }
   if (r->head_seen_ || r->tunnel_) return;
   if (r->up_) {
     r->up_->close();
@@ -555,12 +592,30 @@ void ProxyRequest::upstream_data(const char* data, size_t len) {
   ResponseParser::Result r = parser_.feed(data, len, &consumed);
   in_feed_ = false;
   if (answered_) return;  // a callback ended the exchange (client gone, or the answer is complete)
-  if (streaming_) ex_->stream_flush();
+  if (streaming_) flush_answer();
   if (r == ResponseParser::Result::kError) {
     fail(502, "BadGateway", std::string("malformed answer from the container: ") + parser_.error());
     return;
   }
   if (r == ResponseParser::Result::kUpgrade) begin_tunnel(data + consumed, len - consumed);
+}
+
+void ProxyRequest::flush_answer() {
+  if (!body_forwarded_ && timers_) {
+    // The head came alone, its body still to come. Servers usually write the body right after the
+    // head (as separate segments with TCP_NODELAY); holding the head for it, briefly, sends the
+    // answer in one write: the client wakes up once, not twice (nginx's postpone_output does so too).
+    if (!holding_head_) {
+      holding_head_ = true;
+      timers_->arm_in(&deadline_, kHoldHeadMs);
+    }
+    return;
+  }
+  if (holding_head_) {
+    holding_head_ = false;
+    if (timers_) timers_->cancel(&deadline_);
+  }
+  ex_->stream_flush();
 }
 
 void ProxyRequest::upstream_eof() {
@@ -635,6 +690,7 @@ void ProxyRequest::deliver_head() {
   if (!early_.empty()) {
     std::string early = std::move(early_);
     early_.clear();
+    body_forwarded_ = true;
     ex_->stream_write(early);
   }
   if (upstream_complete_) {
@@ -657,6 +713,7 @@ void ProxyRequest::on_upstream_body(std::string_view data) {
     }
     return;
   }
+  body_forwarded_ = true;
   ex_->stream_write(data, !in_feed_);
   if (ex_->pending_output() > kMaxBuffered && up_ && !upstream_paused_) {
     upstream_paused_ = true;
@@ -725,7 +782,7 @@ void ProxyRequest::begin_tunnel(const char* rest, size_t len) {
 
 void ProxyRequest::on_tunnel_data(std::string_view data) {
   if (!up_) return;
-  up_->write(std::string(data));
+  up_->write(data);
   if (up_->queued() > kMaxBuffered) ex_->pause_tunnel_input();
 }
 

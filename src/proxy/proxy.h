@@ -6,7 +6,8 @@
 // X-Forwarded-For/-Proto/-Host added) and sent on an idle kept-alive upstream connection of the
 // session or a new one; the request body is streamed as it arrives (re-chunked when the client sent
 // it chunked) and the answer is streamed back (Content-Length kept, otherwise chunked), each
-// direction pausing its sender when more than 1 MiB waits. An Upgrade answered 101 becomes a byte
+// direction pausing its sender when more than 1 MiB waits. An answer's head waits up to 5 ms for its
+// first body bytes, so that a head and body the container wrote separately leave in one write. An Upgrade answered 101 becomes a byte
 // tunnel (websockets). Failures: refused/reset before an answer → 502, no answer head within the
 // pool's upstreamTimeoutInSeconds → 504, cut off mid-answer → the client connection is closed.
 //

@@ -183,6 +183,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(n))
             self.end_headers()
+        time.sleep(self.int_arg("delay_ms", 0) / 1000)  # the head goes first, the body after this
         i = 0
         while i < n:
             size = min(kWriteBytes, n - i)
