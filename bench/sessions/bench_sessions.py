@@ -3,11 +3,14 @@
 same run: a Jupyter kernel (Debian python3-ipykernel + python3-jupyter-client) executing the same cell.
 
 Measures (shared/DESIGN.md §8, each reported separately):
-  first  : first execute of print(1) on a new identifier (ready pool), latency per request
+  first  : first execute of print(1) on a new identifier (ready pool), latency per request, while
+           the pool refills in the background (one new identifier every --pace-ms)
+  first-quiet: the same with the pool refilled and idle before each new identifier
   warm   : execute of print(1) on an existing session
   jupyter: the same cell through jupyter_client against one kernel
   tput   : trivial executes/s over 64 sessions with wrk -c64 (if wrk is installed)
-Usage: bench/sessions/bench_sessions.py BUILD_DIR [--first N] [--warm N] [--jupyter N] [--seconds S] [--pace-ms MS]
+Usage: bench/sessions/bench_sessions.py BUILD_DIR [--first N] [--first-quiet N] [--warm N] [--jupyter N]
+                                           [--seconds S] [--pace-ms MS]
 """
 import argparse
 import json
@@ -121,6 +124,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("--first", type=int, default=200)
+    ap.add_argument("--first-quiet", type=int, default=50)
     ap.add_argument("--warm", type=int, default=2000)
     ap.add_argument("--jupyter", type=int, default=500)
     ap.add_argument("--seconds", type=int, default=5)
@@ -150,6 +154,13 @@ def main():
             if delay > 0:
                 time.sleep(delay)
         print(summary("first", first) + "   (one new identifier every %d ms, refill running)" % a.pace_ms)
+        quiet = []
+        for i in range(a.first_quiet):
+            wait_ready(port, ready)
+            time.sleep(0.1)
+            quiet.append(c.execute("quiet-%d" % i))
+        if quiet:
+            print(summary("first-q", quiet) + "   (pool refilled and idle before each new identifier)")
         # warm executes on one session
         warm = []
         for i in range(a.warm + 100):
