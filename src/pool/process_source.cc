@@ -123,7 +123,8 @@ void ProcessSource::take_from_spawner() {
 // runs inside the worker, but the request path itself (reading and decoding a frame, arming the
 // deadline, encoding and sending the reply) would otherwise take its copy-on-write faults and
 // cold caches on the first request of a session. The cell leaves no names behind; it still runs
-// at the spawn CPU weight. Not counted as an execution anywhere.
+// at the spawn CPU weight. Not counted as an execution anywhere. Costs each idle sandbox the
+// pages it copied (≈ 150-200 KiB): ProcessSourceOptions::warm_up_execute.
 bool ProcessSource::send_warm_up(Warming* w) {
   std::string out;
   agent::FrameEncoder e(&out);
@@ -156,7 +157,9 @@ void ProcessSource::on_hello_readable(uv_poll_t* p, int status, int events) {
   if (w->decoder.buffered_bytes() != 0) return self->end_warming(w, false);
   if (!w->greeted) {
     bool hello = f.header.type == agent::FrameType::kHello && agent::decode_hello(f).ok();
-    if (!hello || !self->send_warm_up(w)) return self->end_warming(w, false);
+    if (!hello) return self->end_warming(w, false);
+    if (!self->options_.warm_up_execute) return self->end_warming(w, true);
+    if (!self->send_warm_up(w)) return self->end_warming(w, false);
     w->greeted = true;
     return;
   }

@@ -25,6 +25,10 @@ struct ProcessSourceOptions {
   // The micro-VM tier (pool/microvm_source.h) reuses this adapter with another template program.
   std::vector<std::string> template_cmd;  // empty: the Python template
   const char* tier = "process";
+  // One execute before a clone counts as ready (ProcessSource::send_warm_up): the first request of
+  // a session does not take the request path's copy-on-write faults, and each idle sandbox holds
+  // those pages (≈ 150-200 KiB) instead.
+  bool warm_up_execute = true;
 };
 
 class ProcessSource : public SandboxSource {
