@@ -27,6 +27,7 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   // copied guest pages (≈ 150 KiB) would take it over, so a micro-VM session's first request
   // takes those faults instead.
   base.warm_up_execute = false;
+  base.template_memory_per_session_bytes = 2ull << 20;
   return base;
 }
 

@@ -29,6 +29,7 @@ void Pool::update_settings(const PoolSettings& s) {
   ContainerType type = settings_.container_type;
   settings_ = s;
   settings_.container_type = type;
+  source_->settings_changed(settings_);
   refill();
 }
 

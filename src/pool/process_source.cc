@@ -51,6 +51,7 @@ Status ProcessSource::prepare() {
   cfg.ready_target = settings_.ready_session_instances;
   if (settings_.container_type == ContainerType::kShell) cfg.preload = "";
   cfg.template_cmd = options_.template_cmd;
+  cfg.template_memory_bytes = template_memory_bytes(settings_);
   // Blocks until the template has imported its libraries (~0.5 s, seconds on a loaded machine).
   auto sp = PoolSpawner::start(cfg, on_wake, this);
   if (!sp.ok()) return sp.error();
@@ -63,6 +64,23 @@ Status ProcessSource::start(std::function<void()> on_ready) {
   started_ = true;
   take_from_spawner();  // clones pushed before start() woke nobody who would take them
   return {};
+}
+
+uint64_t ProcessSource::template_memory_bytes(const PoolSettings& s) const {
+  return (2ull << 30) + uint64_t{s.max_concurrent_sessions} * options_.template_memory_per_session_bytes;
+}
+
+void ProcessSource::settings_changed(const PoolSettings& settings) {
+  // Before start(), prepare() may be reading settings_ on its thread (the pool manager refuses
+  // changes to a pool being created anyway).
+  if (!started_ || !spawner_) return;
+  uint64_t before = template_memory_bytes(settings_);
+  settings_.max_concurrent_sessions = settings.max_concurrent_sessions;
+  uint64_t now = template_memory_bytes(settings_);
+  if (now == before) return;
+  if (Status st = spawner_->set_template_memory(now); !st.ok()) {
+    LOG_WARN("pool %s: template cgroup limit: %s", settings_.name.c_str(), st.error().message().c_str());
+  }
 }
 
 void ProcessSource::set_wanted(size_t ready_wanted) {

@@ -29,6 +29,10 @@ struct ProcessSourceOptions {
   // a session does not take the request path's copy-on-write faults, and each idle sandbox holds
   // those pages (≈ 150-200 KiB) instead.
   bool warm_up_execute = true;
+  // Room in the template's cgroup per session the pool may hold, on top of its 2 GiB: a micro-VM
+  // clone made ahead leaves its KVM kernel memory (≈ 1.1-1.5 MiB) charged there while it lives;
+  // without the room a large pool would push the template into its cgroup's OOM killer.
+  uint64_t template_memory_per_session_bytes = 0;
 };
 
 class ProcessSource : public SandboxSource {
@@ -39,6 +43,7 @@ class ProcessSource : public SandboxSource {
   Status prepare() override;
   Status start(std::function<void()> on_ready) override;
   void set_wanted(size_t ready_wanted) override;
+  void settings_changed(const PoolSettings& settings) override;
   std::optional<Sandbox> pop() override;
   size_t ready_count() const override;
   void release(Sandbox&& sandbox) override;
@@ -63,6 +68,7 @@ class ProcessSource : public SandboxSource {
   bool send_warm_up(Warming* w);
   void take_from_spawner();
   void update_spawner_target();
+  uint64_t template_memory_bytes(const PoolSettings& s) const;
   void expire_warming();
   void end_warming(Warming* w, bool ready);
   void retry_give_back();

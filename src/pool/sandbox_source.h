@@ -16,6 +16,7 @@
 #include <string>
 
 #include "pool/offload.h"
+#include "pool/settings.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
 
@@ -66,6 +67,8 @@ class SandboxSource {
   virtual Status start(std::function<void()> on_ready) = 0;
   // Keep this many sandboxes ready (0 stops refilling). Never exceeds what the pool allows.
   virtual void set_wanted(size_t ready_wanted) = 0;
+  // The pool's settings changed (PATCH/PUT); only what may change while it runs (settings.cc).
+  virtual void settings_changed(const PoolSettings& settings) { (void)settings; }
   // Takes one ready sandbox, O(1); nullopt when none is ready.
   virtual std::optional<Sandbox> pop() = 0;
   virtual size_t ready_count() const = 0;

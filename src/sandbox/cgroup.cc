@@ -220,6 +220,17 @@ Status Cgroup::set_cpu_weight(uint32_t weight) {
   return write_file(cpu_dir_ + "/cpu.shares", std::to_string(std::max<uint32_t>(2, weight * 1024 / 100)));
 }
 
+Status Cgroup::set_memory_limit(uint64_t bytes) {
+  if (memory_dir_.empty()) return Error{ENOENT, "no memory controller"};
+  std::string v = std::to_string(bytes);
+  if (version_ == CgroupVersion::kV2) return write_file(memory_dir_ + "/memory.max", v);
+  // memsw may not go below the limit: raise it first, lower it last (absent without swap accounting).
+  (void)write_file(memory_dir_ + "/memory.memsw.limit_in_bytes", v);
+  SP_TRY(write_file(memory_dir_ + "/memory.limit_in_bytes", v));
+  (void)write_file(memory_dir_ + "/memory.memsw.limit_in_bytes", v);
+  return {};
+}
+
 Status Cgroup::remove() {
   Status first;
   for (const auto& d : dirs_) {

@@ -61,6 +61,9 @@ class Cgroup {
   // v1: cpu.shares = weight * 1024 / 100 (at least 2). ENOENT without a cpu controller.
   // One open+write; callers use it to run spawning and dying sandboxes in the background.
   Status set_cpu_weight(uint32_t weight);
+  // Changes the memory limit (memory.max; v1: limit_in_bytes and, where present, memsw, in the
+  // order that keeps memsw ≥ the limit).
+  Status set_memory_limit(uint64_t bytes);
 
  private:
   friend class CgroupManager;

@@ -418,7 +418,7 @@ void PoolSpawner::Impl::spawner_main() {
   }
   if (st.ok()) {
     CgroupLimits tl;
-    tl.memory_bytes = 2ull << 30;
+    tl.memory_bytes = cfg.template_memory_bytes;
     tl.pids_max = 64;
     tl.cpu_millis = 0;
     auto cg = mgr.create("tpl-" + cfg.pool, tl);
@@ -589,6 +589,11 @@ const SpawnerStats& PoolSpawner::stats() const { return impl_->stats; }
 pid_t PoolSpawner::template_pid() const { return impl_->tpl_pid.load(); }
 uint64_t PoolSpawner::template_memory() const {
   return impl_->tpl_cgroup.valid() ? impl_->tpl_cgroup.memory_current() : 0;
+}
+// tpl_cgroup was set before start() returned (its handshake orders it) and never changes after.
+Status PoolSpawner::set_template_memory(uint64_t bytes) {
+  if (!impl_->tpl_cgroup.valid()) return Error{ENOENT, "the template has no cgroup"};
+  return impl_->tpl_cgroup.set_memory_limit(bytes + CgroupLimits{}.headroom_bytes);  // as created
 }
 
 }  // namespace sp

@@ -54,6 +54,9 @@ struct PoolTemplateConfig {
   uint32_t spawn_cpu_weight = 1;
   bool reap_hold = true;                // teardowns wait (≤ 20 ms) for the forks under way to end
   uint32_t ring_capacity = 1024;        // both rings
+  // The template's cgroup: its own memory and, for micro-VM templates, the kernel memory each
+  // clone made ahead leaves charged there for as long as the clone lives (set_template_memory).
+  uint64_t template_memory_bytes = 2ull << 30;
   // Non-empty: the template program and its first arguments instead of `python -I template.py`
   // (the micro-VM tier's `sandpool vmm-template`); it gets the same arguments and protocol.
   std::vector<std::string> template_cmd;
@@ -108,6 +111,8 @@ class PoolSpawner {
   pid_t template_pid() const;
   // Bytes the template's own cgroup is charged (incl. page tables of forked clones).
   uint64_t template_memory() const;
+  // Loop thread, after start: a new limit for the template's cgroup (see template_memory_bytes).
+  Status set_template_memory(uint64_t bytes);
 
   struct Impl;
 

@@ -6,6 +6,7 @@ microvm when KVM does not work.
 Usage: session_test.py PATH_TO_SANDPOOL [--isolation process|microvm]
 """
 import base64
+import glob
 import json
 import os
 import re
@@ -401,6 +402,27 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(j["cooldownPeriodInSeconds"], 600)
         r, _ = self.srv.json("GET", "/pools/nope")
         self.assertAzureError(r, 404, "PoolNotFound")
+
+    def test_template_cgroup_has_room_for_the_pool(self):
+        # A micro-VM clone made ahead leaves ~1.3 MiB of KVM kernel memory in the template's cgroup
+        # while it lives: that cgroup's limit grows with maxConcurrentSessions (and follows a PATCH).
+        def limit():
+            paths = glob.glob("/sys/fs/cgroup/memory/sandpool/*/tpl-roomy/memory.limit_in_bytes") + \
+                glob.glob("/sys/fs/cgroup/sandpool/*/tpl-roomy/memory.max")
+            self.assertEqual(len(paths), 1, paths)
+            with open(paths[0]) as f:
+                return int(f.read())
+        r, _ = self.srv.json("POST", "/pools", pool({"name": "roomy", "maxConcurrentSessions": 1000, "readySessionInstances": 1}))
+        self.assertEqual(r.status, 201, r)
+        try:
+            per_session = (2 << 20) if ISOLATION == "microvm" else 0
+            base = (2 << 30) + (16 << 20)
+            self.assertEqual(limit(), base + 1000 * per_session)
+            r, _ = self.srv.json("PATCH", "/pools/roomy", {"maxConcurrentSessions": 3000})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(limit(), base + 3000 * per_session)
+        finally:
+            self.srv.request("DELETE", "/pools/roomy")
 
     @unittest.skipUnless(ISOLATION == "microvm", "isolation auto is checked where KVM works (the microvm run)")
     def test_auto_isolation_picks_microvm_and_says_so(self):
