@@ -9,6 +9,7 @@ Debian's /usr/bin/python3. Network probes touch only loopback and a network
 namespace this script creates (and deletes).
 """
 import argparse
+import glob
 import os
 import re
 import select
@@ -285,6 +286,26 @@ def pool_probes(r, helper):
         if p.poll() is None:
             p.kill()
             p.wait()
+        remove_owner_cgroups(p.pid)
+
+
+def remove_owner_cgroups(pid, wait_s=3.0):
+    """The killed owner left its (now empty) cgroup directories, which a server would reclaim at
+    its next start: remove them, deepest first (rmdir only; a cgroup still busy is retried)."""
+    deadline = time.monotonic() + wait_s
+    for top in glob.glob("/sys/fs/cgroup/*/sandpool/o%d_*" % pid) + glob.glob("/sys/fs/cgroup/sandpool/o%d_*" % pid):
+        dirs = sorted((d for d, _, _ in os.walk(top)), key=len, reverse=True)
+        for d in dirs:
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
 
 
 def main():
