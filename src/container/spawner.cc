@@ -299,6 +299,8 @@ ContainerSpawner::~ContainerSpawner() {
   impl_->reaper_thread.join();
   // owner_dir is shared by every container pool of this process: not removed here (another pool
   // may still spawn into it); the next start's reclaim_run_dirs removes it with the dead run.
+  // The owner cgroup directories go with the process's last cgroup manager.
+  impl_->cgroups.remove_owner_dirs();
 }
 
 void ContainerSpawner::request(uint32_t n) {

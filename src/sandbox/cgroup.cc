@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <mutex>
 #include <cstdlib>
 #include <cstring>
 
@@ -243,6 +244,13 @@ Status Cgroup::remove() {
 
 // ---- CgroupManager ----
 
+namespace {
+// Open managers of this process: the owner directories are made by the first and removed by the
+// last (remove_owner_dirs), under the same lock so that a removal never races a creation.
+std::mutex g_owner_mu;
+int g_owner_users = 0;
+}  // namespace
+
 Result<CgroupManager> CgroupManager::open(std::string root, std::string prefix) {
   CgroupManager m;
   m.prefix_ = std::move(prefix);
@@ -264,6 +272,7 @@ Result<CgroupManager> CgroupManager::open(std::string root, std::string prefix) 
   } else {
     return Error{ENOENT, "no usable memory and pids cgroup controllers"};
   }
+  std::lock_guard<std::mutex> owner_lock(g_owner_mu);
   std::vector<std::string> roots = {m.memory_};
   if (m.version_ == CgroupVersion::kV1) {
     roots.push_back(m.pids_);
@@ -277,6 +286,8 @@ Result<CgroupManager> CgroupManager::open(std::string root, std::string prefix) 
     if (m.version_ == CgroupVersion::kV2)
       (void)write_file(r + "/" + m.prefix_ + "/" + m.owner_ + "/cgroup.subtree_control", "+memory +pids +cpu");
   }
+  ++g_owner_users;
+  m.owner_ref_.held = true;
   return m;
 }
 
@@ -376,6 +387,10 @@ int CgroupManager::reclaim_stale() {
 }
 
 void CgroupManager::remove_owner_dirs() {
+  if (!owner_ref_.held) return;  // never opened, moved from, or already done
+  owner_ref_.held = false;
+  std::lock_guard<std::mutex> owner_lock(g_owner_mu);
+  if (--g_owner_users > 0) return;  // another pool still uses them
   for (const auto& r : {memory_, pids_, cpu_, unified_}) {
     if (r.empty()) continue;
     ::rmdir((r + "/" + prefix_ + "/" + owner_).c_str());

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "util/result.h"
@@ -93,7 +94,9 @@ class CgroupManager {
   // Returns how many sandbox cgroups were reclaimed.
   int reclaim_stale();
 
-  // Removes this process's (empty) owner directories; call at shutdown.
+  // Ends this manager's use of the process's owner directories (once per open()); the last user
+  // removes them. They are shared by every pool of the process: removing them while another
+  // pool's manager is open would make its next create() fail.
   void remove_owner_dirs();
 
  private:
@@ -101,6 +104,17 @@ class CgroupManager {
   std::string prefix_, owner_;
   // v1: memory, pids, cpu roots; v2: the single root. unified_: the v2 root usable for cgroup.kill.
   std::string memory_, pids_, cpu_, unified_;
+  // This manager counts as a user of the owner directories (open() to remove_owner_dirs());
+  // a move hands that over.
+  struct OwnerRef {
+    bool held = false;
+    OwnerRef() = default;
+    OwnerRef(OwnerRef&& o) noexcept : held(std::exchange(o.held, false)) {}
+    OwnerRef& operator=(OwnerRef&& o) noexcept {
+      held = std::exchange(o.held, false);
+      return *this;
+    }
+  } owner_ref_;
 };
 
 // Host tuning, opt-in: remounts the cgroup2 hierarchy (v2 root, or the hybrid's "unified")

@@ -2,11 +2,16 @@
 #include <doctest/doctest.h>
 
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <string>
 
+#include "sandbox/cgroup.h"
 #include "sandbox/mounts.h"
 #include "sandbox/seccomp_policy.h"
 #include "sandbox/userns.h"
@@ -91,4 +96,34 @@ TEST_CASE("mounts: the template's base layer and a clone's scratch layer split t
   for (const auto& op : base->ops)
     if (op.kind == sp::MountOpKind::kMount && op.arg == "proc") proc_in_base = true;
   CHECK_FALSE(proc_in_base);  // the template keeps no view of the host's processes
+}
+
+TEST_CASE("cgroups: the owner directories are removed by the last of the process's managers") {
+  // A directory shaped like a v1 hierarchy (the files open() looks for), not the real one.
+  char tmpl[] = "/tmp/sp-cgroup-test-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  std::string root = tmpl;
+  for (const char* d : {"/memory", "/pids"}) REQUIRE(mkdir((root + d).c_str(), 0755) == 0);
+  for (const char* f : {"/memory/memory.limit_in_bytes", "/pids/cgroup.procs"}) {
+    FILE* fp = fopen((root + f).c_str(), "w");
+    REQUIRE(fp != nullptr);
+    fclose(fp);
+  }
+  auto a = sp::CgroupManager::open(root, "sp-test");
+  auto b = sp::CgroupManager::open(root, "sp-test");
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  std::string owner = root + "/memory/sp-test/" + sp::owner_tag(getpid());
+  struct stat st;
+  CHECK(stat(owner.c_str(), &st) == 0);
+  a->remove_owner_dirs();
+  a->remove_owner_dirs();  // once per open(): a second call changes nothing
+  CHECK(stat(owner.c_str(), &st) == 0);  // b still uses them
+  b->remove_owner_dirs();
+  CHECK(stat(owner.c_str(), &st) != 0);
+  for (const char* d : {"/memory/sp-test", "/pids/sp-test"}) CHECK(rmdir((root + d).c_str()) == 0);  // empty now
+  for (const char* f : {"/memory/memory.limit_in_bytes", "/pids/cgroup.procs"}) (void)unlink((root + f).c_str());
+  (void)rmdir((root + "/memory").c_str());
+  (void)rmdir((root + "/pids").c_str());
+  (void)rmdir(root.c_str());
 }
