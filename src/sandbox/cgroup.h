@@ -79,6 +79,10 @@ class CgroupManager {
   // Detects the layout under `root` (normally /sys/fs/cgroup) and creates this
   // process's owner directory. Fails with ENOENT when no usable memory+pids controllers exist.
   static Result<CgroupManager> open(std::string root = "/sys/fs/cgroup", std::string prefix = "sandpool");
+  CgroupManager() = default;
+  CgroupManager(CgroupManager&&) = default;
+  CgroupManager& operator=(CgroupManager&&) = default;
+  ~CgroupManager() { remove_owner_dirs(); }
 
   CgroupVersion version() const { return version_; }
   bool has_kill() const { return !unified_.empty(); }
@@ -94,8 +98,8 @@ class CgroupManager {
   // Returns how many sandbox cgroups were reclaimed.
   int reclaim_stale();
 
-  // Ends this manager's use of the process's owner directories (once per open()); the last user
-  // removes them. They are shared by every pool of the process: removing them while another
+  // Ends this manager's use of the process's owner directories (once per open(); the destructor
+  // does it too); the last user removes them. They are shared by every pool of the process: removing them while another
   // pool's manager is open would make its next create() fail.
   void remove_owner_dirs();
 
