@@ -281,8 +281,19 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
         # thread (the vCPU loop and the watcher start only after seccomp), waiting.
         self.assertLessEqual(len(spares), 1, spares)
         for pid, st in spares:
-            self.assertEqual(len(self.threads(pid)), 1, pid)
-            self.assertEqual(st["State"].split()[0], "S", pid)
+            # Right after it was forked it may still be cloning its VM (memslot ioctls wait in D):
+            # give it up to 5 s to reach its wait for a request.
+            deadline = time.monotonic() + 5
+            while st["State"].split()[0] != "S" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                try:
+                    with open("/proc/%s/status" % pid) as f:
+                        st = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+                except OSError:
+                    break  # it took a request meanwhile, or ended
+            else:
+                self.assertEqual(len(self.threads(pid)), 1, pid)
+                self.assertEqual(st["State"].split()[0], "S", pid)
 
     def test_a_dead_spare_is_replaced(self):
         deadline = time.monotonic() + 30
