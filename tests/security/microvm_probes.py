@@ -146,6 +146,12 @@ def execute(srv, ident, code, timeout=60):
     return r, j
 
 
+def proc_status(pid):
+    """/proc/PID/status as a dict of its "Name:\tvalue" lines (OSError when the process is gone)."""
+    with open("/proc/%s/status" % pid) as f:
+        return dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+
+
 class VmmProbes(harness.ServerTestCase, unittest.TestCase):
     SERVER_FLAGS = ("--pool-ready", "2", "--pool-isolation", "microvm")
     POOLS = True
@@ -220,8 +226,7 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
             try:
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
                     cmd = f.read().split(b"\0")
-                with open("/proc/%s/status" % pid) as f:
-                    status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+                status = proc_status(pid)
                 if len(cmd) <= 1 or cmd[1] != b"vmm-template" or int(status["PPid"]) == self.srv.proc.pid:
                     continue
                 ppid = status["PPid"].strip()
@@ -248,8 +253,7 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
                 if st["Seccomp"].strip() == "2" and len(self.threads(pid)) == 2 or time.monotonic() > deadline:
                     return st
                 time.sleep(0.05)
-                with open("/proc/%s/status" % pid) as f:
-                    st = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+                st = proc_status(pid)
             except OSError:
                 return None
 
@@ -287,8 +291,7 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
             while st["State"].split()[0] != "S" and time.monotonic() < deadline:
                 time.sleep(0.05)
                 try:
-                    with open("/proc/%s/status" % pid) as f:
-                        st = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+                    st = proc_status(pid)
                 except OSError:
                     break  # it took a request meanwhile, or ended
             else:
