@@ -386,6 +386,20 @@ int CgroupManager::reclaim_stale() {
   return reclaimed;
 }
 
+CgroupManager& CgroupManager::operator=(CgroupManager&& o) noexcept {
+  if (this == &o) return *this;
+  remove_owner_dirs();
+  version_ = o.version_;
+  prefix_ = std::move(o.prefix_);
+  owner_ = std::move(o.owner_);
+  memory_ = std::move(o.memory_);
+  pids_ = std::move(o.pids_);
+  cpu_ = std::move(o.cpu_);
+  unified_ = std::move(o.unified_);
+  owner_ref_ = std::move(o.owner_ref_);
+  return *this;
+}
+
 void CgroupManager::remove_owner_dirs() {
   if (!owner_ref_.held) return;  // never opened, moved from, or already done
   owner_ref_.held = false;

@@ -81,7 +81,8 @@ class CgroupManager {
   static Result<CgroupManager> open(std::string root = "/sys/fs/cgroup", std::string prefix = "sandpool");
   CgroupManager() = default;
   CgroupManager(CgroupManager&&) = default;
-  CgroupManager& operator=(CgroupManager&&) = default;
+  // Assigning over an open manager first ends its use of the owner directories.
+  CgroupManager& operator=(CgroupManager&& o) noexcept;
   ~CgroupManager() { remove_owner_dirs(); }
 
   CgroupVersion version() const { return version_; }

@@ -119,6 +119,14 @@ TEST_CASE("cgroups: the owner directories are removed by the last of the process
   a->remove_owner_dirs();
   a->remove_owner_dirs();  // once per open(): a second call changes nothing
   CHECK(stat(owner.c_str(), &st) == 0);  // b still uses them
+  {
+    // Assigning over an open manager ends its use: c's reference must not outlive it.
+    auto c = sp::CgroupManager::open(root, "sp-test");
+    REQUIRE(c.ok());
+    sp::CgroupManager moved = std::move(c).value();
+    moved = sp::CgroupManager{};
+    CHECK(stat(owner.c_str(), &st) == 0);  // b still uses them
+  }
   b->remove_owner_dirs();
   CHECK(stat(owner.c_str(), &st) != 0);
   for (const char* d : {"/memory/sp-test", "/pids/sp-test"}) CHECK(rmdir((root + d).c_str()) == 0);  // empty now
