@@ -18,6 +18,7 @@ not importable).
 """
 import argparse
 import ctypes
+import errno
 import gc
 import os
 import signal
@@ -50,8 +51,8 @@ def collapse_huge_pages(lib):
     failures, first = ctypes.c_int32(0), ctypes.c_int32(0)
     got = lib.sp_tpl_collapse_thp(ctypes.byref(failures), ctypes.byref(first))
     if got < 0:
-        sys.stderr.write(f"sandpool template: no huge pages ({os.strerror(-got)}: transparent huge pages are "
-                         "off); forks copy 4 KiB page-table entries\n")
+        why = "transparent huge pages are off" if -got == errno.EOPNOTSUPP else os.strerror(-got)
+        sys.stderr.write(f"sandpool template: no huge pages ({why}); forks copy 4 KiB page-table entries\n")
     elif failures.value and got == 0:
         sys.stderr.write(f"sandpool template: no huge pages (MADV_COLLAPSE: {os.strerror(first.value)}); "
                          "forks copy 4 KiB page-table entries\n")
@@ -75,7 +76,8 @@ def main():
     lib = ctypes.PyDLL(a.lib)  # PyDLL: the GIL stays held, nothing else runs during a call
     huge_pages = not a.no_huge_pages
     if huge_pages:
-        # Before the imports: their object arenas then sit in one mapping that can be collapsed
+        # Before sp_tpl_init (it reads the host's THP settings while /sys and /proc are visible) and
+        # before the imports: their object arenas then sit in one mapping that can be collapsed
         # to huge pages below (template_memory.cc says why a fork is cheaper then).
         rc = lib.sp_tpl_arena_region(ctypes.c_uint64(256 << 20))
         if rc != 0:

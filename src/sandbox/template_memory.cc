@@ -63,24 +63,31 @@ void arena_free(void*, void* ptr, size_t size) {
   g_prev.free(g_prev.ctx, ptr, size);
 }
 
-size_t huge_page_bytes() {
-  size_t bytes = 2u << 20;
+// What the kernel offers, read while /sys and /proc are still visible: sp_tpl_init then pivots
+// the template into a root that has neither.
+struct HostThp {
+  bool read = false;
+  bool disabled = true;        // THP "never" or absent from the kernel
+  size_t huge_bytes = 2u << 20;
+  int maps_fd = -1;            // /proc/self/maps; read again (from offset 0) for the current mappings
+};
+HostThp g_thp;
+
+void read_host_thp() {
+  if (g_thp.read) return;
+  g_thp.read = true;
+  char buf[128] = {};
+  if (int fd = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    g_thp.disabled = n <= 0 || std::strstr(buf, "[never]") != nullptr;
+  }
   if (FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re")) {
     unsigned long v = 0;
-    if (std::fscanf(f, "%lu", &v) == 1 && v >= 4096 && (v & (v - 1)) == 0) bytes = v;
+    if (std::fscanf(f, "%lu", &v) == 1 && v >= 4096 && (v & (v - 1)) == 0) g_thp.huge_bytes = v;
     std::fclose(f);
   }
-  return bytes;
-}
-
-// THP configured off by the operator ("[never]") or absent from the kernel.
-bool thp_disabled() {
-  char buf[128] = {};
-  int fd = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return true;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  return n <= 0 || std::strstr(buf, "[never]") != nullptr;
+  g_thp.maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 }
 
 struct Range {
@@ -91,12 +98,11 @@ struct Range {
 // objects live and what a fork copies entry by entry.
 std::vector<Range> anonymous_ranges() {
   std::vector<Range> out;
-  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
+  if (g_thp.maps_fd < 0) return out;
   std::string text;
   char buf[16384];
-  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
-  close(fd);
+  off_t at = 0;
+  for (ssize_t n; (n = pread(g_thp.maps_fd, buf, sizeof buf, at)) > 0; at += n) text.append(buf, static_cast<size_t>(n));
   size_t pos = 0;
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
@@ -126,7 +132,8 @@ extern "C" int sp_tpl_arena_region(uint64_t bytes) {
   auto set = reinterpret_cast<GetSet>(dlsym(RTLD_DEFAULT, "PyObject_SetArenaAllocator"));
   if (!get || !set) return -ENOSYS;  // not loaded into a Python process
   if (g_region) return -EALREADY;
-  const size_t huge = huge_page_bytes();
+  read_host_thp();
+  const size_t huge = g_thp.huge_bytes;
   size_t slots = static_cast<size_t>(bytes / kArenaBytes);
   if (slots == 0) return -EINVAL;
   if (slots > kMaxArenaSlots) slots = kMaxArenaSlots;
@@ -150,8 +157,14 @@ extern "C" int sp_tpl_arena_region(uint64_t bytes) {
 extern "C" int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno) {
   *failures = 0;
   *first_errno = 0;
-  if (thp_disabled()) return -EOPNOTSUPP;
-  const size_t huge = huge_page_bytes();
+  read_host_thp();
+  const int maps_fd = g_thp.maps_fd;
+  if (g_thp.disabled || maps_fd < 0) {
+    if (maps_fd >= 0) close(maps_fd);
+    g_thp.maps_fd = -1;
+    return maps_fd < 0 ? -ENOENT : -EOPNOTSUPP;
+  }
+  const size_t huge = g_thp.huge_bytes;
   const size_t small = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   std::vector<unsigned char> resident(huge / small);
   int64_t collapsed = 0;
@@ -172,5 +185,7 @@ extern "C" int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno) 
       }
     }
   }
+  close(g_thp.maps_fd);  // once: clones must not inherit it
+  g_thp.maps_fd = -1;
   return collapsed;
 }
