@@ -1,5 +1,4 @@
-// libsandpool_clone.so, memory layout of the template: Python's object arenas in one region, and
-// the template's anonymous memory mapped by transparent huge pages before it serves forks.
+// libsandpool_clone.so, memory layout of the template (its object arenas in one region, its anonymous memory in huge pages); not the clones' isolation.
 //
 // Why: a fork copies one page-table entry per 4 KiB page of anonymous memory (≈ 60 MiB here,
 // 15,000 entries) but one PMD per 2 MiB huge page, and a clone that later writes to a huge
@@ -56,6 +55,7 @@ void arena_free(void*, void* ptr, size_t size) {
   char* p = static_cast<char*>(ptr);
   if (g_region && p >= g_region && p < g_region + g_slots * kArenaBytes) {
     // Give the memory back (in a clone: drop its view of the template's pages); the slot is reused.
+    // SAFETY: p is a slot of our reservation that Python no longer uses (it is freeing it).
     madvise(p, kArenaBytes, MADV_DONTNEED);
     g_free[g_nfree++] = static_cast<uint32_t>((p - g_region) / kArenaBytes);
     return;
@@ -128,6 +128,8 @@ std::vector<Range> anonymous_ranges() {
 
 extern "C" int sp_tpl_arena_region(uint64_t bytes) {
   using GetSet = void (*)(ArenaAllocator*);
+  // SAFETY: these CPython functions have had this signature since 3.4 (cpython/objimpl.h);
+  // dlsym finds them only when we are loaded into a Python process.
   auto get = reinterpret_cast<GetSet>(dlsym(RTLD_DEFAULT, "PyObject_GetArenaAllocator"));
   auto set = reinterpret_cast<GetSet>(dlsym(RTLD_DEFAULT, "PyObject_SetArenaAllocator"));
   if (!get || !set) return -ENOSYS;  // not loaded into a Python process
@@ -142,6 +144,7 @@ extern "C" int sp_tpl_arena_region(uint64_t bytes) {
   // MAP_NORESERVE: only the arenas Python touches cost memory.
   void* m = mmap(nullptr, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) return -errno;
+  // SAFETY: we own [raw, raw + len + huge) and unmap only its parts outside [start, start + len).
   uintptr_t raw = reinterpret_cast<uintptr_t>(m);
   uintptr_t start = (raw + huge - 1) & ~(static_cast<uintptr_t>(huge) - 1);
   if (start > raw) munmap(m, start - raw);
@@ -170,6 +173,8 @@ extern "C" int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno) 
   int64_t collapsed = 0;
   for (const Range& r : anonymous_ranges()) {
     for (uintptr_t a = (r.lo + huge - 1) & ~(huge - 1); a + huge <= r.hi; a += huge) {
+      // SAFETY: [a, a + huge) lies inside one of our private anonymous mappings; mincore and
+      // MADV_COLLAPSE neither change its contents nor its protection.
       void* p = reinterpret_cast<void*>(a);
       // Only mostly-populated ranges: collapsing fills the holes, and a nearly empty range
       // would cost the template up to 2 MiB for a few page-table entries less per fork.
