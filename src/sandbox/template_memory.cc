@@ -43,6 +43,7 @@ size_t g_next = 0;       // slots handed out at least once
 uint32_t g_free[kMaxArenaSlots];
 size_t g_nfree = 0;
 
+// Both run under the GIL (CPython's obmalloc calls them), so the slot list needs no lock.
 void* arena_alloc(void*, size_t size) {
   if (size == kArenaBytes) {
     if (g_nfree > 0) return g_region + static_cast<size_t>(g_free[--g_nfree]) * kArenaBytes;
