@@ -3,6 +3,7 @@
 Started by the C++ PoolSpawner (pool_spawner.cc) as
   /usr/bin/python3 -I template.py --ctrl-fd 3 --lib libsandpool_clone.so --parent PID
       --data-bytes N --tmp-bytes N [--agent-path DIR] [--preload numpy,pandas,matplotlib.pyplot]
+      [--no-huge-pages]
 Protocol on the SOCK_SEQPACKET control socket (little-endian):
   spawner -> template, first: the seccomp BPF program (raw bytes).
   template -> spawner: b"READY" once imports and warm-up are done.
@@ -17,6 +18,7 @@ not importable).
 """
 import argparse
 import ctypes
+import errno
 import gc
 import os
 import signal
@@ -43,6 +45,22 @@ def echo_loop(fd):
         s.sendall(data)
 
 
+def collapse_huge_pages(lib):
+    """Maps the template's anonymous memory with huge pages (fewer page-table entries per fork); says once when it cannot."""
+    lib.sp_tpl_collapse_thp.restype = ctypes.c_int64
+    failures, first = ctypes.c_int32(0), ctypes.c_int32(0)
+    got = lib.sp_tpl_collapse_thp(ctypes.byref(failures), ctypes.byref(first))
+    if got < 0:
+        why = "transparent huge pages are off" if -got == errno.EOPNOTSUPP else os.strerror(-got)
+        sys.stderr.write(f"sandpool template: no huge pages ({why}); forks copy 4 KiB page-table entries\n")
+    elif failures.value and got == 0:
+        sys.stderr.write(f"sandpool template: no huge pages (MADV_COLLAPSE: {os.strerror(first.value)}); "
+                         "forks copy 4 KiB page-table entries\n")
+    elif failures.value:
+        sys.stderr.write(f"sandpool template: {got >> 20} MiB in huge pages, {failures.value} ranges not "
+                         f"collapsed ({os.strerror(first.value)})\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ctrl-fd", type=int, required=True)
@@ -52,9 +70,18 @@ def main():
     ap.add_argument("--tmp-bytes", type=int, required=True)
     ap.add_argument("--agent-path", default="")
     ap.add_argument("--preload", default="numpy,pandas,matplotlib.pyplot")
+    ap.add_argument("--no-huge-pages", action="store_true")
     a = ap.parse_args()
 
     lib = ctypes.PyDLL(a.lib)  # PyDLL: the GIL stays held, nothing else runs during a call
+    huge_pages = not a.no_huge_pages
+    if huge_pages:
+        # Before sp_tpl_init (it reads the host's THP settings while /sys and /proc are visible) and
+        # before the imports: their object arenas then sit in one mapping that can be collapsed
+        # to huge pages below (template_memory.cc says why a fork is cheaper then).
+        rc = lib.sp_tpl_arena_region(ctypes.c_uint64(256 << 20))
+        if rc != 0:
+            sys.stderr.write(f"sandpool template: arena region: {os.strerror(-rc)} (arenas mapped one by one)\n")
     agent = os.path.abspath(a.agent_path).encode() if a.agent_path and os.path.isdir(a.agent_path) else None
     # From here on we live in a sandbox-shaped root: only /usr, /lib*, /etc subset, /dev, agent.
     rc = lib.sp_tpl_init(a.parent, ctypes.c_uint64(a.data_bytes), ctypes.c_uint64(a.tmp_bytes), agent)
@@ -104,6 +131,8 @@ def main():
         serve = None
     gc.collect()
     gc.freeze()  # everything so far stays in the shared, never-collected generation
+    if huge_pages:
+        collapse_huge_pages(lib)
 
     # The request loop runs in C (sp_tpl_serve): between forks the template must write as few
     # pages as possible, since each page written after a fork is copied once per clone.

@@ -51,6 +51,23 @@ int sp_tpl_fork_clone(const struct sp_clone_params* p);
 int sp_pidfd_open(int32_t pid);
 int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out);
 
+// Template memory layout (template_memory.cc), both optional: a template that skips them or
+// whose kernel refuses works the same, its forks just copy more page-table entries.
+// sp_tpl_arena_region(bytes): before sp_tpl_init (it reads /sys and opens /proc/self/maps for
+//     sp_tpl_collapse_thp; the template's root has neither) and before the imports. CPython's object arenas (1 MiB each) come
+//     from one reservation of `bytes` aligned to a huge page instead of one mmap each (the
+//     old allocator serves other sizes and what does not fit). 0, or -ENOSYS outside a Python
+//     process, -EALREADY, -errno of the reservation.
+// sp_tpl_collapse_thp(&failures, &first_errno): after the warm-up, before serving forks:
+//     MADV_COLLAPSE on every huge-page-aligned, at least half-populated range of the private
+//     writable anonymous mappings. Returns the bytes now mapped by huge pages (failures and
+//     the errno of the first failure in the out-parameters: EINVAL on kernels before 6.1),
+//     or -EOPNOTSUPP without trying when THP is "never" or absent (-ENOENT: /proc/self/maps
+//     could not be opened). Closes the maps fd: call once. Clones copy-on-write a
+//     shared huge page 4 KiB at a time (the kernel splits the PMD in the clone).
+int sp_tpl_arena_region(uint64_t bytes);
+int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,197 @@
+// libsandpool_clone.so, memory layout of the template (its object arenas in one region, its anonymous memory in huge pages); not the clones' isolation.
+//
+// Why: a fork copies one page-table entry per 4 KiB page of anonymous memory (≈ 60 MiB here,
+// 15,000 entries) but one PMD per 2 MiB huge page, and a clone that later writes to a huge
+// page it shares splits the PMD in its own page table and copies only the 4 KiB it wrote.
+// MADV_COLLAPSE only builds huge pages over 2 MiB-aligned ranges inside one mapping, and
+// CPython maps each 1 MiB object arena on its own, between shared libraries (36 arenas after
+// numpy, pandas and pyplot), so almost none of them qualify; handing Python its arenas from
+// one 2 MiB-aligned reservation makes them one mapping that does.
+#include <errno.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "sandbox/template_clone.h"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux 6.1; older kernels answer EINVAL
+#endif
+
+namespace {
+
+// CPython's PyObjectArenaAllocator (cpython/objimpl.h), a stable part of its C API.
+struct ArenaAllocator {
+  void* ctx;
+  void* (*alloc)(void* ctx, size_t size);
+  void (*free)(void* ctx, void* ptr, size_t size);
+};
+
+constexpr size_t kArenaBytes = 1u << 20;  // CPython ≥ 3.10 on 64-bit; other sizes go to the old allocator
+constexpr size_t kMaxArenaSlots = 4096;
+
+ArenaAllocator g_prev{};
+char* g_region = nullptr;
+size_t g_slots = 0;      // slots in the region
+size_t g_next = 0;       // slots handed out at least once
+uint32_t g_free[kMaxArenaSlots];
+size_t g_nfree = 0;
+
+// Both run under the GIL (CPython's obmalloc calls them), so the slot list needs no lock.
+void* arena_alloc(void*, size_t size) {
+  if (size == kArenaBytes) {
+    if (g_nfree > 0) return g_region + static_cast<size_t>(g_free[--g_nfree]) * kArenaBytes;
+    if (g_next < g_slots) return g_region + g_next++ * kArenaBytes;
+  }
+  return g_prev.alloc(g_prev.ctx, size);
+}
+
+void arena_free(void*, void* ptr, size_t size) {
+  char* p = static_cast<char*>(ptr);
+  if (g_region && p >= g_region && p < g_region + g_slots * kArenaBytes) {
+    // Give the memory back (in a clone: drop its view of the template's pages); the slot is reused.
+    // SAFETY: p is a slot of our reservation that Python no longer uses (it is freeing it).
+    madvise(p, kArenaBytes, MADV_DONTNEED);
+    g_free[g_nfree++] = static_cast<uint32_t>((p - g_region) / kArenaBytes);
+    return;
+  }
+  g_prev.free(g_prev.ctx, ptr, size);
+}
+
+// What the kernel offers, read while /sys and /proc are still visible: sp_tpl_init then pivots
+// the template into a root that has neither.
+struct HostThp {
+  bool read = false;
+  bool disabled = true;        // THP "never" or absent from the kernel
+  size_t huge_bytes = 2u << 20;
+  int maps_fd = -1;            // /proc/self/maps; read again (from offset 0) for the current mappings
+};
+HostThp g_thp;
+
+void read_host_thp() {
+  if (g_thp.read) return;
+  g_thp.read = true;
+  char buf[128] = {};
+  if (int fd = open("/sys/kernel/mm/transparent_hugepage/enabled", O_RDONLY | O_CLOEXEC); fd >= 0) {
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    g_thp.disabled = n <= 0 || std::strstr(buf, "[never]") != nullptr;
+  }
+  if (FILE* f = std::fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re")) {
+    unsigned long v = 0;
+    if (std::fscanf(f, "%lu", &v) == 1 && v >= 4096 && (v & (v - 1)) == 0) g_thp.huge_bytes = v;
+    std::fclose(f);
+  }
+  g_thp.maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+}
+
+struct Range {
+  uintptr_t lo, hi;
+};
+
+// Private writable anonymous mappings (the heap included, the stack not): where the template's
+// objects live and what a fork copies entry by entry.
+std::vector<Range> anonymous_ranges() {
+  std::vector<Range> out;
+  if (g_thp.maps_fd < 0) return out;
+  std::string text;
+  char buf[16384];
+  off_t at = 0;
+  for (ssize_t n; (n = pread(g_thp.maps_fd, buf, sizeof buf, at)) > 0; at += n) text.append(buf, static_cast<size_t>(n));
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    unsigned long lo = 0, hi = 0, off = 0, inode = 0;
+    char perms[8] = {};
+    unsigned dmaj = 0, dmin = 0;
+    int path_at = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %x:%x %lu %n", &lo, &hi, perms, &off, &dmaj, &dmin, &inode,
+                    &path_at) < 7)
+      continue;
+    const char* path = line.c_str() + path_at;
+    if (std::strcmp(perms, "rw-p") != 0 || inode != 0) continue;
+    if (*path != '\0' && std::strcmp(path, "[heap]") != 0) continue;
+    out.push_back({lo, hi});
+  }
+  return out;
+}
+
+}  // namespace
+
+extern "C" int sp_tpl_arena_region(uint64_t bytes) {
+  using GetSet = void (*)(ArenaAllocator*);
+  // SAFETY: these CPython functions have had this signature since 3.4 (cpython/objimpl.h);
+  // dlsym finds them only when we are loaded into a Python process.
+  auto get = reinterpret_cast<GetSet>(dlsym(RTLD_DEFAULT, "PyObject_GetArenaAllocator"));
+  auto set = reinterpret_cast<GetSet>(dlsym(RTLD_DEFAULT, "PyObject_SetArenaAllocator"));
+  if (!get || !set) return -ENOSYS;  // not loaded into a Python process
+  if (g_region) return -EALREADY;
+  read_host_thp();
+  const size_t huge = g_thp.huge_bytes;
+  size_t slots = static_cast<size_t>(bytes / kArenaBytes);
+  if (slots == 0) return -EINVAL;
+  if (slots > kMaxArenaSlots) slots = kMaxArenaSlots;
+  const size_t len = slots * kArenaBytes;
+  // Reserve len + one huge page and trim both ends so the region starts on a huge-page boundary.
+  // MAP_NORESERVE: only the arenas Python touches cost memory.
+  void* m = mmap(nullptr, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return -errno;
+  // SAFETY: we own [raw, raw + len + huge) and unmap only its parts outside [start, start + len).
+  uintptr_t raw = reinterpret_cast<uintptr_t>(m);
+  uintptr_t start = (raw + huge - 1) & ~(static_cast<uintptr_t>(huge) - 1);
+  if (start > raw) munmap(m, start - raw);
+  if (size_t tail = raw + len + huge - (start + len); tail > 0) munmap(reinterpret_cast<void*>(start + len), tail);
+  g_region = reinterpret_cast<char*>(start);
+  g_slots = slots;
+  get(&g_prev);
+  ArenaAllocator mine{nullptr, arena_alloc, arena_free};
+  set(&mine);
+  return 0;
+}
+
+extern "C" int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno) {
+  *failures = 0;
+  *first_errno = 0;
+  read_host_thp();
+  const int maps_fd = g_thp.maps_fd;
+  if (g_thp.disabled || maps_fd < 0) {
+    if (maps_fd >= 0) close(maps_fd);
+    g_thp.maps_fd = -1;
+    return maps_fd < 0 ? -ENOENT : -EOPNOTSUPP;
+  }
+  const size_t huge = g_thp.huge_bytes;
+  const size_t small = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident(huge / small);
+  int64_t collapsed = 0;
+  for (const Range& r : anonymous_ranges()) {
+    for (uintptr_t a = (r.lo + huge - 1) & ~(huge - 1); a + huge <= r.hi; a += huge) {
+      // SAFETY: [a, a + huge) lies inside one of our private anonymous mappings; mincore and
+      // MADV_COLLAPSE neither change its contents nor its protection.
+      void* p = reinterpret_cast<void*>(a);
+      // Only mostly-populated ranges: collapsing fills the holes, and a nearly empty range
+      // would cost the template up to 2 MiB for a few page-table entries less per fork.
+      if (mincore(p, huge, resident.data()) != 0) continue;
+      size_t present = 0;
+      for (unsigned char v : resident) present += v & 1;
+      if (present * 2 < resident.size()) continue;
+      if (madvise(p, huge, MADV_COLLAPSE) == 0) {
+        collapsed += static_cast<int64_t>(huge);
+      } else {
+        if (*failures == 0) *first_errno = errno;
+        ++*failures;
+      }
+    }
+  }
+  close(g_thp.maps_fd);  // once: clones must not inherit it
+  g_thp.maps_fd = -1;
+  return collapsed;
+}
