@@ -93,18 +93,26 @@ def run_once(exe, args, env):
             usage0 = int(f.read())
     t0, i0 = cpu_times()
     w0 = time.monotonic()
-    out = subprocess.run([exe] + args, env=env, stdout=subprocess.PIPE, text=True, check=True, preexec_fn=enter).stdout
-    wall = time.monotonic() - w0
-    t1, i1 = cpu_times()
-    total_busy_s = ((t1 - t0) - (i1 - i0)) / hz
-    ours_s = 0.0
-    if have_acct:
-        with open(f"{acct}/cpuacct.usage") as f:
-            ours_s = (int(f.read()) - usage0) / 1e9
-        try:
-            os.rmdir(acct)  # busy while killed clones finish exiting: then the next attempt reuses it
-        except OSError:
-            pass
+    try:
+        out = subprocess.run([exe] + args, env=env, stdout=subprocess.PIPE, text=True, check=True,
+                             preexec_fn=enter).stdout
+        wall = time.monotonic() - w0
+        t1, i1 = cpu_times()
+        total_busy_s = ((t1 - t0) - (i1 - i0)) / hz
+        ours_s = 0.0
+        if have_acct:
+            with open(f"{acct}/cpuacct.usage") as f:
+                ours_s = (int(f.read()) - usage0) / 1e9
+    finally:
+        # Busy while killed clones finish exiting: wait for them (≤ 5 s), also when the run failed.
+        for _ in range(100 if have_acct else 0):
+            try:
+                os.rmdir(acct)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
     return out, wall, total_busy_s, ours_s
 
 
