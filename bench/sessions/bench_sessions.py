@@ -8,13 +8,17 @@ Measures (shared/DESIGN.md §8, each reported separately):
   first-quiet: the same with the pool refilled and idle before each new identifier
   warm   : execute of print(1) on an existing session
   jupyter: the same cell through jupyter_client against one kernel
-  tput   : trivial executes/s over 64 sessions with wrk -c64 (if wrk is installed)
+  tput   : trivial executes/s over 64 sessions with wrk -c64 (if wrk is installed), started once
+           the pool has refilled after the 64 sessions were made, with the CPU time per execute
+           of the server, of its sandboxes (agents), and of wrk
+A count of 0 skips that part (e.g. --first 0 --first-quiet 0 --warm 0 --jupyter 0: tput only).
 Usage: bench/sessions/bench_sessions.py BUILD_DIR [--first N] [--first-quiet N] [--warm N] [--jupyter N]
                                            [--seconds S] [--pace-ms MS]
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -74,6 +78,36 @@ def metric(port, name):
         if line.startswith(name):
             return float(line.split()[-1])
     return 0.0
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants_cpu_s(root):
+    """{pid: CPU seconds} of every process below `root` (its sandboxes: agents, templates)."""
+    parent, cpu = {}, {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in cpu:
+        p, hops = parent.get(pid, 0), 0
+        while p > 1 and p != root and hops < 64:
+            p, hops = parent.get(p, 0), hops + 1
+        if p == root:
+            out[pid] = cpu[pid]
+    return out
 
 
 def wait_ready(port, want, timeout=120):
@@ -153,7 +187,8 @@ def main():
             delay = next_t - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        print(summary("first", first) + "   (one new identifier every %d ms, refill running)" % a.pace_ms)
+        if first:
+            print(summary("first", first) + "   (one new identifier every %d ms, refill running)" % a.pace_ms)
         quiet = []
         for i in range(a.first_quiet):
             wait_ready(port, ready)
@@ -167,13 +202,14 @@ def main():
             t = c.execute("warm-1")
             if i >= 100:
                 warm.append(t)
-        print(summary("warm", warm))
-        jt = jupyter_bench(a.jupyter)
-        if jt:
+        if warm:
+            print(summary("warm", warm))
+        jt = jupyter_bench(a.jupyter) if a.jupyter else []
+        if jt and warm and first:
             print(summary("jupyter", jt))
             print("ratio jupyter/sandpool warm p50: %.1fx   (jupyter p50 / sandpool first p50: %.1fx)" %
                   (pct(jt, 50) / pct(warm, 50), pct(jt, 50) / pct(first, 50)))
-        else:
+        elif jt is None:
             print("jupyter: jupyter_client not installed (tools/install-deps.sh bench)")
         if shutil.which("wrk"):
             env = dict(os.environ, SESSIONS="64")
@@ -181,20 +217,28 @@ def main():
             # warm the 64 sessions first
             for i in range(64):
                 c.execute("bench-%d" % i)
-            def cpu_s(pid):
-                with open("/proc/%d/stat" % pid) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            cpu0 = cpu_s(proc.pid)
+            # The 64 allocations started as many refills (a fork of the template and an agent start
+            # each, 15-30 ms of CPU): let them finish, so that the run measures executes only.
+            wait_ready(port, ready)
+            time.sleep(0.5)
+            cpu0, sandboxes0 = cpu_s(proc.pid), descendants_cpu_s(proc.pid)
+            ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             out = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % a.seconds, "--latency", "-s", script,
                                   "http://127.0.0.1:%d" % port], env=env, capture_output=True, text=True).stdout
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             server_cpu = cpu_s(proc.pid) - cpu0
+            sandboxes1 = descendants_cpu_s(proc.pid)
+            # processes that ended during the run are left out (none should: sessions stay)
+            sandbox_cpu = sum(v - sandboxes0.get(pid, 0.0) for pid, v in sandboxes1.items())
+            wrk_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
             rps = [l for l in out.splitlines() if "Requests/sec" in l]
             lat = [l.strip() for l in out.splitlines() if l.strip().startswith(("50%", "99%"))]
             total = [l for l in out.splitlines() if "requests in" in l]
             n = int(total[0].split()[0]) if total else 0
             print("tput    64 sessions, wrk -t1 -c64 -d%ds: %s/s  latency %s  server CPU %.1f us/execute" %
                   (a.seconds, rps[0].split()[-1] if rps else "?", " ".join(lat), server_cpu * 1e6 / max(n, 1)))
+            print("tput    CPU per execute: server %.1f us, sandboxes (agents) %.1f us, wrk %.1f us; %d executes" %
+                  (server_cpu * 1e6 / max(n, 1), sandbox_cpu * 1e6 / max(n, 1), wrk_cpu * 1e6 / max(n, 1), n))
             if "status" in out:
                 print(out)
     finally:

@@ -92,6 +92,23 @@ struct ExecBody {
   uint32_t output_limit = 0;  // 0: the family's default
 };
 
+// The loop thread's parser for execution bodies, reused so that its buffers are not allocated
+// and freed on every request. After a body larger than kKeptParserBytes it is replaced by a fresh
+// one, so that one large cell does not keep megabytes allocated.
+constexpr size_t kKeptParserBytes = 64 * 1024;
+
+struct ReusedParser {
+  simdjson::ondemand::parser& parser;
+  ReusedParser() : parser(instance()) {}
+  ~ReusedParser() {
+    if (parser.capacity() > kKeptParserBytes) parser = simdjson::ondemand::parser{};
+  }
+  static simdjson::ondemand::parser& instance() {
+    static thread_local simdjson::ondemand::parser p;
+    return p;
+  }
+};
+
 // Parses an execution request (either family, with or without the `properties` wrapper).
 bool parse_exec_body(http::Exchange& ex, const pool::PoolSettings& settings, ExecBody* out) {
   const http::Request& req = ex.request();
@@ -99,7 +116,8 @@ bool parse_exec_body(http::Exchange& ex, const pool::PoolSettings& settings, Exe
     respond_error(ex, 400, "InvalidRequestBody", "a JSON body with the code to run is required");
     return false;
   }
-  simdjson::ondemand::parser parser;
+  ReusedParser reused;  // declared before the document: outlives every value read from it
+  simdjson::ondemand::parser& parser = reused.parser;
   simdjson::padded_string_view view(req.body.data(), req.body.size(), req.body_capacity);
   simdjson::ondemand::document doc;
   simdjson::ondemand::object top;

@@ -96,6 +96,7 @@ CAPTURE_RESET_BYTES = 1 << 20  # capture files are emptied once they grow past t
 PEEK_NOWAIT = int(socket.MSG_PEEK) | int(socket.MSG_DONTWAIT)
 WAITALL = int(socket.MSG_WAITALL)
 EXEC_FIXED = struct.Struct("<BIII")   # mode, timeout ms, output limit, code length
+NO_ARGV_NO_STDIN = bytes(8)           # an execute request's tail without argv and stdin
 REPLY_FIXED = struct.Struct("<IIBBHQBBiQI")  # header + status, flags, exit, us, out len
 
 
@@ -244,6 +245,12 @@ def figure_result():
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return None
+    if shown is None:  # most cells: no figure, nothing shown, nothing to close
+        try:
+            if not plt.get_fignums():
+                return None
+        except Exception:
+            pass  # the full path below decides, as before
     try:
         nums = plt.get_fignums()
         if nums:
@@ -791,13 +798,17 @@ class Worker:
             raise ProtocolError("execute request truncated")
         mode, timeout_ms, limit, n = EXEC_FIXED.unpack_from(payload)
         timeout_ms = timeout_ms or DEFAULT_TIMEOUT_MS
-        r = Reader(payload)
-        r.p = EXEC_FIXED.size
-        code = r.take(n)
-        argc = r.u32()
-        argv = [r.bytes() for _ in range(argc)] if argc else []
-        stdin = r.bytes()
-        r.done()
+        end = EXEC_FIXED.size + n
+        if len(payload) == end + 8 and payload.endswith(NO_ARGV_NO_STDIN):
+            code, argv, stdin = payload[EXEC_FIXED.size:end], [], b""  # the usual cell
+        else:
+            r = Reader(payload)
+            r.p = EXEC_FIXED.size
+            code = r.take(n)
+            argc = r.u32()
+            argv = [r.bytes() for _ in range(argc)] if argc else []
+            stdin = r.bytes()
+            r.done()
         limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
         self.host_interrupt = False
         self.result_cut = False

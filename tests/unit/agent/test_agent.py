@@ -318,6 +318,30 @@ class ShellTest(AgentCase):
         self.assertEqual(r.stdout, b"a\n")
 
 
+class RequestDecodingTest(unittest.TestCase):
+    """Execute requests without argv and stdin take a shorter decoding path than the others: both
+    must read the same fields, and refuse the same malformed requests."""
+
+    def setUp(self):
+        self.root = tempfile.mkdtemp(prefix="sandpool-agent-test-")
+        self.agent = Agent(self.root, grace_ms=400)
+
+    def tearDown(self):
+        self.agent.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def test_code_ending_in_zero_bytes_is_read_whole(self):
+        r = self.agent.execute(b"'cut'  #" + bytes(8))  # only the zeros make it fail
+        self.assertEqual(r.status, A.S_FAILURE)
+        self.assertIn(b"null bytes", r.stderr)
+        self.assertEqual(self.agent.execute("6 * 7").result, "42")
+
+    def test_bytes_after_stdin_are_a_protocol_error(self):
+        self.agent.send(A.T_EXEC, struct.pack("<BII", 0, 10000, 65536) + b(b"1") +
+                        struct.pack("<I", 0) + b(b"") + bytes(1))
+        self.assertEqual(self.agent.proc.wait(timeout=10), A.EXIT_PROTOCOL)
+
+
 class FileTest(AgentCase):
     def test_upload_read_stat_list_delete(self):
         data = os.urandom(3 * A.CHUNK + 123)
