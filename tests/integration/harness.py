@@ -79,7 +79,7 @@ class Server:
         self.stderr.close()
         return rc
 
-    def connect(self, timeout=10):
+    def connect(self, timeout=30):  # a crash probe under heavy load took over 10 s
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Conn(s)
