@@ -53,7 +53,11 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   vm->backend_ = cfg.backend;
   SP_TRY_ASSIGN(Kvm * kvm, shared_kvm());
   SP_TRY_ASSIGN(vm->vm_, kvm->create_vm());
-  SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes));
+  // Only a VM that can freeze is ever snapshotted (its memfd goes to the clones); any other runs
+  // faster on huge pages (GuestMemory::Backing).
+  SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes, cfg.freeze_on_read_fd >= 0
+                                                                          ? GuestMemory::Backing::kMemfd
+                                                                          : GuestMemory::Backing::kAnonymousHuge));
   Guest& g = vm->guest_;
   SP_TRY(build_system_area(g.mem, cfg.backend));
   vm->slots_ = MemSlots(g.mem.size());
