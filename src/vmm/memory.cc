@@ -47,8 +47,11 @@ Result<GuestMemory> GuestMemory::create(uint64_t bytes, Backing backing) {
     uintptr_t base = (raw + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
     if (base > raw) munmap(p, base - raw);
     munmap(reinterpret_cast<void*>(base + bytes), raw + kHugePage - base);
-    // Advisory: without THP (or with it disabled) the memory simply stays in 4 KiB pages.
-    (void)madvise(reinterpret_cast<void*>(base), bytes, MADV_HUGEPAGE);
+    // Advisory: without THP (or with it disabled) the memory simply stays in 4 KiB pages. Not for
+    // the first 2 MiB (system area: KVM shadows page tables with 4 KiB pages anyway) nor the last
+    // (the top of the stack, of which a program uses a few pages): zeroing a huge page there cost a
+    // small program more than its faults (exit_now: load 1.05 -> 0.78 ms, create 1.18 -> 0.96 ms).
+    (void)madvise(reinterpret_cast<void*>(base + kHugePage), bytes - 2 * kHugePage, MADV_HUGEPAGE);
     m.host_ = reinterpret_cast<uint8_t*>(base);
     m.size_ = bytes;
     m.anonymous_ = true;
