@@ -2,8 +2,6 @@
 // the root's fd; libarchive only reads and decompresses, it never writes to disk.
 #include "image/unpack.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,6 +11,7 @@
 #include <optional>
 #include <unordered_set>
 
+#include "image/libarchive.h"
 #include "util/sha256.h"
 
 namespace sp::image {
@@ -24,9 +23,12 @@ constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 
 Error invalid(const char* where) { return Error{kEInvalid, where}; }
 
+// unpack_archive loads the table before anything here runs.
+const LibArchive& la() { return libarchive(); }
+
 struct ArchiveReader {
-  archive* a = archive_read_new();
-  ~ArchiveReader() { archive_read_free(a); }
+  archive* a = la().read_new();
+  ~ArchiveReader() { la().read_free(a); }
 };
 
 constexpr size_t kReadBytes = 64 * 1024;
@@ -71,7 +73,7 @@ la_ssize_t read_tar(archive*, void* data, const void** out) {
   const void* block;
   size_t size;
   la_int64_t offset;
-  int r = archive_read_data_block(s->outer, &block, &size, &offset);
+  int r = la().read_data_block(s->outer, &block, &size, &offset);
   if (r == ARCHIVE_EOF) return 0;
   if (r != ARCHIVE_OK) {
     if (!s->error) s->error = invalid("image: archive compression is corrupt or truncated");
@@ -188,7 +190,7 @@ Status write_file(archive* a, int parent, const char* name, mode_t mode, const O
     const void* buf;
     size_t size;
     la_int64_t offset;
-    int r = archive_read_data_block(a, &buf, &size, &offset);
+    int r = la().read_data_block(a, &buf, &size, &offset);
     if (r == ARCHIVE_EOF) break;
     if (r != ARCHIVE_OK) return invalid("image: archive data is corrupt or truncated");
     if (offset < 0) return invalid("image: archive data has a negative offset");
@@ -220,11 +222,11 @@ Status write_file(archive* a, int parent, const char* name, mode_t mode, const O
 Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKind kind, bool as_root,
                      const UnpackLimits& limits, UnpackCounters& counters,
                      std::unordered_set<std::string>& layer_paths) {
-  const char* raw_path = archive_entry_pathname(entry);
+  const char* raw_path = la().entry_pathname(entry);
   if (raw_path == nullptr) return invalid("image: archive entry has no path");
   SP_TRY_ASSIGN(std::vector<std::string> comps, split_relative_path(raw_path));
-  mode_t type = archive_entry_filetype(entry);
-  const char* hardlink = archive_entry_hardlink(entry);
+  mode_t type = la().entry_filetype(entry);
+  const char* hardlink = la().entry_hardlink(entry);
   if (comps.empty()) {
     if (type == AE_IFDIR && hardlink == nullptr) return {};  // "./" itself
     return invalid("image: archive entry names the root as a non-directory");
@@ -258,10 +260,10 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
     return remove_tree_at(parent.get(), hidden.c_str());
   }
 
-  mode_t mode = archive_entry_perm(entry);
+  mode_t mode = la().entry_perm(entry);
   Owner owner;
   if (kind == ArchiveKind::Layer) {
-    la_int64_t uid = archive_entry_uid(entry), gid = archive_entry_gid(entry);
+    la_int64_t uid = la().entry_uid(entry), gid = la().entry_gid(entry);
     if (uid < 0 || gid < 0 || uid > limits.max_owner_id || gid > limits.max_owner_id) {
       return invalid("image: a layer entry is owned by a uid or gid above 65535 (sandboxes map 0..65535)");
     }
@@ -294,7 +296,7 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
     }
     if (fchmodat(parent.get(), name.c_str(), dir_mode, 0) != 0) return errno_error("image: chmod directory");
   } else if (type == AE_IFLNK) {
-    const char* target = archive_entry_symlink(entry);
+    const char* target = la().entry_symlink(entry);
     if (target == nullptr || *target == '\0') return invalid("image: symlink has no target");
     if (!symlink_stays_inside(comps, target)) return invalid("image: symlink target climbs above the root");
     SP_TRY(clear_slot(parent.get(), name.c_str(), false));
@@ -303,7 +305,7 @@ Status extract_entry(archive* a, archive_entry* entry, int root_dirfd, ArchiveKi
       return errno_error("image: chown symlink");
     }
   } else {
-    if (archive_entry_size_is_set(entry) && static_cast<uint64_t>(archive_entry_size(entry)) > limits.max_file_bytes) {
+    if (la().entry_size_is_set(entry) && static_cast<uint64_t>(la().entry_size(entry)) > limits.max_file_bytes) {
       return Error{kETooLarge, "image: a file is larger than the per-file limit"};
     }
     SP_TRY(clear_slot(parent.get(), name.c_str(), false));
@@ -386,7 +388,7 @@ Status extract_all(archive* tar, int root_dirfd, ArchiveKind kind, const UnpackL
   std::unordered_set<std::string> layer_paths;  // paths written by this archive (for opaque dirs)
   for (;;) {
     archive_entry* entry;
-    int r = archive_read_next_header(tar, &entry);
+    int r = la().read_next_header(tar, &entry);
     if (r == ARCHIVE_EOF) return {};
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) return invalid("image: archive header is corrupt or truncated");
     if (++counters.entries > limits.max_entries) {
@@ -416,6 +418,7 @@ Status drain(Stream& s, const UnpackLimits& limits) {
 
 Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const UnpackLimits& limits,
                       UnpackCounters& counters, ArchiveDigests* digests) {
+  SP_TRY(load_libarchive());
   auto stream = std::make_unique<Stream>();
   Stream& s = *stream;
   s.fd = archive_fd;
@@ -426,16 +429,16 @@ Status unpack_archive(int archive_fd, int root_dirfd, ArchiveKind kind, const Un
   // Only what OCI and docker-save layers use: other filters (lrzip, lzop, grzip...) would make
   // libarchive run external programs on image bytes. The raw format passes the (decompressed)
   // bytes through; the tar reader has no filter of its own.
-  archive_read_support_filter_gzip(outer.a);
-  archive_read_support_filter_zstd(outer.a);
-  archive_read_support_format_raw(outer.a);
-  archive_read_support_format_tar(tar.a);
+  la().read_support_filter_gzip(outer.a);
+  la().read_support_filter_zstd(outer.a);
+  la().read_support_format_raw(outer.a);
+  la().read_support_format_tar(tar.a);
   archive_entry* raw_entry;
-  bool opened = archive_read_open(outer.a, &s, nullptr, read_stored, nullptr) == ARCHIVE_OK &&
-                archive_read_next_header(outer.a, &raw_entry) == ARCHIVE_OK;
+  bool opened = la().read_open(outer.a, &s, nullptr, read_stored, nullptr) == ARCHIVE_OK &&
+                la().read_next_header(outer.a, &raw_entry) == ARCHIVE_OK;
   // Filter 0 is the one next to the format: "none" when nothing is decompressed.
-  s.uncompressed = opened && archive_filter_code(outer.a, 0) == ARCHIVE_FILTER_NONE;
-  opened = opened && archive_read_open(tar.a, &s, nullptr, read_tar, nullptr) == ARCHIVE_OK;
+  s.uncompressed = opened && la().filter_code(outer.a, 0) == ARCHIVE_FILTER_NONE;
+  opened = opened && la().read_open(tar.a, &s, nullptr, read_tar, nullptr) == ARCHIVE_OK;
   if (!opened) {
     if (s.error) return *s.error;
     return invalid("image: archive cannot be opened (not a tar, or unknown compression)");

@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <string>
 #include <utility>
 
 namespace sp::vmm {
@@ -68,6 +70,44 @@ Result<uint32_t> KvmVcpu::tsc_khz() {
   int rc = ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
   if (rc < 0) return errno_error("KVM_GET_TSC_KHZ");
   return static_cast<uint32_t>(rc);
+}
+
+Result<std::vector<uint64_t>> KvmVcpu::stats(const std::vector<const char*>& names) {
+  UniqueFd sfd(ioctl(fd_.get(), KVM_GET_STATS_FD, 0));
+  if (!sfd) return errno_error("KVM_GET_STATS_FD");
+  kvm_stats_header h;
+  if (pread(sfd.get(), &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) return Error{EIO, "KVM stats header"};
+  if (h.num_desc > 4096 || h.name_size > 4096) return Error{EIO, "KVM stats header"};
+  // Each descriptor is followed by its name (name_size bytes). The fixed part is spelled out here:
+  // in C++ the header's flexible-array member makes sizeof(kvm_stats_desc) larger than the ABI's 16.
+  struct StatsDesc {
+    uint32_t flags;
+    int16_t exponent;
+    uint16_t size;
+    uint32_t offset;
+    uint32_t bucket_size;
+  };
+  static_assert(sizeof(StatsDesc) == 16);
+  size_t desc_size = sizeof(StatsDesc) + h.name_size;
+  std::vector<uint8_t> descs(desc_size * h.num_desc);
+  if (pread(sfd.get(), descs.data(), descs.size(), h.desc_offset) != static_cast<ssize_t>(descs.size()))
+    return Error{EIO, "KVM stats descriptors"};
+  std::vector<uint64_t> out(names.size(), 0);
+  for (uint32_t i = 0; i < h.num_desc; ++i) {
+    // SAFETY: descriptor i lies inside `descs` (desc_size * num_desc bytes); memcpy avoids aliasing.
+    StatsDesc d;
+    std::memcpy(&d, descs.data() + i * desc_size, sizeof d);
+    std::string name(reinterpret_cast<const char*>(descs.data() + i * desc_size + sizeof d),
+                     strnlen(reinterpret_cast<const char*>(descs.data() + i * desc_size + sizeof d), h.name_size));
+    for (size_t k = 0; k < names.size(); ++k) {
+      if (name != names[k]) continue;
+      uint64_t v = 0;
+      if (pread(sfd.get(), &v, sizeof v, h.data_offset + d.offset) != static_cast<ssize_t>(sizeof v))
+        return Error{EIO, "KVM stats data"};
+      out[k] = v;
+    }
+  }
+  return out;
 }
 
 Status KvmVcpu::set_events(const kvm_vcpu_events& e) {

@@ -42,6 +42,9 @@ class KvmVcpu {
   Status get_events(kvm_vcpu_events* out);
   Result<uint32_t> tsc_khz();
   Status set_events(const kvm_vcpu_events& in);
+  // The vCPU's KVM statistics (KVM_GET_STATS_FD) named in `names`, in that order; a name KVM does
+  // not report reads as 0. For `vm-run --stats` (e.g. pf_taken: shadow-paging faults).
+  Result<std::vector<uint64_t>> stats(const std::vector<const char*>& names);
 
   // Enters the guest until the next exit. Returns EINTR (as an Error) when a host signal or kick()
   // interrupted it; kvm_run's sync registers are valid in both cases.

@@ -13,7 +13,8 @@ GuestMemory::GuestMemory(GuestMemory&& o) noexcept
     : memfd_(std::move(o.memfd_)),
       host_(std::exchange(o.host_, nullptr)),
       size_(std::exchange(o.size_, 0)),
-      private_(o.private_) {}
+      private_(o.private_),
+      anonymous_(o.anonymous_) {}
 
 GuestMemory& GuestMemory::operator=(GuestMemory&& o) noexcept {
   if (this != &o) {
@@ -22,6 +23,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& o) noexcept {
     host_ = std::exchange(o.host_, nullptr);
     size_ = std::exchange(o.size_, 0);
     private_ = o.private_;
+    anonymous_ = o.anonymous_;
   }
   return *this;
 }
@@ -30,10 +32,31 @@ GuestMemory::~GuestMemory() {
   if (host_) munmap(host_, size_);
 }
 
-Result<GuestMemory> GuestMemory::create(uint64_t bytes) {
+Result<GuestMemory> GuestMemory::create(uint64_t bytes, Backing backing) {
   if (bytes < kMinMemoryBytes || bytes > kMaxMemoryBytes || bytes % kHugePage != 0)
     return Error{kEInvalid, "guest memory size"};
   GuestMemory m;
+  if (backing == Backing::kAnonymousHuge) {
+    // KVM maps a huge page only where guest-physical and host addresses agree modulo 2 MiB, so the
+    // mapping starts on a 2 MiB boundary: reserve 2 MiB more and trim both ends.
+    // SAFETY: a fresh private anonymous mapping; the trimmed ends are parts of it.
+    void* p = mmap(nullptr, bytes + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED) return errno_error("mmap guest memory");
+    auto raw = reinterpret_cast<uintptr_t>(p);
+    uintptr_t base = (raw + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
+    if (base > raw) munmap(p, base - raw);
+    munmap(reinterpret_cast<void*>(base + bytes), raw + kHugePage - base);
+    // Advisory: without THP (or with it disabled) the memory simply stays in 4 KiB pages. Not for
+    // the first 2 MiB (system area: KVM shadows page tables with 4 KiB pages anyway) nor the last
+    // (the top of the stack, of which a program uses a few pages): zeroing a huge page there cost a
+    // small program more than its faults (exit_now: load 1.05 -> 0.78 ms, create 1.18 -> 0.96 ms).
+    (void)madvise(reinterpret_cast<void*>(base + kHugePage), bytes - 2 * kHugePage, MADV_HUGEPAGE);
+    m.host_ = reinterpret_cast<uint8_t*>(base);
+    m.size_ = bytes;
+    m.anonymous_ = true;
+    return m;
+  }
   m.memfd_ = UniqueFd(memfd_create("sandpool-guest", MFD_CLOEXEC));
   if (!m.memfd_) return errno_error("memfd_create");
   if (ftruncate(m.memfd_.get(), static_cast<off_t>(bytes)) < 0) return errno_error("ftruncate guest memfd");
@@ -85,6 +108,12 @@ Status GuestMemory::zero(uint64_t gva, uint64_t len) {
     void* p = mmap(host_ + first, last - first, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) std::memset(host_ + first, 0, last - first);
+    return {};
+  }
+  if (anonymous_) {
+    // Private anonymous pages read back as zero after MADV_DONTNEED (a huge page is split first).
+    // SAFETY: [first, last) lies inside this VM's own mapping (checked above).
+    if (madvise(host_ + first, last - first, MADV_DONTNEED) < 0) std::memset(host_ + first, 0, last - first);
     return {};
   }
   if (fallocate(memfd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(first),

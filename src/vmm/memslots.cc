@@ -45,6 +45,26 @@ Status MemSlots::map_chunk(uint64_t gpa, GuestMemory& mem, const RegisterFn& reg
   return {};
 }
 
+Status MemSlots::map_chunks(uint64_t gpa, uint64_t end, GuestMemory& mem, const RegisterFn& reg) {
+  if (gpa >= end || end > size_) return Error{EFAULT, "memslot outside guest memory"};
+  size_t first = gpa / kChunkBytes, last = (end - 1) / kChunkBytes;
+  bool none = true;
+  for (size_t i = first; i <= last; ++i) none = none && !mapped_[i];
+  if (!none) {
+    for (size_t i = first; i <= last; ++i) SP_TRY(map_chunk(i * kChunkBytes, mem, reg));
+    return {};
+  }
+  uint64_t start = first * kChunkBytes, stop = chunk_end(last);
+  SP_TRY(reg(next_slot_, start, stop - start));
+  ++next_slot_;
+  for (size_t i = first; i <= last; ++i) mapped_[i] = true;
+  for (uint64_t page = std::max(start, kUserBase); page < stop; page += kHugePage) {
+    if (std::find(keep_unmapped_.begin(), keep_unmapped_.end(), page) == keep_unmapped_.end())
+      map_huge_page(mem, page);
+  }
+  return {};
+}
+
 Status MemSlots::register_all(const RegisterFn& reg) {
   next_slot_ = 0;
   for (size_t i = 0; i < mapped_.size();) {

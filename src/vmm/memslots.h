@@ -46,6 +46,10 @@ class MemSlots {
   // tables in `mem` (user pages, except kept-unmapped ones). No-op when already mapped.
   Status map_chunk(uint64_t gpa, GuestMemory& mem, const RegisterFn& reg);
 
+  // Maps the chunks holding [gpa, end) as one memslot (one KVM ioctl, each of which waits for an SRCU
+  // grace period) when none of them is mapped yet, else chunk by chunk as map_chunk.
+  Status map_chunks(uint64_t gpa, uint64_t end, GuestMemory& mem, const RegisterFn& reg);
+
   // For a clone whose memory (page tables included) is a copy of its template's: registers the
   // chunks this MemSlots (a copy of the template's) has mapped, one memslot per run of adjacent
   // chunks, numbering slots from 0. The page tables already have them present.

@@ -13,6 +13,7 @@ namespace sp::vmm {
 Result<std::unique_ptr<VmSnapshot>> Vm::snapshot() {
   if (!frozen_) return Error{EINVAL, "snapshot of a VM that is not frozen"};
   if (backend_ != TrapBackend::kTripleFault) return Error{ENOTSUP, "snapshot needs the triple-fault backend"};
+  if (guest_.mem.memfd() < 0) return Error{EINVAL, "snapshot of a VM without a memfd"};
   auto snap = std::make_unique<VmSnapshot>();
   Guest& g = guest_;
   snap->memfd = UniqueFd(fcntl(g.mem.memfd(), F_DUPFD_CLOEXEC, 3));

@@ -53,7 +53,11 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   vm->backend_ = cfg.backend;
   SP_TRY_ASSIGN(Kvm * kvm, shared_kvm());
   SP_TRY_ASSIGN(vm->vm_, kvm->create_vm());
-  SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes));
+  // Only a VM that can freeze is ever snapshotted (its memfd goes to the clones); any other runs
+  // faster on huge pages (GuestMemory::Backing).
+  SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes, cfg.freeze_on_read_fd >= 0
+                                                                          ? GuestMemory::Backing::kMemfd
+                                                                          : GuestMemory::Backing::kAnonymousHuge));
   Guest& g = vm->guest_;
   SP_TRY(build_system_area(g.mem, cfg.backend));
   vm->slots_ = MemSlots(g.mem.size());
@@ -82,6 +86,12 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   SP_TRY_ASSIGN(LoadedProgram lp, load_program(g.mem, g.as, req));
   unmap_huge_page(g.mem, lp.guard);  // a stack overflow faults instead of running into mmap memory
   vm->slots_.keep_unmapped(lp.guard);
+  // A program touches the top of memory first (its stack, then the mmap window below the guard):
+  // one memslot for the top two chunks now instead of two first-touch faults and two memslot ioctls
+  // during the run (python3 -c 'print(1)': -2.6 ms wall; a program that never uses its stack pays
+  // ≈ 0.5 ms more).
+  uint64_t top = g.mem.size(), low = top > 2 * MemSlots::kChunkBytes ? top - 2 * MemSlots::kChunkBytes : 0;
+  SP_TRY(vm->slots_.map_chunks(low, top, g.mem, vm->slot_registrar()));
   SP_TRY(init_vcpu(vm->vcpu_, kvm->supported_cpuid(), cfg.backend, g.mem.size(), lp.start_rip, lp.start_rsp));
   g.brk_start = g.brk_cur = lp.brk_start;
   // /proc/self/exe is absolute on Linux (glibc's $ORIGIN handling asserts it).

@@ -102,6 +102,7 @@ class Vm {
   const Guest& guest() const { return guest_; }
   const MemSlots& memslots() const { return slots_; }
   const VmTimings& timings() const { return timings_; }
+  KvmVcpu& vcpu() { return vcpu_; }
   TrapBackend backend() const { return backend_; }
 
  private:

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <string>
 
 using namespace sp::vmm;
@@ -95,4 +96,28 @@ TEST_CASE("a private view shares the template's pages and never writes them back
   CHECK(v == 111);
   CHECK(tmpl.read(kUserBase + kPageSize, &v));
   CHECK(v == 222);
+}
+
+TEST_CASE("anonymous huge-page memory: 2 MiB aligned, no memfd, same checks, zero reads back zero") {
+  auto m = GuestMemory::create(64ull << 20, GuestMemory::Backing::kAnonymousHuge);
+  REQUIRE(m.ok());
+  GuestMemory& mem = m.value();
+  CHECK(mem.is_anonymous());
+  CHECK(mem.memfd() < 0);
+  CHECK(reinterpret_cast<uintptr_t>(mem.host_base()) % kHugePage == 0);
+  CHECK_FALSE(mem.user_range_ok(0, 1));
+  CHECK_FALSE(mem.user_range_ok(mem.size() - 1, 2));
+  std::string fill(3 * kHugePage, 'z');
+  CHECK(mem.copy_out(kUserBase, fill.data(), fill.size()));
+  CHECK(mem.zero(kUserBase + 100, 2 * kHugePage).ok());
+  uint8_t b = 0;
+  CHECK(mem.read(kUserBase + 99, &b));
+  CHECK(b == 'z');
+  for (uint64_t off : {uint64_t{100}, kPageSize, kHugePage, 2 * kHugePage + 99}) {
+    CHECK(mem.read(kUserBase + off, &b));
+    CHECK(b == 0);
+  }
+  CHECK(mem.read(kUserBase + 2 * kHugePage + 100, &b));
+  CHECK(b == 'z');
+  CHECK_FALSE(mem.zero(mem.size() - 4096, 8192).ok());
 }

@@ -133,3 +133,36 @@ TEST_CASE("the last chunk is cut at the end of memory and a clone registers runs
   CHECK(calls.back().slot == 2);
   CHECK(calls.back().gpa == kChunk);
 }
+
+TEST_CASE("map_chunks: unmapped adjacent chunks become one memslot; a partly mapped range goes chunk by chunk") {
+  auto m = GuestMemory::create(64 * kMiB);
+  REQUIRE(m.ok());
+  GuestMemory& mem = m.value();
+  REQUIRE(build_system_area(mem, TrapBackend::kTripleFault).ok());
+  std::vector<Call> calls;
+  auto reg = [&](uint32_t slot, uint64_t gpa, uint64_t bytes) {
+    calls.push_back({slot, gpa, bytes});
+    return sp::Status{};
+  };
+  MemSlots s(mem.size());
+  const uint64_t guard = mem.size() - 5 * kHugePage;
+  s.keep_unmapped(guard);
+  REQUIRE(s.map_chunks(mem.size() - 2 * kChunk, mem.size(), mem, reg).ok());
+  REQUIRE(calls.size() == 1);
+  CHECK(calls[0].slot == 0);
+  CHECK(calls[0].gpa == mem.size() - 2 * kChunk);
+  CHECK(calls[0].bytes == 2 * kChunk);
+  CHECK(s.is_mapped(mem.size() - 2 * kChunk));
+  CHECK(s.is_mapped(mem.size() - 1));
+  CHECK(pde(mem, guard) == 0);  // kept unmapped
+  CHECK(pde(mem, guard + kHugePage) == ((guard + kHugePage) | 0x87));
+  CHECK_FALSE(s.wants_fault(mem.size() - 1));
+  // One chunk of the range already mapped: the other is registered on its own.
+  REQUIRE(s.map_chunks(mem.size() - 3 * kChunk, mem.size() - kChunk, mem, reg).ok());
+  REQUIRE(calls.size() == 2);
+  CHECK(calls[1].slot == 1);
+  CHECK(calls[1].gpa == mem.size() - 3 * kChunk);
+  CHECK(calls[1].bytes == kChunk);
+  CHECK_FALSE(s.map_chunks(0, mem.size() + 1, mem, reg).ok());
+  CHECK_FALSE(s.map_chunks(kChunk, kChunk, mem, reg).ok());
+}
