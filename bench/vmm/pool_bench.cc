@@ -84,8 +84,10 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
   cfg.max_pending = 1;
   cfg.limits.memory_bytes = 2ull << 30;
   // --debug: each VMM logs its Vm::clone time to our stderr ("vmm: clone X ms"; run_pool.sh reads it).
-  if (std::strcmp(tier, "microvm") == 0)
+  if (std::strcmp(tier, "microvm") == 0) {
     cfg.template_cmd = {sandpool, "vmm-template", "--vm-memory-mib", "1984", "--debug", "1"};
+    cfg.prepare_next_during_clone = getenv("SANDPOOL_BENCH_NEXT_DURING_CLONE") != nullptr;  // as microvm_source.cc (A/B switch)
+  }
   double t0 = now_ms();
   auto ps = sp::PoolSpawner::start(cfg);
   if (!ps.ok()) {
