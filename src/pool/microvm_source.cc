@@ -28,6 +28,9 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   // takes those faults instead.
   base.warm_up_execute = false;
   base.template_memory_per_session_bytes = 2ull << 20;
+  // A clone is ready ≈ 1 ms after its request: the next one's cgroup and network namespace are
+  // made after its ready record, not while the spawner waits for it.
+  base.prepare_next_during_clone = false;
   return base;
 }
 

@@ -293,7 +293,10 @@ ChildPrep prepare_child() {
 
 // The VMM child after its request: isolate, seccomp, run the VM made ahead; on a guest death clone
 // again (same sandbox, same /mnt/data) and let the new agent answer for the lost cell.
-[[noreturn]] void clone_main(const CloneRequest& r, ChildPrep prep, uint64_t request_ns) {
+// `ready_sock`: the spare's socket to the template, which gets one byte once the sandbox is ready
+// (or EOF if the child dies first) and only then forks the next spare, so that fork and its VM
+// clone do not compete with this child's isolation for the CPUs.
+[[noreturn]] void clone_main(const CloneRequest& r, ChildPrep prep, uint64_t request_ns, int ready_sock) {
   const int report = r.report_fd;
   if (prep.ahead_step) sp_child_fail(report, prep.ahead_step, prep.ahead_err);
   isolate(r);
@@ -347,6 +350,8 @@ ChildPrep prepare_child() {
       ChildReport ready{0, 0};
       if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
       close(report);
+      (void)send(ready_sock, "R", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      close(ready_sock);
       reported = true;
     }
     auto ex = vm.value()->run();
@@ -583,9 +588,8 @@ struct Spare {
   ssize_t got = 0;
   if (!recv_request(sock, &msg, fds, &nfds, &got)) _exit(kExitEof);  // the template went away
   uint64_t request_ns = now_ns();
-  close(sock);
   if (got != sizeof msg || nfds < 2) _exit(kExitProtocol);  // the template checked it already
-  clone_main(request_from(msg, fds, nfds), std::move(prep), request_ns);
+  clone_main(request_from(msg, fds, nfds), std::move(prep), request_ns, sock);
 }
 
 Result<Spare> fork_spare() {
@@ -656,11 +660,28 @@ int vmm_template_main(int argc, char** argv) {
   Spare spare;
   if (auto s = fork_spare(); s.ok()) spare = s.value();
   if (send(ctrl, "READY", 5, MSG_NOSIGNAL) != 5) return 1;
+  // The last child handed a request, until it is ready (its byte or EOF on its spare socket) or
+  // kNextSpareWaitNs has passed: then the next spare is forked.
+  int handed = -1;
+  uint64_t handed_ns = 0;
+  constexpr uint64_t kNextSpareWaitNs = 20'000'000;
   for (;;) {
-    pollfd p{ctrl, POLLIN, 0};
-    int n = poll(&p, 1, 1000);
+    pollfd p[2] = {{ctrl, POLLIN, 0}, {handed, POLLIN, 0}};
+    int timeout = 1000;
+    if (handed >= 0) {
+      uint64_t now = now_ns();
+      timeout = now >= handed_ns + kNextSpareWaitNs ? 0 : static_cast<int>((handed_ns + kNextSpareWaitNs - now) / 1'000'000) + 1;
+    }
+    int n = poll(p, handed >= 0 ? 2 : 1, timeout);
     reap_children();
-    if (n <= 0) continue;
+    if (handed >= 0 && (p[1].revents || now_ns() >= handed_ns + kNextSpareWaitNs)) {
+      close(handed);
+      handed = -1;
+      if (spare.pid < 0) {
+        if (auto s = fork_spare(); s.ok()) spare = s.value();  // the next request's child
+      }
+    }
+    if (n <= 0 || !(p[0].revents)) continue;
     RequestMsg msg{};
     int fds[8];
     int nfds = 0;
@@ -676,6 +697,10 @@ int vmm_template_main(int argc, char** argv) {
       close_all();
       reply(ctrl, msg.gen, 0, EINVAL, -1);
       continue;
+    }
+    if (handed >= 0 && spare.pid < 0) {  // the previous child is not ready yet: fork now anyway
+      close(handed);                      // (not inherited by the new spare)
+      handed = -1;
     }
     // Two tries: the spare may have died while it waited (then a fresh one is forked).
     int err = 0;
@@ -701,12 +726,14 @@ int vmm_template_main(int argc, char** argv) {
       continue;
     }
     pid_t pid = spare.pid;
-    drop_spare(&spare);
+    if (handed >= 0) close(handed);
+    handed = spare.sock;
+    handed_ns = now_ns();
+    spare = Spare{};
     // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
     int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     reply(ctrl, msg.gen, pid, pidfd < 0 ? errno : 0, pidfd);
     if (pidfd >= 0) close(pidfd);
-    if (auto s = fork_spare(); s.ok()) spare = s.value();  // the next request's child
   }
 }
 
