@@ -180,10 +180,11 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         execute(self.srv, "queue-1", "import time")
         codes = []
         for i in range(70):
-            # The first cell holds the queue for 3 s, so none ends while the others are posted (a
-            # short sleep each let a loaded machine finish one early and accept a 65th).
+            # The first cell holds the queue for 8 s, so none ends while the others are posted (a
+            # short sleep each let a loaded machine finish one early and accept a 65th; at load
+            # 20-40, posting the 70 took over 3 s against a micro-VM pool).
             r, _ = self.srv.json("POST", "/executions?identifier=queue-1",
-                                 {"executionType": "Asynchronous", "code": "time.sleep(3)" if i == 0 else "pass"})
+                                 {"executionType": "Asynchronous", "code": "time.sleep(8)" if i == 0 else "pass"})
             codes.append(r.status)
         self.assertIn(429, codes)
         self.assertEqual(codes.count(202), 64)
