@@ -34,6 +34,8 @@ struct ServerConfig {
   // Auth.
   std::vector<std::string> api_keys;
   bool allow_unauthenticated = false;  // serve a non-loopback address without API keys
+  // Process-tier Python templates map their memory with huge pages (PoolTemplateConfig::huge_pages).
+  bool template_huge_pages = false;
 };
 
 // Parses `serve` flags (argv[0] is "serve"). On error returns false with a message in *error;

@@ -1,6 +1,6 @@
 // End-to-end benchmark of the process tier's warm-template cloning, with bubblewrap as the peer; not a microbenchmark.
 //
-// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--no-netns-ahead] [--spawn-weight 1] [--no-reap-hold] [--no-huge-pages] [--preload numpy,pandas,matplotlib.pyplot]
+// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--no-netns-ahead] [--spawn-weight 1] [--no-reap-hold] [--huge-pages|--no-huge-pages] [--preload numpy,pandas,matplotlib.pyplot]
 // Prints a markdown report on stdout. Needs root (cgroups). Measures, in one run:
 //  1. clone-to-ready: request sent to the template → the clone's "isolated" record read by
 //     the spawner, one clone at a time (target 1), n samples; plus ready → first echo round trip;
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   std::string preload = "numpy,pandas,matplotlib.pyplot";
   std::string sandpool;  // --sandpool PATH: also time our exec path (sandbox-run), cold
   std::string agent;     // --agent DIR: clones run the real sandpool_agent (no echo round trip then)
-  bool favor = false, netns_ahead = true, reap_hold = true, huge_pages = true;
+  bool favor = false, netns_ahead = true, reap_hold = true, huge_pages = false;  // the server's default (--template-huge-pages)
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
     const char* v = i + 1 < argc ? argv[i + 1] : "0";
@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(a, "--no-netns-ahead")) { netns_ahead = false; continue; }
     if (!std::strcmp(a, "--no-reap-hold")) { reap_hold = false; continue; }
     if (!std::strcmp(a, "--no-huge-pages")) { huge_pages = false; continue; }
+    if (!std::strcmp(a, "--huge-pages")) { huge_pages = true; continue; }
     if (!std::strcmp(a, "--n")) n = std::atoi(v);
     else if (!std::strcmp(a, "--refill")) refill = std::atoi(v);
     else if (!std::strcmp(a, "--pending")) pending = std::atoi(v);

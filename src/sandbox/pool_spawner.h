@@ -61,7 +61,9 @@ struct PoolTemplateConfig {
   // The template maps its memory with transparent huge pages before serving forks (Python's
   // arenas in one region, then MADV_COLLAPSE; template_memory.cc): fewer page-table entries
   // for each fork to copy. Without THP (or on kernels before 6.1) it works the same, slower.
-  bool huge_pages = true;
+  // Off by default: with it, the first execute of a new session had a slower tail while the
+  // refill ran (p99 8.6-13.3 vs 2.6-4.3 ms, bench/results/sessions-2026-11-29.md).
+  bool huge_pages = false;
   uint32_t ring_capacity = 1024;        // both rings
   // The template's cgroup: its own memory and, for micro-VM templates, the kernel memory each
   // clone made ahead leaves charged there for as long as the clone lives (set_template_memory).
