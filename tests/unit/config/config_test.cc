@@ -1,0 +1,80 @@
+// `sandpool serve` flags: defaults, each kind of flag, and the errors a user sees.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "config.h"
+
+namespace {
+
+struct Parsed {
+  bool ok = false;
+  sp::ServerConfig config;
+  std::string error, help;
+};
+
+Parsed parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "serve");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  Parsed p;
+  p.ok = sp::parse_serve_args(static_cast<int>(argv.size()), argv.data(), &p.config, &p.error, &p.help);
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("serve flags: defaults") {
+  Parsed p = parse({});
+  REQUIRE(p.ok);
+  CHECK(p.config.host == "127.0.0.1");
+  CHECK(p.config.port == 8080);
+  CHECK(p.config.default_pool);
+  CHECK_FALSE(p.config.template_huge_pages);  // opt-in (src/sandbox/README.md)
+  CHECK(p.config.default_pool_json.empty());
+}
+
+TEST_CASE("serve flags: switches, values and pool settings") {
+  Parsed p = parse({"--template-huge-pages", "--listen", "[::1]:9000", "--no-default-pool", "--pool-ready=2",
+                    "--pool-isolation", "microvm", "--pool-memory", "1Gi", "--agent-dir", "/x", "--log-level", "warn"});
+  REQUIRE_MESSAGE(p.ok, p.error);
+  CHECK(p.config.template_huge_pages);
+  CHECK(p.config.host == "::1");
+  CHECK(p.config.port == 9000);
+  CHECK_FALSE(p.config.default_pool);
+  CHECK(p.config.default_pool_json ==
+        "\"readySessionInstances\":2,\"isolation\":\"microvm\",\"resources\":{\"memory\":\"1Gi\"}");
+  CHECK(p.config.agent_dir == "/x");
+  CHECK(p.config.log_level == sp::LogLevel::kWarn);
+}
+
+TEST_CASE("serve flags: errors name the flag") {
+  struct Bad {
+    std::vector<std::string> args;
+    const char* says;
+  };
+  const Bad bad[] = {
+      {{"--listen", "8080"}, "--listen wants HOST:PORT"},
+      {{"--listen", "h:70000"}, "--listen wants HOST:PORT"},
+      {{"--pool-ready"}, "missing value for --pool-ready"},
+      {{"--pool-type", "a\"b"}, "is not a valid value"},  // would break out of the JSON string
+      {{"--api-key", ""}, "non-empty key"},
+      {{"--log-level", "loud"}, "--log-level wants"},
+      {{"--template-huge-page"}, "unknown option '--template-huge-page'"},
+  };
+  for (const Bad& b : bad) {
+    CAPTURE(b.says);
+    Parsed p = parse(b.args);
+    CHECK_FALSE(p.ok);
+    CHECK(p.error.find(b.says) != std::string::npos);
+  }
+}
+
+TEST_CASE("serve flags: --help gives the usage, which lists every switch") {
+  Parsed p = parse({"--help"});
+  CHECK_FALSE(p.ok);
+  CHECK(p.error.empty());
+  for (const char* flag : {"--template-huge-pages", "--allow-unauthenticated", "--no-default-pool", "--pool-isolation"})
+    CHECK(p.help.find(flag) != std::string::npos);
+}
