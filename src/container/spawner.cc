@@ -256,6 +256,10 @@ void ContainerSpawner::Impl::reaper_main() {
 
 Result<std::unique_ptr<ContainerSpawner>> ContainerSpawner::start(SpawnConfig cfg, WakeFn wake, void* ctx) {
   SP_TRY_ASSIGN(Spawner spawner, Spawner::create(cfg.init_path));
+  // Our own binary is dynamic: inside an image's rootfs it cannot find its libraries, and every
+  // container would die at once (seen as "open sandbox netns: ENOENT"). Say so at pool creation.
+  if (!spawner.static_init())
+    return Error{ENOENT, "custom containers need the static sandpool-init beside the sandpool binary (built with it)"};
   SP_TRY_ASSIGN(CgroupManager cgroups, CgroupManager::open());
   cgroups.reclaim_stale();
   if (mkdir(cfg.run_dir.c_str(), 0711) != 0 && errno != EEXIST) return errno_error("mkdir container run dir");

@@ -70,6 +70,8 @@ class Spawner {
 
   const SeccompProgram& seccomp() const { return seccomp_; }
   int self_exe_fd() const { return self_exe_.get(); }
+  // Whether the init is the static sandpool-init (runs in any rootfs) rather than our own dynamic binary.
+  bool static_init() const { return static_init_; }
 
  private:
   SeccompProgram seccomp_;

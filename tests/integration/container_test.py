@@ -403,6 +403,23 @@ class Lifecycles(unittest.TestCase):
                 start_server(closed, pool("closed"))
             self.assertIn("is not searchable by other users", str(ctx.exception))
 
+    def test_a_binary_without_the_static_init_says_so(self):
+        # The dynamic binary cannot run as init inside an image: the pool must fail at creation
+        # with the reason, not spawn containers that die at once.
+        with tempfile.TemporaryDirectory(prefix="sp-ct-noinit-") as d:
+            os.chmod(d, 0o755)
+            lone = os.path.join(d, "sandpool")
+            with open(harness.BINARY, "rb") as src, open(lone, "wb") as dst:
+                dst.write(src.read())
+            os.chmod(lone, 0o755)
+            path = os.path.join(d, "pools.json")
+            with open(path, "w") as f:
+                json.dump({"pools": [pool("noinit")]}, f)
+            p = subprocess.run([lone, "serve", "--listen", "127.0.0.1:0", "--no-default-pool", "--pools-file", path,
+                                "--image-store", os.path.join(d, "images")], capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("need the static sandpool-init", p.stderr)
+
     def test_api_keys_are_not_forwarded(self):
         srv = start_server(self.tmp.name, pool("keyed"), flags=("--api-key", "k1"))
         try:
