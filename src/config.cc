@@ -46,6 +46,8 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
       {{"--max-body-bytes", 0, 1ull << 34, "default request body limit, else 413 (1048576)"},
        [&](uint64_t v) { c->max_body_bytes = v; }},
       {{"--backlog", 1, 65535, "listen backlog (1024)"}, [&](uint64_t v) { c->backlog = static_cast<int>(v); }},
+      {{"--container-log-rate", 0, 100000, "lines/s of each container's stdout+stderr logged; 0: discard (100)"},
+       [&](uint64_t v) { c->container_log_rate = static_cast<uint32_t>(v); }},
   };
   auto usage = [&] {
     std::string u =

@@ -31,6 +31,7 @@ struct ServerConfig {
   std::string agent_dir;           // sandpool_agent.py; empty: beside the binary
   std::string runtime_dir;         // template.py + libsandpool_clone.so; empty: beside the binary
   std::string image_store = "/var/lib/sandpool/images";  // custom-container images, unpacked per digest
+  uint32_t container_log_rate = 100;  // lines/s of each container's output into our log; 0: discarded
   // Auth.
   std::vector<std::string> api_keys;
   bool allow_unauthenticated = false;  // serve a non-loopback address without API keys

@@ -69,6 +69,7 @@ Server::Server(const ServerConfig& config)
         if (s.container_type == pool::ContainerType::kCustomContainer) {
           container::ContainerSourceOptions co;
           co.image_store_dir = config_.image_store;
+          co.log_lines_per_second = config_.container_log_rate;
           // Its parents must exist (the importer makes one level); searchable by the sandboxes' ids.
           for (size_t slash = co.image_store_dir.find('/', 1); slash != std::string::npos;
                slash = co.image_store_dir.find('/', slash + 1)) {

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 
+#include "container/log_lines.h"
 #include "container/spawner.h"
 #include "util/log.h"
 
@@ -29,7 +30,12 @@ struct ContainerSource::Box {
   State state = State::kStarting;
   Spawned sb;
   UniqueFd status_fd;        // init's status pipe, watched by status_poll
+  UniqueFd output_fd;        // the container's stdout+stderr pipe (sb.output), when captured
   uv_poll_t status_poll{};
+  uv_poll_t output_poll{};   // sb.output (the container's stdout+stderr), when captured
+  bool output_open = false;  // output_poll initialised (a handle to close)
+  bool output_paused = false;  // over its log rate: not read for a while (ContainerSource::log_paused_)
+  std::unique_ptr<LogLines> output_lines;
   uv_timer_t timer{};        // next probe, or the running probe's timeout
   int handles_open = 0;
   Probe* probe = nullptr;
@@ -163,6 +169,7 @@ Status ContainerSource::prepare() {
   cfg.limits.pids_max = 1024;
   cfg.limits.cpu_millis = static_cast<uint32_t>(settings_.cpu * 1000);
   cfg.data_bytes = settings_.data_size_bytes;
+  cfg.capture_output = options_.log_lines_per_second > 0;
   auto sp = ContainerSpawner::start(std::move(cfg), on_wake, this);
   if (!sp.ok()) {
     last_error_ = "container spawner: " + sp.error().message();
@@ -178,6 +185,10 @@ Status ContainerSource::start(std::function<void()> on_ready) {
   // The loop thread's network namespace: connect_in() returns to it after each socket it makes.
   host_netns_.reset(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
   if (!host_netns_) return errno_error("open host netns");
+  uv_timer_init(loop_, &log_timer_);
+  log_timer_.data = this;
+  log_timer_open_ = true;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&log_timer_));
   uv_timer_init(loop_, &backoff_timer_);
   backoff_timer_.data = this;
   backoff_open_ = true;
@@ -234,6 +245,7 @@ void ContainerSource::adopt(Spawned&& s) {
     return;
   }
   if (!s.ok()) {
+    log_failed_spawn_output(s);
     note_failure("spawn failed: " + s.error);
     backoff();
     return;
@@ -253,6 +265,7 @@ void ContainerSource::adopt(Spawned&& s) {
   }
   uv_timer_init(loop_, &b->timer);
   b->handles_open = 2;
+  watch_output(b);
   boxes_.push_front(b);
   b->where = boxes_.begin();
   ++starting_;
@@ -483,6 +496,7 @@ void ContainerSource::on_status(Box* b) {
   }
   if (!eof && b->status_text.find('\n') == std::string::npos) return;
   uv_poll_stop(&b->status_poll);
+  if (b->output_open) read_output(b, true);  // its last words come before the news of its end
   std::string why = death_reason(b);
   switch (b->state) {
     case Box::State::kStarting:
@@ -517,6 +531,12 @@ void ContainerSource::discard(Box* b) {
   abandon_probe(b);
   uv_timer_stop(&b->timer);
   uv_poll_stop(&b->status_poll);
+  if (b->output_open) {
+    read_output(b, true);
+    uv_poll_stop(&b->output_poll);
+    if (b->output_paused) log_paused_.erase(std::find(log_paused_.begin(), log_paused_.end(), b));
+    b->output_paused = false;
+  }
   if (spawner_) spawner_->give_back(std::move(b->sb));
   auto close = [this, b](uv_handle_t* h) {
     ++closing_;
@@ -530,6 +550,100 @@ void ContainerSource::discard(Box* b) {
   };
   close(reinterpret_cast<uv_handle_t*>(&b->status_poll));
   close(reinterpret_cast<uv_handle_t*>(&b->timer));
+  if (b->output_open) close(reinterpret_cast<uv_handle_t*>(&b->output_poll));
+}
+
+// ---- the containers' output → our log (log_lines.h) ----
+
+namespace {
+// Reads what `fd` has now into `lines` (at most `reads` reads of 16 KiB); true at EOF or an error.
+bool read_lines(int fd, LogLines& lines, uint64_t now_ms, int reads, const LogLines::Emit& emit) {
+  char buf[16384];
+  for (int i = 0; i < reads; ++i) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0) {
+      lines.feed(std::string_view(buf, static_cast<size_t>(n)), now_ms, emit);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    return n == 0 || errno != EAGAIN;
+  }
+  return false;
+}
+}  // namespace
+
+void ContainerSource::watch_output(Box* b) {
+  b->output_fd = std::move(b->sb.output);
+  if (!b->output_fd) return;
+  b->output_lines = std::make_unique<LogLines>(options_.log_lines_per_second, uv_now(loop_));
+  b->output_poll.data = b;
+  if (uv_poll_init(loop_, &b->output_poll, b->output_fd.get()) != 0) {
+    LOG_WARN("pool %s: container %llu: its output cannot be watched; it goes unread", settings_.name.c_str(),
+             static_cast<unsigned long long>(b->sb.id));
+    b->output_fd.reset();  // the container's writes now fail (EPIPE) instead of blocking
+    return;
+  }
+  b->output_open = true;
+  ++b->handles_open;
+  uv_poll_start(&b->output_poll, UV_READABLE, on_output);
+}
+
+void ContainerSource::on_output(uv_poll_t* p, int, int) {
+  auto* box = static_cast<Box*>(p->data);
+  ContainerSource* self = box->owner;
+  if (self->read_output(box, false)) {
+    uv_poll_stop(&box->output_poll);  // EOF (or an error): every writer in the container is gone
+  } else if (box->output_lines->over_rate()) {
+    self->pause_output(box);
+  }
+}
+
+// One read (drain: up to 16, and the last partial line) of a box's output into the log.
+bool ContainerSource::read_output(Box* b, bool drain) {
+  LogLines& ll = *b->output_lines;
+  const uint64_t lines0 = ll.lines(), dropped0 = ll.dropped();
+  auto emit = [this, b](std::string_view line) {
+    LOG_INFO("pool %s: container %llu: %.*s", settings_.name.c_str(), static_cast<unsigned long long>(b->sb.id),
+             static_cast<int>(line.size()), line.data());
+  };
+  bool eof = read_lines(b->output_fd.get(), ll, uv_now(loop_), drain ? 16 : 1, emit);
+  if (eof || drain) ll.finish(emit);
+  log_lines_ += ll.lines() - lines0;
+  log_dropped_ += ll.dropped() - dropped0;
+  return eof;
+}
+
+// Over its rate, a container's output is not read for 250 ms: its pipe fills and its writes wait,
+// instead of this thread reading (and dropping) as fast as it can write.
+void ContainerSource::pause_output(Box* b) {
+  uv_poll_stop(&b->output_poll);
+  b->output_paused = true;
+  log_paused_.push_back(b);
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&log_timer_))) return;
+  uv_timer_start(&log_timer_, [](uv_timer_t* t) {
+    auto* self = static_cast<ContainerSource*>(t->data);
+    std::vector<Box*> paused = std::move(self->log_paused_);
+    self->log_paused_.clear();
+    for (Box* box : paused) {
+      box->output_paused = false;
+      uv_poll_start(&box->output_poll, UV_READABLE, on_output);
+    }
+  }, 250, 0);
+}
+
+void ContainerSource::log_failed_spawn_output(Spawned& s) {
+  if (!s.output) return;
+  // The container is gone (or never ran): what it or init said before is all in the pipe.
+  LogLines ll(options_.log_lines_per_second, uv_now(loop_));
+  auto emit = [this, &s](std::string_view line) {
+    LOG_INFO("pool %s: container %llu: %.*s", settings_.name.c_str(), static_cast<unsigned long long>(s.id),
+             static_cast<int>(line.size()), line.data());
+  };
+  read_lines(s.output.get(), ll, uv_now(loop_), 16, emit);
+  ll.finish(emit);
+  log_lines_ += ll.lines();
+  log_dropped_ += ll.dropped();
+  s.output.reset();
 }
 
 void ContainerSource::closed_one() {
@@ -584,6 +698,10 @@ void ContainerSource::stop(pool::Offload& offload, std::function<void()> on_stop
       backoff_open_ = false;
       close(reinterpret_cast<uv_handle_t*>(&backoff_timer_));
     }
+    if (log_timer_open_) {
+      log_timer_open_ = false;
+      close(reinterpret_cast<uv_handle_t*>(&log_timer_));
+    }
     if (async_open_) {
       async_open_ = false;
       close(reinterpret_cast<uv_handle_t*>(&async_));
@@ -612,6 +730,8 @@ pool::SourceStats ContainerSource::stats() const {
   st.spawn_failures = failures_;
   st.pending = starting_ + outstanding_;
   st.reaped = spawner_ ? spawner_->reaped() : 0;
+  st.log_lines = log_lines_;
+  st.log_dropped = log_dropped_;
   st.last_error = last_error_;
   return st;
 }

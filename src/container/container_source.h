@@ -19,6 +19,7 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "container/launch.h"
 #include "image/oci_import.h"
@@ -36,6 +37,8 @@ struct ContainerSourceOptions {
   std::string init_path;             // static sandpool-init; empty: next to the sandpool binary
   image::ImportLimits import_limits;
   uint32_t max_backoff_ms = 30000;   // spawn retry delay after consecutive failures (from 100 ms)
+  uint32_t log_lines_per_second = 100;  // each container's stdout+stderr into our log (log_lines.h);
+                                        // 0: /dev/null
 };
 
 class ContainerSource : public pool::SandboxSource, public pool::ContainerAccess {
@@ -86,6 +89,11 @@ class ContainerSource : public pool::SandboxSource, public pool::ContainerAccess
   Result<UniqueFd> connect_in(const Box* b, uint16_t port);
   std::string death_reason(Box* b);
   void closed_one();
+  void watch_output(Box* b);
+  static void on_output(uv_poll_t* p, int status, int events);
+  bool read_output(Box* b, bool drain);
+  void pause_output(Box* b);
+  void log_failed_spawn_output(Spawned& s);
 
   uv_loop_t* loop_;
   pool::PoolSettings settings_;
@@ -100,6 +108,10 @@ class ContainerSource : public pool::SandboxSource, public pool::ContainerAccess
   Status async_status_;     // of uv_async_init in the constructor
   bool started_ = false;    // start() ran: spawner_ may be used from the loop thread
   bool teardown_pending_ = false;  // stop(): the spawner is being joined on the offload thread
+  uv_timer_t log_timer_{};  // resumes reading the output of containers paused over their log rate
+  bool log_timer_open_ = false;
+  std::vector<Box*> log_paused_;
+  uint64_t log_lines_ = 0, log_dropped_ = 0;
   uv_timer_t backoff_timer_{};
   bool backoff_open_ = false;
   bool in_backoff_ = false;

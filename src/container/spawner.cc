@@ -101,7 +101,7 @@ struct ContainerSpawner::Impl {
   std::atomic<uint64_t> reaped{0};
   uint64_t next_id = 0;  // spawner thread
   std::unordered_map<uint32_t, UniqueFd> idmaps;  // slot → its id-mapping user namespace (spawner thread)
-  UniqueFd dev_null;       // the containers' stdin/stdout/stderr
+  UniqueFd dev_null;       // the containers' stdin (and stdout/stderr unless captured)
 
   std::thread spawner_thread, reaper_thread;
 
@@ -161,10 +161,25 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   spec.host_id_base = host_base;
   spec.uid = cfg.launch.uid;
   spec.gid = cfg.launch.gid;
-  spec.stdio_fd = dev_null.get();  // container output is not the server's log (see README)
+  spec.stdio_fd = dev_null.get();
+  UniqueFd output_w;
+  if (cfg.capture_output) {
+    // Its stdout and stderr: the loop thread reads and logs them at a limited rate (log_lines.h).
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+      int err = errno;
+      remove_layer_dir(dir);
+      (void)out.cgroup.remove();
+      return fail(std::string("pipe2 for the container's output: ") + strerror(err));
+    }
+    out.output.reset(p[0]);
+    output_w.reset(p[1]);
+    spec.output_fd = p[1];
+  }
   spec.argv = cfg.launch.argv;
   spec.env = cfg.launch.env;
   auto proc = spawner.spawn(spec, out.cgroup);
+  output_w.reset();  // the child has its copy (or is gone): EOF comes when the container's last writer ends
   // The child holds its own copy of the overlay mount (or is gone): the host's goes now.
   remove_layer_dir(dir);
   if (!proc.ok()) {
@@ -173,6 +188,7 @@ Spawned ContainerSpawner::Impl::spawn_one() {
   }
   out.proc = std::move(proc).value();
   out.spawned_ns = monotonic_ns();
+  if (out.output) (void)fcntl(out.output.get(), F_SETFL, O_NONBLOCK);
   LOG_DEBUG("pool %s: container %llu spawned in %.2f ms (id map %.2f, layer %.2f, cgroup %.2f, clone to exec %.2f)",
             cfg.pool.c_str(), static_cast<unsigned long long>(out.id), (out.spawned_ns - out.started_ns) / 1e6,
             (t_ids - out.started_ns) / 1e6, (t_layer - t_ids) / 1e6, (t_cgroup - t_layer) / 1e6,

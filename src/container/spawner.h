@@ -38,6 +38,7 @@ struct SpawnConfig {
   Launch launch;
   CgroupLimits limits;
   uint64_t data_bytes = 1ull << 30;  // the writable layer's tmpfs
+  bool capture_output = false;       // stdout+stderr into a pipe (Spawned::output); else /dev/null
 };
 
 // One spawn's outcome. ok(): a running sandbox (its init exec'd), not yet probed.
@@ -47,6 +48,7 @@ struct Spawned {
   SandboxProcess proc;     // pid, pidfd, init's status pipe
   Cgroup cgroup;
   UniqueFd netns;          // the sandbox's network namespace
+  UniqueFd output;         // capture_output: the read end (non-blocking) of its stdout+stderr pipe
   uint64_t started_ns = 0; // CLOCK_MONOTONIC when the spawn began
   uint64_t spawned_ns = 0; // ... and when init had exec'd
   std::string error;       // non-empty: the spawn failed (nothing to reap)

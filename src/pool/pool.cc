@@ -98,6 +98,10 @@ Session* Pool::bind(const std::string& identifier, Sandbox&& sandbox, AcquireErr
   Session* raw = s.get();
   sessions_.emplace(identifier, std::move(s));
   ++allocations_;
+  // Containers' output is logged as "container N" (container_source.cc): say whose N is.
+  if (source_->containers())
+    LOG_INFO("pool %s: session %s: container %llu", settings_.name.c_str(), identifier.c_str(),
+             static_cast<unsigned long long>(raw->sandbox_id()));
   return raw;
 }
 
@@ -295,6 +299,10 @@ void Pool::render_metrics(std::string& out, const std::vector<const Pool*>& pool
        [](const Pool*, const SourceStats& st) { return st.spawn_failures; }},
       {"sandpool_pool_reaped_total", "counter", "Sandboxes destroyed after use.",
        [](const Pool*, const SourceStats& st) { return st.reaped; }},
+      {"sandpool_pool_container_log_lines_total", "counter", "Lines of custom containers' output written to the server's log.",
+       [](const Pool*, const SourceStats& st) { return st.log_lines; }},
+      {"sandpool_pool_container_log_dropped_lines_total", "counter", "Lines of custom containers' output dropped over --container-log-rate.",
+       [](const Pool*, const SourceStats& st) { return st.log_dropped; }},
       {"sandpool_pool_waiting_requests", "gauge", "Requests waiting for a ready sandbox.",
        [](const Pool* p, const SourceStats&) { return static_cast<uint64_t>(p->waiters_.size()); }},
   };

@@ -36,6 +36,8 @@ struct SourceStats {
   uint64_t spawn_failures = 0; // attempts that failed
   uint64_t pending = 0;        // being created now
   uint64_t reaped = 0;         // destroyed after use
+  uint64_t log_lines = 0;      // custom containers: lines of their output written to our log
+  uint64_t log_dropped = 0;    // ... and lines dropped over the log rate
   std::string last_error;      // the most recent failure, for logs and /metrics
 };
 

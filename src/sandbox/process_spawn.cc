@@ -38,7 +38,8 @@ struct ChildArgs {
   bool new_net;
   uid_t uid;
   gid_t gid;
-  int stdio_fd;  // -1: keep ours
+  int stdio_fd;   // -1: keep ours
+  int output_fd;  // -1: stdout and stderr are stdio_fd (or ours)
   char* const* init_argv;
   char* const* envp;
   int exe_fd;
@@ -56,7 +57,9 @@ int move_high(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, kHighFdFloor); }
   int exe = move_high(a.exe_fd);
   int status = move_high(a.status_w);
   int stdio = a.stdio_fd >= 0 ? move_high(a.stdio_fd) : -1;
-  if (report < 0 || sync < 0 || exe < 0 || status < 0 || (a.stdio_fd >= 0 && stdio < 0)) _exit(SP_CHILD_SETUP_FAILED);
+  int output = a.output_fd >= 0 ? move_high(a.output_fd) : -1;
+  if (report < 0 || sync < 0 || exe < 0 || status < 0 || (a.stdio_fd >= 0 && stdio < 0) || (a.output_fd >= 0 && output < 0))
+    _exit(SP_CHILD_SETUP_FAILED);
   // The parent's ends: holding them would hide the parent's death from us.
   close(a.sync_w);
   close(a.report_r);
@@ -88,6 +91,7 @@ int move_high(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, kHighFdFloor); }
   if (poll(&pfd, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
   if (stdio >= 0 && (dup2(stdio, 0) < 0 || dup2(stdio, 1) < 0 || dup2(stdio, 2) < 0))
     sp_child_fail(report, kStepCloseFds, errno);
+  if (output >= 0 && (dup2(output, 1) < 0 || dup2(output, 2) < 0)) sp_child_fail(report, kStepCloseFds, errno);
   // Nothing inherited survives exec except stdio and init's status pipe.
   if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) sp_child_fail(report, kStepCloseFds, errno);
   if (dup3(status, kInitStatusFd, 0) < 0) sp_child_fail(report, kStepCloseFds, errno);
@@ -182,7 +186,7 @@ Result<SandboxProcess> Spawner::spawn(const SandboxSpec& spec, Cgroup& cgroup) c
   SP_TRY_ASSIGN(Pipe report, make_pipe());
   SP_TRY_ASSIGN(Pipe status, make_pipe());
   ChildArgs a{&plan, &seccomp_, &rlimits, ids.privileged, spec.network == Network::kIsolated, spec.uid, spec.gid,
-              spec.stdio_fd, argv.data(), envp.data(),
+              spec.stdio_fd, spec.output_fd, argv.data(), envp.data(),
               self_exe_.get(), sync.r.get(), sync.w.get(), report.r.get(), report.w.get(), status.r.get(),
               status.w.get()};
 

@@ -48,6 +48,7 @@ struct SandboxSpec {
   uid_t uid = kSandboxUid;            // inside ids the command runs as
   gid_t gid = kSandboxGid;
   int stdio_fd = -1;                  // >= 0: becomes stdin, stdout and stderr; -1: ours are inherited
+  int output_fd = -1;                 // >= 0: becomes stdout and stderr instead (e.g. a log pipe)
 };
 
 // A running sandbox: its init's pid in our pid namespace, a pidfd to wait on, and the

@@ -420,6 +420,38 @@ class Lifecycles(unittest.TestCase):
             self.assertNotEqual(p.returncode, 0)
             self.assertIn("need the static sandpool-init", p.stderr)
 
+    def test_container_output_goes_to_the_log_at_a_limited_rate(self):
+        talk = pool("talk", env=[])  # the app says "listening on N" and logs each request on stderr
+        broken = pool("broken", command=["/usr/bin/python3", "-c",
+                                         "import sys; sys.stderr.write('no config \\x1b[31mhere\\n'); sys.exit(3)"])
+        srv = start_server(self.tmp.name, talk, broken, flags=("--container-log-rate", "2"))
+        try:
+            self.assertEqual(srv.request("GET", "/pools/talk/healthz?identifier=talk-1").status, 200)
+            deadline = time.monotonic() + 10
+            while '"GET /healthz' not in srv.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            log = srv.log()
+            self.assertRegex(log, r"pool talk: container \d+: listening on 8080")
+            self.assertRegex(log, r'pool talk: container \d+: 127\.0\.0\.1 "GET /healthz')
+            # A container that fails at once leaves its last words, neutralised (no escape byte).
+            self.assertIn("pool broken: container", log)
+            self.assertIn("no config ?[31mhere", log)
+            self.assertNotIn("\x1b", log)
+            # Over the rate (2 lines/s, bursts of 4): lines are counted and dropped, then reported.
+            for _ in range(20):
+                self.assertEqual(srv.request("GET", "/pools/talk/healthz?identifier=talk-1").status, 200)
+            time.sleep(0.3)
+            self.assertGreaterEqual(metric(srv, 'sandpool_pool_container_log_dropped_lines_total{pool="talk"}'), 10)
+            time.sleep(1.2)
+            self.assertEqual(srv.request("GET", "/pools/talk/healthz?identifier=talk-1").status, 200)
+            deadline = time.monotonic() + 5
+            while "dropped: over the log rate]" not in srv.log() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertRegex(srv.log(), r"pool talk: container \d+: \[\d+ lines dropped: over the log rate\]")
+            self.assertGreaterEqual(metric(srv, 'sandpool_pool_container_log_lines_total{pool="talk"}'), 3)
+        finally:
+            self.stop(srv)
+
     def test_api_keys_are_not_forwarded(self):
         srv = start_server(self.tmp.name, pool("keyed"), flags=("--api-key", "k1"))
         try:

@@ -282,7 +282,13 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
             with open("/proc/%s/status" % pid) as f:
                 self.assertIn("Seccomp_filters:\t1", f.read())
         # The spare has cloned its VM but runs no guest before its request and its isolation: one
-        # thread (the vCPU loop and the watcher start only after seccomp), waiting.
+        # thread (the vCPU loop and the watcher start only after seccomp), waiting. A refill's child
+        # that took its request but has not joined its cgroup yet still looks like one (seen under
+        # load: 3 at once): give them up to 5 s to move on.
+        deadline = time.monotonic() + 5
+        while len(spares) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            spares = self.template_children()[1]
         self.assertLessEqual(len(spares), 1, spares)
         for pid, st in spares:
             # Right after it was forked it may still be cloning its VM (memslot ioctls wait in D):

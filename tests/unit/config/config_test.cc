@@ -33,6 +33,7 @@ TEST_CASE("serve flags: defaults") {
   CHECK(p.config.default_pool);
   CHECK_FALSE(p.config.template_huge_pages);  // opt-in (src/sandbox/README.md)
   CHECK(p.config.default_pool_json.empty());
+  CHECK(p.config.container_log_rate == 100);
 }
 
 TEST_CASE("serve flags: switches, values and pool settings") {
@@ -47,6 +48,7 @@ TEST_CASE("serve flags: switches, values and pool settings") {
         "\"readySessionInstances\":2,\"isolation\":\"microvm\",\"resources\":{\"memory\":\"1Gi\"}");
   CHECK(p.config.agent_dir == "/x");
   CHECK(p.config.log_level == sp::LogLevel::kWarn);
+  CHECK(parse({"--container-log-rate", "0"}).config.container_log_rate == 0);
 }
 
 TEST_CASE("serve flags: errors name the flag") {
@@ -61,6 +63,7 @@ TEST_CASE("serve flags: errors name the flag") {
       {{"--pool-type", "a\"b"}, "is not a valid value"},  // would break out of the JSON string
       {{"--api-key", ""}, "non-empty key"},
       {{"--log-level", "loud"}, "--log-level wants"},
+      {{"--container-log-rate", "-1"}, "--container-log-rate wants a whole number from 0 to 100000"},
       {{"--template-huge-page"}, "unknown option '--template-huge-page'"},
   };
   for (const Bad& b : bad) {
