@@ -25,8 +25,11 @@ Status PoolManager::check_new(const PoolSettings& settings, std::string* message
     *message = "pool " + settings.name + " is being created";
     return Error{EEXIST, "create pool"};
   }
-  if (pools_.size() + creating_.size() >= kMaxPools) {
+  // Pools still tearing down hold their threads, templates and sandboxes: they count, or a client
+  // deleting and creating in a loop could hold any number of them at once.
+  if (pools_.size() + creating_.size() + tearing_down() >= kMaxPools) {
     *message = "at most " + std::to_string(kMaxPools) + " pools per server";
+    if (tearing_down() > 0) *message += " (" + std::to_string(tearing_down()) + " deleted, still shutting down: try again shortly)";
     return Error{kETooLarge, "create pool"};
   }
   return {};

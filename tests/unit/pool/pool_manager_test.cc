@@ -225,6 +225,32 @@ TEST_CASE("delete returns before the teardown; a new pool of that name waits for
   f.shut_down();
 }
 
+TEST_CASE("at most kMaxPools, pools still tearing down included") {
+  Fixture f;
+  f.gate_prepare = false;
+  f.gate_teardown = true;
+  std::vector<Answer> answers(kMaxPools);
+  std::string msg;
+  for (size_t i = 0; i < kMaxPools; ++i) REQUIRE(f.pools->create(named("p" + std::to_string(i)), &msg, answers[i].fn()).ok());
+  REQUIRE(f.run_until([&] { return answers.back().called; }));
+  Answer extra;
+  Status st = f.pools->create(named("one-more"), &msg, extra.fn());
+  CHECK(st.error().code == kETooLarge);
+  CHECK(msg == "at most " + std::to_string(kMaxPools) + " pools per server");
+  // A deleted pool counts until its teardown is done.
+  CHECK(f.pools->remove("p0"));
+  REQUIRE(f.run_until([&] { return f.counters.stopped == 1; }));
+  st = f.pools->create(named("one-more"), &msg, extra.fn());
+  CHECK(st.error().code == kETooLarge);
+  CHECK(msg.find("1 deleted, still shutting down") != std::string::npos);
+  f.teardown_gate.release();
+  REQUIRE(f.run_until([&] { return f.pools->tearing_down() == 0; }));
+  REQUIRE(f.pools->create(named("one-more"), &msg, extra.fn()).ok());
+  REQUIRE(f.run_until([&] { return extra.called; }));
+  CHECK(extra.status.ok());
+  f.shut_down();
+}
+
 TEST_CASE("a pool waiting for its name can itself be deleted") {
   Fixture f;
   f.gate_prepare = false;
