@@ -363,14 +363,17 @@ Result<SeccompProgram> compile_seccomp_policy() {
     if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture (e.g. renamed)
     if (int rc = add_rule(ctx, nr, e); rc != 0) return Error{-rc, "seccomp_rule_add"};
   }
+  return export_seccomp_program(ctx);
+}
+
+Result<SeccompProgram> export_seccomp_program(void* ctx) {
   // seccomp_export_bpf writes to an fd; a memfd keeps it in memory.
   UniqueFd mem(memfd_create("sandpool-seccomp", MFD_CLOEXEC));
   if (!mem) return errno_error("memfd_create(seccomp)");
-  if (int rc = seccomp_export_bpf(ctx, mem.get()); rc != 0) return Error{-rc, "seccomp_export_bpf"};
+  if (int rc = seccomp_export_bpf(static_cast<scmp_filter_ctx>(ctx), mem.get()); rc != 0) return Error{-rc, "seccomp_export_bpf"};
   off_t size = lseek(mem.get(), 0, SEEK_END);
   if (size <= 0 || size % sizeof(sock_filter) != 0) return Error{kEInvalid, "seccomp program size"};
   const size_t count = static_cast<size_t>(size) / sizeof(sock_filter);
-  if (count == 0) return Error{kEInvalid, "empty seccomp program"};
   SeccompProgram out;
   out.insns.resize(count);
   const size_t bytes = count * sizeof(sock_filter);

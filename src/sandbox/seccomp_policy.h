@@ -44,6 +44,10 @@ const SeccompEntry* seccomp_policy(size_t* count);
 
 Result<SeccompProgram> compile_seccomp_policy();
 
+// The classic-BPF program of a libseccomp filter context (`ctx`: a scmp_filter_ctx, a void* in
+// libseccomp's API; also for the VMM's own policy, vmm_seccomp.cc).
+Result<SeccompProgram> export_seccomp_program(void* ctx);
+
 // Loads `fprog` into the calling thread. Returns 0 or an errno. Async-signal-safe.
 int load_seccomp_program(const sock_fprog* fprog);
 

@@ -3,7 +3,6 @@
 #include <linux/kvm.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -146,18 +145,7 @@ Result<SeccompProgram> compile_vmm_seccomp_policy() {
     }
     if (rc != 0) return Error{-rc, "seccomp_rule_add (vmm policy)"};
   }
-  UniqueFd mem(memfd_create("sandpool-vmm-seccomp", MFD_CLOEXEC));
-  if (!mem) return errno_error("memfd_create(seccomp)");
-  if (int rc = seccomp_export_bpf(ctx, mem.get()); rc != 0) return Error{-rc, "seccomp_export_bpf"};
-  off_t size = lseek(mem.get(), 0, SEEK_END);
-  if (size <= 0 || size % sizeof(sock_filter) != 0) return Error{kEInvalid, "seccomp program size"};
-  const size_t count = static_cast<size_t>(size) / sizeof(sock_filter);
-  if (count == 0) return Error{kEInvalid, "empty seccomp program"};
-  SeccompProgram out;
-  out.insns.resize(count);
-  const size_t bytes = count * sizeof(sock_filter);
-  if (pread(mem.get(), out.insns.data(), bytes, 0) != static_cast<ssize_t>(bytes)) return errno_error("read seccomp program");
-  return out;
+  return export_seccomp_program(ctx);
 }
 
 bool kvm_usable(std::string* why) {
