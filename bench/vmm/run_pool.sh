@@ -23,12 +23,18 @@ text = open(sys.argv[1]).read()
 def stats(v):
     v = sorted(v)
     return "%.3f ms median (p10 %.3f, p90 %.3f, n=%d)" % (statistics.median(v), v[len(v) // 10], v[len(v) * 9 // 10], len(v))
-ahead = [float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms \(made before the request\)", text)]
+ahead = [float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms(?:,| \(made)", text)]
+guest = [float(m) for m in re.findall(r"guest ahead ([0-9.]+) ms", text)]
+made = [float(m) for m in re.findall(r"spare made in ([0-9.]+) ms", text)]
 after = [float(m) for m in re.findall(r"request -> VM ready to run ([0-9.]+) ms", text)]
 other = [float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms \(restart", text)]
 if ahead:
     print("\nInside each VMM child: `Vm::clone` of the template VM (memory map, KVM VM + memslots + vCPU, registers "
           "and descriptors), made by the child forked ahead before its request arrives: " + stats(ahead) + ".")
+if guest:
+    print("\nInside each VMM child, before its request: its guest (the agent) from GO to its pause before the session (its "
+          "warm-up cell included): " + stats(guest) + "; the whole spare, from its fork to that pause (scratch mounts and "
+          "namespaces, clone, guest): " + stats(made) + ".")
 if after:
     print("\nInside each VMM child, from its request to its VM ready to run (what isolation remains: cgroup join, network and cgroup namespaces, "
           "ids, capabilities, seccomp; the session socket attached): " + stats(after) + ".")

@@ -27,7 +27,11 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   // copied guest pages (≈ 150 KiB) would take it over, so a micro-VM session's first request
   // takes those faults instead.
   base.warm_up_execute = false;
-  base.template_memory_per_session_bytes = 2ull << 20;
+  // What a VMM child allocates before its request stays charged to the template's cgroup: its
+  // KVM VM, vCPU, memslot metadata and namespaces (≈ 1.1–1.7 MiB), and the guest pages its agent
+  // wrote while it ran ahead to its warm-up (≈ 2.5 MiB; src/vmm/README.md "Pools"): 3.7–4.2 MiB
+  // measured per idle session (bench/vmm/pool_bench.cc).
+  base.template_memory_per_session_bytes = 6ull << 20;
   // A clone is ready ≈ 1 ms after its request: the next one's cgroup and network namespace are
   // made after its ready record, not while the spawner waits for it.
   base.prepare_next_during_clone = false;

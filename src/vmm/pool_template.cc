@@ -2,10 +2,11 @@
 // template.py and speaking the same control protocol (see template.py's docstring). It builds one
 // template VM (Python + the agent, preloaded, frozen before the agent's first read of its control
 // descriptor), and keeps one small VMM child forked ahead (a spare) that has already cloned the VM
-// copy-on-write; per request it hands the request to the spare and forks the next one. The child
+// copy-on-write and run its guest (the template's agent, no session input) up to where it needs
+// its session; per request it hands the request to the spare and forks the next one. The child
 // then isolates itself like a process-tier clone (cgroups, namespaces, scratch mounts, unprivileged
-// host uid, no capabilities, the VMM's own seccomp filter) and runs the VM with the session's
-// socket as guest fd 3. No guest code runs before the isolation.
+// host uid, no capabilities, the VMM's own seccomp filter) and lets the guest go on with the
+// session's socket as guest fd 3. Nothing of the session reaches the guest before the isolation.
 // The child also plays the agent supervisor's part (deadlines, restart after a death); see
 // src/vmm/README.md "Pools".
 #include <fcntl.h>
@@ -259,9 +260,15 @@ void isolate(const CloneRequest& r) {
 }
 
 // What a VMM child makes before its request arrives: the request-independent isolation, its
-// descriptors and the VM clone, so that none of them is on the request's path. Memory KVM allocates here is charged to the template's
-// cgroup (the child joins the sandbox's at its request); everything the guest grows later (new
-// memslots, shadow pages, copied pages) is charged to the sandbox.
+// descriptors, the VM clone, and the start of its guest: the agent, told by its GO record to go
+// ahead, makes everything that needs neither the session's socket nor the session's isolation
+// (signals, descriptors, root, reseeding, its warm-up cell) and pauses at its next read of the
+// control socket; so none of it is on the request's path. The guest is the template's own agent
+// code: nothing from a session reaches it before the isolation (it has no fd 3 yet), and until the
+// request it runs as the template's VM does. Memory allocated here (KVM's VM, vCPU and shadow
+// pages, the guest's copied pages) is charged to the template's cgroup, where the spare is (the
+// child joins the sandbox's at its request; charges stay where they were made); everything the
+// guest grows later (new memslots, shadow pages, copied pages) is charged to the sandbox.
 struct ChildPrep {
   uint32_t ahead_step = 0;  // isolate_ahead()'s failing step, 0 when it succeeded
   int ahead_err = 0;
@@ -269,7 +276,23 @@ struct ChildPrep {
   std::unique_ptr<Vm> vm;  // null when the clone failed (clone_err)
   int clone_err = 0;
   uint64_t clone_ns = 0;
+  uint64_t guest_ahead_ns = 0;  // GO -> the guest's pause (vm is null when it did not pause)
+  uint64_t made_ns = 0;         // the spare's fork -> all of the above done
 };
+
+// GO record: restarts, reason, the dead guest's end, its page, flags (sandpool_agent.py GO).
+constexpr uint32_t kGoAhead = 1;  // go ahead without the session; wait for it at the next read of fd 4
+bool send_go(int ctl, uint32_t restarts, uint32_t reason, int32_t term_signal, int32_t exit_code,
+             const uint8_t* page, uint32_t flags) {
+  uint8_t go[16 + kPageBytes + 4];
+  std::memcpy(go, &restarts, 4);
+  std::memcpy(go + 4, &reason, 4);
+  std::memcpy(go + 8, &term_signal, 4);
+  std::memcpy(go + 12, &exit_code, 4);
+  std::memcpy(go + 16, page, kPageBytes);
+  std::memcpy(go + 16 + kPageBytes, &flags, 4);
+  return write(ctl, go, sizeof go) == static_cast<ssize_t>(sizeof go);
+}
 
 ChildPrep prepare_child() {
   ChildPrep p;
@@ -281,13 +304,30 @@ ChildPrep prepare_child() {
     p.clone_err = errno;
     return p;
   }
-  auto vm = Vm::clone(*g.snap, {{0, p.devnull}, {1, p.out}, {2, p.errf}, {kGuestCtlFd, p.ctl[1]}});
+  // Guest fd 3 is /dev/null until the session's socket replaces it: held, so that no descriptor
+  // the guest opens ahead gets that number.
+  auto vm = Vm::clone(*g.snap, {{0, p.devnull}, {1, p.out}, {2, p.errf}, {kGuestAgentFd, p.devnull}, {kGuestCtlFd, p.ctl[1]}});
   if (!vm.ok()) {
     p.clone_err = vm.error().code;
     return p;
   }
   p.clone_ns = vm.value()->timings().clone_ns;
   p.vm = std::move(vm.value());
+  const uint8_t no_page[kPageBytes] = {};
+  uint64_t t0 = now_ns();
+  bool paused = false;
+  if (send_go(p.ctl[0], 0, kReasonInitial, 0, 0, no_page, kGoAhead)) {
+    p.vm->pause_before_read(kGuestCtlFd);
+    auto ex = p.vm->run();
+    paused = ex.ok() && ex.value().paused;
+  }
+  p.guest_ahead_ns = now_ns() - t0;
+  if (!paused) {  // it ended (it should not): the request clones again, as after a guest death,
+    p.vm.reset();  // with a fresh control socket (this one may hold what the dead guest wrote)
+    close(p.ctl[0]), close(p.ctl[1]);
+    p.ctl[0] = p.ctl[1] = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.ctl) != 0) p.clone_err = errno;
+  }
   return p;
 }
 
@@ -300,7 +340,7 @@ ChildPrep prepare_child() {
   const int report = r.report_fd;
   if (prep.ahead_step) sp_child_fail(report, prep.ahead_step, prep.ahead_err);
   isolate(r);
-  if (!prep.vm) sp_child_fail(report, kStepExec, prep.clone_err ? prep.clone_err : EIO);
+  if (!prep.vm && prep.clone_err) sp_child_fail(report, kStepExec, prep.clone_err);
   const int devnull = prep.devnull, out = prep.out, errf = prep.errf;
   int* ctl = prep.ctl;
   const bool debug = getenv("SANDPOOL_VMM_DEBUG") != nullptr;  // keep stderr (the server's log)
@@ -308,6 +348,9 @@ ChildPrep prepare_child() {
     for (int fd = 0; fd < 3; ++fd) dup2(devnull, fd);  // nothing from here reaches the server's log
   }
   Watcher watcher(ctl[0], g.args.grace_ms * 1'000'000ull);
+  // The guest that ran ahead has already registered its page (buffered on ctl[0]): the watcher
+  // must know its VM before it reads that.
+  if (prep.vm) watcher.attach(prep.vm.get());
   watcher.start();  // before the filter: TSYNC puts it under the filter as well
   sock_fprog prog = g.filter.prog();
   // SAFETY: raw seccomp(2) with a program compiled by libseccomp; TSYNC applies it to the watcher too.
@@ -320,32 +363,31 @@ ChildPrep prepare_child() {
   bool reported = false;
   for (;;) {
     Result<std::unique_ptr<Vm>> vm = Error{EIO, "no VM"};
-    if (prep.vm) {  // the first guest: the clone made ahead gets the session's socket
+    const bool ahead = prep.vm != nullptr;
+    if (ahead) {  // the first guest ran ahead: it gets the session's socket, then its go-on byte
       Status st = prep.vm->attach_fd(kGuestAgentFd, r.agent_fd);
       if (!st.ok()) sp_child_fail(report, kStepExec, st.error().code);
       vm = std::move(prep.vm);
+      if (write(ctl[0], "S", 1) != 1) _exit(kExitProtocol);
     } else {
       vm = Vm::clone(*g.snap, {{0, devnull}, {1, out}, {2, errf}, {kGuestAgentFd, r.agent_fd}, {kGuestCtlFd, ctl[1]}});
+      // GO: restarts, reason, the dead guest's end, its page; read by the frozen guest's first read.
+      if (vm.ok() && !send_go(ctl[0], restarts, reason, term_signal, exit_code, page, 0)) _exit(kExitProtocol);
     }
     if (!vm.ok()) {
       if (!reported) sp_child_fail(report, kStepExec, vm.error().code);
       _exit(kExitGaveUp);
     }
-    // GO: restarts, reason, the dead guest's end, its page; read by the frozen guest's first read.
-    uint8_t go[16 + kPageBytes];
-    std::memcpy(go, &restarts, 4);
-    std::memcpy(go + 4, &reason, 4);
-    std::memcpy(go + 8, &term_signal, 4);
-    std::memcpy(go + 12, &exit_code, 4);
-    std::memcpy(go + 16, page, kPageBytes);
-    if (write(ctl[0], go, sizeof go) != static_cast<ssize_t>(sizeof go)) _exit(kExitProtocol);
     if (debug && restarts == 0)
-      std::fprintf(stderr, "vmm: clone %.3f ms (made before the request); request -> VM ready to run %.3f ms\n",
-                   static_cast<double>(prep.clone_ns) / 1e6, static_cast<double>(now_ns() - request_ns) / 1e6);
+      std::fprintf(stderr,
+                   "vmm: clone %.3f ms, guest ahead %.3f ms, spare made in %.3f ms from its fork (before the request); "
+                   "request -> VM ready to run %.3f ms\n",
+                   static_cast<double>(prep.clone_ns) / 1e6, static_cast<double>(prep.guest_ahead_ns) / 1e6,
+                   static_cast<double>(prep.made_ns) / 1e6, static_cast<double>(now_ns() - request_ns) / 1e6);
     else if (debug)
       std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
                    restarts);
-    watcher.attach(vm.value().get());
+    if (!ahead) watcher.attach(vm.value().get());  // (the one that ran ahead is attached already)
     if (!reported) {
       ChildReport ready{0, 0};
       if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
@@ -575,13 +617,14 @@ struct Spare {
   int sock = -1;
 };
 
-[[noreturn]] void spare_main(int sock) {
+[[noreturn]] void spare_main(int sock, uint64_t forked_ns) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
   pollfd dead{g.template_pidfd, POLLIN, 0};
   if (poll(&dead, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);  // the template died before the prctl
   close(g.args.ctrl_fd);
   close(g.own_pidns);
   ChildPrep prep = prepare_child();
+  prep.made_ns = now_ns() - forked_ns;
   RequestMsg msg{};
   int fds[8];
   int nfds = 0;
@@ -600,10 +643,11 @@ Result<Spare> fork_spare() {
     close(sv[0]), close(sv[1]);
     return e;
   }
+  const uint64_t forked_ns = now_ns();
   pid_t pid = fork();
   if (pid == 0) {
     close(sv[0]);
-    spare_main(sv[1]);
+    spare_main(sv[1], forked_ns);
   }
   Error e = errno_error("fork");
   close(sv[1]);
