@@ -75,6 +75,7 @@ uint64_t smaps_kib(pid_t pid, const char* key) {
 struct TierResult {
   std::vector<double> ready_ms, hello_ms, memcg_kib, private_kib, pss_kib, anon_kib;
   double tpl_delta_kib = 0;  // the template cgroup's growth per idle sandbox (what a sandbox left charged there)
+  double tpl_kib = 0;        // the template cgroup's memory with no sandbox (its spare included)
   double template_start_ms = 0;
   double fill_ms = 0;  // ready target 0 -> idle: until the last of them said Hello
   int filled = 0;
@@ -133,6 +134,7 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
   std::vector<sp::ReadySandbox> held;
   usleep(500000);  // settle (the reaper)
   const double tpl_before = static_cast<double>(spawner.template_memory()) / 1024.0;
+  out->tpl_kib = tpl_before;
   const double fill_start = now_ms();
   spawner.set_ready_target(static_cast<uint32_t>(idle));
   while (static_cast<int>(held.size()) < idle) {
@@ -183,13 +185,14 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < tiers.size(); ++i)
     if (!run_tier(tiers[i], sandpool, agent, n, idle, gap_ms, &res[i])) return 1;
   std::printf("| tier | template start ms | request → ready record ms | request → agent Hello ms | memcg KiB/idle sandbox | "
-              "template memcg Δ KiB/idle sandbox | Private KiB (smaps_rollup) | Anonymous KiB | Pss KiB | fill ms/sandbox |\n"
-              "|---|---|---|---|---|---|---|---|---|---|\n");
+              "template memcg Δ KiB/idle sandbox | Private KiB (smaps_rollup) | Anonymous KiB | Pss KiB | fill ms/sandbox | "
+              "template memcg MiB |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < tiers.size(); ++i) {
     const TierResult& r = res[i];
-    std::printf("| %s | %.0f | %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f |\n", tiers[i], r.template_start_ms,
+    std::printf("| %s | %.0f | %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.1f |\n", tiers[i], r.template_start_ms,
                 fmt(r.ready_ms).c_str(), fmt(r.hello_ms).c_str(), pct(r.memcg_kib, 50), r.tpl_delta_kib, pct(r.private_kib, 50),
-                pct(r.anon_kib, 50), pct(r.pss_kib, 50), r.filled ? r.fill_ms / r.filled : 0.0);
+                pct(r.anon_kib, 50), pct(r.pss_kib, 50), r.filled ? r.fill_ms / r.filled : 0.0, r.tpl_kib / 1024.0);
   }
   std::printf("\n%d clones one at a time per tier, %d ms between a sandbox's return and the next request; memory: median "
               "of %d idle sandboxes after their Hello; fill: the time to fill the pool with those from none, per sandbox.\n",

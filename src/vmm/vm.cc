@@ -58,7 +58,8 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   // faster on huge pages (GuestMemory::Backing).
   SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes, cfg.freeze_on_read_fd >= 0
                                                                           ? GuestMemory::Backing::kMemfd
-                                                                          : GuestMemory::Backing::kAnonymousHuge));
+                                                                          : GuestMemory::Backing::kAnonymousHuge,
+                                                            cfg.memory_dir_fd));
   Guest& g = vm->guest_;
   SP_TRY(build_system_area(g.mem, cfg.backend));
   vm->slots_ = MemSlots(g.mem.size());

@@ -39,6 +39,9 @@ struct VmConfig {
   // `fds` (a placeholder, e.g. an empty pipe); the freeze matches that descriptor itself, so a file
   // that later gets the same fd number (after the guest closed it) does not trigger it.
   int freeze_on_read_fd = -1;
+  // With freeze_on_read_fd: a directory (descriptor) where the guest memory is made as an unnamed
+  // file instead of a memfd (GuestMemory::create), e.g. a tmpfs mounted with huge=always.
+  int memory_dir_fd = -1;
 };
 
 struct VmExit {
