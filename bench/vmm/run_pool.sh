@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pool-level micro-VM benchmarks against the process tier, same run (issue 6 E); prints markdown.
 # Usage: bench/vmm/run_pool.sh [BUILD_DIR] [CLONES] [EXECUTES]    (root, /dev/kvm; build first)
+# GAP_MS=N: ms between a sandbox's return and the next request (default 20; a micro-VM spare takes ≈ 20 ms to make)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -9,14 +10,14 @@ clones=${2:-40}
 executes=${3:-300}
 echo "### Pool level: micro-VM vs process tier, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "Command: \`bench/vmm/run_pool.sh $build $clones $executes\`. Load at start: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo "Command: \`GAP_MS=${GAP_MS:-20} bench/vmm/run_pool.sh $build $clones $executes\`. Load at start: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
 echo "Clone to ready and idle memory (\`vmm_pool_bench\`: PoolSpawner as the server drives it, pool memory 2 GiB, guest 1984 MiB):"
 echo
 err=$(mktemp)
 # SANDPOOL=path runs another sandpool binary (e.g. the previous commit's) under this bench.
 SANDPOOL_RUNTIME_DIR="$build/src/sandbox" "$build/bench/vmm/vmm_pool_bench" "${SANDPOOL:-$build/src/sandpool}" "$root/src/agent/python" \
-  --n "$clones" --idle 8 2>"$err"
+  --n "$clones" --idle 8 --gap-ms "${GAP_MS:-20}" 2>"$err"
 /usr/bin/python3 - "$err" <<'PY'
 import re, statistics, sys
 text = open(sys.argv[1]).read()
