@@ -1,11 +1,13 @@
 // Pool-level benchmark of the micro-VM tier against the process tier in the same run (issue 6 E):
 // clone-to-ready and idle memory per sandbox, through PoolSpawner exactly as the server drives it.
 //
-// Usage: vmm_pool_bench SANDPOOL_BINARY AGENT_DIR [--n 40] [--idle 8] [--tier both|microvm|process]
+// Usage: vmm_pool_bench SANDPOOL_BINARY AGENT_DIR [--n 40] [--idle 8] [--tier both|microvm|process] [--gap-ms 20]
 // Prints markdown on stdout. Needs root and /dev/kvm (exit 77 without it). For each tier:
 //  1. clone-to-ready, one clone at a time: spawn request → the sandbox's "ready" record (the
 //     spawner's own ready_ns), and → the agent's Hello read on the session socket (what a pool
-//     waits for before it hands a sandbox out);
+//     waits for before it hands a sandbox out); --gap-ms between a sandbox's return and the next
+//     request (a micro-VM template's spare is made in that gap: a shorter gap than the spare takes
+//     puts part of it on the request's path);
 //  2. memory of --idle idle sandboxes after their Hello: the memcg's memory.current per sandbox,
 //     the template cgroup's growth per idle sandbox (kernel memory a sandbox's process allocated
 //     before it joined its own cgroup: its fork, and for microvm the VM its VMM cloned ahead),
@@ -13,7 +15,8 @@
 //     supervisor for process) Private_Dirty + Private_Clean (for a VMM: its own heap plus the
 //     guest pages it has written, copy-on-write over the template's memfd) and Pss (private plus
 //     its share of the template's pages), and Anonymous (copy-on-write copies and heap: what this
-//     sandbox alone costs).
+//     sandbox alone costs). Filling the pool with those --idle sandboxes from none (ready target
+//     --idle at once, the spawner's own pace) gives the refill time per sandbox.
 #include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -72,10 +75,13 @@ uint64_t smaps_kib(pid_t pid, const char* key) {
 struct TierResult {
   std::vector<double> ready_ms, hello_ms, memcg_kib, private_kib, pss_kib, anon_kib;
   double tpl_delta_kib = 0;  // the template cgroup's growth per idle sandbox (what a sandbox left charged there)
+  double tpl_kib = 0;        // the template cgroup's memory with no sandbox (its spare included)
   double template_start_ms = 0;
+  double fill_ms = 0;  // ready target 0 -> idle: until the last of them said Hello
+  int filled = 0;
 };
 
-bool run_tier(const char* tier, const std::string& sandpool, const std::string& agent, int n, int idle,
+bool run_tier(const char* tier, const std::string& sandpool, const std::string& agent, int n, int idle, int gap_ms,
               TierResult* out) {
   sp::PoolTemplateConfig cfg;
   cfg.pool = std::string("bench-") + tier;
@@ -122,18 +128,22 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
     out->ready_ms.push_back(static_cast<double>(sb->ready_ns) / 1e6);
     out->hello_ms.push_back(static_cast<double>(sb->ready_ns) / 1e6 + hello_after);
     while (!spawner.give_back(std::move(*sb))) usleep(1000);
-    usleep(20000);  // let the reaper finish, as between sessions
+    usleep(static_cast<useconds_t>(gap_ms) * 1000);  // let the reaper finish, as between sessions
   }
   // 2. Idle memory.
   std::vector<sp::ReadySandbox> held;
   usleep(500000);  // settle (the reaper)
   const double tpl_before = static_cast<double>(spawner.template_memory()) / 1024.0;
+  out->tpl_kib = tpl_before;
+  const double fill_start = now_ms();
   spawner.set_ready_target(static_cast<uint32_t>(idle));
   while (static_cast<int>(held.size()) < idle) {
     auto sb = take(now_ms() + 60000);
     if (!sb) break;
     if (wait_hello(sb->agent_fd.get(), 30000)) held.push_back(std::move(*sb));
   }
+  out->fill_ms = now_ms() - fill_start;
+  out->filled = static_cast<int>(held.size());
   spawner.set_ready_target(0);
   usleep(500000);  // settle
   if (!held.empty())
@@ -157,11 +167,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string sandpool = argv[1], agent = argv[2], which = "both";
-  int n = 40, idle = 8;
+  int n = 40, idle = 8, gap_ms = 20;
   for (int i = 3; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--n")) n = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--idle")) idle = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--tier")) which = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--gap-ms")) gap_ms = std::atoi(argv[i + 1]);
   }
   if (access("/dev/kvm", R_OK | W_OK) != 0 && which != "process") {
     std::printf("SKIP: /dev/kvm is not usable\n");
@@ -172,17 +183,20 @@ int main(int argc, char** argv) {
   if (which == "both" || which == "process") tiers.push_back("process");
   std::vector<TierResult> res(tiers.size());
   for (size_t i = 0; i < tiers.size(); ++i)
-    if (!run_tier(tiers[i], sandpool, agent, n, idle, &res[i])) return 1;
+    if (!run_tier(tiers[i], sandpool, agent, n, idle, gap_ms, &res[i])) return 1;
   std::printf("| tier | template start ms | request → ready record ms | request → agent Hello ms | memcg KiB/idle sandbox | "
-              "template memcg Δ KiB/idle sandbox | Private KiB (smaps_rollup) | Anonymous KiB | Pss KiB |\n"
-              "|---|---|---|---|---|---|---|---|---|\n");
+              "template memcg Δ KiB/idle sandbox | Private KiB (smaps_rollup) | Anonymous KiB | Pss KiB | fill ms/sandbox | "
+              "template memcg MiB |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (size_t i = 0; i < tiers.size(); ++i) {
     const TierResult& r = res[i];
-    std::printf("| %s | %.0f | %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", tiers[i], r.template_start_ms,
+    std::printf("| %s | %.0f | %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.1f |\n", tiers[i], r.template_start_ms,
                 fmt(r.ready_ms).c_str(), fmt(r.hello_ms).c_str(), pct(r.memcg_kib, 50), r.tpl_delta_kib, pct(r.private_kib, 50),
-                pct(r.anon_kib, 50), pct(r.pss_kib, 50));
+                pct(r.anon_kib, 50), pct(r.pss_kib, 50), r.filled ? r.fill_ms / r.filled : 0.0, r.tpl_kib / 1024.0);
   }
-  std::printf("\n%d clones one at a time per tier; memory: median of %d idle sandboxes after their Hello.\n", n, idle);
+  std::printf("\n%d clones one at a time per tier, %d ms between a sandbox's return and the next request; memory: median "
+              "of %d idle sandboxes after their Hello; fill: the time to fill the pool with those from none, per sandbox.\n",
+              n, gap_ms, idle);
   // The issue 6 figure: the spawner's request (its cgroup and descriptors) to the ready record it
   // pushes into the pool's ring, everything between (template, VMM child, report) included.
   std::printf("\n**Clone to ready, end to end** (request → ready record, median):");

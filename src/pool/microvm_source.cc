@@ -23,11 +23,15 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   // The template's environment is fixed by the spawner: pass the debug switch as an argument.
   if (const char* d = getenv("SANDPOOL_VMM_DEBUG")) base.template_cmd.insert(base.template_cmd.end(), {"--debug", d});
   base.tier = "microvm";
-  // An idle micro-VM session's private memory has a 3 MiB budget (issue 6); the warm-up execute's
-  // copied guest pages (≈ 150 KiB) would take it over, so a micro-VM session's first request
-  // takes those faults instead.
-  base.warm_up_execute = false;
-  base.template_memory_per_session_bytes = 2ull << 20;
+  // The warm-up execute after the Hello (ProcessSource::send_warm_up): its copied guest pages
+  // (≈ 160 KiB) keep an idle micro-VM session at 2.7 MiB private (budget 3 MiB, issue 6), and a
+  // session's first print(1) takes 1.4-1.5 ms instead of 3.3-3.4 (the faults of the request path).
+  base.warm_up_execute = true;
+  // What a VMM child allocates before its request stays charged to the template's cgroup: its
+  // KVM VM, vCPU, memslot metadata and namespaces (≈ 1.1–1.7 MiB), and the guest pages its agent
+  // wrote while it ran ahead to its warm-up (≈ 2.5 MiB; src/vmm/README.md "Pools"): 3.7–4.2 MiB
+  // measured per idle session (bench/vmm/pool_bench.cc).
+  base.template_memory_per_session_bytes = 6ull << 20;
   // A clone is ready ≈ 1 ms after its request: the next one's cgroup and network namespace are
   // made after its ready record, not while the spawner waits for it.
   base.prepare_next_during_clone = false;

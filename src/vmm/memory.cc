@@ -32,7 +32,30 @@ GuestMemory::~GuestMemory() {
   if (host_) munmap(host_, size_);
 }
 
-Result<GuestMemory> GuestMemory::create(uint64_t bytes, Backing backing) {
+namespace {
+
+// mmap of `bytes` at a 2 MiB-aligned address (KVM maps a host huge page only where guest-physical
+// and host addresses agree modulo 2 MiB; guest-physical = file offset here).
+void* map_aligned(uint64_t bytes, int flags, int fd) {
+  // SAFETY: a fresh reservation 2 MiB larger than asked; the mapping replaces an aligned part of
+  // it (MAP_FIXED) and the rest is unmapped.
+  void* r = mmap(nullptr, bytes + kHugePage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) return MAP_FAILED;
+  auto raw = reinterpret_cast<uintptr_t>(r);
+  uintptr_t base = (raw + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
+  void* p = mmap(reinterpret_cast<void*>(base), bytes, PROT_READ | PROT_WRITE, flags | MAP_FIXED | MAP_NORESERVE, fd, 0);
+  if (p == MAP_FAILED) {
+    munmap(r, bytes + kHugePage);
+    return MAP_FAILED;
+  }
+  if (base > raw) munmap(r, base - raw);
+  munmap(reinterpret_cast<void*>(base + bytes), raw + kHugePage - base);
+  return p;
+}
+
+}  // namespace
+
+Result<GuestMemory> GuestMemory::create(uint64_t bytes, Backing backing, int file_dir_fd) {
   if (bytes < kMinMemoryBytes || bytes > kMaxMemoryBytes || bytes % kHugePage != 0)
     return Error{kEInvalid, "guest memory size"};
   GuestMemory m;
@@ -57,11 +80,16 @@ Result<GuestMemory> GuestMemory::create(uint64_t bytes, Backing backing) {
     m.anonymous_ = true;
     return m;
   }
-  m.memfd_ = UniqueFd(memfd_create("sandpool-guest", MFD_CLOEXEC));
-  if (!m.memfd_) return errno_error("memfd_create");
+  if (file_dir_fd >= 0) {
+    m.memfd_ = UniqueFd(openat(file_dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+    if (!m.memfd_) return errno_error("guest memory file");
+  } else {
+    m.memfd_ = UniqueFd(memfd_create("sandpool-guest", MFD_CLOEXEC));
+    if (!m.memfd_) return errno_error("memfd_create");
+  }
   if (ftruncate(m.memfd_.get(), static_cast<off_t>(bytes)) < 0) return errno_error("ftruncate guest memfd");
-  // SAFETY: a shared mapping of the whole memfd; the VMM and KVM see the same pages.
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m.memfd_.get(), 0);
+  // A shared mapping of the whole memfd; the VMM and KVM see the same pages.
+  void* p = map_aligned(bytes, MAP_SHARED, m.memfd_.get());
   if (p == MAP_FAILED) return errno_error("mmap guest memory");
   m.host_ = static_cast<uint8_t*>(p);
   m.size_ = bytes;
@@ -70,8 +98,9 @@ Result<GuestMemory> GuestMemory::create(uint64_t bytes, Backing backing) {
 
 Result<GuestMemory> GuestMemory::map_private(int memfd, uint64_t bytes) {
   GuestMemory m;
-  // SAFETY: a private mapping of the template's whole memfd; the template never writes it again.
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, memfd, 0);
+  // A private mapping of the template's whole memfd; the template never writes it again. Aligned:
+  // where the memfd has huge pages, a clone's reads then map them whole.
+  void* p = map_aligned(bytes, MAP_PRIVATE, memfd);
   if (p == MAP_FAILED) return errno_error("mmap template memory");
   m.host_ = static_cast<uint8_t*>(p);
   m.size_ = bytes;

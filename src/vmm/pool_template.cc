@@ -2,10 +2,11 @@
 // template.py and speaking the same control protocol (see template.py's docstring). It builds one
 // template VM (Python + the agent, preloaded, frozen before the agent's first read of its control
 // descriptor), and keeps one small VMM child forked ahead (a spare) that has already cloned the VM
-// copy-on-write; per request it hands the request to the spare and forks the next one. The child
+// copy-on-write and run its guest (the template's agent, no session input) up to where it needs
+// its session; per request it hands the request to the spare and forks the next one. The child
 // then isolates itself like a process-tier clone (cgroups, namespaces, scratch mounts, unprivileged
-// host uid, no capabilities, the VMM's own seccomp filter) and runs the VM with the session's
-// socket as guest fd 3. No guest code runs before the isolation.
+// host uid, no capabilities, the VMM's own seccomp filter) and lets the guest go on with the
+// session's socket as guest fd 3. Nothing of the session reaches the guest before the isolation.
 // The child also plays the agent supervisor's part (deadlines, restart after a death); see
 // src/vmm/README.md "Pools".
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cli.h"
@@ -39,6 +41,7 @@
 #include "sandbox/mounts.h"
 #include "sandbox/net.h"
 #include "util/log.h"
+#include "vmm/layout.h"
 #include "vmm/pool_template.h"
 #include "vmm/vm.h"
 
@@ -75,6 +78,11 @@ struct TemplateState {
   RlimitSet rlimits;
   SeccompProgram filter;
   VmSnapshot* snap = nullptr;
+  int pagemap = -1;  // /proc/self/pagemap, open from template_init until record_written_pages()
+  int memory_dir = -1;  // a detached tmpfs (huge=always) for the template VM's memory, or -1
+  // Guest ranges [start, end) a clone's guest writes while it runs ahead (a probe clone's, see
+  // record_written_pages()); each spare makes its copies of them before its guest runs.
+  std::vector<std::pair<uint64_t, uint64_t>> written;
 };
 TemplateState g;
 
@@ -259,9 +267,15 @@ void isolate(const CloneRequest& r) {
 }
 
 // What a VMM child makes before its request arrives: the request-independent isolation, its
-// descriptors and the VM clone, so that none of them is on the request's path. Memory KVM allocates here is charged to the template's
-// cgroup (the child joins the sandbox's at its request); everything the guest grows later (new
-// memslots, shadow pages, copied pages) is charged to the sandbox.
+// descriptors, the VM clone, and the start of its guest: the agent, told by its GO record to go
+// ahead, makes everything that needs neither the session's socket nor the session's isolation
+// (signals, descriptors, root, reseeding, its warm-up cell) and pauses at its next read of the
+// control socket; so none of it is on the request's path. The guest is the template's own agent
+// code: nothing from a session reaches it before the isolation (it has no fd 3 yet), and until the
+// request it runs as the template's VM does. Memory allocated here (KVM's VM, vCPU and shadow
+// pages, the guest's copied pages) is charged to the template's cgroup, where the spare is (the
+// child joins the sandbox's at its request; charges stay where they were made); everything the
+// guest grows later (new memslots, shadow pages, copied pages) is charged to the sandbox.
 struct ChildPrep {
   uint32_t ahead_step = 0;  // isolate_ahead()'s failing step, 0 when it succeeded
   int ahead_err = 0;
@@ -269,26 +283,124 @@ struct ChildPrep {
   std::unique_ptr<Vm> vm;  // null when the clone failed (clone_err)
   int clone_err = 0;
   uint64_t clone_ns = 0;
+  uint64_t populate_ns = 0;      // copying the pages the guest will write (TemplateState::written)
+  uint64_t guest_ahead_ns = 0;  // that and GO -> the guest's pause (vm is null when it did not pause)
+  uint64_t made_ns = 0;         // the spare's fork -> all of the above done
+  uint64_t ahead_pf_fixed = 0, ahead_exits = 0;  // SANDPOOL_VMM_DEBUG: KVM's shadow faults fixed, KVM_RUN returns
 };
 
-ChildPrep prepare_child() {
-  ChildPrep p;
-  if ((p.ahead_step = isolate_ahead(&p.ahead_err))) return p;
+// GO record: restarts, reason, the dead guest's end, its page, flags (sandpool_agent.py GO).
+constexpr uint32_t kGoAhead = 1;  // go ahead without the session; wait for it at the next read of fd 4
+bool send_go(int ctl, uint32_t restarts, uint32_t reason, int32_t term_signal, int32_t exit_code,
+             const uint8_t* page, uint32_t flags) {
+  uint8_t go[16 + kPageBytes + 4];
+  std::memcpy(go, &restarts, 4);
+  std::memcpy(go + 4, &reason, 4);
+  std::memcpy(go + 8, &term_signal, 4);
+  std::memcpy(go + 12, &exit_code, 4);
+  std::memcpy(go + 16, page, kPageBytes);
+  std::memcpy(go + 16 + kPageBytes, &flags, 4);
+  return write(ctl, go, sizeof go) == static_cast<ssize_t>(sizeof go);
+}
+
+// Clones the VM and runs its guest ahead to its pause (p's descriptors made here); p.vm stays
+// null when the clone failed (p.clone_err) or the guest did not pause.
+void clone_ahead(ChildPrep& p) {
   p.devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   p.out = memfd_create("sandpool-stdout", MFD_CLOEXEC);
   p.errf = memfd_create("sandpool-stderr", MFD_CLOEXEC);
   if (p.devnull < 0 || p.out < 0 || p.errf < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.ctl) != 0) {
     p.clone_err = errno;
-    return p;
+    return;
   }
-  auto vm = Vm::clone(*g.snap, {{0, p.devnull}, {1, p.out}, {2, p.errf}, {kGuestCtlFd, p.ctl[1]}});
+  // Guest fd 3 is /dev/null until the session's socket replaces it: held, so that no descriptor
+  // the guest opens ahead gets that number.
+  auto vm = Vm::clone(*g.snap, {{0, p.devnull}, {1, p.out}, {2, p.errf}, {kGuestAgentFd, p.devnull}, {kGuestCtlFd, p.ctl[1]}});
   if (!vm.ok()) {
     p.clone_err = vm.error().code;
-    return p;
+    return;
   }
   p.clone_ns = vm.value()->timings().clone_ns;
   p.vm = std::move(vm.value());
+  const uint8_t no_page[kPageBytes] = {};
+  bool paused = false;
+  uint64_t t0 = now_ns();
+  // The pages the guest is going to write, copied in one call each range instead of one shadow
+  // fault (and a host copy-on-write fault) per page; as writable host pages, KVM can also map
+  // their neighbours with each fault.
+  uint8_t* host = p.vm->guest().mem.host_base();
+  for (const auto& [start, end] : g.written) {
+    // SAFETY: [start, end) lies inside this clone's guest mapping (record_written_pages() kept only
+    // ranges below the guest size, the same for every clone of the snapshot). Advisory only.
+    (void)madvise(host + start, end - start, MADV_POPULATE_WRITE);
+  }
+  p.populate_ns = now_ns() - t0;
+  if (send_go(p.ctl[0], 0, kReasonInitial, 0, 0, no_page, kGoAhead)) {
+    p.vm->pause_before_read(kGuestCtlFd);
+    auto ex = p.vm->run();
+    paused = ex.ok() && ex.value().paused;
+  }
+  p.guest_ahead_ns = now_ns() - t0;
+  if (getenv("SANDPOOL_VMM_DEBUG") && paused) {
+    if (auto k = p.vm->vcpu().stats({"pf_fixed"}); k.ok()) p.ahead_pf_fixed = k.value()[0];
+    p.ahead_exits = p.vm->timings().exits;
+  }
+  if (!paused) {  // it ended (it should not): the request clones again, as after a guest death,
+    p.vm.reset();  // with a fresh control socket (this one may hold what the dead guest wrote)
+    close(p.ctl[0]), close(p.ctl[1]);
+    p.ctl[0] = p.ctl[1] = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.ctl) != 0) p.clone_err = errno;
+  }
+}
+
+ChildPrep prepare_child() {
+  ChildPrep p;
+  if ((p.ahead_step = isolate_ahead(&p.ahead_err))) return p;
+  clone_ahead(p);
   return p;
+}
+
+// Which guest pages a clone writes while it runs ahead: a probe clone, run ahead here in the
+// template, and the pages of its guest mapping that became anonymous (copied on write) in
+// /proc/self/pagemap. The agent's path to its pause does the same in every clone, so each spare
+// copies exactly these pages (that it would copy anyway) before its guest runs.
+void record_written_pages() {
+  UniqueFd pagemap(std::exchange(g.pagemap, -1));
+  if (!pagemap) return;
+  ChildPrep p;
+  clone_ahead(p);
+  if (p.vm) {
+    const uint8_t* host = p.vm->guest().mem.host_base();
+    const uint64_t size = p.vm->guest().mem.size();
+    constexpr uint64_t kPresent = 1ull << 63, kFileOrShared = 1ull << 61;
+    std::vector<uint64_t> entries(16384);
+    const uint64_t base = reinterpret_cast<uintptr_t>(host) / kPageSize;
+    for (uint64_t page = kUserBase / kPageSize; page < size / kPageSize;) {
+      uint64_t n = std::min<uint64_t>(entries.size(), size / kPageSize - page);
+      ssize_t got = pread(pagemap.get(), entries.data(), n * 8, static_cast<off_t>((base + page) * 8));
+      if (got <= 0) break;
+      for (uint64_t i = 0; i < static_cast<uint64_t>(got) / 8; ++i) {
+        if ((entries[i] & kPresent) == 0 || (entries[i] & kFileOrShared) != 0) continue;
+        uint64_t gpa = (page + i) * kPageSize;
+        if (!g.written.empty() && g.written.back().second == gpa) g.written.back().second += kPageSize;
+        else g.written.emplace_back(gpa, gpa + kPageSize);
+      }
+      page += static_cast<uint64_t>(got) / 8;
+    }
+  }
+  uint64_t pages = 0, huge = 0, last_huge = ~0ull;
+  for (const auto& [start, end] : g.written) {
+    pages += (end - start) / kPageSize;
+    for (uint64_t h = start / kHugePage; h <= (end - 1) / kHugePage; ++h) {
+      if (h != last_huge) ++huge;
+      last_huge = h;
+    }
+  }
+  LOG_INFO("vmm-template: a clone's guest writes %llu pages (%zu ranges, in %llu of the 2 MiB pages) before its session",
+           static_cast<unsigned long long>(pages), g.written.size(), static_cast<unsigned long long>(huge));
+  p.vm.reset();
+  for (int fd : {p.devnull, p.out, p.errf, p.ctl[0], p.ctl[1]})
+    if (fd >= 0) close(fd);
 }
 
 // The VMM child after its request: isolate, seccomp, run the VM made ahead; on a guest death clone
@@ -300,7 +412,7 @@ ChildPrep prepare_child() {
   const int report = r.report_fd;
   if (prep.ahead_step) sp_child_fail(report, prep.ahead_step, prep.ahead_err);
   isolate(r);
-  if (!prep.vm) sp_child_fail(report, kStepExec, prep.clone_err ? prep.clone_err : EIO);
+  if (!prep.vm && prep.clone_err) sp_child_fail(report, kStepExec, prep.clone_err);
   const int devnull = prep.devnull, out = prep.out, errf = prep.errf;
   int* ctl = prep.ctl;
   const bool debug = getenv("SANDPOOL_VMM_DEBUG") != nullptr;  // keep stderr (the server's log)
@@ -308,6 +420,9 @@ ChildPrep prepare_child() {
     for (int fd = 0; fd < 3; ++fd) dup2(devnull, fd);  // nothing from here reaches the server's log
   }
   Watcher watcher(ctl[0], g.args.grace_ms * 1'000'000ull);
+  // The guest that ran ahead has already registered its page (buffered on ctl[0]): the watcher
+  // must know its VM before it reads that.
+  if (prep.vm) watcher.attach(prep.vm.get());
   watcher.start();  // before the filter: TSYNC puts it under the filter as well
   sock_fprog prog = g.filter.prog();
   // SAFETY: raw seccomp(2) with a program compiled by libseccomp; TSYNC applies it to the watcher too.
@@ -320,32 +435,33 @@ ChildPrep prepare_child() {
   bool reported = false;
   for (;;) {
     Result<std::unique_ptr<Vm>> vm = Error{EIO, "no VM"};
-    if (prep.vm) {  // the first guest: the clone made ahead gets the session's socket
+    const bool ahead = prep.vm != nullptr;
+    if (ahead) {  // the first guest ran ahead: it gets the session's socket, then its go-on byte
       Status st = prep.vm->attach_fd(kGuestAgentFd, r.agent_fd);
       if (!st.ok()) sp_child_fail(report, kStepExec, st.error().code);
       vm = std::move(prep.vm);
+      if (write(ctl[0], "S", 1) != 1) _exit(kExitProtocol);
     } else {
       vm = Vm::clone(*g.snap, {{0, devnull}, {1, out}, {2, errf}, {kGuestAgentFd, r.agent_fd}, {kGuestCtlFd, ctl[1]}});
+      // GO: restarts, reason, the dead guest's end, its page; read by the frozen guest's first read.
+      if (vm.ok() && !send_go(ctl[0], restarts, reason, term_signal, exit_code, page, 0)) _exit(kExitProtocol);
     }
     if (!vm.ok()) {
       if (!reported) sp_child_fail(report, kStepExec, vm.error().code);
       _exit(kExitGaveUp);
     }
-    // GO: restarts, reason, the dead guest's end, its page; read by the frozen guest's first read.
-    uint8_t go[16 + kPageBytes];
-    std::memcpy(go, &restarts, 4);
-    std::memcpy(go + 4, &reason, 4);
-    std::memcpy(go + 8, &term_signal, 4);
-    std::memcpy(go + 12, &exit_code, 4);
-    std::memcpy(go + 16, page, kPageBytes);
-    if (write(ctl[0], go, sizeof go) != static_cast<ssize_t>(sizeof go)) _exit(kExitProtocol);
     if (debug && restarts == 0)
-      std::fprintf(stderr, "vmm: clone %.3f ms (made before the request); request -> VM ready to run %.3f ms\n",
-                   static_cast<double>(prep.clone_ns) / 1e6, static_cast<double>(now_ns() - request_ns) / 1e6);
+      std::fprintf(stderr,
+                   "vmm: clone %.3f ms, guest ahead %.3f ms (copies made first %.3f ms; %llu shadow faults fixed, %llu "
+                   "exits), spare made in %.3f ms from its fork (before the request); request -> VM ready to run %.3f ms\n",
+                   static_cast<double>(prep.clone_ns) / 1e6, static_cast<double>(prep.guest_ahead_ns) / 1e6,
+                   static_cast<double>(prep.populate_ns) / 1e6,
+                   static_cast<unsigned long long>(prep.ahead_pf_fixed), static_cast<unsigned long long>(prep.ahead_exits),
+                   static_cast<double>(prep.made_ns) / 1e6, static_cast<double>(now_ns() - request_ns) / 1e6);
     else if (debug)
       std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
                    restarts);
-    watcher.attach(vm.value().get());
+    if (!ahead) watcher.attach(vm.value().get());  // (the one that ran ahead is attached already)
     if (!reported) {
       ChildReport ready{0, 0};
       if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
@@ -375,11 +491,30 @@ ChildPrep prepare_child() {
   }
 }
 
+// A tmpfs mounted nowhere (the new mount API's detached mount) with huge pages: the template VM's
+// memory file is made there (O_TMPFILE), so that what the template wrote sits in 2 MiB pages and a
+// clone maps a 2 MiB page it only reads with one shadow fault. The host's shmem_enabled knob
+// ("never" here) does not apply to a tmpfs mounted with huge=always. -1 when it cannot be made:
+// the template then uses a memfd (4 KiB pages).
+int huge_tmpfs(uint64_t bytes) {
+  UniqueFd fs(fsopen("tmpfs", FSOPEN_CLOEXEC));
+  if (!fs) return -1;
+  const std::string size = std::to_string(bytes);
+  if (fsconfig(fs.get(), FSCONFIG_SET_STRING, "huge", "always", 0) != 0 ||
+      fsconfig(fs.get(), FSCONFIG_SET_STRING, "size", size.c_str(), 0) != 0 ||
+      fsconfig(fs.get(), FSCONFIG_SET_STRING, "mode", "0700", 0) != 0 ||
+      fsconfig(fs.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0)
+    return -1;
+  return fsmount(fs.get(), FSMOUNT_CLOEXEC, MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+}
+
 Status template_init() {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return errno_error("PR_SET_PDEATHSIG");
   if (getppid() != g.args.parent) return Error{ESRCH, "parent gone"};
   g.own_pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
   if (g.own_pidns < 0) return errno_error("open own pid ns");
+  g.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);  // -1: spares copy nothing ahead
+  g.memory_dir = huge_tmpfs(g.args.vm_memory + kHugePage);
   // SAFETY: raw pidfd_open(2) on ourselves (no libc wrapper here); clones poll it to see us die.
   g.template_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
   if (g.template_pidfd < 0) return errno_error("pidfd_open(self)");
@@ -458,6 +593,7 @@ Status build_template_vm() {
   cfg.fds = {{0, devnull.get()}, {1, 2}, {2, 2}, {kGuestAgentFd, a1.get()}, {kGuestCtlFd, c1.get()}};
   cfg.memory_bytes = g.args.vm_memory;
   cfg.freeze_on_read_fd = kGuestCtlFd;
+  cfg.memory_dir_fd = g.memory_dir;
   prebuild_matplotlib_cache();
   uint64_t t0 = now_ns();
   SP_TRY_ASSIGN(std::unique_ptr<Vm> vm, Vm::create(cfg));
@@ -575,13 +711,15 @@ struct Spare {
   int sock = -1;
 };
 
-[[noreturn]] void spare_main(int sock) {
+[[noreturn]] void spare_main(int sock, uint64_t forked_ns) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);
   pollfd dead{g.template_pidfd, POLLIN, 0};
   if (poll(&dead, 1, 0) != 0) _exit(SP_CHILD_SETUP_FAILED);  // the template died before the prctl
   close(g.args.ctrl_fd);
   close(g.own_pidns);
+  if (g.memory_dir >= 0) close(g.memory_dir);
   ChildPrep prep = prepare_child();
+  prep.made_ns = now_ns() - forked_ns;
   RequestMsg msg{};
   int fds[8];
   int nfds = 0;
@@ -600,10 +738,11 @@ Result<Spare> fork_spare() {
     close(sv[0]), close(sv[1]);
     return e;
   }
+  const uint64_t forked_ns = now_ns();
   pid_t pid = fork();
   if (pid == 0) {
     close(sv[0]);
-    spare_main(sv[1]);
+    spare_main(sv[1], forked_ns);
   }
   Error e = errno_error("fork");
   close(sv[1]);
@@ -655,6 +794,7 @@ int vmm_template_main(int argc, char** argv) {
     LOG_ERROR("vmm-template: template VM: %s", st.error().message().c_str());
     return 1;
   }
+  record_written_pages();
   // One VMM child is always forked ahead with its VM cloned (a spare): a request only has to
   // isolate it. A failed fork is retried at the next request.
   Spare spare;

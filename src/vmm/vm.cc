@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <ctime>
+#include <utility>
 
 #include "util/log.h"
 #include "vmm/loader.h"
@@ -57,7 +58,8 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmConfig& cfg) {
   // faster on huge pages (GuestMemory::Backing).
   SP_TRY_ASSIGN(vm->guest_.mem, GuestMemory::create(cfg.memory_bytes, cfg.freeze_on_read_fd >= 0
                                                                           ? GuestMemory::Backing::kMemfd
-                                                                          : GuestMemory::Backing::kAnonymousHuge));
+                                                                          : GuestMemory::Backing::kAnonymousHuge,
+                                                            cfg.memory_dir_fd));
   Guest& g = vm->guest_;
   SP_TRY(build_system_area(g.mem, cfg.backend));
   vm->slots_ = MemSlots(g.mem.size());
@@ -186,6 +188,14 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
         pending_user_ = user;
         return false;
       }
+      if (pause_fd_ >= 0 && args.nr == 0 && args.a[0] == static_cast<uint64_t>(pause_fd_)) {
+        pause_fd_ = -1;
+        paused_ = true;
+        has_pending_ = true;  // made by the next run()
+        pending_ = args;
+        pending_user_ = user;
+        return false;
+      }
       int64_t r = dispatch_syscall(g, args);
       if (r != kNoReturnValue) user.rax = static_cast<uint64_t>(r);
       break;
@@ -255,13 +265,17 @@ Result<VmExit> Vm::run() {
   } async_reset;
   if (vdso_) refresh_vdso(g.mem, vdso_clock_);
   bool running = true;
-  if (has_pending_) {  // a clone: finish the template's frozen syscall with our descriptors
+  paused_ = false;
+  if (has_pending_) {  // a clone: finish the template's frozen syscall with our descriptors (or a
+                       // paused VM its own pending read)
     has_pending_ = false;
     Trap t;
     t.kind = Trap::Kind::kSyscall;
     user = pending_user_;
     user.rax = pending_.nr;
+    int pause = std::exchange(pause_fd_, -1);  // the pause is for the guest's next read, not this one
     running = handle_trap(t, user);
+    pause_fd_ = pause;
   }
   bool first = true;
   while (running) {
@@ -290,6 +304,7 @@ Result<VmExit> Vm::run() {
   g.regs = nullptr;
   VmExit ex{g.exit_code, g.term_signal, g.syscall_count, g.unknown_syscalls};
   ex.frozen = frozen_;
+  ex.paused = paused_;
   return ex;
 }
 

@@ -39,6 +39,9 @@ struct VmConfig {
   // `fds` (a placeholder, e.g. an empty pipe); the freeze matches that descriptor itself, so a file
   // that later gets the same fd number (after the guest closed it) does not trigger it.
   int freeze_on_read_fd = -1;
+  // With freeze_on_read_fd: a directory (descriptor) where the guest memory is made as an unnamed
+  // file instead of a memfd (GuestMemory::create), e.g. a tmpfs mounted with huge=always.
+  int memory_dir_fd = -1;
 };
 
 struct VmExit {
@@ -47,6 +50,7 @@ struct VmExit {
   uint64_t syscalls = 0;
   uint64_t unknown_syscalls = 0;
   bool frozen = false;  // stopped for a snapshot (VmConfig::freeze_on_read_fd), not ended
+  bool paused = false;  // stopped before a read (Vm::pause_before_read); the next run() goes on
 };
 
 struct VmTimings {
@@ -83,6 +87,11 @@ class Vm {
   // Runs the guest until it exits, is killed by a signal, or freezes. An error means the VMM could
   // not go on (an unexpected KVM exit or ioctl failure); the guest is dead either way.
   Result<VmExit> run();
+
+  // The next run() returns (VmExit::paused) just before the guest's next read() of `guest_fd`,
+  // instead of making it; the run() after that makes the read and goes on. One-shot. A pool's VMM
+  // child runs its clone's guest ahead this way up to the point where it needs its session.
+  void pause_before_read(int guest_fd) { pause_fd_ = guest_fd; }
 
   // After run() returned `frozen`: the snapshot of this VM (triple-fault backend only). This VM must
   // not run again; its memfd now belongs to the snapshot.
@@ -132,7 +141,9 @@ class Vm {
   int freeze_fd_ = -1;
   uint64_t freeze_dev_ = 0, freeze_ino_ = 0;  // identity of the descriptor behind freeze_fd_
   bool frozen_ = false;
-  bool has_pending_ = false;  // a clone: complete pending_ before the first KVM_RUN
+  int pause_fd_ = -1;  // pause_before_read()
+  bool paused_ = false;
+  bool has_pending_ = false;  // a clone or a paused VM: complete pending_ before the next KVM_RUN
   SyscallArgs pending_;
   kvm_regs pending_user_{};
 };

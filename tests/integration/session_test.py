@@ -416,7 +416,7 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, _ = self.srv.json("POST", "/pools", pool({"name": "roomy", "maxConcurrentSessions": 1000, "readySessionInstances": 1}))
         self.assertEqual(r.status, 201, r)
         try:
-            per_session = (2 << 20) if ISOLATION == "microvm" else 0
+            per_session = (6 << 20) if ISOLATION == "microvm" else 0
             base = (2 << 30) + (16 << 20)
             self.assertEqual(limit(), base + 1000 * per_session)
             r, _ = self.srv.json("PATCH", "/pools/roomy", {"maxConcurrentSessions": 3000})

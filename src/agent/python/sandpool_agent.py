@@ -532,11 +532,10 @@ class Worker:
         self.globals = module.__dict__
         self.fflush = libc().fflush if libc() else None
 
-    def adopt(self, sock, root):
+    def adopt(self, root):
         """In a micro-VM clone: this Worker was made in the template (serve_single) on the
-        template's descriptors; take the clone's socket flags, root and fresh capture offsets."""
-        self.sock = sock
-        self.sock_flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+        template's descriptors; take the clone's root and fresh capture offsets (and, with
+        adopt_socket, its socket once it has one)."""
         os.close(self.root_fd)
         self.root = root
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -545,6 +544,10 @@ class Worker:
         # memory (≈ 150 pages, each a shadow-MMU fault) would otherwise fall on the session's
         # first cell (+8 ms measured), for ≈ 600 KiB less idle memory.
         self.code_cache.clear()
+
+    def adopt_socket(self, sock):
+        self.sock = sock
+        self.sock_flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
 
     def _after_fork_in_child(self):
         self.is_fork_child = True
@@ -1121,12 +1124,12 @@ class Worker:
 
     # ---- main loop
 
-    def hello(self, restart_count, reason):
+    def hello_frame(self, restart_count, reason):
         caps = capabilities()
         pyver = ".".join(map(str, sys.version_info[:3])).encode()
         payload = _b(AGENT_VERSION.encode()) + struct.pack("<I", os.getpid()) + _b(pyver) + \
             struct.pack("<IIB", caps, restart_count, reason)
-        self.send(frame(T_HELLO, 0, payload))
+        return frame(T_HELLO, 0, payload)
 
     def serve(self):
         while True:
@@ -1156,11 +1159,21 @@ class Worker:
                 self.send(encode_error(rid, e.errno or errno.EIO, e.strerror or str(e)))
 
 
+def _attach_session(w, sock, pid, hello):
+    """The worker's last steps before it serves: its socket, SIGIO to this process, Hello."""
+    w.adopt_socket(sock)
+    fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, pid)
+    w.send(hello)
+
+
 def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, reason,
-                vm_batch=None, worker=None):
+                vm_batch=None, worker=None, session_wait_fd=-1):
     """Body of a freshly forked worker; never returns. `worker`: a Worker made (and warmed up)
     before the micro-VM template's snapshot (serve_single), adopted here instead of a new one;
-    it warms up again (its code cache emptied), which now writes far fewer pages."""
+    it warms up again (its code cache emptied), which now writes far fewer pages.
+    `session_wait_fd` >= 0 (a micro-VM clone run ahead, GO_AHEAD): `sock`'s fd is not the session yet;
+    everything up to the warm-up is made without it, then one read of that descriptor waits for
+    the VMM to attach the session."""
     code = 1
     try:
         if libc():
@@ -1189,15 +1202,28 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
             w.stdout, w.stderr = capture_stream(1), capture_stream(2)
         else:
             w = worker
-            w.adopt(sock, root)
+            w.adopt(root)
         sys.stdout, sys.stderr = w.stdout, w.stderr
-        fcntl.fcntl(sock.fileno(), fcntl.F_SETOWN, os.getpid())
         signal.signal(signal.SIGIO, w.on_sigio)
         signal.signal(signal.SIGINT, w.on_sigint)
         os.chdir(root)
         reseed()
         w.warm_up()
-        w.hello(restarts, reason)
+        hello = w.hello_frame(restarts, reason)
+        pid = os.getpid()
+        if session_wait_fd >= 0:
+            # What follows the wait runs once first on a throwaway socket: its first touch of
+            # each page (a shadow-MMU fault each in the micro-VM, ≈ 70) then happens here,
+            # ahead, and not between the session's arrival and the Hello.
+            a, b = socket.socketpair()
+            try:
+                _attach_session(w, a, pid, hello)
+            finally:
+                a.close()
+                b.close()
+            if not os.read(session_wait_fd, 16):
+                raise BrokenPipeError("the VMM went away before the session")
+        _attach_session(w, sock, pid, hello)
         code = w.serve()
     except ProtocolError as e:
         os.write(log_fd, f"sandpool agent: protocol error: {e}\n".encode())
@@ -1397,8 +1423,14 @@ def serve(sock_fd, root="/mnt/data", grace_ms=2000, preload=()):
 # host socket, 4 a control socket to the VMM, 1 and 2 capture files the VMM owns (they outlive
 # a killed guest). The template VM freezes at the first read of fd 4; each clone (and each
 # replacement after a death) resumes with a GO record, reseeds, registers the shared page and
-# runs the worker, which answers first for the cell its predecessor died in.
-GO = struct.Struct("<IIii")  # restarts, reason, the dead guest's term signal, exit code; + page
+# runs the worker, which answers first for the cell its predecessor died in. A pool's first clone
+# of a sandbox gets GO_AHEAD: it runs in the VMM child made ahead of any request, fd 3 still
+# /dev/null, makes everything that needs no session (up to its warm-up cell), and reads fd 4 again: the
+# VMM's one byte there, once the session's socket is fd 3 and the sandbox isolated, lets it say
+# hello.
+GO = struct.Struct("<IIii")  # restarts, reason, the dead guest's term signal, exit code; + page; + flags
+GO_FLAGS = struct.Struct("<I")
+GO_AHEAD = 1
 
 
 def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
@@ -1492,6 +1524,9 @@ def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=(
     if len(go) < GO.size + SHARED.size:
         return EXIT_PROTOCOL
     restarts, reason, term_signal, exit_code = GO.unpack_from(go)
+    flags = 0
+    if len(go) >= GO.size + SHARED.size + GO_FLAGS.size:
+        flags, = GO_FLAGS.unpack_from(go, GO.size + SHARED.size)
     os.write(ctl_fd, b"A" + struct.pack("<Q", ctypes.addressof(shared)))
     if reason != R_INITIAL:
         try:
@@ -1500,7 +1535,7 @@ def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=(
         except (BrokenPipeError, ConnectionResetError):
             return EXIT_EOF
     _run_worker(sock, root, shared, ctl_fd, 1, 2, log_fd, restarts, reason, vm_batch=vm_batch,
-                worker=worker)
+                worker=worker, session_wait_fd=ctl_fd if flags & GO_AHEAD else -1)
 
 
 def main(argv=None):
