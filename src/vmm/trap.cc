@@ -55,7 +55,15 @@ Trap decode_trap(TrapBackend b, kvm_run* run, const GuestMemory& mem, bool inter
   Trap t;
   if (interrupted) {
     t.kind = Trap::Kind::kInterrupted;
-    t.at_user = (s.cs.selector & 3) == 3;
+    // A signal may only be delivered between two user instructions. A `syscall` that has jumped
+    // to LSTAR (rip there, still CPL3 on kvm-pvm) has its trap under way: the vCPU holds the
+    // instruction-fetch #PF, even where the synced events do not show it, and raises it again
+    // at whatever rip the VMM writes: a handler's first instruction then "faults" at LSTAR
+    // (SIGSEGV, cr2 = LSTAR). Likewise an exception KVM has injected or queued belongs to the
+    // current rip. In these states the guest resumes untouched and the signal waits for the
+    // trap that follows at once.
+    t.at_user = (s.cs.selector & 3) == 3 && r.rip != syscall_entry(b) && !ev.exception.injected &&
+                !ev.exception.pending;
     return t;
   }
   if (b == TrapBackend::kTripleFault) {
@@ -103,14 +111,16 @@ Trap decode_trap(TrapBackend b, kvm_run* run, const GuestMemory& mem, bool inter
 }
 
 void resume_user(TrapBackend b, kvm_run* run, GuestMemory& mem, const Trap& trap, const kvm_regs& user) {
+  // Stopped inside a stub or in the middle of a trap (decode_trap): leave every register to KVM
+  // (writing them would also drop the exception KVM has queued), so the stub or trap finishes.
+  if (trap.kind == Trap::Kind::kInterrupted && !trap.at_user) return;
   kvm_regs& r = run->s.regs.regs;
   run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
-  if (b == TrapBackend::kTripleFault || (trap.kind == Trap::Kind::kInterrupted && trap.at_user)) {
+  if (b == TrapBackend::kTripleFault || trap.kind == Trap::Kind::kInterrupted) {
     r = user;
     r.rflags = user_flags(user.rflags);
     return;
   }
-  if (trap.kind == Trap::Kind::kInterrupted) return;  // inside a stub: it finishes on its own
   if (run->exit_reason == KVM_EXIT_IO && run->io.port == kPortSyscall) {
     uint64_t kernel_rip = r.rip;
     r = user;

@@ -30,7 +30,7 @@ struct Trap {
   uint32_t vector = 0;      // kException: CPU vector 0..31
   uint32_t error_code = 0;  // kException: the error code, 0 when the vector has none
   uint64_t cr2 = 0;         // kException: faulting address for #PF
-  bool at_user = true;      // kInterrupted: false when stopped inside a CPL0 stub (deliver later)
+  bool at_user = true;      // kInterrupted: false when stopped inside a CPL0 stub or a trap (deliver later)
   const char* what = "";    // kFatal: why
 };
 

@@ -515,6 +515,8 @@ class Worker:
         self.executing = False  # user code is running: SIGINT/interrupt raise
         self.in_cell = False    # between O_ASYNC on and off: pings are answered at once
         self.sigio_missed = False  # a SIGIO outside a cell: the next cell start looks
+        self.in_sigio = False  # on_sigio runs (a nested call only sets sigio_again)
+        self.sigio_again = False
         self.primed = None  # micro-VM: O_ASYNC already on for the exec frame in rbuf (readable?)
         self.deadline_ns = 0
         self.host_interrupt = False
@@ -605,13 +607,36 @@ class Worker:
         if not self.in_cell:  # the main loop may be inside read_frame: leave rbuf alone
             self.sigio_missed = True
             return
+        # Python runs a handler for a signal that arrives while a handler runs: a nested call
+        # would take frames from rbuf under this one's feet (its _parse or unpack then sees a
+        # shorter buffer). The nested call only asks this one to look again.
+        if self.in_sigio:
+            self.sigio_again = True
+            return
+        interrupt = False
+        while True:
+            self.in_sigio, self.sigio_again = True, False
+            try:
+                interrupt |= self._take_frames()
+            finally:
+                self.in_sigio = False
+            if not self.sigio_again:
+                break
+        if interrupt:
+            self.host_interrupt = True  # also seen by a cell about to start
+            if self.executing:
+                raise KeyboardInterrupt
+
+    def _take_frames(self):
+        """on_sigio's work: moves the whole frames the socket holds into rbuf and acts on them;
+        True when one was an interrupt."""
         interrupt = False
         while True:
             while True:  # frames already buffered, e.g. read together with the request
                 try:
                     f = self._parse()
                 except ProtocolError:
-                    return  # the main loop reports it
+                    return interrupt  # the main loop reports it
                 if f is None:
                     break
                 if f[0] == T_INTERRUPT:
@@ -637,10 +662,7 @@ class Worker:
             except (BlockingIOError, InterruptedError):
                 break
             self.rbuf += self.sock.recv(need, WAITALL)
-        if interrupt:
-            self.host_interrupt = True  # also seen by a cell about to start
-            if self.executing:
-                raise KeyboardInterrupt
+        return interrupt
 
     def on_sigint(self, signum, frm):
         if self.executing:
