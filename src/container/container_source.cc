@@ -580,7 +580,7 @@ void ContainerSource::watch_output(Box* b) {
   if (uv_poll_init(loop_, &b->output_poll, b->output_fd.get()) != 0) {
     LOG_WARN("pool %s: container %llu: its output cannot be watched; it goes unread", settings_.name.c_str(),
              static_cast<unsigned long long>(b->sb.id));
-    b->output_fd.reset();  // the container's writes now fail (EPIPE) instead of blocking
+    b->output_fd.reset();  // no reader: the container's writes now fail (EPIPE, or SIGPIPE) instead of blocking
     return;
   }
   b->output_open = true;
