@@ -190,18 +190,18 @@ print(os.path.exists(os.path.join(d, 'sub')))
         prog = ("import fcntl, os, signal, socket\n"
                 "s = socket.socket(fileno=3)\n"
                 "s.setblocking(False)\n"
-                "got = [0]\n"
-                "def on_io(n, f):\n"
+                "got = []\n"
+                "def on_io(n, f):\n"  # Python may run it again inside itself: append, never +=
                 "    try:\n"
-                "        got[0] += len(s.recv(65536))\n"
+                "        got.append(len(s.recv(65536)))\n"
                 "    except BlockingIOError:\n"
                 "        pass\n"
                 "signal.signal(signal.SIGIO, on_io)\n"
                 "fcntl.fcntl(3, fcntl.F_SETOWN, os.getpid())\n"
                 "fcntl.fcntl(3, fcntl.F_SETFL, fcntl.fcntl(3, fcntl.F_GETFL) | os.O_ASYNC)\n"
                 "s.sendall(b'ready')\n"
-                "while got[0] < 2000: os.getppid()\n"
-                "print('storm', got[0])\n")
+                "while sum(got) < 2000: os.getppid()\n"
+                "print('storm', sum(got))\n")
         proc = subprocess.Popen([SANDPOOL, "vm-run", "--fd", f"3={guest_end.fileno()}", "--timeout-ms", "60000", "--",
                                  "/usr/bin/python3", "-c", prog],
                                 pass_fds=(guest_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
