@@ -28,32 +28,10 @@ bool MemSlots::wants_fault(uint64_t gpa) const {
   return std::find(keep_unmapped_.begin(), keep_unmapped_.end(), page) == keep_unmapped_.end();
 }
 
-Status MemSlots::map_chunk(uint64_t gpa, GuestMemory& mem, const RegisterFn& reg) {
-  if (gpa >= size_) return Error{EFAULT, "memslot outside guest memory"};
-  size_t i = gpa / kChunkBytes;
-  if (mapped_[i]) return {};
-  uint64_t start = i * kChunkBytes, end = chunk_end(i);
-  SP_TRY(reg(next_slot_, start, end - start));
-  ++next_slot_;
-  mapped_[i] = true;
-  // Not present -> present needs no TLB flush, and KVM's shadow MMU reads the guest's
-  // page-directory entries again at the next fault.
-  for (uint64_t page = std::max(start, kUserBase); page < end; page += kHugePage) {
-    if (std::find(keep_unmapped_.begin(), keep_unmapped_.end(), page) == keep_unmapped_.end())
-      map_huge_page(mem, page);
-  }
-  return {};
-}
-
-Status MemSlots::map_chunks(uint64_t gpa, uint64_t end, GuestMemory& mem, const RegisterFn& reg) {
-  if (gpa >= end || end > size_) return Error{EFAULT, "memslot outside guest memory"};
-  size_t first = gpa / kChunkBytes, last = (end - 1) / kChunkBytes;
-  bool none = true;
-  for (size_t i = first; i <= last; ++i) none = none && !mapped_[i];
-  if (!none) {
-    for (size_t i = first; i <= last; ++i) SP_TRY(map_chunk(i * kChunkBytes, mem, reg));
-    return {};
-  }
+// Registers chunks [first, last] as one memslot and makes their 2 MiB pages present (but the
+// kept-unmapped ones). Not present -> present needs no TLB flush, and KVM's shadow MMU reads the
+// guest's page-directory entries again at the next fault.
+Status MemSlots::register_run(size_t first, size_t last, GuestMemory& mem, const RegisterFn& reg) {
   uint64_t start = first * kChunkBytes, stop = chunk_end(last);
   SP_TRY(reg(next_slot_, start, stop - start));
   ++next_slot_;
@@ -62,6 +40,22 @@ Status MemSlots::map_chunks(uint64_t gpa, uint64_t end, GuestMemory& mem, const 
     if (std::find(keep_unmapped_.begin(), keep_unmapped_.end(), page) == keep_unmapped_.end())
       map_huge_page(mem, page);
   }
+  return {};
+}
+
+Status MemSlots::map_chunk(uint64_t gpa, GuestMemory& mem, const RegisterFn& reg) {
+  if (gpa >= size_) return Error{EFAULT, "memslot outside guest memory"};
+  size_t i = gpa / kChunkBytes;
+  return mapped_[i] ? Status{} : register_run(i, i, mem, reg);
+}
+
+Status MemSlots::map_chunks(uint64_t gpa, uint64_t end, GuestMemory& mem, const RegisterFn& reg) {
+  if (gpa >= end || end > size_) return Error{EFAULT, "memslot outside guest memory"};
+  size_t first = gpa / kChunkBytes, last = (end - 1) / kChunkBytes;
+  bool none = true;
+  for (size_t i = first; i <= last; ++i) none = none && !mapped_[i];
+  if (none) return register_run(first, last, mem, reg);
+  for (size_t i = first; i <= last; ++i) SP_TRY(map_chunk(i * kChunkBytes, mem, reg));
   return {};
 }
 

@@ -60,6 +60,7 @@ class MemSlots {
 
  private:
   uint64_t chunk_end(size_t i) const;
+  Status register_run(size_t first, size_t last, GuestMemory& mem, const RegisterFn& reg);
   uint64_t size_ = 0;
   std::vector<bool> mapped_;
   std::vector<uint64_t> keep_unmapped_;
