@@ -30,10 +30,10 @@ struct ContainerSource::Box {
   State state = State::kStarting;
   Spawned sb;
   UniqueFd status_fd;        // init's status pipe, watched by status_poll
-  UniqueFd output_fd;        // the container's stdout+stderr pipe (sb.output), when captured
+  UniqueFd output_fd;        // the container's stdout+stderr pipe (sb.output) when captured and
+                             // watched by output_poll (a handle to close)
   uv_poll_t status_poll{};
   uv_poll_t output_poll{};   // sb.output (the container's stdout+stderr), when captured
-  bool output_open = false;  // output_poll initialised (a handle to close)
   bool output_paused = false;  // over its log rate: not read for a while (ContainerSource::log_paused_)
   std::unique_ptr<LogLines> output_lines;
   uv_timer_t timer{};        // next probe, or the running probe's timeout
@@ -496,7 +496,7 @@ void ContainerSource::on_status(Box* b) {
   }
   if (!eof && b->status_text.find('\n') == std::string::npos) return;
   uv_poll_stop(&b->status_poll);
-  if (b->output_open) read_output(b, true);  // its last words come before the news of its end
+  if (b->output_fd) read_output(b, true);  // its last words come before the news of its end
   std::string why = death_reason(b);
   switch (b->state) {
     case Box::State::kStarting:
@@ -531,7 +531,7 @@ void ContainerSource::discard(Box* b) {
   abandon_probe(b);
   uv_timer_stop(&b->timer);
   uv_poll_stop(&b->status_poll);
-  if (b->output_open) {
+  if (b->output_fd) {
     read_output(b, true);
     uv_poll_stop(&b->output_poll);
     if (b->output_paused) log_paused_.erase(std::find(log_paused_.begin(), log_paused_.end(), b));
@@ -550,7 +550,7 @@ void ContainerSource::discard(Box* b) {
   };
   close(reinterpret_cast<uv_handle_t*>(&b->status_poll));
   close(reinterpret_cast<uv_handle_t*>(&b->timer));
-  if (b->output_open) close(reinterpret_cast<uv_handle_t*>(&b->output_poll));
+  if (b->output_fd) close(reinterpret_cast<uv_handle_t*>(&b->output_poll));
 }
 
 // ---- the containers' output → our log (log_lines.h) ----
@@ -583,7 +583,6 @@ void ContainerSource::watch_output(Box* b) {
     b->output_fd.reset();  // no reader: the container's writes now fail (EPIPE, or SIGPIPE) instead of blocking
     return;
   }
-  b->output_open = true;
   ++b->handles_open;
   uv_poll_start(&b->output_poll, UV_READABLE, on_output);
 }
