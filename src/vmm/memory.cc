@@ -60,16 +60,9 @@ Result<GuestMemory> GuestMemory::create(uint64_t bytes, Backing backing, int fil
     return Error{kEInvalid, "guest memory size"};
   GuestMemory m;
   if (backing == Backing::kAnonymousHuge) {
-    // KVM maps a huge page only where guest-physical and host addresses agree modulo 2 MiB, so the
-    // mapping starts on a 2 MiB boundary: reserve 2 MiB more and trim both ends.
-    // SAFETY: a fresh private anonymous mapping; the trimmed ends are parts of it.
-    void* p = mmap(nullptr, bytes + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void* p = map_aligned(bytes, MAP_PRIVATE | MAP_ANONYMOUS, -1);
     if (p == MAP_FAILED) return errno_error("mmap guest memory");
-    auto raw = reinterpret_cast<uintptr_t>(p);
-    uintptr_t base = (raw + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
-    if (base > raw) munmap(p, base - raw);
-    munmap(reinterpret_cast<void*>(base + bytes), raw + kHugePage - base);
+    auto base = reinterpret_cast<uintptr_t>(p);
     // Advisory: without THP (or with it disabled) the memory simply stays in 4 KiB pages. Not for
     // the first 2 MiB (system area: KVM shadows page tables with 4 KiB pages anyway) nor the last
     // (the top of the stack, of which a program uses a few pages): zeroing a huge page there cost a
