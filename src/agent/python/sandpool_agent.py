@@ -1188,6 +1188,17 @@ def _attach_session(w, sock, pid, hello):
     w.send(hello)
 
 
+def _make_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, vm_batch):
+    """A Worker on these descriptors, its output captured (fds 1 and 2), using the micro-VM's
+    batch calls when there are (vm_batch)."""
+    w = Worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd)
+    if vm_batch is not None:
+        vm_batch.attach(w.ibuf)
+        w.vm = vm_batch
+    w.stdout, w.stderr = capture_stream(1), capture_stream(2)
+    return w
+
+
 def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, reason,
                 vm_batch=None, worker=None, session_wait_fd=-1):
     """Body of a freshly forked worker; never returns. `worker`: a Worker made (and warmed up)
@@ -1217,11 +1228,7 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         if worker is None:
-            w = Worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd)
-            if vm_batch is not None:
-                vm_batch.attach(w.ibuf)
-                w.vm = vm_batch
-            w.stdout, w.stderr = capture_stream(1), capture_stream(2)
+            w = _make_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, vm_batch)
         else:
             w = worker
             w.adopt(root)
@@ -1520,11 +1527,7 @@ def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=(
     log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     worker = None
     try:
-        worker = Worker(sock, "/", shared, ctl_fd, 1, 2, log_fd)
-        if vm_batch is not None:
-            vm_batch.attach(worker.ibuf)
-            worker.vm = vm_batch
-        worker.stdout, worker.stderr = capture_stream(1), capture_stream(2)
+        worker = _make_worker(sock, "/", shared, ctl_fd, 1, 2, log_fd, vm_batch)
         saved = os.dup(1), os.dup(2)
         null = os.open(os.devnull, os.O_RDWR)  # readable too: the warm-up reads its output back
         os.dup2(null, 1)
