@@ -517,6 +517,7 @@ class Worker:
         self.sigio_missed = False  # a SIGIO outside a cell: the next cell start looks
         self.in_sigio = False  # on_sigio runs (a nested call only sets sigio_again)
         self.sigio_again = False
+        self.sigint_pending = False  # a SIGINT that came while on_sigio ran (on_sigint)
         self.primed = None  # micro-VM: O_ASYNC already on for the exec frame in rbuf (readable?)
         self.deadline_ns = 0
         self.host_interrupt = False
@@ -624,6 +625,8 @@ class Worker:
                 break
         if interrupt:
             self.host_interrupt = True  # also seen by a cell about to start
+        if self.sigint_pending or interrupt:
+            self.sigint_pending = False
             if self.executing:
                 raise KeyboardInterrupt
 
@@ -665,8 +668,14 @@ class Worker:
         return interrupt
 
     def on_sigint(self, signum, frm):
-        if self.executing:
-            raise KeyboardInterrupt
+        if not self.executing:
+            return
+        if self.in_sigio:
+            # Raised here it could fall between a recv and the rbuf that keeps its bytes (a frame
+            # lost, the stream cut): on_sigio raises it once its frames are in rbuf.
+            self.sigint_pending = True
+            return
+        raise KeyboardInterrupt
 
     # ---- supervisor handshake (shared page)
 
