@@ -39,8 +39,8 @@ bool batchable(const SyscallArgs& e) {
     case 44:  // sendto
     case 45:  // recvfrom
       return true;
-    case 72:  // fcntl
-      return e.a[1] == F_GETFL || e.a[1] == F_SETFL;
+    case 72:  // fcntl (F_SETOWN only records the guest's SIGIO owner)
+      return e.a[1] == F_GETFL || e.a[1] == F_SETFL || e.a[1] == F_SETOWN;
     case 7:  // poll
       return e.a[2] == 0;
     default: return false;
