@@ -1,5 +1,6 @@
-// What loading each of our seccomp filters costs (the last isolation step of every clone, on the
-// path of its request): the program's length, and seccomp(2)'s time in a fresh child, median of --n.
+// What loading each of our seccomp filters costs (the last isolation step of every clone; a pool's
+// VMM child loads its filter before its request and only a small lock after it): the program's
+// length, and seccomp(2)'s time in a fresh child, median of --n.
 //
 // Usage: seccomp_load_bench [--n 40]     (any user; the children set no_new_privs)
 // The kernel's cost is mostly its action cache (seccomp_cache_prepare): it runs the program once per
@@ -76,5 +77,7 @@ int main(int argc, char** argv) {
   std::printf("| filter | instructions | seccomp(2) median µs | p90 µs |\n|---|---:|---:|---:|\n");
   report("process tier (sandboxed code)", sp::compile_seccomp_policy(), n);
   report("micro-VM tier (the VMM process)", sp::vmm::compile_vmm_seccomp_policy(), n);
+  report("micro-VM pool: the VMM filter loaded ahead (+ the isolation's last calls)", sp::vmm::compile_vmm_ahead_policy(), n);
+  report("micro-VM pool: the lock loaded at the request", sp::vmm::compile_vmm_isolation_lock(), n);
   return 0;
 }

@@ -4,8 +4,10 @@
 // Usage: vmm_pool_bench SANDPOOL_BINARY AGENT_DIR [--n 40] [--idle 8] [--tier both|microvm|process] [--gap-ms 20]
 // Prints markdown on stdout. Needs root and /dev/kvm (exit 77 without it). For each tier:
 //  1. clone-to-ready, one clone at a time: spawn request → the sandbox's "ready" record (the
-//     spawner's own ready_ns), and → the agent's Hello read on the session socket (what a pool
-//     waits for before it hands a sandbox out); --gap-ms between a sandbox's return and the next
+//     spawner's own ready_ns; a micro-VM child writes it once its agent has sent its Hello and
+//     waits for a request, a process-tier clone once its isolation is done), and → the agent's
+//     Hello read on the session socket (what a pool waits for before it hands a sandbox out; the
+//     read starts when this loop, polling every 100 µs, sees the record); --gap-ms between a sandbox's return and the next
 //     request (a micro-VM template's spare is made in that gap: a shorter gap than the spare takes
 //     puts part of it on the request's path);
 //  2. memory of --idle idle sandboxes after their Hello: the memcg's memory.current per sandbox,
@@ -94,6 +96,8 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
     cfg.template_cmd = {sandpool, "vmm-template", "--vm-memory-mib", "1984", "--debug", "1"};
     // As microvm_source.cc; SANDPOOL_BENCH_NEXT_DURING_CLONE set: the process tier's order (A/B).
     cfg.prepare_next_during_clone = getenv("SANDPOOL_BENCH_NEXT_DURING_CLONE") != nullptr;
+    cfg.netns_ahead = false;
+    cfg.direct_spares = true;
   }
   double t0 = now_ms();
   auto ps = sp::PoolSpawner::start(cfg);

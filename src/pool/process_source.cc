@@ -52,6 +52,8 @@ Status ProcessSource::prepare() {
   if (settings_.container_type == ContainerType::kShell) cfg.preload = "";
   cfg.template_cmd = options_.template_cmd;
   cfg.prepare_next_during_clone = options_.prepare_next_during_clone;
+  cfg.netns_ahead = options_.netns_ahead;
+  cfg.direct_spares = options_.direct_spares;
   cfg.huge_pages = options_.huge_pages;
   cfg.template_memory_bytes = template_memory_bytes(settings_);
   // Blocks until the template has imported its libraries (~0.5 s, seconds on a loaded machine).

@@ -34,6 +34,8 @@ struct ProcessSourceOptions {
   // without the room a large pool would push the template into its cgroup's OOM killer.
   uint64_t template_memory_per_session_bytes = 0;
   bool prepare_next_during_clone = true;  // PoolTemplateConfig's
+  bool netns_ahead = true;                // PoolTemplateConfig's
+  bool direct_spares = false;             // PoolTemplateConfig's
   bool huge_pages = false;                // PoolTemplateConfig's (process tier only)
 };
 

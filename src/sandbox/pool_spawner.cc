@@ -41,6 +41,15 @@ void run_in_background(const char* what) {
   }
 }
 
+// The spawner thread's priority while it only waits for a clone's records: normal, so that it wakes
+// at once when the record comes (a SCHED_IDLE thread waits for an idle CPU, ≈ 0.3-0.5 ms more for
+// a micro-VM clone here, while the clone's guest and the next spare run), and SCHED_IDLE again
+// before anything else it does (the next clone's cgroup, namespace, its own bookkeeping).
+void set_waiting(bool waiting) {
+  sched_param none{};
+  (void)sched_setscheduler(0, waiting ? SCHED_OTHER : SCHED_IDLE, &none);
+}
+
 constexpr int kTemplateCtrlFd = 3;
 constexpr uint64_t kReapHoldMs = 20;  // longest a teardown waits for a fork to end
 
@@ -123,14 +132,26 @@ struct PoolSpawner::Impl {
     UniqueFd pidfd;
     pid_t pid = -1;
     bool outstanding = false;  // a request was sent, its reply not yet read
+    // direct_spares: the child the template offered, not sent a request yet (pid -1: none).
+    pid_t offer_pid = -1;
+    UniqueFd offer_pidfd, offer_sock;
+    void drop_offer() {
+      offer_pid = -1;
+      offer_pidfd.reset();
+      offer_sock.reset();
+    }
   };
   std::vector<Template> tpls;  // cfg.templates of them, forking in parallel
   Cgroup tpl_cgroup;
   std::vector<Pending> pending;
   Cgroup spare_cgroup;          // made ahead, off the clone-to-ready path
   uint64_t spare_gen = 0;
+  std::vector<UniqueFd> spare_procs;  // its cgroup.procs, opened ahead too (one per hierarchy)
+  UniqueFd spare_agent[2], spare_report[2];  // the next clone's socketpair and report pipe, likewise
   UniqueFd spare_netns;         // likewise (lo up); empty if we cannot make one (not root)
   bool netns_ahead;
+  bool background_ok = false;  // SCHED_IDLE was granted
+  bool waiting = false;        // the thread runs at the normal priority, waiting (set_waiting)
   uint64_t next_gen = 1;
   int backoff_ms = 0;
 
@@ -165,6 +186,7 @@ struct PoolSpawner::Impl {
   void stop_template(Template& t);
   Status send_request(Template& t);
   void prepare_next();
+  Status make_spare_channels();
   void on_ctrl(Template& t);
   void on_report(size_t i);
   void finish_failed(Pending& p, Error e);
@@ -193,6 +215,7 @@ Status PoolSpawner::Impl::start_template(Template& t) {
     args.push_back("--agent-path");
     args.push_back(cfg.agent_path);
   }
+  if (cfg.direct_spares) args.insert(args.end(), {"--offer-spares", "1"});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -235,6 +258,7 @@ Status PoolSpawner::Impl::start_template(Template& t) {
 
 void PoolSpawner::Impl::stop_template(Template& t) {
   t.ctrl.reset();  // the template sees EOF and exits; its clones get SIGKILL (PDEATHSIG)
+  t.drop_offer();
   if (t.pidfd) {
     syscall(SYS_pidfd_send_signal, t.pidfd.get(), SIGKILL, nullptr, 0);
     siginfo_t si;
@@ -248,27 +272,38 @@ void PoolSpawner::Impl::stop_template(Template& t) {
 }
 
 Status PoolSpawner::Impl::send_request(Template& t) {
+  if (cfg.direct_spares) {
+    if (t.offer_pid < 0) return {};  // the template's next offer wakes us
+    pollfd dead{t.offer_pidfd.get(), POLLIN, 0};
+    if (poll(&dead, 1, 0) != 0) {  // it died while offered: the template offers another
+      t.drop_offer();
+      return {};
+    }
+  }
   Pending p;
   p.sb.generation = next_gen++;
   IdMapping ids = id_mapping_for_slot(p.sb.generation);
   uid_t uid = ids.privileged ? ids.host_user_uid : ids.host_root_uid;
   gid_t gid = ids.privileged ? ids.host_user_gid : ids.host_root_gid;
   p.t0 = now_ns();
+  std::vector<UniqueFd> cg_fds;
   if (spare_cgroup.valid() && spare_gen == p.sb.generation) {
     p.sb.cgroup = std::move(spare_cgroup);
+    cg_fds = std::move(spare_procs);
+    spare_procs.clear();
   } else {
     SP_TRY_ASSIGN(p.sb.cgroup, mgr.create(cfg.pool + "-" + std::to_string(p.sb.generation), cfg.limits, false));
     background(p.sb.cgroup);
   }
   p.sb.background = cfg.spawn_cpu_weight != 0;
-  SP_TRY_ASSIGN(std::vector<UniqueFd> cg_fds, p.sb.cgroup.open_procs_fds());
-  int sv[2], rp[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(agent)");
-  p.sb.agent_fd.reset(sv[0]);
-  UniqueFd agent_theirs(sv[1]);
-  if (pipe2(rp, O_CLOEXEC) != 0) return errno_error("pipe2(report)");
-  p.report_r.reset(rp[0]);
-  UniqueFd report_w(rp[1]);
+  if (cg_fds.empty()) {
+    SP_TRY_ASSIGN(cg_fds, p.sb.cgroup.open_procs_fds());
+  }
+  if (!spare_agent[0] || !spare_report[0]) SP_TRY(make_spare_channels());
+  p.sb.agent_fd = std::move(spare_agent[0]);
+  UniqueFd agent_theirs = std::move(spare_agent[1]);
+  p.report_r = std::move(spare_report[0]);
+  UniqueFd report_w = std::move(spare_report[1]);
 
   if (!spare_netns && netns_ahead) {
     auto ns = make_isolated_netns();
@@ -297,27 +332,55 @@ Status PoolSpawner::Impl::send_request(Template& t) {
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<size_t>(nfds));
   std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(nfds));
-  if (sendmsg(t.ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
-  t.outstanding = true;
-  forks_started.fetch_add(1);
+  if (cfg.direct_spares) {  // to the offered child itself: no reply from the template
+    if (sendmsg(t.offer_sock.get(), &mh, MSG_NOSIGNAL) < 0) {
+      Error e = errno_error("send spawn request (offered child)");
+      t.drop_offer();
+      return e;
+    }
+    p.have_reply = true;
+    p.sb.pid = t.offer_pid;
+    p.sb.pidfd = std::move(t.offer_pidfd);
+    t.drop_offer();
+  } else {
+    if (sendmsg(t.ctrl.get(), &mh, MSG_NOSIGNAL) < 0) return errno_error("send spawn request");
+    t.outstanding = true;
+    forks_started.fetch_add(1);
+  }
   p.tpl = &t;
   pending.push_back(std::move(p));
   if (cfg.prepare_next_during_clone) prepare_next();
   return {};
 }
 
-// The next clone's cgroup (mkdir + limits ≈ 0.3 ms) and network namespace (≈ 0.4–0.9 ms), made
-// ahead so that send_request() only hands them over.
+// The next clone's socketpair to its agent and its report pipe.
+Status PoolSpawner::Impl::make_spare_channels() {
+  int sv[2], rp[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno_error("socketpair(agent)");
+  spare_agent[0].reset(sv[0]);
+  spare_agent[1].reset(sv[1]);
+  if (pipe2(rp, O_CLOEXEC) != 0) return errno_error("pipe2(report)");
+  spare_report[0].reset(rp[0]);
+  spare_report[1].reset(rp[1]);
+  return {};
+}
+
+// The next clone's cgroup (mkdir + limits ≈ 0.3 ms) with its cgroup.procs descriptors, network
+// namespace (≈ 0.4–0.9 ms), agent socketpair and report pipe (together ≈ 0.2 ms more), made ahead
+// so that send_request() only hands them over. A failure here is retried on the request's path.
 void PoolSpawner::Impl::prepare_next() {
   if (!spare_cgroup.valid() || spare_gen != next_gen) {
     if (spare_cgroup.valid()) (void)spare_cgroup.remove();
+    spare_procs.clear();
     auto spare = mgr.create(cfg.pool + "-" + std::to_string(next_gen), cfg.limits, false);
     if (spare.ok()) {
       spare_cgroup = std::move(spare.value());
       spare_gen = next_gen;
       background(spare_cgroup);
+      if (auto fds = spare_cgroup.open_procs_fds(); fds.ok()) spare_procs = std::move(fds.value());
     }
   }
+  if (!spare_agent[0] || !spare_report[0]) (void)make_spare_channels();
   if (netns_ahead && !spare_netns) {
     auto ns = make_isolated_netns();
     if (ns.ok()) spare_netns = std::move(ns.value());
@@ -339,8 +402,8 @@ void PoolSpawner::Impl::on_ctrl(Template& t) {
     int32_t pid, err;
     uint64_t fork_ns;
   } __attribute__((packed)) reply{};
-  int pidfd = -1;
-  char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  int fds[2] = {-1, -1};
+  char cbuf[CMSG_SPACE(sizeof fds)] = {};
   iovec iov{&reply, sizeof reply};
   msghdr mh{};
   mh.msg_iov = &iov;
@@ -348,8 +411,25 @@ void PoolSpawner::Impl::on_ctrl(Template& t) {
   mh.msg_control = cbuf;
   mh.msg_controllen = sizeof cbuf;
   ssize_t n = recvmsg(t.ctrl.get(), &mh, MSG_CMSG_CLOEXEC);
-  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-    if (c->cmsg_type == SCM_RIGHTS) std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
+  size_t nfds = 0;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_type != SCM_RIGHTS) continue;
+    nfds = std::min<size_t>(2, (c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    std::memcpy(fds, CMSG_DATA(c), nfds * sizeof(int));
+  }
+  int pidfd = fds[0];
+  if (n > 0 && reply.gen == 0) {  // an offered child (direct_spares): pid, pidfd, its socket
+    t.drop_offer();
+    if (cfg.direct_spares && reply.pid > 0 && nfds == 2) {
+      t.offer_pid = reply.pid;
+      t.offer_pidfd.reset(fds[0]);
+      t.offer_sock.reset(fds[1]);
+    } else {
+      for (size_t i = 0; i < nfds; ++i) close(fds[i]);
+    }
+    return;
+  }
+  if (nfds == 2) close(fds[1]);
   if (n <= 0) {
     LOG_ERROR("pool %s: template exited; restarting it", cfg.pool.c_str());
     stop_template(t);
@@ -409,6 +489,10 @@ void PoolSpawner::Impl::on_report(size_t i) {
     backoff_ms = 0;
     if (on_ready) on_ready(ctx);
   }
+  if (waiting) {  // the record is taken: the rest is background work
+    set_waiting(false);
+    waiting = false;
+  }
   pending.erase(pending.begin() + static_cast<long>(i));
   if (!cfg.prepare_next_during_clone) prepare_next();  // after the ready record, off its path
 }
@@ -451,12 +535,17 @@ void PoolSpawner::Impl::spawner_main() {
   }
   // From here on only refills (the pool's creation above waits for this thread).
   run_in_background("spawner");
+  {
+    int policy = sched_getscheduler(0);
+    background_ok = policy == SCHED_IDLE;
+  }
   std::vector<pollfd> pfds;
   while (!stopping.load()) {
     bool below = ready.size_approx() + pending.size() < target.load();
     bool sent = false;
     for (auto& t : tpls) {
       if (!below || t.outstanding || !t.ctrl || pending.size() >= cfg.max_pending || backoff_ms != 0) continue;
+      if (cfg.direct_spares && t.offer_pid < 0) continue;  // until the template's next offer
       if (Status s = send_request(t); !s.ok()) {
         stats.failed++;
         stats.last_error = static_cast<uint64_t>(s.error().code);
@@ -473,6 +562,12 @@ void PoolSpawner::Impl::spawner_main() {
     for (auto& t : tpls) pfds.push_back({t.ctrl ? t.ctrl.get() : -1, POLLIN, 0});
     for (auto& p : pending) pfds.push_back({p.report_r ? p.report_r.get() : -1, POLLIN, 0});
     int timeout = below && backoff_ms ? backoff_ms : -1;
+    bool awaited = false;  // a clone whose records are not all in
+    for (const auto& p : pending) awaited |= !p.ready || !p.have_reply;
+    if (background_ok && awaited != waiting) {
+      set_waiting(awaited);
+      waiting = awaited;
+    }
     int rc = poll(pfds.data(), pfds.size(), timeout);
     if (rc == 0) {
       backoff_ms = 0;  // backoff elapsed: try again
@@ -486,6 +581,10 @@ void PoolSpawner::Impl::spawner_main() {
       if (pfds[base + i].revents && i < pending.size()) on_report(i);
     for (size_t k = 0; k < tpls.size(); ++k)
       if (pfds[1 + k].revents && tpls[k].ctrl) on_ctrl(tpls[k]);
+    if (waiting) {  // back to the background for whatever comes next (the wait is set again above)
+      set_waiting(false);
+      waiting = false;
+    }
   }
   // Templates first: their death takes every clone still isolating (PDEATHSIG), including
   // those whose pid we have not been told yet; then their cgroups can go.

@@ -51,6 +51,11 @@ struct PoolTemplateConfig {
   // false, after its ready record (a micro-VM clone is ready in ≈ 1 ms, and that work would delay
   // the spawner's reading of its reply and report).
   bool prepare_next_during_clone = true;
+  // Only for `sandpool vmm-template` (it is passed --offer-spares): the template offers each
+  // child it forks ahead (a reply with generation 0: pid, pidfd, the template's end of the child's
+  // socket) and each request goes straight to the offered child, one process hop less than
+  // through the template (which makes its children in the background, SCHED_IDLE).
+  bool direct_spares = false;
   // CPU weight (cgroup2 units, 100 = default) of the template, of clones until they are ready
   // and of clones being torn down: spawning and teardown run in the background, so that
   // sandboxes serving requests win the CPU. A clone keeps it while it waits in the pools

@@ -349,33 +349,34 @@ const SeccompEntry* seccomp_policy(size_t* count) {
 }
 
 Result<SeccompProgram> compile_seccomp_policy() {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
+  return compile_seccomp_filter(SCMP_ACT_ERRNO(EPERM), [](void* ctx) {
+    for (const SeccompEntry& e : kPolicy) {
+      int nr = seccomp_syscall_resolve_name(e.name);
+      if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture (e.g. renamed)
+      if (int rc = add_rule(static_cast<scmp_filter_ctx>(ctx), nr, e); rc != 0) return rc;
+    }
+    return 0;
+  });
+}
+
+Result<SeccompProgram> compile_seccomp_filter(uint32_t default_action, const std::function<int(void* ctx)>& add_rules) {
+  scmp_filter_ctx ctx = seccomp_init(default_action);
   if (ctx == nullptr) return Error{ENOMEM, "seccomp_init"};
   struct Release {
     scmp_filter_ctx c;
     ~Release() { seccomp_release(c); }
   } release{ctx};
-  // Foreign architectures (i386 via int 0x80 included) kill the whole process.
   if (int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS); rc != 0)
     return Error{-rc, "seccomp badarch action"};
-  for (const SeccompEntry& e : kPolicy) {
-    int nr = seccomp_syscall_resolve_name(e.name);
-    if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture (e.g. renamed)
-    if (int rc = add_rule(ctx, nr, e); rc != 0) return Error{-rc, "seccomp_rule_add"};
-  }
-  return export_seccomp_program(ctx);
-}
-
-Result<SeccompProgram> export_seccomp_program(void* ctx) {
+  if (int rc = add_rules(ctx); rc != 0) return Error{-rc, "seccomp_rule_add"};
   // A binary tree of syscall numbers instead of libseccomp's default linear chain: the kernel runs
   // the program for every syscall number when it loads it (its action cache), and for every call
   // the cache does not answer; a chain walks the whole allowlist for each (bench/seccomp).
-  if (int rc = seccomp_attr_set(static_cast<scmp_filter_ctx>(ctx), SCMP_FLTATR_CTL_OPTIMIZE, 2); rc != 0)
-    return Error{-rc, "seccomp binary-tree attribute"};
+  if (int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2); rc != 0) return Error{-rc, "seccomp binary-tree attribute"};
   // seccomp_export_bpf writes to an fd; a memfd keeps it in memory.
   UniqueFd mem(memfd_create("sandpool-seccomp", MFD_CLOEXEC));
   if (!mem) return errno_error("memfd_create(seccomp)");
-  if (int rc = seccomp_export_bpf(static_cast<scmp_filter_ctx>(ctx), mem.get()); rc != 0) return Error{-rc, "seccomp_export_bpf"};
+  if (int rc = seccomp_export_bpf(ctx, mem.get()); rc != 0) return Error{-rc, "seccomp_export_bpf"};
   off_t size = lseek(mem.get(), 0, SEEK_END);
   if (size <= 0 || size % sizeof(sock_filter) != 0) return Error{kEInvalid, "seccomp program size"};
   const size_t count = static_cast<size_t>(size) / sizeof(sock_filter);
@@ -385,6 +386,5 @@ Result<SeccompProgram> export_seccomp_program(void* ctx) {
   if (pread(mem.get(), out.insns.data(), bytes, 0) != static_cast<ssize_t>(bytes)) return errno_error("read seccomp program");
   return out;
 }
-
 
 }  // namespace sp

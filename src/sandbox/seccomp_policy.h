@@ -10,6 +10,8 @@
 
 #include <linux/filter.h>
 
+#include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "util/result.h"
@@ -44,9 +46,12 @@ const SeccompEntry* seccomp_policy(size_t* count);
 
 Result<SeccompProgram> compile_seccomp_policy();
 
-// The classic-BPF program of a libseccomp filter context (`ctx`: a scmp_filter_ctx, a void* in
-// libseccomp's API; also for the VMM's own policy, vmm_seccomp.cc).
-Result<SeccompProgram> export_seccomp_program(void* ctx);
+// A filter compiled with libseccomp: `default_action` (an SCMP_ACT_* value) for the calls no rule
+// matches, foreign architectures (i386 via int 0x80 included) killing the whole process, the rules
+// `add_rules` puts into the context it is given (a scmp_filter_ctx, a void* in libseccomp's API; it
+// returns 0 or a negative errno), exported as a binary tree of syscall numbers. Also for the VMM's
+// own policies (vmm_seccomp.cc).
+Result<SeccompProgram> compile_seccomp_filter(uint32_t default_action, const std::function<int(void* ctx)>& add_rules);
 
 // Loads `fprog` into the calling thread. Returns 0 or an errno. Async-signal-safe.
 int load_seccomp_program(const sock_fprog* fprog);

@@ -67,6 +67,7 @@ struct Args {
   std::string agent_path, preload;
   uint64_t vm_memory = 1ull << 30;
   uint64_t grace_ms = 2000;
+  bool offer_spares = false;  // --offer-spares 1: PoolTemplateConfig::direct_spares
 };
 
 // Template state, inherited (copy-on-write) by every forked child.
@@ -76,7 +77,9 @@ struct TemplateState {
   int template_pidfd = -1;
   MountPlan* scratch = nullptr;
   RlimitSet rlimits;
-  SeccompProgram filter;
+  // The VMM policy in two (pool_template.h): the spare loads `filter` before its request, the
+  // child `lock` at the end of its isolation.
+  SeccompProgram filter, lock;
   VmSnapshot* snap = nullptr;
   int pagemap = -1;  // /proc/self/pagemap, open from template_init until record_written_pages()
   int memory_dir = -1;  // a detached tmpfs (huge=always) for the template VM's memory, or -1
@@ -96,6 +99,16 @@ uint64_t load_u64(const uint8_t* p) {
   uint64_t v;
   std::memcpy(&v, p, sizeof v);  // SAFETY: callers pass 8 readable bytes (a frame or a page copy)
   return v;
+}
+
+// Makes the calling thread alone (raw system calls: libc's wrappers would change every thread)
+// the overflow user, with no supplementary groups and no capabilities. Returns 0 or an errno.
+int drop_own_ids() {
+  constexpr unsigned kOverflowId = 65534;
+  if (syscall(SYS_setgroups, 0, nullptr) != 0) return errno;
+  if (syscall(SYS_setresgid, kOverflowId, kOverflowId, kOverflowId) != 0) return errno;
+  if (syscall(SYS_setresuid, kOverflowId, kOverflowId, kOverflowId) != 0) return errno;
+  return clear_caps_in_child();  // (the uid change emptied them; the inheritable set too)
 }
 
 // Reads the agent's page in guest memory and enforces its deadline: SIGINT into the guest at the
@@ -123,7 +136,24 @@ class Watcher {
     vm_ = nullptr;
     return killed_;
   }
-  void start() { thread_ = std::thread([this] { loop(); }); }
+  // Starts the thread as the overflow user with no capabilities (the spare's, before its request:
+  // the sandbox's ids are not known yet). The thread drops its own ids first; returns 0 once it
+  // has, or the errno of the step that failed (the thread then exits).
+  int start_unprivileged() {
+    std::atomic<int> state{-1};
+    thread_ = std::thread([this, &state] {
+      tid_ = gettid();
+      int e = drop_own_ids();
+      state.store(e, std::memory_order_release);
+      state.notify_one();
+      if (e == 0) loop();
+    });
+    state.wait(-1, std::memory_order_acquire);
+    int e = state.load(std::memory_order_acquire);
+    if (e != 0) thread_.join();
+    return e;
+  }
+  pid_t tid() const { return tid_; }  // start_unprivileged()'s thread
 
  private:
   void loop() {
@@ -205,6 +235,7 @@ class Watcher {
 
   int ctl_;
   uint64_t grace_ns_;
+  pid_t tid_ = -1;
   std::mutex mu_;
   Vm* vm_ = nullptr;
   uint64_t page_ = 0;
@@ -216,28 +247,32 @@ class Watcher {
 };
 
 // The request-independent part of the child's isolation, done by the spare before its request:
-// its own mount, IPC and UTS namespaces with the fresh scratch mounts (/tmp, /mnt/data, /proc of
-// its pid namespace), hostname, rlimits, the capability bounding set (effective capabilities stay
-// until isolate()). Returns 0, or the failing step with *err; the spare reports it once its
-// request brings the report pipe.
+// its own mount, IPC, UTS and network namespaces (loopback only) with the fresh scratch mounts
+// (/tmp, /mnt/data, /proc of its pid namespace), hostname, rlimits, the capability bounding set
+// (effective capabilities stay until isolate()). Returns 0, or the failing step with *err; the
+// spare reports it once its request brings the report pipe.
 uint32_t isolate_ahead(int* err) {
   auto failed = [err](uint32_t step, int e) {
     *err = e;
     return step;
   };
   uint32_t idx = 0;
-  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0) return failed(kStepNetNs, errno);
+  if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) != 0) return failed(kStepNetNs, errno);
+  if (int e = loopback_up_in_child()) return failed(kStepLoopback, e);
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return failed(kStepMountPrivate, errno);
   if (int e = run_mount_plan_in_child(*g.scratch, &idx)) return failed(kStepMountOps | (idx << 8), e);
   if (sethostname("sandbox", 7) != 0) return failed(kStepHostname, errno);
   if (int e = apply_rlimits_in_child(g.rlimits)) return failed(kStepRlimits, e);
   if (int e = drop_bounding_set_in_child()) return failed(kStepCapsBounding, e);
+  if (setgroups(0, nullptr) != 0) return failed(kStepUserIds, errno);
   return 0;
 }
 
 // The rest of the isolation, at the request, in the order of template_clone.cc's isolate():
-// cgroups first (what the child allocates from here on is the sandbox's), network and cgroup
-// namespaces, /mnt/data for the sandbox's uid, ids, capabilities; fails via sp_child_fail.
+// cgroups first (what the child allocates from here on is the sandbox's), the cgroup namespace,
+// /mnt/data for the sandbox's uid, ids, capabilities; fails via sp_child_fail. A network namespace
+// sent with the request is not used: the spare made its own ahead (micro-VM pools ask for none,
+// microvm_source.cc), so that the watcher thread, started ahead, is in it too.
 void isolate(const CloneRequest& r) {
   const int report = r.report_fd;
   int err;
@@ -246,18 +281,16 @@ void isolate(const CloneRequest& r) {
     if (write(fd, "0", 1) != 1) sp_child_fail(report, kStepJoinCgroup, errno);
     close(fd);
   }
-  const bool have_netns = r.netns_fd >= 0;
-  if (have_netns) {
-    if (setns(r.netns_fd, CLONE_NEWNET) != 0) sp_child_fail(report, kStepNetNs, errno);
-    close(r.netns_fd);
-  }
-  if (unshare((have_netns ? 0 : CLONE_NEWNET) | CLONE_NEWCGROUP) != 0) sp_child_fail(report, kStepNetNs, errno);
+  if (r.netns_fd >= 0) close(r.netns_fd);
+  if (unshare(CLONE_NEWCGROUP) != 0) sp_child_fail(report, kStepNetNs, errno);
   if (chown("/mnt/data", r.uid, r.gid) != 0) sp_child_fail(report, kStepMountOps, errno);
   if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
-  if (!have_netns && (err = loopback_up_in_child())) sp_child_fail(report, kStepLoopback, err);
-  if (setgroups(0, nullptr) != 0) sp_child_fail(report, kStepUserIds, errno);
-  if (setresgid(r.gid, r.gid, r.gid) != 0) sp_child_fail(report, kStepUserIds, errno);
-  if (setresuid(r.uid, r.uid, r.uid) != 0) sp_child_fail(report, kStepUserIds, errno);
+  // Raw system calls: this thread only. A watcher started ahead has dropped its own ids already
+  // (libc's wrappers would stop it and wait for it to do the same: ≈ 50 µs each here).
+  // Supplementary groups were cleared ahead; leaving uid 0 empties the permitted, effective and
+  // ambient capabilities (the setuid fixup, locked on); clear_caps_in_child() does the rest.
+  if (syscall(SYS_setresgid, r.gid, r.gid, r.gid) != 0) sp_child_fail(report, kStepUserIds, errno);
+  if (syscall(SYS_setresuid, r.uid, r.uid, r.uid) != 0) sp_child_fail(report, kStepUserIds, errno);
   if ((err = clear_caps_in_child())) sp_child_fail(report, kStepCapsClear, err);
   if ((err = set_no_new_privs_in_child())) sp_child_fail(report, kStepNoNewPrivs, err);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) sp_child_fail(report, kStepParentDeath, errno);
@@ -281,6 +314,14 @@ struct ChildPrep {
   int ahead_err = 0;
   int devnull = -1, out = -1, errf = -1, ctl[2] = {-1, -1};
   std::unique_ptr<Vm> vm;  // null when the clone failed (clone_err)
+  // Started by the spare (its thread start is not on the request's path; the filter loaded ahead
+  // allows no new thread). It shares the spare's namespaces made ahead and runs as the overflow
+  // user (65534) without capabilities (Watcher::start_unprivileged); at the request the seccomp
+  // filter and no_new_privs reach it through TSYNC. Only the cgroup namespace, made at the
+  // request, stays the template's for it (its /proc/thread-self/cgroup shows the full path).
+  uint32_t watcher_step = 0;  // the step that failed starting it or loading the filter, and its errno
+  int watcher_err = 0;
+  std::unique_ptr<Watcher> watcher;
   int clone_err = 0;
   uint64_t clone_ns = 0;
   uint64_t populate_ns = 0;      // copying the pages the guest will write (TemplateState::written)
@@ -357,6 +398,24 @@ ChildPrep prepare_child() {
   ChildPrep p;
   if ((p.ahead_step = isolate_ahead(&p.ahead_err))) return p;
   clone_ahead(p);
+  // The guest that ran ahead has already registered its page (buffered on ctl[0]): the watcher
+  // must know its VM before it reads that. (Without one, clone_main() attaches the VM it makes.)
+  p.watcher = std::make_unique<Watcher>(p.ctl[0], g.args.grace_ms * 1'000'000ull);
+  if (p.vm) p.watcher->attach(p.vm.get());
+  if (int e = p.watcher->start_unprivileged()) {
+    p.watcher_step = kStepUserIds;
+    p.watcher_err = e;
+    return p;
+  }
+  // The VMM filter with the calls the isolation still makes at the request (g.filter), loaded here:
+  // the kernel's work to attach a filter (its action cache, its JIT) is not on the request's path,
+  // which loads only the small lock. TSYNC: the watcher too. (Privileged: no no_new_privs yet.)
+  sock_fprog prog = g.filter.prog();
+  // SAFETY: raw seccomp(2) with a program compiled by libseccomp.
+  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0) {
+    p.watcher_step = kStepSeccomp;
+    p.watcher_err = errno;
+  }
   return p;
 }
 
@@ -405,29 +464,34 @@ void record_written_pages() {
 
 // The VMM child after its request: isolate, seccomp, run the VM made ahead; on a guest death clone
 // again (same sandbox, same /mnt/data) and let the new agent answer for the lost cell.
-// `ready_sock`: the spare's socket to the template, which gets one byte once the sandbox is ready
-// (or EOF if the child dies first) and only then forks the next spare, so that fork and its VM
-// clone do not compete with this child's isolation for the CPUs.
-[[noreturn]] void clone_main(const CloneRequest& r, ChildPrep prep, uint64_t request_ns, int ready_sock) {
+// `spare_sock`: the spare's socket to the template, which gets one byte once the sandbox is ready
+// (or EOF if the child dies first) and only then forks the next spare.
+[[noreturn]] void clone_main(const CloneRequest& r, ChildPrep prep, uint64_t request_ns, int spare_sock) {
   const int report = r.report_fd;
+  if (g.args.offer_spares) {  // out of the spare's background priority (vmm_template_main), both threads
+    sched_param none{};
+    (void)sched_setscheduler(0, SCHED_OTHER, &none);
+    if (prep.watcher && prep.watcher->tid() > 0) (void)sched_setscheduler(prep.watcher->tid(), SCHED_OTHER, &none);
+  }
   if (prep.ahead_step) sp_child_fail(report, prep.ahead_step, prep.ahead_err);
+  if (prep.watcher_step) sp_child_fail(report, prep.watcher_step, prep.watcher_err);
   isolate(r);
+  const uint64_t isolated_ns = now_ns();
   if (!prep.vm && prep.clone_err) sp_child_fail(report, kStepExec, prep.clone_err);
   const int devnull = prep.devnull, out = prep.out, errf = prep.errf;
   int* ctl = prep.ctl;
   const bool debug = getenv("SANDPOOL_VMM_DEBUG") != nullptr;  // keep stderr (the server's log)
   if (!debug) {
-    for (int fd = 0; fd < 3; ++fd) dup2(devnull, fd);  // nothing from here reaches the server's log
+    for (int fd = 0; fd < 3; ++fd) dup3(devnull, fd, 0);  // nothing from here reaches the server's log
   }
-  Watcher watcher(ctl[0], g.args.grace_ms * 1'000'000ull);
-  // The guest that ran ahead has already registered its page (buffered on ctl[0]): the watcher
-  // must know its VM before it reads that.
-  if (prep.vm) watcher.attach(prep.vm.get());
-  watcher.start();  // before the filter: TSYNC puts it under the filter as well
-  sock_fprog prog = g.filter.prog();
-  // SAFETY: raw seccomp(2) with a program compiled by libseccomp; TSYNC applies it to the watcher too.
+  std::unique_ptr<Watcher> watcher = std::move(prep.watcher);
+  // The lock on the filter loaded ahead: together they are the VMM policy. TSYNC: the watcher gets
+  // it, and no_new_privs, too.
+  sock_fprog prog = g.lock.prog();
+  // SAFETY: raw seccomp(2) with a program compiled by libseccomp.
   if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
     sp_child_fail(report, kStepSeccomp, errno);
+  const uint64_t filtered_ns = now_ns();
   uint32_t restarts = 0, reason = kReasonInitial;
   int32_t term_signal = 0, exit_code = 0;
   uint8_t page[kPageBytes] = {};
@@ -450,32 +514,50 @@ void record_written_pages() {
       if (!reported) sp_child_fail(report, kStepExec, vm.error().code);
       _exit(kExitGaveUp);
     }
-    if (debug && restarts == 0)
-      std::fprintf(stderr,
-                   "vmm: clone %.3f ms, guest ahead %.3f ms (copies made first %.3f ms; %llu shadow faults fixed, %llu "
-                   "exits), spare made in %.3f ms from its fork (before the request); request -> VM ready to run %.3f ms\n",
-                   static_cast<double>(prep.clone_ns) / 1e6, static_cast<double>(prep.guest_ahead_ns) / 1e6,
-                   static_cast<double>(prep.populate_ns) / 1e6,
-                   static_cast<unsigned long long>(prep.ahead_pf_fixed), static_cast<unsigned long long>(prep.ahead_exits),
-                   static_cast<double>(prep.made_ns) / 1e6, static_cast<double>(now_ns() - request_ns) / 1e6);
-    else if (debug)
-      std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
-                   restarts);
-    if (!ahead) watcher.attach(vm.value().get());  // (the one that ran ahead is attached already)
+    if (!ahead) watcher->attach(vm.value().get());  // (the one that ran ahead is attached already)
+    Result<VmExit> ex = Error{EIO, "not run"};
     if (!reported) {
-      ChildReport ready{0, 0};
-      if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
-      close(report);
-      (void)send(ready_sock, "R", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-      close(ready_sock);
-      reported = true;
+      // Ready once the agent has sent its Hello and waits for its first request: the VM stops
+      // before its first read of the session socket, the report goes out, and the read is made.
+      const uint64_t attached_ns = now_ns();
+      vm.value()->pause_before_read(kGuestAgentFd);
+      ex = vm.value()->run();
+      if (ex.ok() && ex.value().paused) {
+        const uint64_t ready_ns = now_ns();
+        ChildReport ready{0, 0};
+        if (write(report, &ready, sizeof ready) != sizeof ready) _exit(SP_CHILD_SETUP_FAILED);
+        close(report);
+        reported = true;
+        (void)send(spare_sock, "R", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        close(spare_sock);
+        // (After the report: the debug lines are not on its path.)
+        if (debug && restarts == 0)
+          std::fprintf(stderr,
+                       "vmm: clone %.3f ms, guest ahead %.3f ms (copies made first %.3f ms; %llu shadow faults fixed, %llu "
+                       "exits), spare made in %.3f ms from its fork (before the request); request -> VM ready to run %.3f ms "
+                       "(isolation %.3f, seccomp lock %.3f, session socket %.3f); its agent's Hello sent after %.3f ms more\n",
+                       static_cast<double>(prep.clone_ns) / 1e6, static_cast<double>(prep.guest_ahead_ns) / 1e6,
+                       static_cast<double>(prep.populate_ns) / 1e6,
+                       static_cast<unsigned long long>(prep.ahead_pf_fixed), static_cast<unsigned long long>(prep.ahead_exits),
+                       static_cast<double>(prep.made_ns) / 1e6, static_cast<double>(attached_ns - request_ns) / 1e6,
+                       static_cast<double>(isolated_ns - request_ns) / 1e6, static_cast<double>(filtered_ns - isolated_ns) / 1e6,
+                       static_cast<double>(attached_ns - filtered_ns) / 1e6, static_cast<double>(ready_ns - attached_ns) / 1e6);
+        else if (debug)
+          std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
+                       restarts);
+        ex = vm.value()->run();
+      }
+    } else {
+      if (debug)
+        std::fprintf(stderr, "vmm: clone %.3f ms (restart %u)\n", static_cast<double>(vm.value()->timings().clone_ns) / 1e6,
+                     restarts);
+      ex = vm.value()->run();
     }
-    auto ex = vm.value()->run();
     if (debug && ex.ok())
       std::fprintf(stderr, "vmm: guest exit %d signal %d after %llu syscalls (%llu unknown)\n", ex.value().exit_code,
                    ex.value().term_signal, static_cast<unsigned long long>(ex.value().syscalls),
                    static_cast<unsigned long long>(ex.value().unknown_syscalls));
-    bool killed = watcher.detach(page);
+    bool killed = watcher->detach(page);
     vm.value().reset();
     uint64_t running = load_u64(page + kRunningOff);
     uint64_t cells = load_u64(page);
@@ -519,7 +601,8 @@ Status template_init() {
   g.template_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
   if (g.template_pidfd < 0) return errno_error("pidfd_open(self)");
   SP_TRY(shared_kvm());  // /dev/kvm is opened here, before the pivot hides /dev/kvm
-  SP_TRY_ASSIGN(g.filter, compile_vmm_seccomp_policy());
+  SP_TRY_ASSIGN(g.filter, compile_vmm_ahead_policy());
+  SP_TRY_ASSIGN(g.lock, compile_vmm_isolation_lock());
   MountConfig cfg;
   cfg.layer = MountLayer::kBase;
   cfg.privileged = false;
@@ -625,6 +708,7 @@ bool parse_args(int argc, char** argv, Args* a) {
     else if (k == "--preload") a->preload = v;
     else if (k == "--vm-memory-mib") a->vm_memory = std::strtoull(v, nullptr, 10) << 20;
     else if (k == "--grace-ms") a->grace_ms = std::strtoull(v, nullptr, 10);
+    else if (k == "--offer-spares") a->offer_spares = std::strcmp(v, "0") != 0;
     else if (k == "--lib") continue;  // template.py's; unused here
     else if (k == "--debug") {
       setenv("SANDPOOL_VMM_DEBUG", v, 1);
@@ -770,6 +854,33 @@ bool forward(const Spare& spare, const RequestMsg& msg, const int* fds, int nfds
   return sendmsg(spare.sock, &mh, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof msg);
 }
 
+// Offers a spare to the spawner (--offer-spares): a reply with generation 0, its pid, and a pidfd
+// and the template's end of its socket as descriptors.
+void offer(int ctrl, const Spare& spare) {
+  // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, spare.pid, 0));
+  if (pidfd < 0) return;  // not offered: it waits, and is replaced when it dies
+  struct {
+    uint64_t gen;
+    int32_t pid, err;
+  } __attribute__((packed)) msg{0, spare.pid, 0};
+  iovec iov{&msg, sizeof msg};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  int fds[2] = {pidfd, spare.sock};
+  char cbuf[CMSG_SPACE(sizeof fds)] = {};
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  cmsghdr* c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof fds);
+  std::memcpy(CMSG_DATA(c), fds, sizeof fds);
+  (void)sendmsg(ctrl, &mh, MSG_NOSIGNAL);
+  close(pidfd);
+}
+
 void drop_spare(Spare* spare) {
   if (spare->sock >= 0) close(spare->sock);  // a spare still waiting sees EOF and exits
   *spare = Spare{};
@@ -796,31 +907,55 @@ int vmm_template_main(int argc, char** argv) {
   }
   record_written_pages();
   // One VMM child is always forked ahead with its VM cloned (a spare): a request only has to
-  // isolate it. A failed fork is retried at the next request.
+  // isolate it. With --offer-spares (PoolTemplateConfig::direct_spares) each spare is offered to the
+  // spawner as soon as it is forked (its pid, a pidfd and the template's end of its socket), and the
+  // spawner sends its request straight to it; otherwise requests come here and are forwarded. A
+  // failed fork is retried at the next request or acknowledgement.
   Spare spare;
-  if (auto s = fork_spare(); s.ok()) spare = s.value();
+  auto next_spare = [&] {
+    if (spare.pid >= 0) return;
+    auto s = fork_spare();
+    if (!s.ok()) return;
+    spare = s.value();
+    if (g.args.offer_spares) offer(ctrl, spare);
+  };
   if (send(ctrl, "READY", 5, MSG_NOSIGNAL) != 5) return 1;
-  // The last child handed a request, until it is ready (its byte or EOF on its spare socket) or
-  // kNextSpareWaitNs has passed: then the next spare is forked.
+  // Offering spares, the template is on no request's path: it and the spares it forks (they inherit
+  // it) make their part in the background, SCHED_IDLE, so that the last steps of the child before
+  // (its guest's Hello, the spawner's reading of its record) or a session's cell never wait for the
+  // next spare's ≈ 20 ms of work; a child leaves SCHED_IDLE when its request comes (clone_main()).
+  if (g.args.offer_spares) {
+    sched_param none{};
+    if (sched_setscheduler(0, SCHED_IDLE, &none) != 0) LOG_WARN("vmm-template: SCHED_IDLE refused: %s", strerror(errno));
+  }
+  next_spare();
+  // A spare that took its request (forwarded here, or sent by the spawner to an offered spare)
+  // sends one byte on its socket once its sandbox is ready; then the next spare is forked (and
+  // offered). Not before: its start would compete with that child's isolation. EOF instead: the
+  // child died. A forwarded request's child that sends neither within kNextSpareWaitNs gets its
+  // successor anyway.
   int handed = -1;
   uint64_t handed_ns = 0;
   constexpr uint64_t kNextSpareWaitNs = 20'000'000;
+  auto release_handed = [&] {
+    if (handed >= 0) close(handed);
+    handed = -1;
+    next_spare();
+  };
   for (;;) {
-    pollfd p[2] = {{ctrl, POLLIN, 0}, {handed, POLLIN, 0}};
+    pollfd p[3] = {{ctrl, POLLIN, 0}, {spare.sock, POLLIN, 0}, {handed, POLLIN, 0}};
     int timeout = 1000;
     if (handed >= 0) {
       uint64_t now = now_ns();
       timeout = now >= handed_ns + kNextSpareWaitNs ? 0 : static_cast<int>((handed_ns + kNextSpareWaitNs - now) / 1'000'000) + 1;
     }
-    int n = poll(p, handed >= 0 ? 2 : 1, timeout);
+    int n = poll(p, 3, timeout);
     reap_children();
-    if (handed >= 0 && (p[1].revents || now_ns() >= handed_ns + kNextSpareWaitNs)) {
-      close(handed);
-      handed = -1;
-      if (spare.pid < 0) {
-        if (auto s = fork_spare(); s.ok()) spare = s.value();  // the next request's child
-      }
+    if (p[1].revents) {  // the (offered) spare is ready with its request, or died: the next one
+      drop_spare(&spare);
+      if (handed < 0) next_spare();
     }
+    if (handed >= 0 && (p[2].revents || now_ns() >= handed_ns + kNextSpareWaitNs)) release_handed();
     if (n <= 0 || !(p[0].revents)) continue;
     RequestMsg msg{};
     int fds[8];
@@ -833,15 +968,12 @@ int vmm_template_main(int argc, char** argv) {
     auto close_all = [&] {
       for (int i = 0; i < nfds; ++i) close(fds[i]);
     };
-    if (got != sizeof msg || nfds < 2) {
+    if (got != sizeof msg || nfds < 2 || g.args.offer_spares) {  // (offered spares get their requests directly)
       close_all();
       reply(ctrl, msg.gen, 0, EINVAL, -1);
       continue;
     }
-    if (handed >= 0 && spare.pid < 0) {  // the previous child is not ready yet: fork now anyway
-      close(handed);                      // (not inherited by the new spare)
-      handed = -1;
-    }
+    if (handed >= 0 && spare.pid < 0) release_handed();  // the previous child is not ready yet: fork now anyway
     // Two tries: the spare may have died while it waited (then a fresh one is forked).
     int err = 0;
     bool sent = false;

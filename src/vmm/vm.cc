@@ -188,7 +188,8 @@ bool Vm::handle_trap(const Trap& trap, kvm_regs& user) {
         pending_user_ = user;
         return false;
       }
-      if (pause_fd_ >= 0 && args.nr == 0 && args.a[0] == static_cast<uint64_t>(pause_fd_)) {
+      const bool reads = args.nr == SYS_read || args.nr == SYS_recvfrom || args.nr == SYS_recvmsg;
+      if (pause_fd_ >= 0 && reads && args.a[0] == static_cast<uint64_t>(pause_fd_)) {
         pause_fd_ = -1;
         paused_ = true;
         has_pending_ = true;  // made by the next run()

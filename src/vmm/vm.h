@@ -88,9 +88,10 @@ class Vm {
   // not go on (an unexpected KVM exit or ioctl failure); the guest is dead either way.
   Result<VmExit> run();
 
-  // The next run() returns (VmExit::paused) just before the guest's next read() of `guest_fd`,
-  // instead of making it; the run() after that makes the read and goes on. One-shot. A pool's VMM
-  // child runs its clone's guest ahead this way up to the point where it needs its session.
+  // The next run() returns (VmExit::paused) just before the guest's next read() (or recvfrom(),
+  // recvmsg()) of `guest_fd`, instead of making it; the run() after that makes the read and goes
+  // on. One-shot. A pool's VMM child runs its clone's guest ahead this way up to the point where it
+  // needs its session, and reports its sandbox ready once the agent waits for its first request.
   void pause_before_read(int guest_fd) { pause_fd_ = guest_fd; }
 
   // After run() returned `frozen`: the snapshot of this VM (triple-fault backend only). This VM must

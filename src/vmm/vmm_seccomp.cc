@@ -1,7 +1,9 @@
 // The VMM process's seccomp allowlist (pool_template.h) and its compilation with libseccomp.
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <sched.h>
 #include <seccomp.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -118,34 +120,77 @@ constexpr VmmSeccompEntry kPolicy[] = {
 
 constexpr unsigned long kFileIoctls[] = {FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, TCGETS, TIOCGWINSZ};
 
+// The calls of a pool VMM child's isolation after its request (pool_template.cc isolate()), made
+// under the ahead filter and refused by the lock (compile_vmm_isolation_lock()).
+constexpr VmmSeccompEntry kIsolationCalls[] = {
+    {"unshare", "the cgroup namespace, once in the sandbox's cgroup (CLONE_NEWCGROUP only)"},
+    {"chown", "/mnt/data for the sandbox's uid"},
+    {"fchownat", "(libc's chown)"},
+    {"setresgid", "the sandbox's gid (this thread)"},
+    {"setresuid", "the sandbox's uid (this thread)"},
+    {"capset", "no capabilities left"},
+    {"prctl", "no_new_privs, the parent-death signal, ambient capabilities (those options only)"},
+    {"seccomp", "loading the lock itself"},
+    {"sched_setscheduler", "out of the spare's SCHED_IDLE at the request"},
+};
+
+uint32_t refusal() { return getenv("SANDPOOL_VMM_SECCOMP_LOG") ? SCMP_ACT_LOG : SCMP_ACT_ERRNO(EPERM); }
+
+// The isolation calls' rules in the ahead filter: unshare and prctl limited to what isolate() does.
+int add_isolation_rule(scmp_filter_ctx ctx, int nr, const char* name) {
+  if (std::string(name) == "unshare")
+    return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, CLONE_NEWCGROUP));
+  if (std::string(name) == "prctl") {
+    int rc = 0;
+    for (int option : {PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG, PR_CAP_AMBIENT})
+      if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(option)));
+    return rc;
+  }
+  return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+}
+
+Result<SeccompProgram> compile_policy(bool with_isolation_calls) {
+  return compile_seccomp_filter(refusal(), [with_isolation_calls](void* raw) {
+    auto ctx = static_cast<scmp_filter_ctx>(raw);
+    for (const VmmSeccompEntry& e : kPolicy) {
+      int nr = seccomp_syscall_resolve_name(e.name);
+      if (nr == __NR_SCMP_ERROR) continue;
+      int rc;
+      if (std::string(e.name) == "ioctl") {
+        // KVM's ioctl type byte is 0xAE (bits 8..15 of the request).
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00u, KVMIO << 8));
+        for (unsigned long req : kFileIoctls) {
+          if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, req));
+        }
+      } else {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+      }
+      if (rc != 0) return rc;
+    }
+    for (const VmmSeccompEntry& e : kIsolationCalls) {
+      int nr = seccomp_syscall_resolve_name(e.name);
+      if (nr == __NR_SCMP_ERROR || !with_isolation_calls) continue;
+      if (int rc = add_isolation_rule(ctx, nr, e.name); rc != 0) return rc;
+    }
+    return 0;
+  });
+}
+
 }  // namespace
 
-Result<SeccompProgram> compile_vmm_seccomp_policy() {
-  uint32_t fallback = getenv("SANDPOOL_VMM_SECCOMP_LOG") ? SCMP_ACT_LOG : SCMP_ACT_ERRNO(EPERM);
-  scmp_filter_ctx ctx = seccomp_init(fallback);
-  if (ctx == nullptr) return Error{ENOMEM, "seccomp_init"};
-  struct Release {
-    scmp_filter_ctx c;
-    ~Release() { seccomp_release(c); }
-  } release{ctx};
-  if (int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS); rc != 0)
-    return Error{-rc, "seccomp badarch action"};
-  for (const VmmSeccompEntry& e : kPolicy) {
-    int nr = seccomp_syscall_resolve_name(e.name);
-    if (nr == __NR_SCMP_ERROR) continue;
-    int rc;
-    if (std::string(e.name) == "ioctl") {
-      // KVM's ioctl type byte is 0xAE (bits 8..15 of the request).
-      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00u, KVMIO << 8));
-      for (unsigned long req : kFileIoctls) {
-        if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, req));
-      }
-    } else {
-      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+Result<SeccompProgram> compile_vmm_seccomp_policy() { return compile_policy(false); }
+
+Result<SeccompProgram> compile_vmm_ahead_policy() { return compile_policy(true); }
+
+Result<SeccompProgram> compile_vmm_isolation_lock() {
+  return compile_seccomp_filter(SCMP_ACT_ALLOW, [](void* ctx) {
+    for (const VmmSeccompEntry& e : kIsolationCalls) {
+      int nr = seccomp_syscall_resolve_name(e.name);
+      if (nr == __NR_SCMP_ERROR) continue;
+      if (int rc = seccomp_rule_add(static_cast<scmp_filter_ctx>(ctx), refusal(), nr, 0); rc != 0) return rc;
     }
-    if (rc != 0) return Error{-rc, "seccomp_rule_add (vmm policy)"};
-  }
-  return export_seccomp_program(ctx);
+    return 0;
+  });
 }
 
 bool kvm_usable(std::string* why) {

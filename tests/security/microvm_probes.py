@@ -244,13 +244,13 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
         return vmms, spares
 
     def settled_status(self, pid, st):
-        """A VMM child a refill is still isolating (it joins its cgroup first, loads its seccomp
-        filter last) gets up to 5 s to finish; a child that stays unconfined fails the checks.
-        None when the process is gone."""
+        """A VMM child a refill is still isolating (it joins its cgroup first, loads the lock on
+        its seccomp filter last) gets up to 5 s to finish; a child that stays unconfined fails the
+        checks. None when the process is gone."""
         deadline = time.monotonic() + 5
         while True:
             try:
-                if st["Seccomp"].strip() == "2" and len(self.threads(pid)) == 2 or time.monotonic() > deadline:
+                if st["Seccomp_filters"].strip() == "2" and len(self.threads(pid)) == 2 or time.monotonic() > deadline:
                     return st
                 time.sleep(0.05)
                 st = proc_status(pid)
@@ -258,11 +258,35 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
                 return None
 
     def threads(self, pid):
-        names = []
+        return list(self.thread_status(pid))
+
+    def thread_status(self, pid):
+        """{tid: status} of the process's threads, without the kvm-nx-lpage-recovery worker the
+        kernel adds per VM (a kernel thread that never runs user code)."""
+        out = {}
         for t in os.listdir("/proc/%s/task" % pid):
-            with open("/proc/%s/task/%s/comm" % (pid, t)) as f:
-                names.append(f.read().strip())
-        return [n for n in names if not n.startswith("kvm-")]  # the kernel adds a kvm-nx-lpage-recovery worker per VM
+            st = proc_status("%s/task/%s" % (pid, t))
+            if not st["Name"].strip().startswith("kvm-"):
+                out[t] = st
+        return out
+
+    def assert_thread_confined(self, pid, tid, st, uid=None):
+        """One thread of a VMM child: seccomp (two filters: the VMM policy with the calls of the
+        isolation's last steps, loaded ahead, and the lock refusing those), no_new_privs, no
+        capabilities at all, an unprivileged uid (`uid`, or a sandbox's: ≥ 100000)."""
+        what = (pid, tid, st["Name"])
+        self.assertEqual(st["Seccomp"].strip(), "2", what)
+        self.assertEqual(st["Seccomp_filters"].strip(), "2", what)
+        self.assertEqual(st["NoNewPrivs"].strip(), "1", what)
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            self.assertEqual(int(st[caps], 16), 0, (what, caps))
+        uids = [int(u) for u in st["Uid"].split()]
+        gids = [int(g) for g in st["Gid"].split()]
+        if uid is None:
+            self.assertGreaterEqual(uids[0], 100000, what)
+        self.assertEqual(set(uids), {uid if uid is not None else uids[0]}, what)
+        self.assertNotIn(0, gids, what)
+        self.assertEqual(st["Groups"].strip(), "", what)
 
     def test_vmm_processes_are_confined(self):
         self.run_cell("probe-conf", "1")
@@ -272,18 +296,17 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
             st = self.settled_status(pid, st)
             if st is None:
                 continue  # it ended meanwhile (a refill's clone that failed, a teardown)
-            self.assertEqual(st["Seccomp"].strip(), "2", pid)
-            self.assertEqual(st["NoNewPrivs"].strip(), "1", pid)
-            self.assertEqual(int(st["CapEff"], 16), 0, pid)
-            self.assertEqual(int(st["CapBnd"], 16), 0, pid)
-            self.assertGreaterEqual(int(st["Uid"].split()[0]), 100000, pid)
-            # vCPU + deadline watcher.
-            self.assertEqual(len(self.threads(pid)), 2, pid)
-            with open("/proc/%s/status" % pid) as f:
-                self.assertIn("Seccomp_filters:\t1", f.read())
-        # The spare has cloned its VM and run its guest ahead (the template's agent code, up to its
-        # pause before the session), all on one thread; the watcher starts only after its request
-        # and isolation. While it waits for its request: one thread (and KVM's own worker). A
+            threads = self.thread_status(pid)
+            # vCPU + deadline watcher. The vCPU thread has the sandbox's uid; the watcher, started
+            # before the request, the overflow user's (pool_template.cc, Watcher::start_unprivileged).
+            self.assertEqual(len(threads), 2, (pid, threads.keys()))
+            main = threads.pop(pid)
+            self.assert_thread_confined(pid, pid, main)
+            for tid, tst in threads.items():
+                self.assert_thread_confined(pid, tid, tst, uid=65534)
+        # The spare has cloned its VM, run its guest ahead (the template's agent code, up to its
+        # pause before the session) and started its watcher thread as the overflow user, without
+        # capabilities. While it waits for its request: those two threads (and KVM's own worker). A
         # refill's child that took its request but has not joined its cgroup yet still looks like
         # one (seen under load: 3 at once; since the guest runs ahead, also a child handed a request
         # while it was still running ahead, when the template forked the next spare 20 ms later):
@@ -300,6 +323,7 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
             deadline = time.monotonic() + 5
             with open("/proc/%s/cgroup" % st["PPid"].strip()) as f:
                 cgroup = f.read()  # the template's
+            moved = gone = False
             while True:
                 try:
                     st = proc_status(pid)
@@ -307,14 +331,26 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
                     with open("/proc/%s/cgroup" % pid) as f:
                         moved = f.read() != cgroup
                 except OSError:
+                    gone = True
                     break  # it ended
-                if moved or (st["State"].split()[0] == "S" and len(threads) == 1):
+                if moved or (st["State"].split()[0] == "S" and len(threads) == 2):
                     break
                 if time.monotonic() > deadline:
-                    self.assertEqual(len(threads), 1, (pid, threads, st["State"]))
+                    self.assertEqual(len(threads), 2, (pid, threads, st["State"]))
                     self.assertEqual(st["State"].split()[0], "S", pid)
                     break
                 time.sleep(0.05)
+            if not moved and not gone:
+                try:
+                    waiting = self.thread_status(pid)
+                except OSError:
+                    waiting = {}  # it ended meanwhile
+                for tid, tst in waiting.items():
+                    if tid != pid:  # the watcher, before any request: no privilege either
+                        uids = {int(u) for u in tst["Uid"].split()}
+                        self.assertEqual(uids, {65534}, (pid, tid))
+                        for caps in ("CapPrm", "CapEff", "CapAmb"):
+                            self.assertEqual(int(tst[caps], 16), 0, (pid, tid, caps))
 
     def test_a_dead_spare_is_replaced(self):
         deadline = time.monotonic() + 30
