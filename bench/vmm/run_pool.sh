@@ -28,6 +28,7 @@ ahead = [float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms(?:,| \(made)", t
 guest = [float(m) for m in re.findall(r"guest ahead ([0-9.]+) ms", text)]
 made = [float(m) for m in re.findall(r"spare made in ([0-9.]+) ms", text)]
 after = [float(m) for m in re.findall(r"request -> VM ready to run ([0-9.]+) ms", text)]
+hello = [float(m) for m in re.findall(r"its agent's Hello sent after ([0-9.]+) ms more", text)]
 other = [float(m) for m in re.findall(r"vmm: clone ([0-9.]+) ms \(restart", text)]
 if ahead:
     print("\nInside each VMM child: `Vm::clone` of the template VM (memory map, KVM VM + memslots + vCPU, registers "
@@ -37,8 +38,12 @@ if guest:
           "warm-up cell included): " + stats(guest) + "; the whole spare, from its fork to that pause (scratch mounts and "
           "namespaces, clone, guest): " + stats(made) + ".")
 if after:
-    print("\nInside each VMM child, from its request to its VM ready to run (what isolation remains: cgroup join, network and cgroup namespaces, "
-          "ids, capabilities, seccomp; the session socket attached): " + stats(after) + ".")
+    print("\nInside each VMM child, from its request to its VM ready to run (what isolation remains: cgroup join, the cgroup namespace, "
+          "ids, capabilities, the seccomp lock; the session socket attached; then its agent's last steps and Hello come before its "
+          "ready record; a child killed right after its Hello may not get to log it): " + stats(after) + ".")
+if hello:
+    print("\nInside each VMM child, from its VM ready to run to its agent's Hello sent and first wait for a request (then the "
+          "ready record): " + stats(hello) + ".")
 if other:
     print("\nInside each VMM child: `Vm::clone` after its request (memory map, KVM VM + memslots + vCPU, registers and descriptors): " + stats(other) + ".")
 PY
