@@ -493,5 +493,56 @@ class FullDiskTest(unittest.TestCase):
             shutil.rmtree(root, ignore_errors=True)
 
 
+class OneWritePrintTest(unittest.TestCase):
+    """The micro-VM worker's print() (A.one_write_print): the builtin's output, in one write()."""
+
+    def setUp(self):
+        import io
+        self.r, self.w = os.pipe()
+        self.writes = []
+        raw = io.FileIO(self.w, "w", closefd=False)
+        real_write = raw.write
+
+        def counted(data):
+            self.writes.append(bytes(data))
+            return real_write(data)
+        raw.write = counted
+        self.stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+        self.p = A.one_write_print(print, (self.stream,))
+
+    def tearDown(self):
+        os.close(self.r)
+        os.close(self.w)
+
+    def output(self):
+        self.stream.flush()
+        return os.read(self.r, 65536)
+
+    def test_plain_values_make_one_write_with_the_builtins_text(self):
+        cases = [((1,), {}), (("a", 2.5, None, True), {"sep": "-", "end": "!\n"}), ((), {}),
+                 ((1, 2), {"sep": None, "end": None}), (("x",), {"end": ""}), ((float("nan"), -0.0), {})]
+        for args, kw in cases:
+            self.writes.clear()
+            self.p(*args, file=self.stream, **kw)
+            got, ours = self.output(), list(self.writes)
+            print(*args, file=self.stream, **kw)
+            self.assertEqual(got, self.output(), (args, kw))
+            self.assertEqual(ours, [got], (args, kw))  # one write()
+
+    def test_anything_else_is_the_builtin(self):
+        class Loud:
+            def __str__(inner):
+                self.stream.write("side ")
+                return "loud"
+        self.p(Loud(), 1, file=self.stream)
+        self.assertEqual(self.output(), b"side loud 1\n")  # str() ran between the writes, as print does
+        with self.assertRaises(TypeError):
+            self.p(1, sep=3, file=self.stream)
+        import io
+        other = io.StringIO()
+        self.p(1, 2, file=other)
+        self.assertEqual(other.getvalue(), "1 2\n")
+
+
 if __name__ == "__main__":
     unittest.main()
