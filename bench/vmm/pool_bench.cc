@@ -6,8 +6,8 @@
 //  1. clone-to-ready, one clone at a time: spawn request → the sandbox's "ready" record (the
 //     spawner's own ready_ns; a micro-VM child writes it once its agent has sent its Hello and
 //     waits for a request, a process-tier clone once its isolation is done), and → the agent's
-//     Hello read on the session socket (what a pool waits for before it hands a sandbox out; the
-//     read starts when this loop, polling every 100 µs, sees the record); --gap-ms between a sandbox's return and the next
+//     Hello read on the session socket (what a pool waits for before it hands a sandbox out; this
+//     loop waits for the spawner's wake-up as the server does); --gap-ms between a sandbox's return and the next
 //     request (a micro-VM template's spare is made in that gap: a shorter gap than the spare takes
 //     puts part of it on the request's path);
 //  2. memory of --idle idle sandboxes after their Hello: the memcg's memory.current per sandbox,
@@ -20,6 +20,7 @@
 //     sandbox alone costs). Filling the pool with those --idle sandboxes from none (ready target
 //     --idle at once, the spawner's own pace) gives the refill time per sandbox.
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,7 +101,15 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
     cfg.direct_spares = true;
   }
   double t0 = now_ms();
-  auto ps = sp::PoolSpawner::start(cfg);
+  // The spawner kicks an eventfd for each ready sandbox (the server's loop is woken the same way):
+  // waiting on it, not polling, leaves the CPUs to the clone.
+  sp::UniqueFd ready_kick(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  auto kick = [](void* ctx) {
+    uint64_t one = 1;
+    (void)!write(*static_cast<int*>(ctx), &one, sizeof one);
+  };
+  int kick_fd = ready_kick.get();
+  auto ps = sp::PoolSpawner::start(cfg, kick, &kick_fd);
   if (!ps.ok()) {
     std::fprintf(stderr, "%s: start: %s\n", tier, ps.error().message().c_str());
     return false;
@@ -108,11 +117,16 @@ bool run_tier(const char* tier, const std::string& sandpool, const std::string& 
   out->template_start_ms = now_ms() - t0;
   auto& spawner = *ps.value();
   auto take = [&](double deadline_ms) -> std::optional<sp::ReadySandbox> {
-    while (now_ms() < deadline_ms) {
+    for (;;) {
       if (auto sb = spawner.take()) return sb;
-      usleep(100);
+      double left = deadline_ms - now_ms();
+      if (left <= 0) return std::nullopt;
+      pollfd p{ready_kick.get(), POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(std::min(left, 1000.0)) + 1) > 0) {
+        uint64_t v;
+        (void)!read(ready_kick.get(), &v, sizeof v);
+      }
     }
-    return std::nullopt;
   };
   // 1. One at a time: target 1, take it, wait for its hello, give it back, next.
   for (int i = 0; i < n; ++i) {
