@@ -140,16 +140,15 @@ class Watcher {
   // the sandbox's ids are not known yet). The thread drops its own ids first; returns 0 once it
   // has, or the errno of the step that failed (the thread then exits).
   int start_unprivileged() {
-    std::atomic<int> state{-1};
-    thread_ = std::thread([this, &state] {
+    thread_ = std::thread([this] {
       tid_ = gettid();
       int e = drop_own_ids();
-      state.store(e, std::memory_order_release);
-      state.notify_one();
+      started_.store(e, std::memory_order_release);
+      started_.notify_one();
       if (e == 0) loop();
     });
-    state.wait(-1, std::memory_order_acquire);
-    int e = state.load(std::memory_order_acquire);
+    started_.wait(-1, std::memory_order_acquire);
+    int e = started_.load(std::memory_order_acquire);
     if (e != 0) thread_.join();
     return e;
   }
@@ -236,6 +235,7 @@ class Watcher {
   int ctl_;
   uint64_t grace_ns_;
   pid_t tid_ = -1;
+  std::atomic<int> started_{-1};  // start_unprivileged(): -1 until the thread has dropped its ids
   std::mutex mu_;
   Vm* vm_ = nullptr;
   uint64_t page_ = 0;
