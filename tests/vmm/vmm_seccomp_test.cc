@@ -61,6 +61,8 @@ void under_filter(bool stacked) {
     check(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0, "ahead: prctl(PR_SET_PDEATHSIG) works");
     check(syscall(SYS_setresuid, -1, -1, -1) == 0, "ahead: setresuid works");
     check(syscall(SYS_setresgid, -1, -1, -1) == 0, "ahead: setresgid works");
+    sched_param none{};
+    check(syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &none) == 0, "ahead: sched_setscheduler works");
     check(eperm(syscall(SYS_unshare, CLONE_NEWNS)), "ahead: unshare other than CLONE_NEWCGROUP refused");
     check(eperm(prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)), "ahead: other prctl options refused");
     if (!load(sp::vmm::compile_vmm_isolation_lock(), "the lock compiles")) return;
@@ -87,6 +89,8 @@ void under_filter(bool stacked) {
   sock_filter allow_all = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
   sock_fprog one{1, &allow_all};
   check(eperm(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &one)), "seccomp refused");
+  sched_param none{};
+  check(eperm(syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &none)), "sched_setscheduler refused");
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct caps[2] = {};
   check(eperm(syscall(SYS_capset, &hdr, caps)), "capset refused");
