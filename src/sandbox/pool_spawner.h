@@ -51,7 +51,7 @@ struct PoolTemplateConfig {
   // false, after its ready record (a micro-VM clone is ready in ≈ 1 ms, and that work would delay
   // the spawner's reading of its reply and report).
   bool prepare_next_during_clone = true;
-  // Only for `sandpool vmm-template` (it is passed --offer-spares): the template offers each
+  // Required by `sandpool vmm-template` and only for it (passed on as --offer-spares): the template offers each
   // child it forks ahead (a reply with generation 0: pid, pidfd, the template's end of the child's
   // socket) and each request goes straight to the offered child, one process hop less than
   // through the template (which makes its children in the background, SCHED_IDLE).

@@ -1,12 +1,13 @@
 // `sandpool vmm-template`: the micro-VM tier's pool template, started by PoolSpawner in place of
-// template.py and speaking the same control protocol (see template.py's docstring). It builds one
-// template VM (Python + the agent, preloaded, frozen before the agent's first read of its control
-// descriptor), and keeps one small VMM child forked ahead (a spare) that has already cloned the VM
-// copy-on-write and run its guest (the template's agent, no session input) up to where it needs
-// its session; per request it hands the request to the spare and forks the next one. The child
-// then isolates itself like a process-tier clone (cgroups, namespaces, scratch mounts, unprivileged
-// host uid, no capabilities, the VMM's own seccomp filter) and lets the guest go on with the
-// session's socket as guest fd 3. Nothing of the session reaches the guest before the isolation.
+// template.py with PoolTemplateConfig::direct_spares (template.py's start and reply layout; the
+// requests themselves go to the children). It builds one template VM (Python + the agent,
+// preloaded, frozen before the agent's first read of its control descriptor), and keeps one small
+// VMM child forked ahead (a spare) that has already cloned the VM copy-on-write and run its guest
+// (the template's agent, no session input) up to where it needs its session; it offers the spare
+// to the spawner, which sends it its request, and once that child is ready forks and offers the
+// next one. The child then isolates itself like a process-tier clone (cgroups, namespaces, scratch
+// mounts, unprivileged host uid, no capabilities, the VMM's own seccomp filter) and lets the guest
+// go on with the session's socket as guest fd 3. Nothing of the session reaches the guest before the isolation.
 // The child also plays the agent supervisor's part (deadlines, restart after a death); see
 // src/vmm/README.md "Pools".
 #include <fcntl.h>
@@ -67,7 +68,7 @@ struct Args {
   std::string agent_path, preload;
   uint64_t vm_memory = 1ull << 30;
   uint64_t grace_ms = 2000;
-  bool offer_spares = false;  // --offer-spares 1: PoolTemplateConfig::direct_spares
+  bool offer_spares = false;  // --offer-spares 1 (required): PoolTemplateConfig::direct_spares
 };
 
 // Template state, inherited (copy-on-write) by every forked child.
@@ -468,7 +469,7 @@ void record_written_pages() {
 // (or EOF if the child dies first) and only then forks the next spare.
 [[noreturn]] void clone_main(const CloneRequest& r, ChildPrep prep, uint64_t request_ns, int spare_sock) {
   const int report = r.report_fd;
-  if (g.args.offer_spares) {  // out of the spare's background priority (vmm_template_main), both threads
+  {  // out of the spare's background priority (vmm_template_main), both threads
     sched_param none{};
     (void)sched_setscheduler(0, SCHED_OTHER, &none);
     if (prep.watcher && prep.watcher->tid() > 0) (void)sched_setscheduler(prep.watcher->tid(), SCHED_OTHER, &none);
@@ -717,7 +718,7 @@ bool parse_args(int argc, char** argv, Args* a) {
     }  // VMM children keep the server's stderr
     else return false;
   }
-  return a->parent > 0;
+  return a->parent > 0 && a->offer_spares;
 }
 
 void reap_children() {
@@ -725,7 +726,9 @@ void reap_children() {
   }
 }
 
-void reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, int pidfd) {
+// A reply on the control socket (template.py's layout: generation, pid, errno) with up to two
+// descriptors.
+void reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, const int* fds, size_t nfds) {
   struct {
     uint64_t gen;
     int32_t pid, err;
@@ -734,15 +737,15 @@ void reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, int pidfd) {
   msghdr mh{};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  char cbuf[CMSG_SPACE(sizeof(int))] = {};
-  if (pidfd >= 0) {
+  char cbuf[CMSG_SPACE(sizeof(int) * 2)] = {};
+  if (nfds > 0 && nfds <= 2) {
     mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof cbuf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     cmsghdr* c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &pidfd, sizeof pidfd);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
   }
   (void)sendmsg(ctrl, &mh, MSG_NOSIGNAL);
 }
@@ -789,7 +792,7 @@ CloneRequest request_from(const RequestMsg& msg, const int* fds, int nfds) {
 }
 
 // A VMM child forked ahead (pid 1 of a new pid namespace), its VM already cloned, waiting on
-// `sock` for the request the template forwards to it.
+// `sock` for the request the spawner sends it (the template offered it).
 struct Spare {
   pid_t pid = -1;
   int sock = -1;
@@ -837,47 +840,15 @@ Result<Spare> fork_spare() {
   return Spare{pid, sv[0]};
 }
 
-// Hands the request to the spare; false when the spare is gone (it died before its request).
-bool forward(const Spare& spare, const RequestMsg& msg, const int* fds, int nfds) {
-  iovec iov{const_cast<RequestMsg*>(&msg), sizeof msg};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  char cbuf[CMSG_SPACE(sizeof(int) * 8)] = {};
-  mh.msg_control = cbuf;
-  mh.msg_controllen = CMSG_SPACE(sizeof(int) * static_cast<size_t>(nfds));
-  cmsghdr* c = CMSG_FIRSTHDR(&mh);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * static_cast<size_t>(nfds));
-  std::memcpy(CMSG_DATA(c), fds, sizeof(int) * static_cast<size_t>(nfds));
-  return sendmsg(spare.sock, &mh, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof msg);
-}
-
-// Offers a spare to the spawner (--offer-spares): a reply with generation 0, its pid, and a pidfd
-// and the template's end of its socket as descriptors.
+// Offers a spare to the spawner: a reply with generation 0 (the spawner's start at 1), its pid,
+// and a pidfd and the template's end of its socket as descriptors. The spawner sends the spare its
+// request itself.
 void offer(int ctrl, const Spare& spare) {
   // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, spare.pid, 0));
   if (pidfd < 0) return;  // not offered: it waits, and is replaced when it dies
-  struct {
-    uint64_t gen;
-    int32_t pid, err;
-  } __attribute__((packed)) msg{0, spare.pid, 0};
-  iovec iov{&msg, sizeof msg};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  int fds[2] = {pidfd, spare.sock};
-  char cbuf[CMSG_SPACE(sizeof fds)] = {};
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof cbuf;
-  cmsghdr* c = CMSG_FIRSTHDR(&mh);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof fds);
-  std::memcpy(CMSG_DATA(c), fds, sizeof fds);
-  (void)sendmsg(ctrl, &mh, MSG_NOSIGNAL);
+  const int fds[2] = {pidfd, spare.sock};
+  reply(ctrl, 0, spare.pid, 0, fds, 2);
   close(pidfd);
 }
 
@@ -891,7 +862,7 @@ void drop_spare(Spare* spare) {
 int vmm_template_main(int argc, char** argv) {
   if (!parse_args(argc, argv, &g.args)) {
     std::fprintf(stderr, "usage: sandpool vmm-template --ctrl-fd N --parent PID --data-bytes N --tmp-bytes N "
-                         "[--agent-path DIR] [--preload a,b] [--vm-memory-mib N] [--grace-ms N] (internal)\n");
+                         "--offer-spares 1 [--agent-path DIR] [--preload a,b] [--vm-memory-mib N] [--grace-ms N] (internal)\n");
     return 2;
   }
   if (Status st = template_init(); !st.ok()) {
@@ -906,56 +877,30 @@ int vmm_template_main(int argc, char** argv) {
     return 1;
   }
   record_written_pages();
-  // One VMM child is always forked ahead with its VM cloned (a spare): a request only has to
-  // isolate it. With --offer-spares (PoolTemplateConfig::direct_spares) each spare is offered to the
-  // spawner as soon as it is forked (its pid, a pidfd and the template's end of its socket), and the
-  // spawner sends its request straight to it; otherwise requests come here and are forwarded. A
-  // failed fork is retried at the next request or acknowledgement.
-  Spare spare;
-  auto next_spare = [&] {
-    if (spare.pid >= 0) return;
-    auto s = fork_spare();
-    if (!s.ok()) return;
-    spare = s.value();
-    if (g.args.offer_spares) offer(ctrl, spare);
-  };
   if (send(ctrl, "READY", 5, MSG_NOSIGNAL) != 5) return 1;
-  // Offering spares, the template is on no request's path: it and the spares it forks (they inherit
-  // it) make their part in the background, SCHED_IDLE, so that the last steps of the child before
-  // (its guest's Hello, the spawner's reading of its record) or a session's cell never wait for the
-  // next spare's ≈ 20 ms of work; a child leaves SCHED_IDLE when its request comes (clone_main()).
-  if (g.args.offer_spares) {
-    sched_param none{};
-    if (sched_setscheduler(0, SCHED_IDLE, &none) != 0) LOG_WARN("vmm-template: SCHED_IDLE refused: %s", strerror(errno));
-  }
-  next_spare();
-  // A spare that took its request (forwarded here, or sent by the spawner to an offered spare)
-  // sends one byte on its socket once its sandbox is ready; then the next spare is forked (and
-  // offered). Not before: its start would compete with that child's isolation. EOF instead: the
-  // child died. A forwarded request's child that sends neither within kNextSpareWaitNs gets its
-  // successor anyway.
-  int handed = -1;
-  uint64_t handed_ns = 0;
-  constexpr uint64_t kNextSpareWaitNs = 20'000'000;
-  auto release_handed = [&] {
-    if (handed >= 0) close(handed);
-    handed = -1;
-    next_spare();
-  };
+  // The template is on no request's path: it and the spares it forks (they inherit it) make their
+  // part in the background, SCHED_IDLE, so that the last steps of the child before (its guest's
+  // Hello, the spawner's reading of its record) or a session's cell never wait for the next spare's
+  // ≈ 20 ms of work; a child leaves SCHED_IDLE when its request comes (clone_main()).
+  sched_param idle{};
+  if (sched_setscheduler(0, SCHED_IDLE, &idle) != 0) LOG_WARN("vmm-template: SCHED_IDLE refused: %s", strerror(errno));
+  // One VMM child is always forked ahead with its VM cloned and its guest run ahead (a spare), and
+  // offered to the spawner, which sends it its request. The spare sends one byte on its socket
+  // once its sandbox is ready (EOF instead: it died); only then is the next spare forked and
+  // offered, so that its start does not compete with that child's last steps. A failed fork is
+  // retried a second later.
+  Spare spare;
   for (;;) {
-    pollfd p[3] = {{ctrl, POLLIN, 0}, {spare.sock, POLLIN, 0}, {handed, POLLIN, 0}};
-    int timeout = 1000;
-    if (handed >= 0) {
-      uint64_t now = now_ns();
-      timeout = now >= handed_ns + kNextSpareWaitNs ? 0 : static_cast<int>((handed_ns + kNextSpareWaitNs - now) / 1'000'000) + 1;
+    if (spare.pid < 0) {
+      if (auto s = fork_spare(); s.ok()) {
+        spare = s.value();
+        offer(ctrl, spare);
+      }
     }
-    int n = poll(p, 3, timeout);
+    pollfd p[2] = {{ctrl, POLLIN, 0}, {spare.sock, POLLIN, 0}};
+    int n = poll(p, 2, 1000);
     reap_children();
-    if (p[1].revents) {  // the (offered) spare is ready with its request, or died: the next one
-      drop_spare(&spare);
-      if (handed < 0) next_spare();
-    }
-    if (handed >= 0 && (p[2].revents || now_ns() >= handed_ns + kNextSpareWaitNs)) release_handed();
+    if (p[1].revents) drop_spare(&spare);  // ready with its request, or dead: the next one
     if (n <= 0 || !(p[0].revents)) continue;
     RequestMsg msg{};
     int fds[8];
@@ -965,47 +910,9 @@ int vmm_template_main(int argc, char** argv) {
       drop_spare(&spare);
       return 0;  // the spawner went away
     }
-    auto close_all = [&] {
-      for (int i = 0; i < nfds; ++i) close(fds[i]);
-    };
-    if (got != sizeof msg || nfds < 2 || g.args.offer_spares) {  // (offered spares get their requests directly)
-      close_all();
-      reply(ctrl, msg.gen, 0, EINVAL, -1);
-      continue;
-    }
-    if (handed >= 0 && spare.pid < 0) release_handed();  // the previous child is not ready yet: fork now anyway
-    // Two tries: the spare may have died while it waited (then a fresh one is forked).
-    int err = 0;
-    bool sent = false;
-    for (int attempt = 0; attempt < 2 && !sent; ++attempt) {
-      if (spare.pid < 0) {
-        auto s = fork_spare();
-        if (!s.ok()) {
-          err = s.error().code;
-          break;
-        }
-        spare = s.value();
-      }
-      sent = forward(spare, msg, fds, nfds);
-      if (!sent) {
-        err = errno;
-        drop_spare(&spare);
-      }
-    }
-    close_all();
-    if (!sent) {
-      reply(ctrl, msg.gen, 0, err ? err : EIO, -1);
-      continue;
-    }
-    pid_t pid = spare.pid;
-    if (handed >= 0) close(handed);
-    handed = spare.sock;
-    handed_ns = now_ns();
-    spare = Spare{};
-    // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
-    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-    reply(ctrl, msg.gen, pid, pidfd < 0 ? errno : 0, pidfd);
-    if (pidfd >= 0) close(pidfd);
+    // Requests go to the offered spares, not here (PoolTemplateConfig::direct_spares).
+    for (int i = 0; i < nfds; ++i) close(fds[i]);
+    reply(ctrl, msg.gen, 0, EINVAL, nullptr, 0);
   }
 }
 

@@ -309,8 +309,7 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
         # capabilities. While it waits for its request: those two threads (and KVM's own worker). A
         # refill's child that took its request but has not joined its cgroup yet still looks like
         # one (seen under load: 3 at once; since the guest runs ahead, also a child handed a request
-        # while it was still running ahead, when the template forked the next spare 20 ms later):
-        # give them up to 5 s to move on.
+        # while it was still running ahead): give them up to 5 s to move on.
         deadline = time.monotonic() + 5
         while len(spares) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)

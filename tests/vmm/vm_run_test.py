@@ -22,6 +22,19 @@ def vm(args, stdin=None, backend="triple-fault", timeout=120, opts=()):
     return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
 
 
+def vm_with_channel(prog, timeout_ms):
+    """Starts `python3 -c prog` in vm-run with guest fd 3 a socket to us; returns (process, our end,
+    the guest's first 5 bytes: it sends b"ready" once its SIGIO handler is set)."""
+    import socket
+    host_end, guest_end = socket.socketpair()
+    proc = subprocess.Popen([SANDPOOL, "vm-run", "--fd", f"3={guest_end.fileno()}", "--timeout-ms", str(timeout_ms), "--",
+                             "/usr/bin/python3", "-c", prog],
+                            pass_fds=(guest_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    guest_end.close()
+    host_end.settimeout(60)
+    return proc, host_end, host_end.recv(5)
+
+
 def check(name, cond, detail=""):
     print(("ok   " if cond else "FAIL ") + name, flush=True)
     if not cond:
@@ -158,8 +171,6 @@ print(os.path.exists(os.path.join(d, 'sub')))
     # Signal-driven I/O as the agent uses it: O_ASYNC + F_SETOWN on the channel, a SIGIO handler, and
     # data arriving while the guest computes.
     if not FILTER or "sigio" in FILTER:
-        import socket
-        host_end, guest_end = socket.socketpair()
         prog = ("import fcntl, os, signal, socket\n"
                 "s = socket.socket(fileno=3)\n"
                 "got = []\n"
@@ -170,12 +181,7 @@ print(os.path.exists(os.path.join(d, 'sub')))
                 "n = 0\n"
                 "while not got: n += 1\n"
                 "print('sigio', got[0].decode(), n > 0, fcntl.fcntl(3, fcntl.F_GETOWN) == os.getpid())\n")
-        proc = subprocess.Popen([SANDPOOL, "vm-run", "--fd", f"3={guest_end.fileno()}", "--timeout-ms", "20000", "--",
-                                 "/usr/bin/python3", "-c", prog],
-                                pass_fds=(guest_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        guest_end.close()
-        host_end.settimeout(60)
-        ready = host_end.recv(5)
+        proc, host_end, ready = vm_with_channel(prog, 20000)
         time.sleep(0.2)  # the guest is now spinning inside KVM_RUN
         host_end.sendall(b"hello")
         out, err = proc.communicate(timeout=60)
@@ -185,8 +191,6 @@ print(os.path.exists(os.path.join(d, 'sub')))
     # jumped to LSTAR must not get a signal frame there (the guest then died with SIGSEGV, cr2 = LSTAR,
     # in most runs of 2000 bytes sent 0.2 ms apart).
     if not FILTER or "sigio" in FILTER:
-        import socket
-        host_end, guest_end = socket.socketpair()
         prog = ("import fcntl, os, signal, socket\n"
                 "s = socket.socket(fileno=3)\n"
                 "s.setblocking(False)\n"
@@ -202,12 +206,7 @@ print(os.path.exists(os.path.join(d, 'sub')))
                 "s.sendall(b'ready')\n"
                 "while sum(got) < 2000: os.getppid()\n"
                 "print('storm', sum(got))\n")
-        proc = subprocess.Popen([SANDPOOL, "vm-run", "--fd", f"3={guest_end.fileno()}", "--timeout-ms", "60000", "--",
-                                 "/usr/bin/python3", "-c", prog],
-                                pass_fds=(guest_end.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        guest_end.close()
-        host_end.settimeout(60)
-        ready = host_end.recv(5)
+        proc, host_end, ready = vm_with_channel(prog, 60000)
         try:
             for _ in range(2000):
                 host_end.send(b"x")

@@ -429,6 +429,14 @@ class VmBatch:
                          (17, err_fd, self.err_addr, cap, err_base)])
         return (rets[1], self.out_map[:rets[3]]), (rets[2], self.err_map[:rets[4]])
 
+    def attach_and_send(self, sock_fd, pid, data):
+        """In one exit: fcntl(sock, F_GETFL), fcntl(sock, F_SETOWN, pid) and a send of `data`:
+        (the socket's flags, bytes sent)."""
+        addr = self._ct.cast(self._ct.c_char_p(data), self._ct.c_void_p).value
+        flags, _, sent = self.run([(72, sock_fd, fcntl.F_GETFL, 0, 0), (72, sock_fd, fcntl.F_SETOWN, pid, 0),
+                                   (44, sock_fd, addr, len(data), 0)])
+        return flags, sent
+
     def reply_and_recv(self, sock_fd, reply, flags):
         """In one exit: sends `reply` whole, reads what comes next into the receive buffer, sets
         the socket's flags to `flags` (O_ASYNC on) and polls it: (bytes sent, bytes received,
@@ -572,9 +580,10 @@ class Worker:
         # first cell (+8 ms measured), for ≈ 600 KiB less idle memory.
         self.code_cache.clear()
 
-    def adopt_socket(self, sock):
+    def adopt_socket(self, sock, flags=None):
+        """The session's socket (`flags`: its F_GETFL flags, when the caller has read them)."""
         self.sock = sock
-        self.sock_flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL)
+        self.sock_flags = fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) if flags is None else flags
 
     def _after_fork_in_child(self):
         self.is_fork_child = True
@@ -1218,11 +1227,8 @@ def _attach_session(w, sock, pid, hello):
     """The worker's last steps before it serves: its socket, SIGIO to this process, Hello. In
     the micro-VM, the three calls are one exit (VmBatch)."""
     if w.vm is not None:
-        fd = sock.fileno()
-        addr = w.vm._ct.cast(w.vm._ct.c_char_p(hello), w.vm._ct.c_void_p).value
-        flags, _, sent = w.vm.run([(72, fd, fcntl.F_GETFL, 0, 0), (72, fd, fcntl.F_SETOWN, pid, 0),
-                                   (44, fd, addr, len(hello), 0)])
-        w.sock, w.sock_flags = sock, flags
+        flags, sent = w.vm.attach_and_send(sock.fileno(), pid, hello)
+        w.adopt_socket(sock, flags)
         if sent < len(hello):
             w.send(hello[sent:])  # a short send: the rest as usual
         return

@@ -534,8 +534,10 @@ class OneWritePrintTest(unittest.TestCase):
             def __str__(inner):
                 self.stream.write("side ")
                 return "loud"
-        self.p(Loud(), 1, file=self.stream)
-        self.assertEqual(self.output(), b"side loud 1\n")  # str() ran between the writes, as print does
+        self.p(1, Loud(), file=self.stream)
+        # The builtin writes "1" and " " before it calls str() of the second argument; one write
+        # of the joined line would put "side " first.
+        self.assertEqual(self.output(), b"1 side loud\n")
         with self.assertRaises(TypeError):
             self.p(1, sep=3, file=self.stream)
         import io
