@@ -597,14 +597,19 @@ void ContainerSource::on_output(uv_poll_t* p, int, int) {
   }
 }
 
+// Where container `id`'s lines go: the server's log, tagged with the pool and the container.
+LogLines::Emit ContainerSource::log_emitter(uint64_t id) const {
+  return [this, id](std::string_view line) {
+    LOG_INFO("pool %s: container %llu: %.*s", settings_.name.c_str(), static_cast<unsigned long long>(id),
+             static_cast<int>(line.size()), line.data());
+  };
+}
+
 // One read (drain: up to 16, and the last partial line) of a box's output into the log.
 bool ContainerSource::read_output(Box* b, bool drain) {
   LogLines& ll = *b->output_lines;
   const uint64_t lines0 = ll.lines(), dropped0 = ll.dropped();
-  auto emit = [this, b](std::string_view line) {
-    LOG_INFO("pool %s: container %llu: %.*s", settings_.name.c_str(), static_cast<unsigned long long>(b->sb.id),
-             static_cast<int>(line.size()), line.data());
-  };
+  const LogLines::Emit emit = log_emitter(b->sb.id);
   bool eof = read_lines(b->output_fd.get(), ll, uv_now(loop_), drain ? 16 : 1, emit);
   if (eof || drain) ll.finish(emit);
   log_lines_ += ll.lines() - lines0;
@@ -634,10 +639,7 @@ void ContainerSource::log_failed_spawn_output(Spawned& s) {
   if (!s.output) return;
   // The container is gone (or never ran): what it or init said before is all in the pipe.
   LogLines ll(options_.log_lines_per_second, uv_now(loop_));
-  auto emit = [this, &s](std::string_view line) {
-    LOG_INFO("pool %s: container %llu: %.*s", settings_.name.c_str(), static_cast<unsigned long long>(s.id),
-             static_cast<int>(line.size()), line.data());
-  };
+  const LogLines::Emit emit = log_emitter(s.id);
   read_lines(s.output.get(), ll, uv_now(loop_), 16, emit);
   ll.finish(emit);
   log_lines_ += ll.lines();

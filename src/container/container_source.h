@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "container/launch.h"
+#include "container/log_lines.h"
 #include "image/oci_import.h"
 #include "pool/sandbox_source.h"
 #include "pool/settings.h"
@@ -94,6 +95,7 @@ class ContainerSource : public pool::SandboxSource, public pool::ContainerAccess
   bool read_output(Box* b, bool drain);
   void pause_output(Box* b);
   void log_failed_spawn_output(Spawned& s);
+  LogLines::Emit log_emitter(uint64_t id) const;
 
   uv_loop_t* loop_;
   pool::PoolSettings settings_;
