@@ -111,19 +111,18 @@ void stream_head(Ctx& ctx, http::Exchange& ex) {
                : "identifiers are 4 to 128 characters of A-Z a-z 0-9 and | - & ^ % $ # ( ) { } [ ] ; < > _ : . @ ~");
     return;
   }
-  std::string target;
-  target.reserve(rest.size() + 1 + req.query.size());
-  target.assign(rest);
-  if (!req.query.empty()) target.append("?").append(req.query);
+  // "/<rest>?<query>" as the client wrote it: the query follows the path in the request head.
+  std::string_view target = rest;
+  if (!req.query.empty()) target = std::string_view(rest.data(), req.query.data() + req.query.size() - rest.data());
   if (pool::Session* session = pool->reuse(*id)) {
     // The usual case, a session already bound: forward now, keeping no state here.
-    ctx.proxy->start(ex, session, std::move(target));
+    ctx.proxy->start(ex, session, target);
     return;
   }
   Pending& p = ctx.pending[&ex];
   p = Pending{};
   p.generation = ctx.next_generation++;
-  p.target = std::move(target);
+  p.target = target;
   p.waiting = true;
   uint64_t generation = p.generation;
   http::Exchange* exp = &ex;
@@ -148,7 +147,7 @@ void stream_head(Ctx& ctx, http::Exchange& ex) {
     Pending ready = std::move(pe);
     ctx.pending.erase(it);
     exp->resume_body();
-    ctx.proxy->start(*exp, session, std::move(ready.target));
+    ctx.proxy->start(*exp, session, ready.target);
     if (!ready.body.empty()) ctx.proxy->body(*exp, ready.body);
     if (ready.request_done) ctx.proxy->request_complete(*exp);
   });

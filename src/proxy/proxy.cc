@@ -98,10 +98,10 @@ class Upstream {
 
 class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
  public:
-  ProxyRequest(Proxy* proxy, http::Exchange* ex, SessionLink* link, std::string target);
+  ProxyRequest(Proxy* proxy, http::Exchange* ex, SessionLink* link);
   ~ProxyRequest() override;
 
-  void begin();
+  void begin(std::string_view target);
   void client_body(std::string_view chunk);
   void client_done();
   void client_aborted();
@@ -146,7 +146,6 @@ class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
  private:
   SessionLink* link_;
   pool::LoopTimers* timers_;
-  std::string target_;
   Upstream* up_ = nullptr;
   ResponseParser parser_{this};
   std::string head_;          // the request head as sent, kept for one retry on a stale connection
@@ -172,7 +171,7 @@ class ProxyRequest : public ResponseParser::Listener, public http::TunnelPeer {
   bool in_feed_ = false;
   bool body_forwarded_ = false;  // some answer body went to the client
   bool holding_head_ = false;    // the answer's head waits for body bytes (deadline_ armed)
-  UpstreamHead uhead_;
+  const UpstreamHead& uhead() const { return parser_.head(); }  // valid from on_upstream_head on
   std::string early_;  // answer body read before the request was complete
   int err_status_ = 0;  // a failure noted before the exchange could be answered
   const char* err_code_ = "";
@@ -333,8 +332,8 @@ void Upstream::on_write(uv_write_t* req, int status) {
 
 // ---- ProxyRequest ----
 
-ProxyRequest::ProxyRequest(Proxy* proxy, http::Exchange* ex, SessionLink* link, std::string target)
-    : proxy_(proxy), ex_(ex), key_(ex), link_(link), timers_(&link->session_->pool()->timers()), target_(std::move(target)) {
+ProxyRequest::ProxyRequest(Proxy* proxy, http::Exchange* ex, SessionLink* link)
+    : proxy_(proxy), ex_(ex), key_(ex), link_(link), timers_(&link->session_->pool()->timers()), head_(proxy->take_buffer()) {
   start_ns_ = uv_hrtime();
   where_ = link_->active_.insert(link_->active_.end(), this);
   link_->session_->begin_request();
@@ -343,6 +342,7 @@ ProxyRequest::ProxyRequest(Proxy* proxy, http::Exchange* ex, SessionLink* link, 
 ProxyRequest::~ProxyRequest() {
   if (timers_) timers_->cancel(&deadline_);
   if (up_) up_->close();
+  proxy_->give_back(std::move(head_));
 }
 
 void ProxyRequest::detach_session() {
@@ -356,15 +356,14 @@ void ProxyRequest::detach_session() {
   timers_ = nullptr;
 }
 
-void ProxyRequest::begin() {
+void ProxyRequest::begin(std::string_view target) {
   const http::Request& req = ex_->request();
   client_chunked_ = req.chunked;
   has_body_ = req.chunked || req.content_length > 0;
   upgrade_ = req.upgrade;
   const auto& settings = link_->session_->pool()->settings().container;
   std::string& h = head_;
-  h.reserve(512);
-  h.append(req.method_name).append(" ").append(target_).append(" HTTP/1.1\r\n");
+  h.append(req.method_name).append(" ").append(target).append(" HTTP/1.1\r\n");
   std::string_view connection = req.header("connection");
   std::string forwarded_for;
   for (const http::Header& hd : req.headers) {
@@ -666,7 +665,6 @@ void ProxyRequest::upstream_error(int uv_status) {
 void ProxyRequest::on_upstream_head(const UpstreamHead& head) {
   if (upstream_complete_ || head_seen_) return;  // bytes after the answer: the container broke the protocol
   head_seen_ = true;
-  uhead_ = head;
   proxy_->head_latency_.observe_ns(uv_hrtime() - start_ns_);
   if (timers_) timers_->cancel(&deadline_);
   if (head.status == 101) return;  // the tunnel starts when feed() returns
@@ -674,19 +672,20 @@ void ProxyRequest::on_upstream_head(const UpstreamHead& head) {
 }
 
 void ProxyRequest::deliver_head() {
-  if (streaming_ || answered_ || uhead_.status == 101) return;
+  if (streaming_ || answered_ || uhead().status == 101) return;
   std::string_view connection;  // headers it names are hop-by-hop too
-  for (const auto& [name, value] : uhead_.headers) {
+  for (const auto& [name, value] : uhead().headers) {
     if (iequals(name, "connection")) connection = value;
   }
-  std::string headers;
-  for (const auto& [name, value] : uhead_.headers) {
+  std::string& headers = proxy_->scratch_;  // begin_stream copies them at once
+  headers.clear();
+  for (const auto& [name, value] : uhead().headers) {
     if (hop_by_hop(name) || iequals(name, "date") || iequals(name, "server") || has_token(connection, name)) continue;
     headers.append(name).append(": ").append(value).append("\r\n");
   }
-  uint64_t length = uhead_.has_content_length && !uhead_.chunked ? uhead_.content_length : http::kUnknownLength;
+  uint64_t length = uhead().has_content_length && !uhead().chunked ? uhead().content_length : http::kUnknownLength;
   streaming_ = true;
-  ex_->begin_stream(uhead_.status, {}, length, headers, in_feed_ || !early_.empty() || upstream_complete_);
+  ex_->begin_stream(uhead().status, {}, length, headers, in_feed_ || !early_.empty() || upstream_complete_);
   if (!early_.empty()) {
     std::string early = std::move(early_);
     early_.clear();
@@ -736,7 +735,7 @@ void ProxyRequest::on_upstream_complete() {
     return;
   }
   // The connection can serve the session's next request only when both messages ended cleanly.
-  bool reusable = uhead_.keep_alive && (sent_end_ || !has_body_) && client_done_;
+  bool reusable = uhead().keep_alive && (sent_end_ || !has_body_) && client_done_;
   finish_upstream(reusable);
   if (!streaming_) {
     if (client_done_) deliver_head();
@@ -766,7 +765,7 @@ void ProxyRequest::begin_tunnel(const char* rest, size_t len) {
     return;
   }
   std::string head = "HTTP/1.1 101 Switching Protocols\r\n";
-  for (const auto& [name, value] : uhead_.headers) {
+  for (const auto& [name, value] : uhead().headers) {
     if (hop_by_hop(name) && !iequals(name, "upgrade") && !iequals(name, "connection")) continue;
     head.append(name).append(": ").append(value).append("\r\n");
   }
@@ -834,7 +833,7 @@ Proxy::~Proxy() {
   collect();
 }
 
-void Proxy::start(http::Exchange& ex, pool::Session* session, std::string target) {
+void Proxy::start(http::Exchange& ex, pool::Session* session, std::string_view target) {
   collect();
   auto* link = static_cast<SessionLink*>(session->attachment());
   if (!link) {
@@ -842,9 +841,27 @@ void Proxy::start(http::Exchange& ex, pool::Session* session, std::string target
     link = owned.get();
     session->set_attachment(std::move(owned));
   }
-  auto* r = new ProxyRequest(this, &ex, link, std::move(target));
+  auto* r = new ProxyRequest(this, &ex, link);
   requests_[&ex] = r;
-  r->begin();
+  r->begin(target);
+}
+
+std::string Proxy::take_buffer() {
+  if (spare_buffers_.empty()) {
+    std::string buf;
+    buf.reserve(512);
+    return buf;
+  }
+  std::string buf = std::move(spare_buffers_.back());
+  spare_buffers_.pop_back();
+  return buf;
+}
+
+void Proxy::give_back(std::string&& buf) {
+  constexpr size_t kMaxSpares = 64, kMaxKeptBytes = 4096;
+  if (spare_buffers_.size() >= kMaxSpares || buf.capacity() > kMaxKeptBytes) return;
+  buf.clear();
+  spare_buffers_.push_back(std::move(buf));
 }
 
 void Proxy::body(http::Exchange& ex, std::string_view chunk) {

@@ -56,8 +56,8 @@ class Proxy {
   Proxy& operator=(const Proxy&) = delete;
 
   // The route's stream_head, once the session is known: starts forwarding `ex` to `session` with
-  // request target `target` ("/path?query", relative to the pool endpoint).
-  void start(http::Exchange& ex, pool::Session* session, std::string target);
+  // request target `target` ("/path?query", relative to the pool endpoint; only read during the call).
+  void start(http::Exchange& ex, pool::Session* session, std::string_view target);
   // The route's stream_body / handler (whole request received) / stream_abort.
   void body(http::Exchange& ex, std::string_view chunk);
   void request_complete(http::Exchange& ex);
@@ -74,6 +74,9 @@ class Proxy {
   friend class SessionLink;
   void forget(ProxyRequest* r);
   void collect();
+  // Request-head buffers of finished requests, reused (their capacity is what is kept).
+  std::string take_buffer();
+  void give_back(std::string&& buf);
 
   uv_loop_t* loop_;
   ProxyOptions options_;
@@ -81,6 +84,8 @@ class Proxy {
   std::vector<ProxyRequest*> finished_;  // freed at the next start() (never inside their callbacks)
   ProxyCounters counters_;
   LatencyHistogram head_latency_;  // request start → answer head from the container
+  std::vector<std::string> spare_buffers_;
+  std::string scratch_;  // an answer's headers while its head is written (not kept across calls)
   char read_buf_[64 * 1024];
 };
 

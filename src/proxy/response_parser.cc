@@ -29,6 +29,7 @@ void ResponseParser::reset(bool head_request) {
   head_request_ = head_request;
   in_response_ = false;
   interim_ = false;
+  done_ = false;
   error_ = "";
 }
 
@@ -43,40 +44,60 @@ int ResponseParser::add_head_bytes(size_t len) {
 
 int ResponseParser::on_message_begin(llhttp_t* p) {
   ResponseParser* s = self(p);
-  s->head_ = UpstreamHead{};
+  s->head_.status = 0;
+  s->head_.http_minor = 1;
+  s->head_.headers.clear();
+  s->head_.keep_alive = true;
+  s->head_.has_content_length = false;
+  s->head_.content_length = 0;
+  s->head_.chunked = false;
+  s->head_buf_.clear();
+  s->spans_.clear();
   s->head_bytes_ = 0;
   s->in_value_ = false;
   s->in_response_ = true;
   return 0;
 }
 
+// Names and values are copied into one buffer (a read can end inside one) and become views when the
+// head is complete, so a response costs no allocation once the buffers have grown.
 int ResponseParser::on_header_field(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* s = self(p);
   if (s->add_head_bytes(len) != 0) return -1;
-  if (s->in_value_ || s->head_.headers.empty()) {
-    if (s->head_.headers.size() >= kMaxHeaders) {
+  if (s->in_value_ || s->spans_.empty()) {
+    if (s->spans_.size() >= kMaxHeaders) {
       s->error_ = "too many response headers";
       return -1;
     }
-    s->head_.headers.emplace_back();
+    s->spans_.push_back({Span{static_cast<uint32_t>(s->head_buf_.size()), 0}, Span{}});
     s->in_value_ = false;
   }
-  s->head_.headers.back().first.append(at, len);
+  s->spans_.back().first.len += static_cast<uint32_t>(len);
+  s->head_buf_.append(at, len);
   return 0;
 }
 
 int ResponseParser::on_header_value(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* s = self(p);
   if (s->add_head_bytes(len) != 0) return -1;
-  if (s->head_.headers.empty()) return -1;
-  s->in_value_ = true;
-  s->head_.headers.back().second.append(at, len);
+  if (s->spans_.empty()) return -1;
+  Span& v = s->spans_.back().second;
+  if (!s->in_value_) {
+    s->in_value_ = true;
+    v.begin = static_cast<uint32_t>(s->head_buf_.size());
+  }
+  v.len += static_cast<uint32_t>(len);
+  s->head_buf_.append(at, len);
   return 0;
 }
 
 int ResponseParser::on_headers_complete(llhttp_t* p) {
   ResponseParser* s = self(p);
   UpstreamHead& h = s->head_;
+  const char* base = s->head_buf_.data();
+  for (const auto& [name, value] : s->spans_) {
+    h.headers.emplace_back(std::string_view(base + name.begin, name.len), std::string_view(base + value.begin, value.len));
+  }
   h.status = llhttp_get_status_code(p);
   h.http_minor = llhttp_get_http_minor(p);
   if (h.status >= 100 && h.status < 200 && h.status != 101) {
@@ -104,13 +125,20 @@ int ResponseParser::on_message_complete(llhttp_t* p) {
     s->interim_ = false;
     return 0;
   }
-  if (s->head_.status != 101) s->listener_->on_upstream_complete();
-  return 0;
+  if (s->head_.status == 101) return 0;
+  // The answer is whole: what follows until reset() is ignored, so the head stays as delivered.
+  s->done_ = true;
+  s->listener_->on_upstream_complete();
+  return HPE_PAUSED;
 }
 
 ResponseParser::Result ResponseParser::feed(const char* data, size_t len, size_t* consumed) {
+  if (done_) {
+    *consumed = len;
+    return Result::kOk;
+  }
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-  if (err == HPE_OK) {
+  if (err == HPE_OK || (err == HPE_PAUSED && done_)) {
     *consumed = len;
     return Result::kOk;
   }
@@ -125,7 +153,7 @@ ResponseParser::Result ResponseParser::feed(const char* data, size_t len, size_t
 
 bool ResponseParser::finish() {
   if (!in_response_) return true;
-  if (llhttp_finish(&parser_) != HPE_OK) return false;
+  if (llhttp_finish(&parser_) != HPE_OK && !done_) return false;
   return !in_response_;
 }
 

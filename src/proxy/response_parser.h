@@ -2,7 +2,7 @@
 //
 // The owner feeds bytes as they arrive and gets, per response: the head (status, headers,
 // framing), the body in pieces (de-chunked), and the end. Interim 1xx answers other than 101
-// are skipped. A 101 (the upstream accepted an Upgrade) stops parsing: the bytes after its head
+// are skipped; bytes after a final answer are ignored until the next reset(). A 101 (the upstream accepted an Upgrade) stops parsing: the bytes after its head
 // belong to the tunnel. Limits: 64 KiB of head, 100 headers.
 #pragma once
 
@@ -17,10 +17,12 @@
 
 namespace sp::proxy {
 
+// Header names and values point into the parser: they stay valid until its next response begins or
+// its next reset(), whichever comes first.
 struct UpstreamHead {
   int status = 0;
   int http_minor = 1;
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string_view, std::string_view>> headers;
   bool keep_alive = true;        // the upstream connection can serve another request
   bool has_content_length = false;
   uint64_t content_length = 0;
@@ -52,6 +54,8 @@ class ResponseParser {
   // response was cut short.
   bool finish();
   bool in_response() const { return in_response_; }
+  // The last head delivered (see UpstreamHead for how long its headers stay valid).
+  const UpstreamHead& head() const { return head_; }
   const char* error() const { return error_; }
 
  private:
@@ -63,14 +67,22 @@ class ResponseParser {
   static int on_message_complete(llhttp_t* p);
   int add_head_bytes(size_t len);
 
+  struct Span {
+    uint32_t begin = 0;
+    uint32_t len = 0;
+  };
+
   Listener* listener_;
   llhttp_t parser_{};
   llhttp_settings_t settings_{};
   UpstreamHead head_;
+  std::string head_buf_;  // the head's names and values, back to back; kept between responses
+  std::vector<std::pair<Span, Span>> spans_;
   bool head_request_ = false;
   bool in_value_ = false;
   bool in_response_ = false;
   bool interim_ = false;  // a 1xx answer that is skipped
+  bool done_ = false;     // a final answer is complete: the rest is ignored until reset()
   size_t head_bytes_ = 0;
   const char* error_ = "";
 };

@@ -8,11 +8,23 @@
 namespace sp::proxy {
 namespace {
 
+// A head as delivered, its headers copied (the parser's views end with the next response).
+struct Head {
+  int status = 0;
+  bool keep_alive = false, has_content_length = false, chunked = false;
+  uint64_t content_length = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
 struct Recorder : ResponseParser::Listener {
-  std::vector<UpstreamHead> heads;
+  std::vector<Head> heads;
   std::string body;
   int completes = 0;
-  void on_upstream_head(const UpstreamHead& h) override { heads.push_back(h); }
+  void on_upstream_head(const UpstreamHead& h) override {
+    Head copy{h.status, h.keep_alive, h.has_content_length, h.chunked, h.content_length, {}};
+    for (const auto& [name, value] : h.headers) copy.headers.emplace_back(name, value);
+    heads.push_back(std::move(copy));
+  }
   void on_upstream_body(std::string_view d) override { body.append(d); }
   void on_upstream_complete() override { ++completes; }
 };
@@ -70,6 +82,34 @@ TEST_CASE("a body that ends with the connection") {
   CHECK(p.finish());
   CHECK(rec.completes == 1);
   CHECK(rec.body == "stream until close");
+}
+
+TEST_CASE("bytes after a final answer are ignored until reset(), and its head stays as delivered") {
+  for (size_t step : {size_t{1}, size_t{5}, size_t{100000}}) {
+    Recorder rec;
+    ResponseParser p(&rec);
+    p.reset(false);
+    size_t used = 0;
+    std::string text = "HTTP/1.1 200 OK\r\nX-A: first\r\nContent-Length: 2\r\n\r\nok"
+                       "HTTP/1.1 500 Internal Server Error\r\nX-A: second\r\nContent-Length: 0\r\n\r\n";
+    CHECK(feed(p, text, step, &used) == ResponseParser::Result::kOk);
+    CHECK(used == text.size());
+    REQUIRE(rec.heads.size() == 1);
+    CHECK(rec.completes == 1);
+    CHECK(rec.body == "ok");
+    CHECK(p.head().status == 200);
+    REQUIRE(p.head().headers.size() == 2);
+    CHECK(p.head().headers[0].second == "first");
+    CHECK(p.finish());
+
+    p.reset(false);
+    CHECK(feed(p, "HTTP/1.1 404 Not Found\r\nX-B: again\r\nContent-Length: 0\r\n\r\n", step, &used) ==
+          ResponseParser::Result::kOk);
+    REQUIRE(rec.heads.size() == 2);
+    CHECK(rec.heads[1].status == 404);
+    CHECK(p.head().headers[0].first == "X-B");
+    CHECK(rec.completes == 2);
+  }
 }
 
 TEST_CASE("an answer cut short is reported by finish()") {
