@@ -663,7 +663,7 @@ void ProxyRequest::upstream_error(int uv_status) {
 }
 
 void ProxyRequest::on_upstream_head(const UpstreamHead& head) {
-  if (upstream_complete_ || head_seen_) return;  // bytes after the answer: the container broke the protocol
+  if (upstream_complete_ || head_seen_) return;  // defensive: the parser ignores what follows an answer
   head_seen_ = true;
   proxy_->head_latency_.observe_ns(uv_hrtime() - start_ns_);
   if (timers_) timers_->cancel(&deadline_);

@@ -116,7 +116,9 @@ int drop_own_ids() {
 // deadline, kill after the grace period. One per VMM child; the VM pointer changes on a restart.
 class Watcher {
  public:
-  explicit Watcher(int ctl_fd, uint64_t grace_ns) : ctl_(ctl_fd), grace_ns_(grace_ns) {}
+  // (Made before its thread starts: the debug switch is read here, not on every wake.)
+  explicit Watcher(int ctl_fd, uint64_t grace_ns)
+      : ctl_(ctl_fd), grace_ns_(grace_ns), debug_(getenv("SANDPOOL_VMM_DEBUG") != nullptr) {}
 
   void attach(Vm* vm) {
     std::lock_guard<std::mutex> l(mu_);
@@ -169,7 +171,7 @@ class Watcher {
         if (r > 0) feed(buf, static_cast<size_t>(r));
       }
       wake_ms = check();
-      if (getenv("SANDPOOL_VMM_DEBUG")) {  // once a second: cells run and guest syscalls so far
+      if (debug_) {  // once a second: cells run and guest syscalls so far
         wake_ms = wake_ms < 0 ? 1000 : std::min<int64_t>(wake_ms, 1000);
         std::lock_guard<std::mutex> l(mu_);
         const uint8_t* p = vm_ && page_ ? vm_->guest().mem.user_ptr(page_, kPageBytes) : nullptr;
@@ -190,7 +192,7 @@ class Watcher {
           page_ = addr % 8 == 0 && vm_ && vm_->guest().mem.user_ptr(addr, kPageBytes) ? addr : 0;
           parse_.clear();
         }
-      } else if (getenv("SANDPOOL_VMM_DEBUG") && vm_) {  // a nudge (one per cell): check() runs after every read
+      } else if (debug_ && vm_) {  // a nudge (one per cell): check() runs after every read
         std::fprintf(stderr, "vmm: cell start, guest syscalls so far %llu\n",
                      static_cast<unsigned long long>(vm_->guest().syscall_count));
       }
@@ -235,6 +237,7 @@ class Watcher {
 
   int ctl_;
   uint64_t grace_ns_;
+  const bool debug_;  // SANDPOOL_VMM_DEBUG: log cells and guest syscalls
   pid_t tid_ = -1;
   std::atomic<int> started_{-1};  // start_unprivileged(): -1 until the thread has dropped its ids
   std::mutex mu_;
