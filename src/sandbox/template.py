@@ -83,6 +83,12 @@ def main():
         if rc != 0:
             sys.stderr.write(f"sandpool template: arena region: {os.strerror(-rc)} (arenas mapped one by one)\n")
     agent = os.path.abspath(a.agent_path).encode() if a.agent_path and os.path.isdir(a.agent_path) else None
+    # Our threads are counted after the imports, when /proc is no longer in our root: keep the
+    # directory open from here (a procfs directory lists the live threads).
+    try:
+        task_dir = os.open("/proc/self/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        task_dir = -1
     # From here on we live in a sandbox-shaped root: only /usr, /lib*, /etc subset, /dev, agent.
     rc = lib.sp_tpl_init(a.parent, ctypes.c_uint64(a.data_bytes), ctypes.c_uint64(a.tmp_bytes), agent)
     if rc != 0:
@@ -131,6 +137,16 @@ def main():
         serve = None
     gc.collect()
     gc.freeze()  # everything so far stays in the shared, never-collected generation
+    # One thread (the usual case: the thread pools above are at 1): forks skip the interpreter's
+    # at-fork callbacks (template_clone.cc, sp_tpl_set_fork_hooks, says why that is safe then).
+    single_thread = False
+    if task_dir >= 0:
+        try:
+            single_thread = len(os.listdir(task_dir)) == 1
+        except OSError:
+            pass
+        os.close(task_dir)
+    lib.sp_tpl_set_fork_hooks(0 if single_thread else 1)
     if huge_pages:
         collapse_huge_pages(lib)
 
@@ -147,8 +163,13 @@ def main():
         return 0 if rc == 0 else 1
     # The clone, isolated. The C side closed every fd but the agent socket; detach Python objects from them.
     ctrl.detach()
-    if np is not None:
-        np.random.seed()  # Python's random reseeds itself at fork; numpy's global RNG does not
+    if serve is None:
+        # The echo stand-in runs code here: fresh random state for it. (The agent reseeds in each
+        # of its workers, sandpool_agent.reseed(): its supervisor runs no user code.)
+        import random
+        random.seed()
+        if np is not None:
+            np.random.seed()
     code = 1
     try:
         code = serve(agent_fd.value) if serve is not None else echo_loop(agent_fd.value)

@@ -180,22 +180,37 @@ extern "C" void PyOS_BeforeFork(void);
 extern "C" void PyOS_AfterFork_Parent(void);
 extern "C" void PyOS_AfterFork_Child(void);
 
+namespace {
+// Whether forks run the interpreter's at-fork bookkeeping (sp_tpl_set_fork_hooks).
+bool g_fork_hooks = true;
+}  // namespace
+
+// template.py turns the interpreter's fork bookkeeping off when the template has one thread.
+// It re-creates locks another thread might hold and runs the callbacks modules registered
+// (random's reseed, threading's and logging's lock resets, ...): Python code in every clone,
+// each object it touches a page copied from the template (≈ 245 copy-on-write faults, ≈ 1 MiB,
+// with numpy, pandas and matplotlib), and the before/after-parent callbacks run in the template
+// itself, writing its pages between forks. With one thread there is no lock held elsewhere and
+// no thread to forget; the clone's own code reseeds what it uses. libc's fork() still runs the
+// C libraries' pthread_atfork handlers.
+extern "C" void sp_tpl_set_fork_hooks(int on) { g_fork_hooks = on != 0; }
+
 extern "C" int sp_tpl_fork_clone(const struct sp_clone_params* p) {
   // Called through ctypes.PyDLL, so we hold the GIL, as os.fork() would.
-  PyOS_BeforeFork();
+  if (g_fork_hooks) PyOS_BeforeFork();
   pid_t pid = fork();
   if (pid == 0) {
-    // Isolate first, in C, before the interpreter's after-fork work touches (and so
+    // Isolate first, in C, before the interpreter's after-fork work (if any) touches (and so
     // copies) its pages: that work then happens inside the clone's own cgroup.
     isolate(p);  // returns only when isolated (namespaces, mounts, ids, caps, seccomp)
-    // The interpreter's at-fork hooks may close files its objects own (matplotlib drops
-    // its FT2Font cache): let them, before we close every descriptor we did not pass.
-    PyOS_AfterFork_Child();
+    // The interpreter's at-fork hooks may close files its objects own: let them, before we
+    // close every descriptor we did not pass.
+    if (g_fork_hooks) PyOS_AfterFork_Child();
     finish(p);
     return 0;
   }
   int err = errno;
-  PyOS_AfterFork_Parent();
+  if (g_fork_hooks) PyOS_AfterFork_Parent();
   return pid < 0 ? -err : pid;
 }
 

@@ -5,11 +5,13 @@
 //       signal, own pid ns fd; enters its own mount namespace holding only the base layer of a
 //       sandbox root (runtime, /etc, /dev, agent_path read-only at /opt/sandpool/agent) and pivots into it
 //   sp_tpl_set_seccomp(bytes, len)                    once: the BPF program the spawner compiled
+//   sp_tpl_set_fork_hooks(0 or 1)                     once, after the imports: 0 when the template
+//       has one thread; its forks then skip Python's at-fork bookkeeping (template_clone.cc says why)
 //   for each clone:
 //     sp_tpl_prefork()        setns(own pid ns) + unshare(NEWPID): the next fork's child is pid 1 of a new pid ns
-//     pid = sp_tpl_fork_clone(&params)   (through ctypes.PyDLL: fork with Python's before/after-fork
-//                                         bookkeeping; the child runs sp_clone_enter first, then
-//                                         PyOS_AfterFork_Child, and returns 0 when isolated)
+//     pid = sp_tpl_fork_clone(&params)   (through ctypes.PyDLL: fork, with Python's before/after-fork
+//                                         bookkeeping unless turned off; the child runs sp_clone_enter
+//                                         first, then PyOS_AfterFork_Child, and returns 0 when isolated)
 //     parent: sp_pidfd_open(pid)       (before any waitpid, so the pid cannot be reused)
 //   or, instead of that per-clone sequence, the whole request loop in C:
 //     rc = sp_tpl_serve(ctrl_fd, &agent_fd)   (ctypes.PyDLL, GIL held) reads spawn requests,
@@ -48,6 +50,7 @@ int sp_tpl_set_seccomp(const void* bpf, uint32_t len);
 int sp_tpl_prefork(void);
 int sp_clone_enter(const struct sp_clone_params* p);
 int sp_tpl_fork_clone(const struct sp_clone_params* p);
+void sp_tpl_set_fork_hooks(int on);
 int sp_pidfd_open(int32_t pid);
 int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out);
 

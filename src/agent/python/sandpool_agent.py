@@ -305,11 +305,15 @@ def one_write_print(builtin_print, streams):
 
 
 def reseed():
-    """Gives this process fresh random state (after a clone from a template)."""
+    """Gives this process fresh random state (after a clone from a template, or a fork)."""
     random.seed()
     np = sys.modules.get("numpy")
     if np is not None:
-        np.random.seed()
+        # The global generator's whole MT19937 state from the kernel: as unpredictable as
+        # np.random.seed() (whose SeedSequence also draws from it), at half the pages written
+        # in a fresh fork (≈ 130 copy-on-write faults fewer, bench/results/sandbox-2026-11-29.md).
+        key = np.frombuffer(os.urandom(624 * 4), dtype=np.uint32)
+        np.random.set_state(("MT19937", key, 624, 0, 0.0))
 
 
 def clip(data, limit):
@@ -339,6 +343,38 @@ def libc():
         except Exception:
             _libc = False
     return _libc or None
+
+
+_raw_fork = None
+
+
+def fork_worker_process():
+    """os.fork(), without the interpreter's at-fork callbacks when this process has one thread.
+
+    Those callbacks (random's reseed, threading's and logging's lock resets, what libraries
+    registered) run Python code in the child, and every object it touches is a page copied from
+    the parent: ≈ 245 copy-on-write faults (≈ 1 MiB) per worker with numpy, pandas and
+    matplotlib loaded. With one thread no lock can be held by another thread, the thread
+    identity does not change, and the worker reseeds itself (reseed()), so they have nothing to
+    do. libc's fork() still runs the C libraries' own pthread_atfork handlers. The GIL stays
+    held across the call (PyDLL), as os.fork() holds it."""
+    global _raw_fork
+    if _raw_fork is None:
+        try:
+            import ctypes
+            f = ctypes.PyDLL(None).fork
+            f.restype, f.argtypes = ctypes.c_int, []
+            _raw_fork = f
+        except Exception:
+            _raw_fork = False
+    try:
+        alone = len(os.listdir("/proc/self/task")) == 1  # every thread, Python's or a library's
+    except OSError:
+        alone = False
+    if not _raw_fork or not alone:
+        return os.fork()
+    pid = _raw_fork()
+    return pid if pid >= 0 else os.fork()  # (os.fork raises the error, or succeeds on a retry)
 
 
 class VmBatch:
@@ -1350,7 +1386,7 @@ class Supervisor:
 
     def fork_worker(self, restarts, reason):
         SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        pid = os.fork()
+        pid = fork_worker_process()
         if pid == 0:
             _run_worker(self.sock, self.root, self.shared, self.nudge_w, self.out_fd,
                         self.err_fd, self.log_fd, restarts, reason)

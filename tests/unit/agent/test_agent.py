@@ -16,6 +16,7 @@ from agent_client import A, Agent, b  # noqa: E402
 
 HAVE_MPL = subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"],
                           capture_output=True).returncode == 0
+HAVE_NUMPY = subprocess.run(["/usr/bin/python3", "-c", "import numpy"], capture_output=True).returncode == 0
 
 
 class AgentCase(unittest.TestCase):
@@ -444,6 +445,18 @@ class FileTest(AgentCase):
         self.assertEqual(self.agent.call(A.T_RESEED).type, A.T_OK)
         self.assertNotEqual(self.ok("random.random()").result, seeded)
 
+    @unittest.skipUnless(HAVE_NUMPY, "numpy is not installed")
+    def test_reseed_numpy(self):
+        # numpy's global generator gets its whole state from the kernel (sandpool_agent.reseed).
+        seeded = self.ok("import numpy\nnumpy.random.seed(1)\nint(numpy.random.randint(1 << 62))").result
+        self.ok("numpy.random.seed(1)")
+        self.assertEqual(self.agent.call(A.T_RESEED).type, A.T_OK)
+        after = [self.ok("int(numpy.random.randint(1 << 62))").result for _ in range(2)]
+        self.assertNotIn(seeded, after)
+        self.assertNotEqual(after[0], after[1])
+        self.assertEqual(self.agent.call(A.T_RESEED).type, A.T_OK)
+        self.assertNotIn(self.ok("int(numpy.random.randint(1 << 62))").result, after)
+
     def test_upload_onto_a_directory_fails_at_open(self):
         os.mkdir(os.path.join(self.root, "adir"))
         r = self.agent.call(A.T_WRITE_OPEN, b(b"adir") + b"\1")
@@ -544,6 +557,49 @@ class OneWritePrintTest(unittest.TestCase):
         other = io.StringIO()
         self.p(1, 2, file=other)
         self.assertEqual(other.getvalue(), "1 2\n")
+
+
+class WorkerForkTest(unittest.TestCase):
+    """fork_worker_process(): no interpreter at-fork callbacks with one thread, os.fork() otherwise."""
+
+    SCRIPT = r"""
+import os, sys, threading
+sys.path.insert(0, sys.argv[1])
+import sandpool_agent
+ran = []
+os.register_at_fork(after_in_child=lambda: ran.append(1))
+def child_says():
+    r, w = os.pipe()
+    pid = sandpool_agent.fork_worker_process()
+    if pid == 0:
+        # The child runs Python (and starts a thread) normally, and reports whether the callback ran.
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+        os.write(w, b"callbacks=%d pid=%d" % (len(ran), os.getpid()))
+        os._exit(0)
+    os.close(w)
+    out = os.read(r, 100).decode()
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert out.endswith("pid=%d" % pid), (out, pid)
+    return out.split()[0]
+print(child_says())
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)
+t.start()
+print(child_says())
+stop.set()
+t.join()
+"""
+
+    def test_callbacks_run_only_when_another_thread_exists(self):
+        here = os.path.dirname(os.path.abspath(__file__))
+        agent_dir = os.path.join(here, "..", "..", "..", "src", "agent", "python")
+        r = subprocess.run(["/usr/bin/python3", "-c", self.SCRIPT, agent_dir], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.split(), ["callbacks=0", "callbacks=1"], r.stderr)
 
 
 if __name__ == "__main__":
