@@ -190,6 +190,8 @@ struct PoolSpawner::Impl {
   void on_ctrl(Template& t);
   void on_report(size_t i);
   void finish_failed(Pending& p, Error e);
+  void restart_template(Template& t, const char* why);
+  int expire_stuck();
   void spawner_main();
   void reaper_main();
   void fork_done() {
@@ -396,6 +398,55 @@ void PoolSpawner::Impl::finish_failed(Pending& p, Error e) {
   backoff_ms = backoff_ms ? std::min(backoff_ms * 2, 2000) : 10;
 }
 
+void PoolSpawner::Impl::restart_template(Template& t, const char* why) {
+  LOG_ERROR("pool %s: %s; restarting it", cfg.pool.c_str(), why);
+  stop_template(t);
+  // Its clones died with it (PDEATHSIG); those of the other templates live on.
+  for (size_t i = pending.size(); i-- > 0;) {
+    if (pending[i].tpl != &t) continue;
+    finish_failed(pending[i], Error{EPIPE, "template died"});
+    pending.erase(pending.begin() + static_cast<long>(i));
+  }
+  if (Status st = start_template(t); !st.ok()) {
+    LOG_ERROR("pool %s: template restart: %s", cfg.pool.c_str(), st.error().message().c_str());
+    backoff_ms = 2000;
+  }
+}
+
+// Kills the clones past cfg.clone_timeout_ms and restarts a template that has not answered a
+// request within cfg.template_answer_timeout_ms; returns the milliseconds until the next pending
+// clone is due for either, or -1 when none is pending.
+int PoolSpawner::Impl::expire_stuck() {
+  auto limit_ns = [this](const Pending& p) {
+    return uint64_t{p.have_reply ? cfg.clone_timeout_ms : cfg.template_answer_timeout_ms} * 1000000ull;
+  };
+  for (;;) {
+    const uint64_t now = now_ns();
+    size_t i = 0;
+    while (i < pending.size() && now - pending[i].t0 < limit_ns(pending[i])) ++i;
+    if (i == pending.size()) break;
+    if (!pending[i].have_reply) {
+      Template* hung = nullptr;
+      for (auto& t : tpls)
+        if (&t == pending[i].tpl) hung = &t;
+      if (hung) {
+        restart_template(*hung, "the template did not answer a spawn request within template_answer_timeout_ms");
+        continue;  // (that failed the template's pending clones)
+      }
+    }
+    finish_failed(pending[i], Error{ETIMEDOUT, "clone not ready within clone_timeout_ms"});
+    pending.erase(pending.begin() + static_cast<long>(i));
+  }
+  int next = -1;
+  const uint64_t now = now_ns();
+  for (const auto& p : pending) {
+    const uint64_t due = p.t0 + limit_ns(p);
+    int ms = due <= now ? 0 : static_cast<int>(std::min<uint64_t>((due - now + 999999) / 1000000, 1u << 30));
+    if (next < 0 || ms < next) next = ms;
+  }
+  return next;
+}
+
 void PoolSpawner::Impl::on_ctrl(Template& t) {
   struct {
     uint64_t gen;
@@ -431,18 +482,7 @@ void PoolSpawner::Impl::on_ctrl(Template& t) {
   }
   if (nfds == 2) close(fds[1]);
   if (n <= 0) {
-    LOG_ERROR("pool %s: template exited; restarting it", cfg.pool.c_str());
-    stop_template(t);
-    // Its clones died with it (PDEATHSIG); those of the other templates live on.
-    for (size_t i = pending.size(); i-- > 0;) {
-      if (pending[i].tpl != &t) continue;
-      finish_failed(pending[i], Error{EPIPE, "template died"});
-      pending.erase(pending.begin() + static_cast<long>(i));
-    }
-    if (Status st = start_template(t); !st.ok()) {
-      LOG_ERROR("pool %s: template restart: %s", cfg.pool.c_str(), st.error().message().c_str());
-      backoff_ms = 2000;
-    }
+    restart_template(t, "template exited");
     return;
   }
   if (t.outstanding) fork_done();
@@ -562,6 +602,9 @@ void PoolSpawner::Impl::spawner_main() {
     for (auto& t : tpls) pfds.push_back({t.ctrl ? t.ctrl.get() : -1, POLLIN, 0});
     for (auto& p : pending) pfds.push_back({p.report_r ? p.report_r.get() : -1, POLLIN, 0});
     int timeout = below && backoff_ms ? backoff_ms : -1;
+    const int due = expire_stuck();
+    const bool stuck_first = due >= 0 && (timeout < 0 || due < timeout);
+    if (stuck_first) timeout = due;
     bool awaited = false;  // a clone whose records are not all in
     for (const auto& p : pending) awaited |= !p.ready || !p.have_reply;
     if (background_ok && awaited != waiting) {
@@ -570,7 +613,7 @@ void PoolSpawner::Impl::spawner_main() {
     }
     int rc = poll(pfds.data(), pfds.size(), timeout);
     if (rc == 0) {
-      backoff_ms = 0;  // backoff elapsed: try again
+      if (!stuck_first) backoff_ms = 0;  // backoff elapsed: try again (a due clone: expire_stuck, above)
       continue;
     }
     if (rc < 0) continue;

@@ -70,6 +70,13 @@ struct PoolTemplateConfig {
   // refill ran (p99 8.6-13.3 vs 2.6-4.3 ms, bench/results/sessions-2026-11-29.md).
   bool huge_pages = false;
   uint32_t ring_capacity = 1024;        // both rings
+  // A clone not ready this long after its request is stuck (a hung mount, a VMM child that took
+  // its request and never answers): it is killed and counted as a failed spawn, so that it does
+  // not hold its pending slot, and with it the refill, forever.
+  uint32_t clone_timeout_ms = 30000;
+  // A template that has not answered a request (the fork's pid) this long after it is hung: it is
+  // restarted, and the clones it had made but not yet finished fail with it.
+  uint32_t template_answer_timeout_ms = 30000;
   // The template's cgroup: its own memory and, for micro-VM templates, the kernel memory each
   // clone made ahead leaves charged there for as long as the clone lives (set_template_memory).
   uint64_t template_memory_bytes = 2ull << 30;

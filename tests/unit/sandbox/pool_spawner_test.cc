@@ -6,6 +6,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -265,6 +266,59 @@ TEST_CASE("pool spawner: the template's huge pages are shared copy-on-write 4 Ki
     for (auto& sb : sbs) CHECK(sb.cgroup.memory_current() < (6ull << 20));
     for (auto& sb : sbs) CHECK((*ps)->give_back(std::move(sb)));
     ps->reset();
+    close(efd);
+  }
+}
+
+namespace {
+
+// Directories of `pool`'s clones under our sandpool pids cgroup (the template's "tpl-" one aside).
+int clone_cgroups_of(const std::string& pool) {
+  int n = 0;
+  std::string cmd = "find /sys/fs/cgroup/pids/sandpool /sys/fs/cgroup/sandpool -mindepth 2 -maxdepth 2 -type d -name '" +
+                    pool + "-*' 2>/dev/null";
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) return -1;
+  char line[512];
+  while (std::fgets(line, sizeof line, f)) ++n;
+  pclose(f);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("pool spawner: a stuck clone is killed and counted, a hung template restarted, and the refill goes on") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
+    return;
+  }
+  struct Case {
+    const char* pool;
+    uint32_t clone_ms, template_ms;
+    uint64_t error;  // each failure's errno
+  };
+  // 1 ms: clones are not ready, and templates do not answer, that soon (the limits are checked
+  // between the spawner's waits: a clone whose pid and ready record arrive together passes).
+  for (Case c : {Case{"unitstuck", 1, 30000, ETIMEDOUT}, Case{"unithung", 30000, 1, EPIPE}}) {
+    CAPTURE(c.pool);
+    int efd = eventfd(0, EFD_CLOEXEC);
+    sp::PoolTemplateConfig cfg;
+    cfg.pool = c.pool;
+    cfg.preload = "";
+    cfg.ready_target = 50;  // keeps it spawning (a clone that reports with its pid at once may pass)
+    cfg.clone_timeout_ms = c.clone_ms;
+    cfg.template_answer_timeout_ms = c.template_ms;
+    auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
+    REQUIRE_MESSAGE(ps.ok(), ps.error().message());
+    // Without the limits the first two clones would hold both pending slots until they were
+    // ready; with them they fail and more are tried (max_pending is 2: more than 2 failures
+    // means the slots came free again).
+    const sp::SpawnerStats& st = (*ps)->stats();
+    for (int i = 0; i < 400 && st.failed.load() < 4; ++i) usleep(50 * 1000);
+    CHECK(st.failed.load() >= 4);
+    CHECK(st.last_error.load() == c.error);
+    ps->reset();  // stops the spawner: its clones and their cgroups go
+    CHECK(clone_cgroups_of(c.pool) == 0);
     close(efd);
   }
 }
