@@ -22,9 +22,7 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -110,6 +108,25 @@ def descendants_cpu_s(root):
     return out
 
 
+def start_server(build, args, **popen_kw):
+    """`sandpool serve` of `build` on a free loopback port with `args` added: (process, port)."""
+    binary = os.path.join(build, "src", "sandpool")
+    port_file = os.path.join(tempfile.mkdtemp(), "port")
+    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--port-file", port_file, "--log-level", "warn"]
+                            + list(args), **popen_kw)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(port_file):
+            text = open(port_file).read().strip()  # (written whole: a rename)
+            if text:
+                shutil.rmtree(os.path.dirname(port_file))
+                return proc, int(text)
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("the server did not start (exit status %s)" % proc.returncode)
+
+
 def wait_ready(port, want, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -165,15 +182,9 @@ def main():
     ap.add_argument("--pace-ms", type=int, default=50)
     a = ap.parse_args()
     binary = os.path.join(a.build, "src", "sandpool")
-    tmp = tempfile.mkdtemp()
-    port_file = os.path.join(tmp, "port")
     ready = 64
-    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--port-file", port_file, "--log-level", "warn",
-                             "--pool-ready", str(ready), "--pool-max", "2000"])
+    proc, port = start_server(a.build, ["--pool-ready", str(ready), "--pool-max", "2000"])
     try:
-        while not os.path.exists(port_file):
-            time.sleep(0.02)
-        port = int(open(port_file).read())
         print("# sandpool %s, %d cores, %s" % (binary, os.cpu_count(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         c = Client(port)
         # First execute on new identifiers, one every --pace-ms, as a steady stream of new sessions:
@@ -244,7 +255,6 @@ def main():
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

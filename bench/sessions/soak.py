@@ -24,7 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sessions import metric  # noqa: E402
+from bench_sessions import metric, start_server  # noqa: E402
 
 
 def descendants(root):
@@ -149,19 +149,12 @@ def main():
     ap.add_argument("--sample-s", type=float, default=30)
     a = ap.parse_args()
     binary = os.path.join(a.build, "src", "sandpool")
-    work = tempfile.mkdtemp()
-    port_file = os.path.join(work, "port")
-    log = open(os.path.join(work, "server.log"), "w")
-    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--port-file", port_file, "--log-level", "warn",
-                             "--pool-ready", str(a.ready), "--pool-max", str(a.max), "--pool-cooldown", str(a.cooldown),
-                             "--pool-isolation", a.isolation], stdout=log, stderr=subprocess.STDOUT)
+    log = open(os.path.join(tempfile.mkdtemp(), "server.log"), "w")
+    proc, port = start_server(a.build, ["--pool-ready", str(a.ready), "--pool-max", str(a.max), "--pool-cooldown",
+                                        str(a.cooldown), "--pool-isolation", a.isolation],
+                              stdout=log, stderr=subprocess.STDOUT)
     ok = True
     try:
-        for _ in range(600):
-            if os.path.exists(port_file) and open(port_file).read().strip():
-                break
-            time.sleep(0.05)
-        port = int(open(port_file).read())
         ready = 'sandpool_pool_sessions{pool="default",state="Ready"}'
         while metric(port, ready) < a.ready:
             time.sleep(0.1)
