@@ -581,6 +581,8 @@ void PoolSpawner::Impl::spawner_main() {
   }
   std::vector<pollfd> pfds;
   while (!stopping.load()) {
+    // Stuck clones and hung templates go first: they may free pending slots for the requests below.
+    const int due = expire_stuck();
     bool below = ready.size_approx() + pending.size() < target.load();
     bool sent = false;
     for (auto& t : tpls) {
@@ -602,7 +604,6 @@ void PoolSpawner::Impl::spawner_main() {
     for (auto& t : tpls) pfds.push_back({t.ctrl ? t.ctrl.get() : -1, POLLIN, 0});
     for (auto& p : pending) pfds.push_back({p.report_r ? p.report_r.get() : -1, POLLIN, 0});
     int timeout = below && backoff_ms ? backoff_ms : -1;
-    const int due = expire_stuck();
     const bool stuck_first = due >= 0 && (timeout < 0 || due < timeout);
     if (stuck_first) timeout = due;
     bool awaited = false;  // a clone whose records are not all in
