@@ -242,6 +242,39 @@ Status Cgroup::remove() {
   return first;
 }
 
+Status Cgroup::remove_now() {
+  Status first;
+  std::vector<std::string> left;
+  for (const auto& d : dirs_) {
+    if (::rmdir(d.c_str()) == 0 || errno == ENOENT) continue;
+    if (first.ok()) first = errno_error("rmdir cgroup");
+    left.push_back(d);
+  }
+  dirs_ = std::move(left);
+  return first;
+}
+
+// ---- BusyCgroups ----
+
+void BusyCgroups::add(Cgroup&& cg) {
+  std::lock_guard<std::mutex> g(mu_);
+  list_.push_back(std::move(cg));
+}
+
+size_t BusyCgroups::retry() {
+  std::lock_guard<std::mutex> g(mu_);
+  for (size_t i = list_.size(); i-- > 0;) {
+    (void)list_[i].kill();
+    if (list_[i].remove_now().ok()) list_.erase(list_.begin() + static_cast<long>(i));
+  }
+  return list_.size();
+}
+
+size_t BusyCgroups::size() const {
+  std::lock_guard<std::mutex> g(mu_);
+  return list_.size();
+}
+
 // ---- CgroupManager ----
 
 namespace {

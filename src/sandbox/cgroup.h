@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -56,8 +57,10 @@ class Cgroup {
   uint64_t memory_current() const;
   // SIGKILLs every task: cgroup.kill where a v2 directory exists, else a kill loop.
   Status kill();
-  // Removes the directories; fails with EBUSY while tasks remain.
+  // Removes the directories; fails with EBUSY while tasks remain (after retrying for ≈ 0.5 s).
   Status remove();
+  // One rmdir per directory that is left, without waiting (BusyCgroups' retries).
+  Status remove_now();
   // CPU weight relative to sibling cgroups, in cgroup2 units (1..10000, 100 = default);
   // v1: cpu.shares = weight * 1024 / 100 (at least 2). ENOENT without a cpu controller.
   // One open+write; callers use it to run spawning and dying sandboxes in the background.
@@ -72,6 +75,21 @@ class Cgroup {
   std::string name_;
   std::vector<std::string> dirs_;  // v1: memory, pids, cpu[, unified]; v2: one
   std::string memory_dir_, pids_dir_, unified_dir_, cpu_dir_;
+};
+
+// Cgroups whose removal stayed busy after Cgroup::remove()'s retries (their killed tasks still
+// exiting, e.g. many large sandboxes dying at once on a busy machine): kept and tried again later
+// by their owner, instead of staying until the next start reclaims them. Thread-safe.
+class BusyCgroups {
+ public:
+  void add(Cgroup&& cg);
+  // Kills each again and tries its rmdir once; returns how many are still left.
+  size_t retry();
+  size_t size() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Cgroup> list_;
 };
 
 class CgroupManager {

@@ -52,6 +52,7 @@ void set_waiting(bool waiting) {
 
 constexpr int kTemplateCtrlFd = 3;
 constexpr uint64_t kReapHoldMs = 20;  // longest a teardown waits for a fork to end
+constexpr int kBusyRetryMs = 1000;     // how often the reaper tries cgroups that were still busy
 
 uint64_t now_ns() {
   timespec ts;
@@ -90,8 +91,9 @@ void kick(int eventfd_fd) {
 }
 
 // Kills a clone and waits (bounded) for it to be gone, then removes its cgroup. With a
-// cpu_weight, its exit (unmapping a copy of the template) first drops to that weight.
-void destroy_clone(ReadySandbox& sb, uint32_t cpu_weight = 0) {
+// cpu_weight, its exit (unmapping a copy of the template) first drops to that weight. A cgroup
+// still busy after remove()'s retries goes to `busy`, whose owner tries it again later.
+void destroy_clone(ReadySandbox& sb, uint32_t cpu_weight, BusyCgroups& busy) {
   sb.agent_fd.reset();
   if (cpu_weight && sb.cgroup.valid()) (void)sb.cgroup.set_cpu_weight(cpu_weight);
   if (sb.pidfd) syscall(SYS_pidfd_send_signal, sb.pidfd.get(), SIGKILL, nullptr, 0);
@@ -102,7 +104,12 @@ void destroy_clone(ReadySandbox& sb, uint32_t cpu_weight = 0) {
   }
   if (sb.cgroup.valid()) {
     Status st = sb.cgroup.remove();
-    if (!st.ok()) LOG_WARN("clone %llu cgroup: %s", static_cast<unsigned long long>(sb.generation), st.error().message().c_str());
+    if (!st.ok() && st.error().code == EBUSY) {
+      LOG_INFO("clone %llu cgroup: still busy, tried again later", static_cast<unsigned long long>(sb.generation));
+      busy.add(std::move(sb.cgroup));
+    } else if (!st.ok()) {
+      LOG_WARN("clone %llu cgroup: %s", static_cast<unsigned long long>(sb.generation), st.error().message().c_str());
+    }
   }
   sb.pidfd.reset();
 }
@@ -144,6 +151,7 @@ struct PoolSpawner::Impl {
   std::vector<Template> tpls;  // cfg.templates of them, forking in parallel
   Cgroup tpl_cgroup;
   std::vector<Pending> pending;
+  BusyCgroups busy;  // clones' cgroups whose removal is tried again (spawner, reaper, destructor)
   Cgroup spare_cgroup;          // made ahead, off the clone-to-ready path
   uint64_t spare_gen = 0;
   std::vector<UniqueFd> spare_procs;  // its cgroup.procs, opened ahead too (one per hierarchy)
@@ -394,7 +402,7 @@ void PoolSpawner::Impl::finish_failed(Pending& p, Error e) {
   stats.last_error = static_cast<uint64_t>(e.code);
   LOG_WARN("pool %s: clone %llu failed: %s", cfg.pool.c_str(), static_cast<unsigned long long>(p.sb.generation),
            e.message().c_str());
-  destroy_clone(p.sb, cfg.spawn_cpu_weight);
+  destroy_clone(p.sb, cfg.spawn_cpu_weight, busy);
   backoff_ms = backoff_ms ? std::min(backoff_ms * 2, 2000) : 10;
 }
 
@@ -523,7 +531,7 @@ void PoolSpawner::Impl::on_report(size_t i) {
   if (!p.have_reply) return;
   p.sb.ready_ns = now_ns() - p.t0;
   if (!ready.try_push(std::move(p.sb))) {
-    destroy_clone(p.sb);  // cannot happen while target <= capacity; be safe anyway
+    destroy_clone(p.sb, 0, busy);  // cannot happen while target <= capacity; be safe anyway
   } else {
     stats.spawned++;
     backoff_ms = 0;
@@ -633,7 +641,7 @@ void PoolSpawner::Impl::spawner_main() {
   // Templates first: their death takes every clone still isolating (PDEATHSIG), including
   // those whose pid we have not been told yet; then their cgroups can go.
   for (auto& t : tpls) stop_template(t);
-  for (auto& p : pending) destroy_clone(p.sb);
+  for (auto& p : pending) destroy_clone(p.sb, 0, busy);
   pending.clear();
   if (spare_cgroup.valid()) (void)spare_cgroup.remove();
 }
@@ -657,13 +665,14 @@ void PoolSpawner::Impl::reaper_main() {
       hold_while_forking();
       auto sb = finished.try_pop();
       if (!sb) break;
-      destroy_clone(*sb, cfg.spawn_cpu_weight);
+      destroy_clone(*sb, cfg.spawn_cpu_weight, busy);
       stats.reaped++;
     }
     if (stopping.load()) break;
     pollfd p{reap_wake.get(), POLLIN, 0};
-    poll(&p, 1, -1);
+    poll(&p, 1, busy.size() ? kBusyRetryMs : -1);
     drain_eventfd(reap_wake.get());
+    if (busy.size()) busy.retry();
   }
 }
 
@@ -712,7 +721,9 @@ PoolSpawner::~PoolSpawner() {
   impl_->spawner.join();
   impl_->reaper.join();
   // Both other threads are gone: we may consume the ready ring here.
-  while (auto sb = impl_->ready.try_pop()) destroy_clone(*sb);
+  while (auto sb = impl_->ready.try_pop()) destroy_clone(*sb, 0, impl_->busy);
+  // Cgroups still busy get a little longer (what is left, the next start reclaims).
+  for (int i = 0; i < 40 && impl_->busy.retry() > 0; ++i) usleep(50 * 1000);
   if (impl_->tpl_cgroup.valid()) {
     (void)impl_->tpl_cgroup.kill();
     (void)impl_->tpl_cgroup.remove();

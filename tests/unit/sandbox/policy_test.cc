@@ -3,8 +3,10 @@
 
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -134,4 +136,40 @@ TEST_CASE("cgroups: the owner directories are removed by the last of the process
   (void)rmdir((root + "/memory").c_str());
   (void)rmdir((root + "/pids").c_str());
   (void)rmdir(root.c_str());
+}
+
+TEST_CASE("cgroups: a cgroup still busy is kept by BusyCgroups and removed once its tasks are gone") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root (cgroups)");
+    return;
+  }
+  auto m = sp::CgroupManager::open();
+  if (!m.ok()) {
+    MESSAGE("skipped: no usable cgroups: " << m.error().message());
+    return;
+  }
+  sp::CgroupLimits limits;
+  limits.memory_bytes = 64 << 20;
+  auto cg = m->create("unitbusy", limits);
+  REQUIRE_MESSAGE(cg.ok(), cg.error().message());
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    pause();
+    _exit(0);
+  }
+  REQUIRE(cg->add(child).ok());
+  sp::Status st = cg->remove_now();
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().code == EBUSY);
+  CHECK(cg->valid());  // the directories still there are kept
+  sp::BusyCgroups busy;
+  busy.add(std::move(cg.value()));
+  CHECK(busy.size() == 1);
+  CHECK(busy.retry() <= 1);  // kills the task; its directory goes once the task has exited
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(busy.retry() == 0);
+  CHECK(busy.size() == 0);
 }
