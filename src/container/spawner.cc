@@ -9,9 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -97,6 +99,7 @@ struct ContainerSpawner::Impl {
   uint32_t requests = 0;
   std::deque<Spawned> done;
   std::deque<Spawned> corpses;
+  BusyCgroups busy;  // cgroups still busy after remove(): the reaper tries them again every second
   bool stop_spawner = false, stop_reaper = false;
   std::atomic<uint64_t> reaped{0};
   uint64_t next_id = 0;  // spawner thread
@@ -224,12 +227,13 @@ void ContainerSpawner::Impl::destroy(Spawned& s) {
     }
   }
   if (s.cgroup.valid()) {
-    // Tasks leave the cgroup shortly after their pid 1 is reaped.
-    for (int i = 0; i < 200; ++i) {
-      Status st = s.cgroup.remove();
-      if (st.ok() || st.error().code != EBUSY) break;
-      (void)s.cgroup.kill();
-      usleep(1000);
+    // Tasks leave the cgroup shortly after their pid 1 is reaped (remove() waits ≈ 0.5 s for it);
+    // one still busy then is tried again later, not held here.
+    Status st = s.cgroup.remove();
+    if (!st.ok() && st.error().code == EBUSY) {
+      busy.add(std::move(s.cgroup));
+    } else if (!st.ok()) {
+      LOG_WARN("container cgroup %s: %s", s.cgroup.name().c_str(), st.error().message().c_str());
     }
   }
   s.proc = SandboxProcess{};
@@ -258,13 +262,24 @@ void ContainerSpawner::Impl::spawner_main() {
 void ContainerSpawner::Impl::reaper_main() {
   for (;;) {
     Spawned s;
+    bool have = false;
     {
       std::unique_lock<std::mutex> g(mu);
-      reap_cv.wait(g, [&] { return stop_reaper || !corpses.empty(); });
-      if (corpses.empty()) return;  // stop_reaper and nothing left
-      s = std::move(corpses.front());
-      corpses.pop_front();
+      auto woken = [&] { return stop_reaper || !corpses.empty(); };
+      if (busy.size()) {
+        reap_cv.wait_for(g, std::chrono::seconds(1), woken);
+      } else {
+        reap_cv.wait(g, woken);
+      }
+      if (corpses.empty() && stop_reaper) return;  // nothing left
+      if (!corpses.empty()) {
+        s = std::move(corpses.front());
+        corpses.pop_front();
+        have = true;
+      }
     }
+    if (busy.size()) busy.retry();
+    if (!have) continue;  // the retry's wake-up
     destroy(s);
     reaped.fetch_add(1, std::memory_order_relaxed);
   }
@@ -317,6 +332,8 @@ ContainerSpawner::~ContainerSpawner() {
   }
   impl_->reap_cv.notify_all();
   impl_->reaper_thread.join();
+  // Cgroups still busy get a little longer (what is left, the next start reclaims).
+  for (int i = 0; i < 40 && impl_->busy.retry() > 0; ++i) usleep(50 * 1000);
   // owner_dir is shared by every container pool of this process: not removed here (another pool
   // may still spawn into it); the next start's reclaim_run_dirs removes it with the dead run.
   // The owner cgroup directories go with the process's last cgroup manager.
