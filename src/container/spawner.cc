@@ -13,7 +13,6 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <chrono>
 #include <deque>
 #include <mutex>
 #include <thread>
