@@ -172,7 +172,10 @@ def main():
             np.random.seed()
     code = 1
     try:
-        code = serve(agent_fd.value) if serve is not None else echo_loop(agent_fd.value)
+        # The pool sends each clone a warm-up execute before it counts as ready
+        # (ProcessSource::send_warm_up), which warms the whole request path: the agent's own
+        # hello-time cell would only add pages (≈ 120-180 KiB per sandbox, bench/results/sandbox-2026-11-29.md).
+        code = serve(agent_fd.value, first_warm_up=False) if serve is not None else echo_loop(agent_fd.value)
     finally:
         os._exit(code or 0)
 

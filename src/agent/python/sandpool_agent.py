@@ -1285,7 +1285,7 @@ def _make_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, vm_batch)
 
 
 def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, reason,
-                vm_batch=None, worker=None, session_wait_fd=-1):
+                vm_batch=None, worker=None, session_wait_fd=-1, warm_up=True):
     """Body of a freshly forked worker; never returns. `worker`: a Worker made (and warmed up)
     before the micro-VM template's snapshot (serve_single), adopted here instead of a new one;
     it warms up again (its code cache emptied), which now writes far fewer pages.
@@ -1324,7 +1324,8 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         signal.signal(signal.SIGINT, w.on_sigint)
         os.chdir(root)
         reseed()
-        w.warm_up()
+        if warm_up:
+            w.warm_up()
         hello = w.hello_frame(restarts, reason)
         pid = os.getpid()
         if session_wait_fd >= 0:
@@ -1363,8 +1364,9 @@ class Supervisor:
 
     IDLE_WAKE_NS = 60 * 1_000_000_000
 
-    def __init__(self, sock, root, grace_ms):
+    def __init__(self, sock, root, grace_ms, first_warm_up=True):
         self.sock, self.root, self.grace_ns = sock, root, grace_ms * 1_000_000
+        self.first_warm_up = first_warm_up
         self.shared = mmap.mmap(-1, SHARED.size)  # anonymous MAP_SHARED: survives fork
         self.nudge_r, self.nudge_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.out_fd = os.memfd_create("sandpool-stdout", os.MFD_CLOEXEC)
@@ -1389,7 +1391,8 @@ class Supervisor:
         pid = fork_worker_process()
         if pid == 0:
             _run_worker(self.sock, self.root, self.shared, self.nudge_w, self.out_fd,
-                        self.err_fd, self.log_fd, restarts, reason)
+                        self.err_fd, self.log_fd, restarts, reason,
+                        warm_up=restarts > 0 or self.first_warm_up)
         self.pid = pid
         return pid
 
@@ -1520,9 +1523,11 @@ class Supervisor:
         os._exit(0)
 
 
-def serve(sock_fd, root="/mnt/data", grace_ms=2000, preload=()):
+def serve(sock_fd, root="/mnt/data", grace_ms=2000, preload=(), first_warm_up=True):
     """Runs the agent on the connected socket `sock_fd` until the host closes it.
-    Returns the process exit code (see EXIT_*)."""
+    Returns the process exit code (see EXIT_*). first_warm_up=False: the first worker skips its
+    hello-time warm-up cell, because the host sends a warm-up execute of its own before the first
+    request (a restarted worker, which gets none, still runs it)."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in preload:
         try:
@@ -1531,7 +1536,7 @@ def serve(sock_fd, root="/mnt/data", grace_ms=2000, preload=()):
             os.write(2, f"sandpool agent: preload {name}: {e}\n".encode())
     sock = socket.socket(fileno=sock_fd)
     sock.setblocking(True)
-    sup = Supervisor(sock, root, grace_ms)
+    sup = Supervisor(sock, root, grace_ms, first_warm_up)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, sup.on_sigterm)
     return sup.run()
