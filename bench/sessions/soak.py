@@ -24,25 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sessions import metric, start_server  # noqa: E402
-
-
-def descendants(root):
-    parent = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/%s/stat" % name) as f:
-                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                pass
-    n = 0
-    for pid in parent:
-        p, hops = parent[pid], 0
-        while p > 1 and p != root and hops < 64:
-            p, hops = parent.get(p, 0), hops + 1
-        n += p == root
-    return n
+from bench_sessions import descendants_cpu_s, metric, start_server  # noqa: E402
 
 
 def cgroup_dirs():
@@ -63,7 +45,7 @@ def sample(pid):
     with open("/proc/self/mountinfo") as f:
         mounts = sum("sandpool" in line for line in f)
     return {"rss_kib": int(status["VmRSS"].split()[0]), "fds": len(os.listdir("/proc/%d/fd" % pid)),
-            "threads": int(status["Threads"]), "cgroup_dirs": cgroup_dirs(), "processes": descendants(pid),
+            "threads": int(status["Threads"]), "cgroup_dirs": cgroup_dirs(), "processes": len(descendants_cpu_s(pid)),
             "mounts": mounts}
 
 
