@@ -289,13 +289,19 @@ def one_write_print(builtin_print, streams):
     where every write(2) is a VM exit (≈ 25-30 µs on kvm-pvm) and print(x) makes two (x, then
     end). Same output, in the same order: only when each argument is of an exact built-in type
     whose str() runs no user code (str, int, float, bool, None), sep and end are str or None, and
-    the file is one of `streams` (the unbuffered capture streams: one write(2) per write() call);
-    anything else goes to the builtin print, whose errors and behaviour stay as they are."""
+    the file is one of `streams` (the unbuffered capture streams: one write(2) per write() call,
+    compared by identity: a user object's __eq__ must not run); anything else, and an int str()
+    refuses (over sys.get_int_max_str_digits(), which the builtin raises after writing what came
+    before it), goes to the builtin print, whose errors and behaviour stay as they are."""
     def print(*args, sep=None, end=None, file=None, flush=False):
         f = sys.stdout if file is None else file
-        if (f in streams and type(sep) in (str, type(None)) and type(end) in (str, type(None))
+        if (any(f is s for s in streams) and type(sep) in (str, type(None)) and type(end) in (str, type(None))
                 and all(type(a) in _PLAIN for a in args)):
-            f.write((" " if sep is None else sep).join(map(str, args)) + ("\n" if end is None else end))
+            try:
+                line = (" " if sep is None else sep).join(map(str, args)) + ("\n" if end is None else end)
+            except ValueError:
+                return builtin_print(*args, sep=sep, end=end, file=file, flush=flush)
+            f.write(line)
             if flush:
                 f.flush()
             return None
@@ -354,15 +360,21 @@ def fork_worker_process():
     Those callbacks (random's reseed, threading's and logging's lock resets, what libraries
     registered) run Python code in the child, and every object it touches is a page copied from
     the parent: ≈ 245 copy-on-write faults (≈ 1 MiB) per worker with numpy, pandas and
-    matplotlib loaded. With one thread no lock can be held by another thread, the thread
-    identity does not change, and the worker reseeds itself (reseed()), so they have nothing to
-    do. libc's fork() still runs the C libraries' own pthread_atfork handlers. The GIL stays
-    held across the call (PyDLL), as os.fork() holds it."""
+    matplotlib loaded. With one thread no lock can be held by another thread, threading's idea
+    of the current thread stays right (its ident; only main_thread().native_id keeps the
+    parent's value), and the worker reseeds itself (reseed()), so they have nothing to do.
+    libc's fork() still runs the C libraries' own pthread_atfork handlers. The GIL stays held
+    across the call (ctypes.pythonapi is a PyDLL), as os.fork() holds it.
+
+    os.fork() also forgets, in the child, signals whose Python handler has not run yet; here
+    every signal is blocked around the fork instead: the mask change runs pending handlers in
+    the parent first, and none can arrive between it and the fork (the child gets the old
+    mask back, and no pending signal, from the kernel)."""
     global _raw_fork
     if _raw_fork is None:
         try:
             import ctypes
-            f = ctypes.PyDLL(None).fork
+            f = ctypes.pythonapi.fork
             f.restype, f.argtypes = ctypes.c_int, []
             _raw_fork = f
         except Exception:
@@ -373,7 +385,11 @@ def fork_worker_process():
         alone = False
     if not _raw_fork or not alone:
         return os.fork()
-    pid = _raw_fork()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        pid = _raw_fork()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return pid if pid >= 0 else os.fork()  # (os.fork raises the error, or succeeds on a retry)
 
 
@@ -928,6 +944,7 @@ class Worker:
             r.done()
         limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
         self.host_interrupt = False
+        self.sigint_pending = False  # one deferred in an on_sigio that then raised belongs to an earlier cell
         self.result_cut = False
         patch_pyplot()
         if _getsignal(SIGINT) != self.on_sigint:  # a cell replaced them
