@@ -55,6 +55,7 @@ Status ProcessSource::prepare() {
   cfg.netns_ahead = options_.netns_ahead;
   cfg.direct_spares = options_.direct_spares;
   cfg.huge_pages = options_.huge_pages;
+  cfg.host_warms_up = options_.warm_up_execute;
   cfg.template_memory_bytes = template_memory_bytes(settings_);
   // Blocks until the template has imported its libraries (~0.5 s, seconds on a loaded machine).
   auto sp = PoolSpawner::start(cfg, on_wake, this);

@@ -70,6 +70,10 @@ struct PoolTemplateConfig {
   // refill ran (p99 8.6-13.3 vs 2.6-4.3 ms, bench/results/sessions-2026-11-29.md).
   bool huge_pages = false;
   uint32_t ring_capacity = 1024;        // both rings
+  // The consumer sends each clone's agent a warm-up execute before it counts as ready
+  // (ProcessSource::send_warm_up): the agent's first worker then skips its own hello-time
+  // warm-up cell, which would only add pages (Python template only; passed as --host-warms-up).
+  bool host_warms_up = false;
   // A clone not ready this long after its request is stuck (a hung mount, a VMM child that took
   // its request and never answers): it is killed and counted as a failed spawn, so that it does
   // not hold its pending slot, and with it the refill, forever.

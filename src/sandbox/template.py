@@ -3,7 +3,7 @@
 Started by the C++ PoolSpawner (pool_spawner.cc) as
   /usr/bin/python3 -I template.py --ctrl-fd 3 --lib libsandpool_clone.so --parent PID
       --data-bytes N --tmp-bytes N [--agent-path DIR] [--preload numpy,pandas,matplotlib.pyplot]
-      [--no-huge-pages]
+      [--no-huge-pages] [--host-warms-up]
 Protocol on the SOCK_SEQPACKET control socket (little-endian):
   spawner -> template, first: the seccomp BPF program (raw bytes).
   template -> spawner: b"READY" once imports and warm-up are done.
@@ -71,6 +71,7 @@ def main():
     ap.add_argument("--agent-path", default="")
     ap.add_argument("--preload", default="numpy,pandas,matplotlib.pyplot")
     ap.add_argument("--no-huge-pages", action="store_true")
+    ap.add_argument("--host-warms-up", action="store_true")  # PoolTemplateConfig::host_warms_up
     a = ap.parse_args()
 
     lib = ctypes.PyDLL(a.lib)  # PyDLL: the GIL stays held, nothing else runs during a call
@@ -147,6 +148,11 @@ def main():
             pass
         os.close(task_dir)
     lib.sp_tpl_set_fork_hooks(0 if single_thread else 1)
+    # Without those hooks a signal whose Python handler has not run yet at a fork would be handled
+    # again in the clone (os.fork forgets it there): the only Python handler here is SIGINT's
+    # (KeyboardInterrupt), so it is ignored from now on. The template ends by its control
+    # socket's EOF or its parent's death, never by SIGINT; the agent sets its own handlers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if huge_pages:
         collapse_huge_pages(lib)
 
@@ -172,10 +178,10 @@ def main():
             np.random.seed()
     code = 1
     try:
-        # The pool sends each clone a warm-up execute before it counts as ready
-        # (ProcessSource::send_warm_up), which warms the whole request path: the agent's own
+        # --host-warms-up: the pool sends each clone a warm-up execute before it counts as ready
+        # (ProcessSource::send_warm_up), which warms the whole request path; the agent's own
         # hello-time cell would only add pages (≈ 120-180 KiB per sandbox, bench/results/sandbox-2026-11-29.md).
-        code = serve(agent_fd.value, first_warm_up=False) if serve is not None else echo_loop(agent_fd.value)
+        code = serve(agent_fd.value, first_warm_up=not a.host_warms_up) if serve is not None else echo_loop(agent_fd.value)
     finally:
         os._exit(code or 0)
 
