@@ -286,7 +286,7 @@ void isolate(const CloneRequest& r) {
     close(fd);
   }
   if (r.netns_fd >= 0) close(r.netns_fd);
-  if (unshare(CLONE_NEWCGROUP) != 0) sp_child_fail(report, kStepNetNs, errno);
+  if (unshare(CLONE_NEWCGROUP) != 0) sp_child_fail(report, kStepCgroupNs, errno);
   if (chown("/mnt/data", r.uid, r.gid) != 0) sp_child_fail(report, kStepMountOps, errno);
   if (chdir("/mnt/data") != 0) sp_child_fail(report, kStepPivotRoot, errno);
   // Raw system calls: this thread only. A watcher started ahead has dropped its own ids already
@@ -731,7 +731,7 @@ void reap_children() {
 
 // A reply on the control socket (template.py's layout: generation, pid, errno) with up to two
 // descriptors.
-void reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, const int* fds, size_t nfds) {
+bool reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, const int* fds, size_t nfds) {
   struct {
     uint64_t gen;
     int32_t pid, err;
@@ -750,7 +750,7 @@ void reply(int ctrl, uint64_t gen, int32_t pid, int32_t err, const int* fds, siz
     c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
     std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
   }
-  (void)sendmsg(ctrl, &mh, MSG_NOSIGNAL);
+  return sendmsg(ctrl, &mh, MSG_NOSIGNAL) >= 0;
 }
 
 // The control message of a clone request (template.py's layout); fds: agent, report, cgroups...,
@@ -816,7 +816,7 @@ struct Spare {
   ssize_t got = 0;
   if (!recv_request(sock, &msg, fds, &nfds, &got)) _exit(kExitEof);  // the template went away
   uint64_t request_ns = now_ns();
-  if (got != sizeof msg || nfds < 2) _exit(kExitProtocol);  // the template checked it already
+  if (got != sizeof msg || nfds < 2) _exit(kExitProtocol);  // the spawner's request, malformed: the spawner counts it failed
   clone_main(request_from(msg, fds, nfds), std::move(prep), request_ns, sock);
 }
 
@@ -845,14 +845,16 @@ Result<Spare> fork_spare() {
 
 // Offers a spare to the spawner: a reply with generation 0 (the spawner's start at 1), its pid,
 // and a pidfd and the template's end of its socket as descriptors. The spawner sends the spare its
-// request itself.
-void offer(int ctrl, const Spare& spare) {
+// request itself. False when it could not be offered: the caller drops it (a spare nobody knows
+// about would wait for a request forever, and no other would be forked).
+bool offer(int ctrl, const Spare& spare) {
   // SAFETY: raw pidfd_open(2) on our unreaped child, so the pid cannot have been reused.
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, spare.pid, 0));
-  if (pidfd < 0) return;  // not offered: it waits, and is replaced when it dies
+  if (pidfd < 0) return false;
   const int fds[2] = {pidfd, spare.sock};
-  reply(ctrl, 0, spare.pid, 0, fds, 2);
+  bool sent = reply(ctrl, 0, spare.pid, 0, fds, 2);
   close(pidfd);
+  return sent;
 }
 
 void drop_spare(Spare* spare) {
@@ -897,7 +899,10 @@ int vmm_template_main(int argc, char** argv) {
     if (spare.pid < 0) {
       if (auto s = fork_spare(); s.ok()) {
         spare = s.value();
-        offer(ctrl, spare);
+        if (!offer(ctrl, spare)) {
+          LOG_WARN("vmm-template: a spare could not be offered (%s); forking another", strerror(errno));
+          drop_spare(&spare);  // it sees EOF and exits; the next pass, a second later at most, forks again
+        }
       }
     }
     pollfd p[2] = {{ctrl, POLLIN, 0}, {spare.sock, POLLIN, 0}};

@@ -25,7 +25,8 @@ Result<SeccompProgram> compile_vmm_seccomp_policy();
 // The same policy split in two for a pool's VMM child, which loads its filter before its request
 // (off the request's path) and still has the last isolation steps to make then: the "ahead" filter
 // is the policy plus those steps' calls (cgroup namespace, chown of /mnt/data, ids, capabilities,
-// prctl), the "lock" refuses exactly those calls and allows the rest. Stacked, they are the policy.
+// prctl, seccomp, leaving SCHED_IDLE), the "lock" refuses exactly those calls and allows the rest.
+// Stacked, they are the policy.
 Result<SeccompProgram> compile_vmm_ahead_policy();
 Result<SeccompProgram> compile_vmm_isolation_lock();
 

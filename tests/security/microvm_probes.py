@@ -360,7 +360,7 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
             time.sleep(0.05)
         self.assertTrue(spares, "no spare VMM child found")
         os.kill(int(spares[0][0]), signal.SIGKILL)
-        for i in range(4):  # beyond the ready sandboxes: the template forks a new spare for a request
+        for i in range(4):  # beyond the ready sandboxes: the template forks a new spare once the killed one's socket ends
             p = self.run_cell("probe-spare-%d" % i, "6 * 7")
             self.assertEqual(p["result"], 42, p)
 
