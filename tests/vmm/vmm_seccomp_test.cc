@@ -120,9 +120,19 @@ int main() {
     std::fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
-      std::thread watcher([] {});  // a thread existed before the filter, as in a VMM child
-      watcher.join();
+      // A second thread lives across the loads, as a VMM child's watcher does: TSYNC must put it
+      // under the filters too.
+      int go[2];
+      if (pipe(go) != 0) _exit(2);
+      bool thread_refused = false;
+      std::thread watcher([&] {
+        char b;
+        if (read(go[0], &b, 1) == 1) thread_refused = eperm(syscall(SYS_socket, AF_INET, SOCK_STREAM, 0));
+      });
       under_filter(stacked);
+      check(write(go[1], "x", 1) == 1, "wake the other thread");
+      watcher.join();
+      check(thread_refused, "the other thread is under the filters too (TSYNC): socket(AF_INET) refused");
       std::fflush(stdout);
       _exit(failures == 0 ? 0 : 1);
     }
