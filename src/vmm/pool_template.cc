@@ -41,6 +41,7 @@
 #include "sandbox/child_report.h"
 #include "sandbox/mounts.h"
 #include "sandbox/net.h"
+#include "sandbox/userns.h"
 #include "util/log.h"
 #include "vmm/layout.h"
 #include "vmm/pool_template.h"
@@ -103,12 +104,15 @@ uint64_t load_u64(const uint8_t* p) {
 }
 
 // Makes the calling thread alone (raw system calls: libc's wrappers would change every thread)
-// the overflow user, with no supplementary groups and no capabilities. Returns 0 or an errno.
+// sandpool's watcher user, with no supplementary groups and no capabilities. Returns 0 or an errno.
+// That id is just below the sandboxes' range and no account's: the host's nobody (65534), which
+// it was, may run other services, and any process with that uid could signal (stop, kill) the
+// thread, and with it the session's VMM.
 int drop_own_ids() {
-  constexpr unsigned kOverflowId = 65534;
+  constexpr unsigned kWatcherId = kHostIdBase - 1;
   if (syscall(SYS_setgroups, 0, nullptr) != 0) return errno;
-  if (syscall(SYS_setresgid, kOverflowId, kOverflowId, kOverflowId) != 0) return errno;
-  if (syscall(SYS_setresuid, kOverflowId, kOverflowId, kOverflowId) != 0) return errno;
+  if (syscall(SYS_setresgid, kWatcherId, kWatcherId, kWatcherId) != 0) return errno;
+  if (syscall(SYS_setresuid, kWatcherId, kWatcherId, kWatcherId) != 0) return errno;
   return clear_caps_in_child();  // (the uid change emptied them; the inheritable set too)
 }
 
@@ -139,7 +143,7 @@ class Watcher {
     vm_ = nullptr;
     return killed_;
   }
-  // Starts the thread as the overflow user with no capabilities (the spare's, before its request:
+  // Starts the thread as the watcher user (drop_own_ids) with no capabilities (the spare's, before its request:
   // the sandbox's ids are not known yet). The thread drops its own ids first; returns 0 once it
   // has, or the errno of the step that failed (the thread then exits).
   int start_unprivileged() {
@@ -319,8 +323,8 @@ struct ChildPrep {
   int devnull = -1, out = -1, errf = -1, ctl[2] = {-1, -1};
   std::unique_ptr<Vm> vm;  // null when the clone failed (clone_err)
   // Started by the spare (its thread start is not on the request's path; the filter loaded ahead
-  // allows no new thread). It shares the spare's namespaces made ahead and runs as the overflow
-  // user (65534) without capabilities (Watcher::start_unprivileged); at the request the seccomp
+  // allows no new thread). It shares the spare's namespaces made ahead and runs as the watcher
+  // user (kHostIdBase - 1) without capabilities (Watcher::start_unprivileged); at the request the seccomp
   // filter and no_new_privs reach it through TSYNC. Only the cgroup namespace, made at the
   // request, stays the template's for it (its /proc/thread-self/cgroup shows the full path).
   uint32_t watcher_step = 0;  // the step that failed starting it or loading the filter, and its errno

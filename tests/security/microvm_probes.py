@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 
 SKIP = 77
+# The VMM watcher thread's uid: src/sandbox/userns.h kHostIdBase - 1 (pool_template.cc, drop_own_ids).
+WATCHER_UID = 2000000 - 1
 
 PRELUDE = r"""
 import ctypes, errno, json, mmap, os
@@ -298,14 +300,14 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
                 continue  # it ended meanwhile (a refill's clone that failed, a teardown)
             threads = self.thread_status(pid)
             # vCPU + deadline watcher. The vCPU thread has the sandbox's uid; the watcher, started
-            # before the request, the overflow user's (pool_template.cc, Watcher::start_unprivileged).
+            # before the request, sandpool's watcher user's (pool_template.cc, drop_own_ids).
             self.assertEqual(len(threads), 2, (pid, threads.keys()))
             main = threads.pop(pid)
             self.assert_thread_confined(pid, pid, main)
             for tid, tst in threads.items():
-                self.assert_thread_confined(pid, tid, tst, uid=65534)
+                self.assert_thread_confined(pid, tid, tst, uid=WATCHER_UID)
         # The spare has cloned its VM, run its guest ahead (the template's agent code, up to its
-        # pause before the session) and started its watcher thread as the overflow user, without
+        # pause before the session) and started its watcher thread as the watcher user, without
         # capabilities. While it waits for its request: those two threads (and KVM's own worker). A
         # refill's child that took its request but has not joined its cgroup yet still looks like
         # one (seen under load: 3 at once; since the guest runs ahead, also a child handed a request
@@ -347,7 +349,7 @@ class VmmProbes(harness.ServerTestCase, unittest.TestCase):
                 for tid, tst in waiting.items():
                     if tid != pid:  # the watcher, before any request: no privilege either
                         uids = {int(u) for u in tst["Uid"].split()}
-                        self.assertEqual(uids, {65534}, (pid, tid))
+                        self.assertEqual(uids, {WATCHER_UID}, (pid, tid))
                         for caps in ("CapPrm", "CapEff", "CapAmb"):
                             self.assertEqual(int(tst[caps], 16), 0, (pid, tid, caps))
 
