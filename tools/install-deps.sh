@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sandpool needs to build, run, test and benchmark.
 # Runs apt-get only for what is missing, so a second run is quick and offline.
-# Usage: tools/install-deps.sh [build|test|bench]   (default: build)
+# Usage: tools/install-deps.sh [build|test|bench|fuzz]   (default: build)
 set -euo pipefail
 
 build_pkgs=(
@@ -13,13 +13,15 @@ build_pkgs=(
 )
 test_pkgs=( curl busybox-static )
 bench_pkgs=( wrk nginx-light bubblewrap python3-ipykernel python3-jupyter-client hyperfine qemu-system-x86 )
+fuzz_pkgs=( clang libclang-rt-dev )  # libFuzzer (tools/fuzz.sh)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in
   build) ;;
   test) want+=("${test_pkgs[@]}") ;;
   bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+  fuzz) want+=("${test_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test|bench|fuzz]" >&2; exit 2 ;;
 esac
 
 # Node.js may come from another repository that bundles npm; only ask Debian for it when absent.

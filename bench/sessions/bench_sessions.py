@@ -180,10 +180,12 @@ def main():
     ap.add_argument("--jupyter", type=int, default=500)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--pace-ms", type=int, default=50)
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more argument for `sandpool serve` (repeatable), e.g. --server-arg=--agent-dir=DIR")
     a = ap.parse_args()
     binary = os.path.join(a.build, "src", "sandpool")
     ready = 64
-    proc, port = start_server(a.build, ["--pool-ready", str(ready), "--pool-max", "2000"])
+    proc, port = start_server(a.build, ["--pool-ready", str(ready), "--pool-max", "2000"] + a.server_arg)
     try:
         print("# sandpool %s, %d cores, %s" % (binary, os.cpu_count(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         c = Client(port)

@@ -122,7 +122,7 @@ void ProcessSource::take_from_spawner() {
   while (spawner_) {
     auto sb = spawner_->take();
     if (!sb) break;
-    auto* w = new Warming{};
+    auto* w = new Warming();  // not {}: clang refuses copy-list-initializing the explicit FrameDecoder()
     w->owner = this;
     w->sandbox = std::move(*sb);
     w->since_ms = uv_now(loop_);

@@ -55,6 +55,7 @@ int ResponseParser::on_message_begin(llhttp_t* p) {
   s->spans_.clear();
   s->head_bytes_ = 0;
   s->in_value_ = false;
+  s->in_trailers_ = false;
   s->in_response_ = true;
   return 0;
 }
@@ -64,6 +65,7 @@ int ResponseParser::on_message_begin(llhttp_t* p) {
 int ResponseParser::on_header_field(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* s = self(p);
   if (s->add_head_bytes(len) != 0) return -1;
+  if (s->in_trailers_) return 0;  // see in_trailers_
   if (s->in_value_ || s->spans_.empty()) {
     if (s->spans_.size() >= kMaxHeaders) {
       s->error_ = "too many response headers";
@@ -80,6 +82,7 @@ int ResponseParser::on_header_field(llhttp_t* p, const char* at, size_t len) {
 int ResponseParser::on_header_value(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* s = self(p);
   if (s->add_head_bytes(len) != 0) return -1;
+  if (s->in_trailers_) return 0;
   if (s->spans_.empty()) return -1;
   Span& v = s->spans_.back().second;
   if (!s->in_value_) {
@@ -100,9 +103,23 @@ int ResponseParser::on_headers_complete(llhttp_t* p) {
   }
   h.status = llhttp_get_status_code(p);
   h.http_minor = llhttp_get_http_minor(p);
+  s->in_trailers_ = true;
+  // llhttp takes "HTTP/1.1 00 x" as status 0: a status line a client could not read.
+  if (h.status < 100 || h.status > 999) {
+    s->error_ = "response status is not three digits";
+    return -1;
+  }
+  // A 101 must say what it switches to (RFC 9110 §15.2.2): without Upgrade and Connection: upgrade
+  // llhttp parses on as if it were HTTP, and the next answer would follow a head already delivered.
+  if (h.status == 101 && p->upgrade == 0) {
+    s->error_ = "101 answer without Upgrade and Connection: upgrade";
+    return -1;
+  }
+  // llhttp 8 (Debian 12's) reads a body a Content-Length announces on any status; 1xx, 204 and 304
+  // answers have none (RFC 9110 §6.4.1): returning 1 tells it so, as for the answer to a HEAD.
   if (h.status >= 100 && h.status < 200 && h.status != 101) {
     s->interim_ = true;  // 100 Continue, 103 Early Hints: not forwarded
-    return 0;
+    return 1;
   }
   h.keep_alive = llhttp_should_keep_alive(p) != 0;
   h.chunked = (p->flags & F_CHUNKED) != 0;
@@ -110,7 +127,7 @@ int ResponseParser::on_headers_complete(llhttp_t* p) {
   h.content_length = h.has_content_length ? p->content_length : 0;
   s->listener_->on_upstream_head(h);
   // A HEAD request's answer announces a body it does not carry.
-  return s->head_request_ && h.status != 101 ? 1 : 0;
+  return (s->head_request_ && h.status != 101) || h.status == 204 || h.status == 304 ? 1 : 0;
 }
 
 int ResponseParser::on_body(llhttp_t* p, const char* at, size_t len) {

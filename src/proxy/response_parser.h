@@ -80,6 +80,10 @@ class ResponseParser {
   std::vector<std::pair<Span, Span>> spans_;
   bool head_request_ = false;
   bool in_value_ = false;
+  // After the head, header callbacks are a chunked body's trailer fields: they are counted against
+  // the head's limit and dropped (the proxy does not forward trailers). Appending them to
+  // head_buf_ would move the views of the head already delivered.
+  bool in_trailers_ = false;
   bool in_response_ = false;
   bool interim_ = false;  // a 1xx answer that is skipped
   bool done_ = false;     // a final answer is complete: the rest is ignored until reset()

@@ -112,6 +112,39 @@ TEST_CASE("bytes after a final answer are ignored until reset(), and its head st
   }
 }
 
+TEST_CASE("a chunked answer's trailer fields leave the delivered head's views in place") {
+  // Found by tests/fuzz/proxy_response_fuzz.cc under ASan: trailers were appended to the buffer the
+  // head's views point into, and the proxy reads the head after its body when the client's request
+  // is still arriving (deliver_head): a container could make the server read freed memory.
+  struct Keeper : Recorder {
+    const UpstreamHead* head = nullptr;
+    void on_upstream_head(const UpstreamHead& h) override {
+      Recorder::on_upstream_head(h);
+      head = &h;
+    }
+  } rec;
+  ResponseParser p(&rec);
+  p.reset(false);
+  std::string trailers;
+  for (int i = 0; i < 50; ++i) trailers += "Trailer-" + std::to_string(i) + ": " + std::string(200, 'v') + "\r\n";
+  size_t used = 0;
+  CHECK(feed(p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n4\r\nwiki\r\n0\r\n" + trailers + "\r\n",
+             7, &used) == ResponseParser::Result::kOk);
+  CHECK(rec.completes == 1);
+  CHECK(rec.body == "wiki");
+  REQUIRE(rec.head != nullptr);
+  REQUIRE(rec.head->headers.size() == 2);
+  CHECK(rec.head->headers[1].first == "X-A");
+  CHECK(rec.head->headers[1].second == "b");
+  // Trailers still count against the head's limit.
+  p.reset(false);
+  std::string big;
+  for (int i = 0; i < 400; ++i) big += "T" + std::to_string(i) + ": " + std::string(200, 'v') + "\r\n";
+  CHECK(feed(p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + big + "\r\n", 4096, &used) ==
+        ResponseParser::Result::kError);
+  CHECK(std::string(p.error()) == "response head too large");
+}
+
 TEST_CASE("an answer cut short is reported by finish()") {
   Recorder rec;
   ResponseParser p(&rec);
@@ -138,6 +171,24 @@ TEST_CASE("interim 100 and 103 answers are skipped; HEAD answers have no body") 
   CHECK(rec.heads.back().content_length == 12345);
   CHECK(rec.completes == 2);
   CHECK(rec.body.empty());
+
+  // A Content-Length on a 1xx, 204 or 304 announces no body (found by
+  // tests/fuzz/proxy_response_fuzz.cc: llhttp 8 read 5 bytes of "body" after a 100, which the proxy
+  // then sent as the start of the final answer's body).
+  p.reset(false);
+  CHECK(feed(p, "HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1,
+             &used) == ResponseParser::Result::kOk);
+  CHECK(rec.heads.back().status == 200);
+  CHECK(rec.body == "ok");
+  for (const char* status : {"204 No Content", "304 Not Modified"}) {
+    rec.body.clear();
+    p.reset(false);
+    CHECK(feed(p, std::string("HTTP/1.1 ") + status + "\r\nContent-Length: 5\r\n\r\nhello", 100, &used) ==
+          ResponseParser::Result::kOk);
+    CHECK(!p.in_response());
+    CHECK(rec.body.empty());
+  }
+  CHECK(rec.completes == 5);
 }
 
 TEST_CASE("101 stops parsing: what follows belongs to the tunnel") {
@@ -171,6 +222,18 @@ TEST_CASE("malformed and oversized answers are errors") {
   for (int i = 0; i < 101; ++i) many += "H" + std::to_string(i) + ": v\r\n";
   CHECK(feed(p, many + "\r\n", 100000, &used) == ResponseParser::Result::kError);
   CHECK(std::string(p.error()) == "too many response headers");
+  // Status codes are three digits (found by tests/fuzz/proxy_response_fuzz.cc: llhttp reads "00" as 0).
+  for (const char* line : {"HTTP/1.1 00 Continue\r\n\r\n", "HTTP/1.1 0 OK\r\n\r\n", "HTTP/1.1 099 x\r\n\r\n"}) {
+    p.reset(false);
+    CHECK(feed(p, line, 100, &used) == ResponseParser::Result::kError);
+    CHECK(std::string(p.error()) == "response status is not three digits");
+  }
+  // A 101 that does not name the protocol it switches to (found by the same fuzz target).
+  p.reset(false);
+  CHECK(feed(p, "HTTP/1.1 101 Switching\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 100, &used) ==
+        ResponseParser::Result::kError);
+  CHECK(std::string(p.error()) == "101 answer without Upgrade and Connection: upgrade");
+  CHECK(rec.heads.empty());
 }
 
 }  // namespace
