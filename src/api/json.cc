@@ -1,6 +1,8 @@
 // JSON string escaping with UTF-8 validation, and the writer's comma bookkeeping.
 #include "api/json.h"
 
+#include <simdjson.h>
+
 #include <charconv>
 #include <cmath>
 
@@ -122,6 +124,15 @@ JsonWriter& JsonWriter::key(std::string_view k) {
   out_ += ':';
   after_key_ = true;
   return *this;
+}
+
+bool is_json_value(std::string_view text) {
+  // The short answers agents send most ("null", a number, a short string) need no parser.
+  if (text == "null" || text == "true" || text == "false" || text == "\"\"") return true;
+  thread_local simdjson::dom::parser parser;  // keeps its buffers from one call to the next
+  simdjson::padded_string padded(text);
+  simdjson::dom::element root;
+  return parser.parse(padded).get(root) == simdjson::SUCCESS;
 }
 
 JsonWriter& JsonWriter::string(std::string_view v) {

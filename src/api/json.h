@@ -11,6 +11,10 @@ namespace sp::api {
 // Appends `s` as a JSON string literal, quotes included.
 void append_json_string(std::string& out, std::string_view s);
 
+// True when `text` is exactly one JSON value (UTF-8, whitespace around it allowed). For JSON that
+// comes from a sandbox and is written out with JsonWriter::raw.
+bool is_json_value(std::string_view text);
+
 // A streaming writer into a caller-owned string; commas are placed for the caller.
 class JsonWriter {
  public:
@@ -26,7 +30,7 @@ class JsonWriter {
   JsonWriter& number(double v);  // NaN and infinities are written as null
   JsonWriter& boolean(bool v);
   JsonWriter& null();
-  JsonWriter& raw(std::string_view json);  // an already-valid JSON value
+  JsonWriter& raw(std::string_view json);  // an already-valid JSON value (is_json_value when untrusted)
 
  private:
   void value_prefix();

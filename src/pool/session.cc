@@ -6,6 +6,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "api/json.h"
 #include "pool/pool.h"
 #include "util/log.h"
 
@@ -210,6 +211,13 @@ void Session::execute(ExecSpec spec, ExecFn done) {
       o.stdout_text = r.value().stdout_bytes;
       o.stderr_text = r.value().stderr_bytes;
       o.result_json = r.value().result_json;
+      // The answers embed it as it is (JsonWriter::raw), and the cell's own code can write to the
+      // agent's socket: what is not one JSON value becomes no result rather than a broken answer.
+      if (!api::is_json_value(o.result_json)) {
+        LOG_WARN("session %s: the sandbox's result is not JSON (%zu bytes); answered without it", identifier_.c_str(),
+                 o.result_json.size());
+        o.result_json.clear();
+      }
       pool_->count_execution(o.status, o.exec_time_us);
     }
     done(o);

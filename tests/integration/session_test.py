@@ -125,6 +125,24 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
             r, j = execute(self.srv, "values-1", code)
             self.assertEqual(j["properties"]["result"], want, code)
 
+    def test_result_that_is_not_json_is_dropped(self):
+        # A cell's code can write to the agent's socket: here it answers its own execute with a
+        # result that would inject keys into the server's answer. The answer stays JSON, without it.
+        code = ("import sys\n"
+                "f = sys._getframe()\n"
+                "while f.f_code.co_name != 'execute': f = f.f_back\n"
+                "w, rid = f.f_locals['self'], f.f_locals['rid']\n"
+                "m = sys.modules[type(w).__module__]\n"
+                "w.send(m.encode_reply(rid, 0, 0, 0, 1, b'', b'', '1, \"forged\": 2'))\n")
+        r = self.srv.request("POST", "/code/execute?identifier=forged-1", json.dumps(
+            {"properties": {"codeInputType": "inline", "executionType": "synchronous", "code": code}}).encode(),
+            {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        j = json.loads(r.body)
+        self.assertEqual(j["properties"]["result"], "")
+        self.assertNotIn("forged", j["properties"])
+        self.assertIn("the sandbox's result is not JSON", self.srv.log())
+
     def test_legacy_python_execute(self):
         r, j = self.srv.json("POST", "/python/execute?identifier=legacy-1",
                              {"properties": {"codeInputType": "inline", "executionType": "synchronous",
@@ -381,6 +399,11 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
             r, _ = execute(self.srv, "full-3", "1", path="/pools/tiny/code/execute")
             self.assertAzureError(r, 429, "SessionPoolFull")
             self.assertIsNotNone(r.header("Retry-After"))
+            # Uploads too (their error waits for the end of the body; it lost the header: tests/fuzz/api_fuzz.py).
+            body, headers = multipart("f.txt", b"data")
+            r = self.srv.request("POST", "/pools/tiny/files/upload?identifier=full-3", body, headers)
+            self.assertAzureError(r, 429, "SessionPoolFull")
+            self.assertEqual(r.header("Retry-After"), "5")
             self.assertEqual(self.session_count("tiny"), 2)
             self.srv.request("DELETE", "/pools/tiny/session?identifier=full-1")
             r, _ = execute(self.srv, "full-3", "1", path="/pools/tiny/code/execute")

@@ -46,6 +46,15 @@ TEST_CASE("every byte string gives JSON that simdjson reads back") {
   CHECK(back.substr(0, 0x7f + 1) == all.substr(0, 0x7f + 1));
 }
 
+TEST_CASE("is_json_value takes exactly one JSON value") {
+  for (const char* ok : {"null", "1", "-2.5e3", "\"\"", "\"a\\u00e9\"", " [1, {\"a\": null}] ", "{}", "true"}) {
+    CHECK_MESSAGE(is_json_value(ok), ok);
+  }
+  for (const char* bad : {"", " ", "1 2", "\"a\",\"status\":\"x\"", "{", "nul", "'a'", "[1,]", "NaN", "\"\xff\""}) {
+    CHECK_MESSAGE(!is_json_value(bad), bad);
+  }
+}
+
 TEST_CASE("writer places commas and nests") {
   std::string out;
   JsonWriter w(out);
