@@ -99,7 +99,9 @@ int64_t sys_close(Guest& g, const SyscallArgs& a) {
 
 int64_t sys_close_range(Guest& g, const SyscallArgs& a) {
   uint64_t last = a.a[1] < FdTable::kMaxFds ? a.a[1] : FdTable::kMaxFds - 1;
-  for (uint64_t fd = a.a[0]; fd <= last; ++fd) (void)g.fds.close(static_cast<long>(fd));
+  for (uint64_t fd = a.a[0]; fd <= last; ++fd) {
+    if (g.fds.close(static_cast<long>(fd)).ok()) std::erase(g.async_fds, static_cast<int>(fd));  // as close()
+  }
   return 0;
 }
 

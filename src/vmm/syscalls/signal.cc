@@ -95,6 +95,9 @@ void deliver_signal(Guest& g, const SignalInfo& info) {
   if (info.synchronous && (blocked || act.handler == 1)) act.handler = 0;  // forced: default action
   if (act.handler == 1 || (act.handler == 0 && default_ignores(sig))) return;
   if (act.handler == 0) return kill_guest(g, sig);
+  // rt_sigaction takes any address, as Linux does; resuming at a non-canonical one would make the
+  // next VM entry fail (as a forged rt_sigreturn frame would). On Linux the return to it faults.
+  if (act.handler >= (1ull << 47)) return kill_guest(g, SIGSEGV);
 
   uint64_t sp = g.regs->rsp - 128;  // skip the red zone
   if ((act.flags & kSaOnStack) && g.sig.altstack_flags == 0 && !on_altstack(g, g.regs->rsp))

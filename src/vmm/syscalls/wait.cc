@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/select.h>
 
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 
@@ -18,11 +19,16 @@ namespace {
 
 constexpr uint64_t kMaxPollFds = FdTable::kMaxFds;
 
-// Milliseconds until `ts` (relative), clamped to int; -1 for no timeout.
+// Linux refuses any other timeout with EINVAL; poll() would take a negative one for "forever".
+bool timeout_ok(const timespec& ts) { return ts.tv_sec >= 0 && ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000; }
+
+// Milliseconds until `ts` (relative, timeout_ok), rounded up and clamped to int; -1 for no timeout.
 int timeout_ms(const timespec* ts) {
   if (!ts) return -1;
+  constexpr int64_t kMaxMs = 0x7fffffff;
+  if (ts->tv_sec >= kMaxMs / 1000) return kMaxMs;  // a guest's tv_sec * 1000 may not fit
   int64_t ms = ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000;
-  return ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
+  return ms > kMaxMs ? kMaxMs : static_cast<int>(ms);
 }
 
 // Waits on translated pollfds; returns the host result or -errno (EINTR when kicked).
@@ -60,6 +66,7 @@ int64_t sys_poll(Guest& g, const SyscallArgs& a) { return do_poll(g, a.a[0], a.a
 int64_t sys_ppoll(Guest& g, const SyscallArgs& a) {
   timespec ts;
   if (a.a[2] && !g.mem.read(a.a[2], &ts)) return -EFAULT;
+  if (a.a[2] && !timeout_ok(ts)) return -EINVAL;
   return do_poll(g, a.a[0], a.a[1], timeout_ms(a.a[2] ? &ts : nullptr));
 }
 
@@ -104,7 +111,9 @@ int64_t sys_select(Guest& g, const SyscallArgs& a) {
     int64_t tv[2];
     if (!g.mem.copy_in(tv, a.a[4], sizeof tv)) return -EFAULT;
     if (tv[0] < 0 || tv[1] < 0) return -EINVAL;
-    ts = timespec{tv[0], tv[1] * 1000};
+    // As Linux: whole seconds of tv_usec move to tv_sec (saturating: both are the guest's).
+    int64_t carry = tv[1] / 1000000;
+    ts = timespec{tv[0] > INT64_MAX - carry ? INT64_MAX : tv[0] + carry, (tv[1] % 1000000) * 1000};
   }
   const uint64_t sets[3] = {a.a[1], a.a[2], a.a[3]};
   return do_select(g, a.a[0], sets, timeout_ms(a.a[4] ? &ts : nullptr));
@@ -113,6 +122,7 @@ int64_t sys_select(Guest& g, const SyscallArgs& a) {
 int64_t sys_pselect6(Guest& g, const SyscallArgs& a) {
   timespec ts{};
   if (a.a[4] && !g.mem.read(a.a[4], &ts)) return -EFAULT;
+  if (a.a[4] && !timeout_ok(ts)) return -EINVAL;
   const uint64_t sets[3] = {a.a[1], a.a[2], a.a[3]};
   return do_select(g, a.a[0], sets, timeout_ms(a.a[4] ? &ts : nullptr));
 }

@@ -80,6 +80,18 @@ TEST_CASE("a frame that does not fit in guest memory kills with SIGSEGV") {
   CHECK(t.g.term_signal == SIGSEGV);
 }
 
+TEST_CASE("a handler at a non-canonical address kills with SIGSEGV instead of resuming there") {
+  // Found by tests/fuzz/vmm_syscalls_fuzz.cc: rip became the handler, and the next VM entry failed.
+  TestGuest t;
+  set_handler(t, SIGPIPE, 1ull << 47);
+  const uint64_t old_rip = t.regs.rip;
+  t.g.sig.pending = 1ull << (SIGPIPE - 1);
+  deliver_pending(t.g);
+  CHECK(t.g.exited);
+  CHECK(t.g.term_signal == SIGSEGV);
+  CHECK(t.regs.rip == old_rip);
+}
+
 TEST_CASE("rt_sigreturn with a bad frame kills; sigaction/sigprocmask reject bad sizes") {
   TestGuest t;
   t.regs.rsp = 0x2000;

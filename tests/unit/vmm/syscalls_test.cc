@@ -187,6 +187,36 @@ TEST_CASE("poll, futex and time with hostile arguments") {
   CHECK(t.call(318, TestGuest::kScratch, 16, 0) == 16);
 }
 
+TEST_CASE("ppoll and pselect6 refuse invalid timeouts at once; huge timeouts do not overflow") {
+  TestGuest t;
+  uint64_t fds = t.str("");
+  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
+  int pfd[2];
+  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  const uint64_t ts = TestGuest::kScratch + 256, pp = TestGuest::kScratch + 512, set = TestGuest::kScratch + 768;
+  // Linux answers EINVAL. These were taken as no wait or a one-second wait, or (negative) as poll's
+  // "forever" (found by tests/fuzz/vmm_syscalls_fuzz.cc).
+  for (timespec bad : {timespec{0, -1}, timespec{0, 1000000000}, timespec{0, INT64_MAX}, timespec{INT64_MIN, 0},
+                       timespec{-1, 0}}) {
+    REQUIRE(t.g.mem.write(ts, bad));
+    CHECK(t.call(271 /* ppoll */, 0, 0, ts, 0, 8) == -EINVAL);
+    CHECK(t.call(270 /* pselect6 */, 0, 0, 0, 0, ts, 0) == -EINVAL);
+  }
+  // A ready descriptor ends any wait at once: these check only the conversion of timeouts Linux
+  // takes (tv_sec * 1000 and select's tv_usec * 1000 overflowed, which UBSan reports).
+  REQUIRE(t.call(1, pfd[1], t.str("x", 64), 1) == 1);
+  REQUIRE(t.g.mem.write(pp, pollfd{pfd[0], POLLIN, 0}));
+  REQUIRE(t.g.mem.write(ts, timespec{INT64_MAX, 999999999}));
+  CHECK(t.call(271, pp, 1, ts, 0, 8) == 1);
+  const uint64_t bits = 1ull << pfd[0];
+  REQUIRE(t.g.mem.write(set, bits));
+  CHECK(t.call(270, pfd[0] + 1, set, 0, 0, ts, 0) == 1);
+  const int64_t tv[2] = {INT64_MAX, INT64_MAX};
+  REQUIRE(t.g.mem.copy_out(ts, tv, sizeof tv));
+  REQUIRE(t.g.mem.write(set, bits));
+  CHECK(t.call(23 /* select */, pfd[0] + 1, set, 0, 0, ts) == 1);
+}
+
 TEST_CASE("process calls: arch_prctl, prlimit64, uname, rseq") {
   TestGuest t;
   CHECK(t.call(158, 0x1002 /* ARCH_SET_FS */, 1ull << 50) == -EPERM);
@@ -285,6 +315,21 @@ TEST_CASE("fcntl O_ASYNC and owner with hostile arguments") {
   CHECK(t.call(3, 3) == 0);
   CHECK(t.g.async_fds.empty());
   CHECK(t.call(72, 3, F_SETFL, O_ASYNC) == -EBADF);
+}
+
+TEST_CASE("close_range forgets the O_ASYNC descriptors it closes, as close does") {
+  // Found by tests/fuzz/vmm_syscalls_fuzz.cc: the entry stayed, and run() re-owned whatever
+  // descriptor later took that number.
+  TestGuest t;
+  uint64_t fds = t.str("");
+  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
+  int pfd[2];
+  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  REQUIRE(t.call(72, pfd[0], F_SETFL, O_ASYNC) == 0);
+  REQUIRE(t.g.async_fds.size() == 1);
+  CHECK(t.call(436 /* close_range */, pfd[0], pfd[0], 0) == 0);
+  CHECK(t.g.fds.host(pfd[0]) < 0);
+  CHECK(t.g.async_fds.empty());
 }
 
 TEST_CASE("sandpool batch: runs allowed calls in order, stops at the first failure, checks every pointer") {
