@@ -2,6 +2,7 @@
 // the terminal ioctls a REPL needs, ftruncate, fsync, ...) performed by the VMM on the host
 // descriptors behind the guest's fd table. Path-based calls are in fs.cc, socket calls in socket.cc.
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -98,8 +99,14 @@ int64_t sys_close(Guest& g, const SyscallArgs& a) {
 }
 
 int64_t sys_close_range(Guest& g, const SyscallArgs& a) {
-  uint64_t last = a.a[1] < FdTable::kMaxFds ? a.a[1] : FdTable::kMaxFds - 1;
-  for (uint64_t fd = a.a[0]; fd <= last; ++fd) {
+  // Linux's bounds and flags are unsigned ints. One process with no exec: UNSHARE has nothing to
+  // unshare, and CLOEXEC marks what never closes (as F_SETFD below), so it closes nothing.
+  uint32_t first = static_cast<uint32_t>(a.a[0]), last32 = static_cast<uint32_t>(a.a[1]);
+  uint32_t flags = static_cast<uint32_t>(a.a[2]);
+  if ((flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC)) != 0 || first > last32) return -EINVAL;
+  if (flags & CLOSE_RANGE_CLOEXEC) return 0;
+  uint64_t last = last32 < FdTable::kMaxFds ? last32 : FdTable::kMaxFds - 1;
+  for (uint64_t fd = first; fd <= last; ++fd) {
     if (g.fds.close(static_cast<long>(fd)).ok()) std::erase(g.async_fds, static_cast<int>(fd));  // as close()
   }
   return 0;

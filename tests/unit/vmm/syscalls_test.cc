@@ -332,6 +332,23 @@ TEST_CASE("close_range forgets the O_ASYNC descriptors it closes, as close does"
   CHECK(t.g.async_fds.empty());
 }
 
+TEST_CASE("close_range: flags and bounds as Linux; CLOEXEC closes nothing") {
+  TestGuest t;
+  uint64_t fds = t.str("");
+  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
+  int pfd[2];
+  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  CHECK(t.call(436, pfd[0], ~0u, 4 /* CLOSE_RANGE_CLOEXEC */) == 0);
+  CHECK(t.g.fds.host(pfd[0]) >= 0);
+  CHECK(t.g.fds.host(pfd[1]) >= 0);
+  CHECK(t.call(436, pfd[1], pfd[0], 0) == -EINVAL);  // first > last
+  CHECK(t.call(436, pfd[0], pfd[1], 1) == -EINVAL);  // an unknown flag
+  CHECK(t.g.fds.host(pfd[0]) >= 0);
+  CHECK(t.call(436, pfd[0], 0xffffffffull | (1ull << 32), 2 /* CLOSE_RANGE_UNSHARE */) == 0);  // unsigned int
+  CHECK(t.g.fds.host(pfd[0]) < 0);
+  CHECK(t.g.fds.host(pfd[1]) < 0);
+}
+
 TEST_CASE("sandpool batch: runs allowed calls in order, stops at the first failure, checks every pointer") {
   TestGuest t;
   uint64_t fds = t.str("");
