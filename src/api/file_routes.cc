@@ -13,6 +13,7 @@ namespace {
 // ---- list, stat, delete ----
 
 void handle_list(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
+  if (!files.authorize(ex)) return;  // the token first (API.md §1): nothing else is told to a client without one
   std::string dir;
   if (auto path = query_param(ex.request().query, "path")) {
     auto clean = clean_file_name(*path, true);
@@ -58,6 +59,7 @@ std::optional<std::string> name_param(http::Exchange& ex, std::string_view raw) 
 template <class OnOk>
 void path_request(Files& files, http::Exchange& ex, const RouteParams& params, Where where, agent::FrameType type,
                   agent::FrameType reply_type, OnOk on_ok) {
+  if (!files.authorize(ex)) return;  // before the name is judged, as in handle_list
   auto name = name_param(ex, params.values[where.pooled ? 1 : 0]);
   if (!name) return;
   with_session(files, ex, params, where, [&ex, path = *name, type, reply_type, on_ok](Session* s) {
@@ -160,6 +162,7 @@ struct Download : std::enable_shared_from_this<Download> {
 };
 
 void handle_content(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
+  if (!files.authorize(ex)) return;  // before the name is judged, as in handle_list
   auto name = name_param(ex, params.values[where.pooled ? 1 : 0]);
   if (!name) return;
   Files* fp = &files;

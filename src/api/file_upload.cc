@@ -25,7 +25,7 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   std::unique_ptr<MultipartStream> mp;
   // Failure, answered once the body has ended (only then may the exchange be answered).
   int err_status = 0;
-  std::string err_code, err_message;
+  std::string err_code, err_message, err_headers;
   // The session.
   bool session_ready = false;
   uint64_t session_gen = 0;
@@ -43,11 +43,12 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   bool body_done = false;
   bool paused = false;
 
-  void fail(int status, std::string code, std::string message) {
+  void fail(int status, std::string code, std::string message, std::string headers = {}) {
     if (err_status == 0) {
       err_status = status;
       err_code = std::move(code);
       err_message = std::move(message);
+      err_headers = std::move(headers);
     }
     abort_upload();
     queue.clear();
@@ -83,7 +84,7 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   void answer_if_done() {
     if (!body_done || answered || err_status == 0) return;
     answered = true;
-    respond_error(*ex, err_status, err_code, err_message);
+    respond_error(*ex, err_status, err_code, err_message, err_headers);
   }
 
   void agent_failed(const agent::Frame* f, const Error* err) {
@@ -262,7 +263,11 @@ void upload_head(Files& files, Uploads& uploads, http::Exchange& ex, const Route
   if (!boundary.ok()) return u->fail(400, "InvalidRequestBody", "uploads are multipart/form-data with a part named 'file'");
   u->mp = std::make_unique<MultipartStream>(boundary.value(), u.get());
   p->acquire(u->identifier, [u](Session* s, const AcquireError* e) {
-    if (e) return u->fail(e->status, e->code, e->message);
+    if (e) {
+      std::string headers;  // pool full, no ready sandbox: the client is told when to retry
+      if (e->retry_after_seconds) headers = "Retry-After: " + std::to_string(e->retry_after_seconds) + "\r\n";
+      return u->fail(e->status, e->code, e->message, std::move(headers));
+    }
     u->session_gen = s->sandbox_id();
     u->session_ready = true;
     u->pump();

@@ -18,11 +18,25 @@ bool istarts(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && strncasecmp(s.data(), prefix.data(), prefix.size()) == 0;
 }
 
+// The end of the parameter that starts at `pos`: the next ';' outside a quoted string (a quoted
+// filename may hold ';', as in filename="a;b.csv").
+size_t param_end(std::string_view value, size_t pos) {
+  bool quoted = false;
+  for (size_t i = pos; i < value.size(); ++i) {
+    if (value[i] == '"') {
+      quoted = !quoted;
+    } else if (value[i] == ';' && !quoted) {
+      return i;
+    }
+  }
+  return std::string_view::npos;
+}
+
 // The value of `param` in a header value like `form-data; name="file"; filename="a.csv"`.
 std::string_view header_param(std::string_view value, std::string_view param) {
   size_t pos = 0;
   while (pos < value.size()) {
-    size_t semi = value.find(';', pos);
+    size_t semi = param_end(value, pos);
     std::string_view item = trim(value.substr(pos, semi == std::string_view::npos ? std::string_view::npos : semi - pos));
     size_t eq = item.find('=');
     if (eq != std::string_view::npos && trim(item.substr(0, eq)).size() == param.size() &&

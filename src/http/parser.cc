@@ -69,6 +69,13 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s->body_limit_ = 0;
   s->body_seen_ = 0;
   s->trailer_bytes_ = 0;
+  // Nothing of the previous message may show through this one: an error answered before this head is complete
+  // (400, 408, 413, 414, 431) is formed and logged from these fields, and views into head_ dangle once it grows.
+  s->request_.method = HTTP_GET;
+  s->request_.method_name = {};
+  s->request_.target = {};
+  s->request_.path = {};
+  s->request_.query = {};
   s->request_.headers.clear();
   s->request_.body = {};
   s->request_.body_capacity = 0;
@@ -104,7 +111,12 @@ int RequestParser::count_trailer(size_t len) {
 
 int RequestParser::on_url(llhttp_t* p, const char* at, size_t len) {
   RequestParser* s = self(p);
-  if (s->url_.len == 0) s->url_.begin = static_cast<uint32_t>(s->head_.size());
+  if (s->url_.len == 0) {
+    s->url_.begin = static_cast<uint32_t>(s->head_.size());
+    // The method is known once the target starts: an error answer to a HEAD from here on has no body.
+    s->request_.method = static_cast<llhttp_method_t>(llhttp_get_method(p));
+    s->request_.method_name = llhttp_method_name(s->request_.method);
+  }
   int rc = s->append_head(at, len, true);
   if (rc == 0) s->url_.len += static_cast<uint32_t>(len);
   return rc;

@@ -31,6 +31,15 @@ TEST_CASE("parts with files, fields and binary data") {
   CHECK(parts.value()[1].data == "hello");
 }
 
+TEST_CASE("a quoted parameter may hold ';'") {
+  // A file named "a;b=c.txt" was read as filename "\"a" (and then refused: no filename). Found by tests/fuzz/api_fuzz.py.
+  MultipartPart part;
+  REQUIRE(parse_part_headers("Content-Disposition: form-data; name=\"file\"; filename=\"a;b=c.txt\"", &part).ok());
+  CHECK(part.name == "file");
+  CHECK(part.filename == "a;b=c.txt");
+  CHECK(multipart_boundary("multipart/form-data; boundary=\"x;y\"; charset=utf-8").value() == "x;y");
+}
+
 TEST_CASE("malformed bodies are errors") {
   for (const char* b : {"", "no boundary here", "--B\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nunterminated",
                         "--B\r\nbadheader\r\n\r\nx\r\n--B--", "--Bjunk", "--B\r\nContent-Disposition: attachment\r\n\r\nx\r\n--B--"}) {

@@ -184,6 +184,25 @@ TEST_CASE("finish() tells a clean end from a truncated request") {
   CHECK_FALSE(e.parser.finish());
 }
 
+TEST_CASE("a request refused before its head is complete shows nothing of the one before it") {
+  // Its error answer is formed (a HEAD's without a body) and logged from these fields, and the first request's
+  // views point into a buffer the second one has reallocated.
+  ParserLimits limits;
+  limits.max_header_bytes = 256;
+  Driver d(limits);
+  d.feed("HEAD /first?" + std::string(100, 'q') + " HTTP/1.1\r\n\r\nGET /second HTTP/1.1\r\nX: " + std::string(300, 'b') +
+         "\r\n\r\n");
+  REQUIRE(d.done.size() == 1);
+  CHECK(d.done[0].method == "HEAD");
+  CHECK(d.error == 431);
+  const Request& r = d.parser.request();
+  CHECK(r.method == HTTP_GET);
+  CHECK(r.method_name == "GET");
+  CHECK(r.target.empty());
+  CHECK(r.path.empty());
+  CHECK(r.query.empty());
+}
+
 TEST_CASE("header lookup ignores case") {
   Driver d;
   d.feed("GET / HTTP/1.1\r\nContent-Type: text/plain\r\n\r\n");
