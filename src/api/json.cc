@@ -1,8 +1,7 @@
 // JSON string escaping with UTF-8 validation, and the writer's comma bookkeeping.
 #include "api/json.h"
 
-#include <simdjson.h>
-
+#include <cctype>
 #include <charconv>
 #include <cmath>
 
@@ -126,14 +125,126 @@ JsonWriter& JsonWriter::key(std::string_view k) {
   return *this;
 }
 
-bool is_json_value(std::string_view text) {
-  // The short answers agents send most ("null", a number, a short string) need no parser.
-  if (text == "null" || text == "true" || text == "false" || text == "\"\"") return true;
-  thread_local simdjson::dom::parser parser;  // keeps its buffers from one call to the next
-  simdjson::padded_string padded(text);
-  simdjson::dom::element root;
-  return parser.parse(padded).get(root) == simdjson::SUCCESS;
-}
+namespace {
+
+// A strict RFC 8259 recognizer (one value, whitespace around it). simdjson's DOM parser would do but
+// refuses integers beyond 64 bits, which are JSON and which Python results hold (10**20).
+class JsonChecker {
+ public:
+  explicit JsonChecker(std::string_view s) : s_(s) {}
+  bool document() {
+    skip_space();
+    if (!value(0)) return false;
+    skip_space();
+    return i_ == s_.size();
+  }
+
+ private:
+  static constexpr int kMaxDepth = 2048;  // above simdjson's 1024: what it reads, this takes
+
+  bool more() const { return i_ < s_.size(); }
+  bool at(char c) const { return i_ < s_.size() && s_[i_] == c; }
+  bool digit() const { return i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9'; }
+  void skip_space() {
+    while (more() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+  bool word(std::string_view w) {
+    if (s_.substr(i_, w.size()) != w) return false;
+    i_ += w.size();
+    return true;
+  }
+  bool value(int depth) {
+    if (!more()) return false;
+    switch (s_[i_]) {
+      case '{': return members(depth + 1, '}', true);
+      case '[': return members(depth + 1, ']', false);
+      case '"': return string();
+      case 't': return word("true");
+      case 'f': return word("false");
+      case 'n': return word("null");
+      default: return number();
+    }
+  }
+  // An object's members or an array's elements, from the opening bracket to `close`.
+  bool members(int depth, char close, bool keyed) {
+    if (depth > kMaxDepth) return false;
+    ++i_;
+    skip_space();
+    if (at(close)) return ++i_, true;
+    for (;;) {
+      if (keyed) {
+        if (!at('"') || !string()) return false;
+        skip_space();
+        if (!at(':')) return false;
+        ++i_;
+        skip_space();
+      }
+      if (!value(depth)) return false;
+      skip_space();
+      if (at(close)) return ++i_, true;
+      if (!at(',')) return false;
+      ++i_;
+      skip_space();
+    }
+  }
+  bool string() {
+    for (++i_; more();) {
+      unsigned char c = static_cast<unsigned char>(s_[i_]);
+      if (c == '"') return ++i_, true;
+      if (c < 0x20) return false;
+      if (c == '\\') {
+        if (++i_ >= s_.size()) return false;
+        if (s_[i_] == 'u') {
+          for (int k = 1; k <= 4; ++k) {
+            if (i_ + k >= s_.size() || !std::isxdigit(static_cast<unsigned char>(s_[i_ + k]))) return false;
+          }
+          i_ += 5;
+        } else if (std::string_view("\"\\/bfnrt").find(s_[i_]) != std::string_view::npos) {
+          ++i_;
+        } else {
+          return false;
+        }
+      } else if (c >= 0x80) {
+        size_t n = utf8_sequence(s_, i_);
+        if (n == 0) return false;
+        i_ += n;
+      } else {
+        ++i_;
+      }
+    }
+    return false;
+  }
+  bool digits() {
+    size_t from = i_;
+    while (digit()) ++i_;
+    return i_ > from;
+  }
+  bool number() {
+    if (at('-')) ++i_;
+    if (at('0')) {
+      ++i_;
+    } else if (!digits()) {
+      return false;
+    }
+    if (at('.')) {
+      ++i_;
+      if (!digits()) return false;
+    }
+    if (at('e') || at('E')) {
+      ++i_;
+      if (at('+') || at('-')) ++i_;
+      if (!digits()) return false;
+    }
+    return true;
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+bool is_json_value(std::string_view text) { return JsonChecker(text).document(); }
 
 JsonWriter& JsonWriter::string(std::string_view v) {
   value_prefix();

@@ -143,6 +143,13 @@ Status ContainerSource::prepare() {
   if (!img.ok()) {
     last_error_ = "image " + settings_.container.image + ": " + img.error().message();
     LOG_ERROR("pool %s: %s", settings_.name.c_str(), last_error_.c_str());
+    // A path that names no image, or an image that is not a valid one, is the client's mistake (400
+    // InvalidPoolSettings); the store's own failures (disk full, I/O) stay the server's (500).
+    int code = img.error().code;
+    if (code == ENOENT || code == ENOTDIR || code == ELOOP || code == ENAMETOOLONG) {
+      return Error{kEInvalid, "image: no image at that path"};
+    }
+    if (code == kEInvalid || code == kETooLarge || code == kENotFound) return Error{kEInvalid, img.error().where};
     return img.error();
   }
   image_ = std::move(img).value();

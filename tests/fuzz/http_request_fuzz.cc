@@ -5,7 +5,8 @@
 // that short inputs reach them. Checks, besides "no crash":
 //  - bytes fed in pieces give the same requests and bodies as fed at once, and fail where they do;
 //  - a head's views are consistent (path and query are the target's parts, at most kMaxHeaders
-//    headers) and readable until the message ends; a stored body respects its limit;
+//    headers) and readable until the message ends, and after an error; a stored body respects its
+//    limit;
 //  - an error is one of the statuses the server answers for a malformed request.
 #include <cstdint>
 #include <string>
@@ -68,6 +69,13 @@ std::vector<std::string> parse(const std::vector<std::string_view>& pieces, uint
         int st = p.error_status();
         check(st == 400 || st == 413 || st == 414 || st == 431 || st == 501 || st == 505,
               "a malformed request gets a 4xx/5xx the server answers");
+        // The error answer and its log line are formed from request(): its views must be readable
+        // (ASan) and must not be those of the message before.
+        const Request& req = p.request();
+        std::string touched = std::string(req.method_name) + std::string(req.target) + std::string(req.path) +
+                              std::string(req.query);
+        for (const Header& h : req.headers) touched += std::string(h.name) + std::string(h.value);
+        check(touched.size() < (1u << 20), "error fields readable");
         // Which limit or syntax error is met first may depend on how the bytes arrive (a URL over
         // its limit and a bad byte in it: 414 or 400); that it is an error may not.
         seen.push_back("error");

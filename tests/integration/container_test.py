@@ -528,6 +528,20 @@ class PoolManagement(unittest.TestCase):
             time.sleep(0.002)
         self.fail("the pool was never being created")
 
+    def test_an_image_that_is_not_there_or_not_an_image_is_the_clients_mistake(self):
+        # 400 InvalidPoolSettings with the reason, not 500 PoolStartFailed (found by tests/fuzz/api_fuzz.py).
+        junk = os.path.join(self.tmp.name, "junk.tar")
+        with open(junk, "wb") as f:
+            f.write(b"not a tar archive" * 100)
+        for image, reason in (("/nonexistent/image", "no image at that path"), (junk, "image")):
+            r = self.srv.request("POST", "/pools", json.dumps(pool("bad", image=image)).encode(),
+                                 {"Content-Type": "application/json"})
+            self.assertEqual(r.status, 400, r)
+            err = json.loads(r.body)["error"]
+            self.assertEqual(err["code"], "InvalidPoolSettings")
+            self.assertIn(reason, err["message"])
+            self.assertEqual(self.srv.request("GET", "/pools/bad").status, 404)
+
     def test_requests_are_served_while_a_pool_is_created(self):
         t, res = self.post_later(pool("big"))
         latencies = []

@@ -120,7 +120,7 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
 
     def test_result_values(self):
         cases = [("'s'", "s"), ("1.5", 1.5), ("True", True), ("None", ""), ("[].append(1)", ""), ("float('nan')", "nan"),
-                 ("float('inf')", "inf"), ("[1, 2]", "[1, 2]"), ("y = 3", "")]
+                 ("float('inf')", "inf"), ("[1, 2]", "[1, 2]"), ("y = 3", ""), ("10**20", 10**20), ("-2**70", -2**70)]
         for code, want in cases:
             r, j = execute(self.srv, "values-1", code)
             self.assertEqual(j["properties"]["result"], want, code)

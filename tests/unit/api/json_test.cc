@@ -47,12 +47,17 @@ TEST_CASE("every byte string gives JSON that simdjson reads back") {
 }
 
 TEST_CASE("is_json_value takes exactly one JSON value") {
-  for (const char* ok : {"null", "1", "-2.5e3", "\"\"", "\"a\\u00e9\"", " [1, {\"a\": null}] ", "{}", "true"}) {
+  for (const char* ok : {"null", "1", "-2.5e3", "\"\"", "\"a\\u00e9\"", " [1, {\"a\": null}] ", "{}", "true", "0", "-0.0E+1",
+                         "100000000000000000000", "-123456789012345678901234567890", "1e400", "\"\\ud800\"",
+                         "\"h\xc3\xa9 \\/\\b\\f\\n\\r\\t\\\"\"", "[[],{\"\":[]}]"}) {
     CHECK_MESSAGE(is_json_value(ok), ok);
   }
-  for (const char* bad : {"", " ", "1 2", "\"a\",\"status\":\"x\"", "{", "nul", "'a'", "[1,]", "NaN", "\"\xff\""}) {
+  for (const char* bad : {"", " ", "1 2", "\"a\",\"status\":\"x\"", "{", "nul", "'a'", "[1,]", "NaN", "\"\xff\"", "01", "-",
+                          "1.", ".5", "+1", "1e", "\"\\u12\"", "\"\\x\"", "\"a\nb\"", "{\"a\" 1}", "{1:2}", "[1 2]", "\"open"}) {
     CHECK_MESSAGE(!is_json_value(bad), bad);
   }
+  CHECK(is_json_value(std::string(2000, '[') + std::string(2000, ']')));
+  CHECK_FALSE(is_json_value(std::string(3000, '[') + std::string(3000, ']')));  // bounded nesting
 }
 
 TEST_CASE("writer places commas and nests") {
