@@ -122,10 +122,7 @@ std::vector<std::string> decode_stream(const std::vector<std::string_view>& piec
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   std::string_view stream(reinterpret_cast<const char*>(data) + 1, size - 1);
-  std::vector<std::string_view> whole;
-  if (!stream.empty()) whole.push_back(stream);
-  std::vector<std::string> a = decode_stream(whole);
-  std::vector<std::string> b = decode_stream(sp::fuzz::split(stream, data[0]));
-  sp::fuzz::check_same(a, b, "the same frames whether the bytes come at once or in pieces");
+  sp::fuzz::same_at_once_and_in_pieces(stream, data[0], decode_stream,
+                                       "the same frames whether the bytes come at once or in pieces");
   return 0;
 }

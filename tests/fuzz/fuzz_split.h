@@ -47,4 +47,13 @@ inline void check_same(const std::vector<std::string>& a, const std::vector<std:
   fail(what);
 }
 
+// Runs `parse` (pieces -> record) over `bytes` at once and cut as `seed` says, and checks that
+// both give the same record: a parser must not depend on how a socket delivers the bytes.
+template <class Parse>
+void same_at_once_and_in_pieces(std::string_view bytes, uint8_t seed, Parse parse, const char* what) {
+  std::vector<std::string_view> whole;
+  if (!bytes.empty()) whole.push_back(bytes);
+  check_same(parse(whole), parse(split(bytes, seed)), what);
+}
+
 }  // namespace sp::fuzz

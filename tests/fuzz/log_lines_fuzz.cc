@@ -38,10 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
   std::string_view bytes(reinterpret_cast<const char*>(data) + 2, size - 2);
   uint32_t rate = data[1] & 0x80 ? 1u << 20 : data[1] % 8;  // unlimited in practice, or 0-7 a second
-  std::vector<std::string_view> whole;
-  if (!bytes.empty()) whole.push_back(bytes);
-  std::vector<std::string> a = run(whole, rate);
-  std::vector<std::string> b = run(sp::fuzz::split(bytes, data[0]), rate);
-  sp::fuzz::check_same(a, b, "the same log lines whether the bytes come at once or in pieces");
+  sp::fuzz::same_at_once_and_in_pieces(bytes, data[0], [rate](const auto& pieces) { return run(pieces, rate); },
+                                       "the same log lines whether the bytes come at once or in pieces");
   return 0;
 }

@@ -93,10 +93,8 @@ std::vector<std::string> parse(const std::vector<std::string_view>& pieces, uint
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
   std::string_view bytes(reinterpret_cast<const char*>(data) + 2, size - 2);
-  std::vector<std::string_view> whole;
-  if (!bytes.empty()) whole.push_back(bytes);
-  std::vector<std::string> a = parse(whole, data[1]);
-  std::vector<std::string> b = parse(sp::fuzz::split(bytes, data[0]), data[1]);
-  sp::fuzz::check_same(a, b, "the same answers whether the bytes come at once or in pieces");
+  uint8_t heads = data[1];
+  sp::fuzz::same_at_once_and_in_pieces(bytes, data[0], [heads](const auto& pieces) { return parse(pieces, heads); },
+                                       "the same answers whether the bytes come at once or in pieces");
   return 0;
 }
