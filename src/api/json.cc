@@ -1,4 +1,5 @@
-// JSON string escaping with UTF-8 validation, and the writer's comma bookkeeping.
+// JSON string escaping with UTF-8 validation, the writer's comma bookkeeping, and a strict
+// recognizer for JSON that comes from sandboxes.
 #include "api/json.h"
 
 #include <cctype>

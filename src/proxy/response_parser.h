@@ -2,8 +2,11 @@
 //
 // The owner feeds bytes as they arrive and gets, per response: the head (status, headers,
 // framing), the body in pieces (de-chunked), and the end. Interim 1xx answers other than 101
-// are skipped; bytes after a final answer are ignored until the next reset(). A 101 (the upstream accepted an Upgrade) stops parsing: the bytes after its head
-// belong to the tunnel. Limits: 64 KiB of head, 100 headers.
+// are skipped; 1xx, 204 and 304 answers have no body whatever their Content-Length; a chunked
+// body's trailer fields are dropped; bytes after a final answer are ignored until the next
+// reset(). A 101 (the upstream accepted an Upgrade) stops parsing: the bytes after its head belong
+// to the tunnel; a 101 without Upgrade and Connection: upgrade, and a status that is not three
+// digits, are errors. Limits: 64 KiB of head (trailers included), 100 headers.
 #pragma once
 
 #include <llhttp.h>
