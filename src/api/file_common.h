@@ -103,21 +103,17 @@ inline void write_item(JsonWriter& w, int* next_id, std::string_view path, const
   w.end_object();
 }
 
-// Runs `then(session)` with the request's session, or answers the error.
+// Runs `then(session)` with the request's session, or answers the error. The caller has authorized
+// the request first (API.md §1: a client without a valid token is told nothing else).
 template <class Fn>
 void with_session(Files& f, http::Exchange& ex, const RouteParams& params, Where where, Fn then) {
-  if (!f.authorize(ex)) return;
   std::string_view name = where.pooled ? params.values[0] : std::string_view("default");
   Pool* p = f.pools.find(name);
   if (!p) return respond_error(ex, 404, "PoolNotFound", "no session pool named '" + std::string(name) + "'");
   auto id = query_param(ex.request().query, "identifier");
   if (!id || !valid_identifier(*id)) return respond_error(ex, 400, "InvalidIdentifier", "a valid 'identifier' query parameter is required");
   p->acquire(*id, [&ex, then](Session* s, const AcquireError* e) {
-    if (e) {
-      std::string headers;
-      if (e->retry_after_seconds) headers = "Retry-After: " + std::to_string(e->retry_after_seconds) + "\r\n";
-      return respond_error(ex, e->status, e->code, e->message, headers);
-    }
+    if (e) return respond_error(ex, e->status, e->code, e->message, e->retry_after_header());
     then(s);
   });
 }

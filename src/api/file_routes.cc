@@ -13,7 +13,7 @@ namespace {
 // ---- list, stat, delete ----
 
 void handle_list(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
-  if (!files.authorize(ex)) return;  // the token first (API.md §1): nothing else is told to a client without one
+  if (!files.authorize(ex)) return;  // the token first (API.md §1); with_session does not check it again
   std::string dir;
   if (auto path = query_param(ex.request().query, "path")) {
     auto clean = clean_file_name(*path, true);

@@ -263,11 +263,7 @@ void upload_head(Files& files, Uploads& uploads, http::Exchange& ex, const Route
   if (!boundary.ok()) return u->fail(400, "InvalidRequestBody", "uploads are multipart/form-data with a part named 'file'");
   u->mp = std::make_unique<MultipartStream>(boundary.value(), u.get());
   p->acquire(u->identifier, [u](Session* s, const AcquireError* e) {
-    if (e) {
-      std::string headers;  // pool full, no ready sandbox: the client is told when to retry
-      if (e->retry_after_seconds) headers = "Retry-After: " + std::to_string(e->retry_after_seconds) + "\r\n";
-      return u->fail(e->status, e->code, e->message, std::move(headers));
-    }
+    if (e) return u->fail(e->status, e->code, e->message, e->retry_after_header());
     u->session_gen = s->sandbox_id();
     u->session_ready = true;
     u->pump();

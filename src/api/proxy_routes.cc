@@ -135,7 +135,7 @@ void stream_head(Ctx& ctx, http::Exchange& ex) {
       pe.status = error->status;
       pe.code = error->code;
       pe.message = error->message;
-      if (error->retry_after_seconds) pe.headers = "Retry-After: " + std::to_string(error->retry_after_seconds) + "\r\n";
+      pe.headers = error->retry_after_header();
       exp->resume_body();  // read and discard the rest, then answer
       if (pe.request_done) {
         Pending copy = std::move(pe);

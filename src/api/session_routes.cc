@@ -78,9 +78,7 @@ bool resolve(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where wher
 }
 
 void respond_acquire_error(http::Exchange& ex, const AcquireError& e) {
-  std::string headers;
-  if (e.retry_after_seconds) headers = "Retry-After: " + std::to_string(e.retry_after_seconds) + "\r\n";
-  respond_error(ex, e.status, e.code, e.message, headers);
+  respond_error(ex, e.status, e.code, e.message, e.retry_after_header());
 }
 
 // ---- request bodies ----

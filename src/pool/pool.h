@@ -29,6 +29,11 @@ struct AcquireError {
   const char* code = "ServiceUnavailable";
   std::string message;
   uint32_t retry_after_seconds = 0;  // 0: no Retry-After header
+
+  // "Retry-After: N\r\n" for an answer's extra headers, or "" without one.
+  std::string retry_after_header() const {
+    return retry_after_seconds ? "Retry-After: " + std::to_string(retry_after_seconds) + "\r\n" : std::string();
+  }
 };
 
 class Pool {
