@@ -331,8 +331,7 @@ ContainerSpawner::~ContainerSpawner() {
   }
   impl_->reap_cv.notify_all();
   impl_->reaper_thread.join();
-  // Cgroups still busy get a little longer (what is left, the next start reclaims).
-  for (int i = 0; i < 40 && impl_->busy.retry() > 0; ++i) usleep(50 * 1000);
+  impl_->busy.retry_for(2000);
   // owner_dir is shared by every container pool of this process: not removed here (another pool
   // may still spawn into it); the next start's reclaim_run_dirs removes it with the dead run.
   // The owner cgroup directories go with the process's last cgroup manager.

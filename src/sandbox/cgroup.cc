@@ -270,6 +270,10 @@ size_t BusyCgroups::retry() {
   return list_.size();
 }
 
+void BusyCgroups::retry_for(int max_ms) {
+  for (int waited = 0; retry() > 0 && waited < max_ms; waited += 50) usleep(50 * 1000);
+}
+
 size_t BusyCgroups::size() const {
   std::lock_guard<std::mutex> g(mu_);
   return list_.size();

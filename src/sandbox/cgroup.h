@@ -85,6 +85,9 @@ class BusyCgroups {
   void add(Cgroup&& cg);
   // Kills each again and tries its rmdir once; returns how many are still left.
   size_t retry();
+  // retry() every 50 ms until none is left or `max_ms` passed (an owner's last chance, at its
+  // end; what is still left, the next start reclaims).
+  void retry_for(int max_ms);
   size_t size() const;
 
  private:

@@ -723,8 +723,7 @@ PoolSpawner::~PoolSpawner() {
   impl_->reaper.join();
   // Both other threads are gone: we may consume the ready ring here.
   while (auto sb = impl_->ready.try_pop()) destroy_clone(*sb, 0, impl_->busy);
-  // Cgroups still busy get a little longer (what is left, the next start reclaims).
-  for (int i = 0; i < 40 && impl_->busy.retry() > 0; ++i) usleep(50 * 1000);
+  impl_->busy.retry_for(2000);
   if (impl_->tpl_cgroup.valid()) {
     (void)impl_->tpl_cgroup.kill();
     (void)impl_->tpl_cgroup.remove();
