@@ -1,9 +1,7 @@
 // Pool settings as the management API receives them (PUT/POST .management/pools, API.md §5) and
 // as the pools file holds them: JSON from a client. Input: the JSON text. Checks, besides "no
 // crash":
-//  - refused settings come with a message, and leave no half-applied surprise: applying them to
-//    a copy never makes the copy fail validation later (the result is all or nothing per call is
-//    not promised, so only the message is checked);
+//  - refused settings come with a message;
 //  - accepted settings keep the limits the server relies on (ready <= max, a default timeout
 //    within the cap, a pool-full status of 429 or 404, a valid name);
 //  - what the management API shows (settings_to_json) is accepted back and shows the same.
