@@ -40,10 +40,8 @@ TEST_CASE("unknown syscalls answer ENOSYS and are counted") {
 
 TEST_CASE("read/write: bad pointers and huge lengths fail with EFAULT; pipes work") {
   TestGuest t;
-  uint64_t fds = t.str("");
-  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
   int pfd[2];
-  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  REQUIRE(t.pipe(pfd));
   uint64_t msg = t.str("hello", 64);
   CHECK(t.call(1, pfd[1], kSys, 5) == -EFAULT);
   CHECK(t.call(1, pfd[1], kBeyond, 5) == -EFAULT);
@@ -189,10 +187,8 @@ TEST_CASE("poll, futex and time with hostile arguments") {
 
 TEST_CASE("ppoll and pselect6 refuse invalid timeouts at once; huge timeouts do not overflow") {
   TestGuest t;
-  uint64_t fds = t.str("");
-  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
   int pfd[2];
-  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  REQUIRE(t.pipe(pfd));
   const uint64_t ts = TestGuest::kScratch + 256, pp = TestGuest::kScratch + 512, set = TestGuest::kScratch + 768;
   // Linux answers EINVAL. These were taken as no wait or a one-second wait, or (negative) as poll's
   // "forever" (found by tests/fuzz/vmm_syscalls_fuzz.cc).
@@ -321,10 +317,8 @@ TEST_CASE("close_range forgets the O_ASYNC descriptors it closes, as close does"
   // Found by tests/fuzz/vmm_syscalls_fuzz.cc: the entry stayed, and run() re-owned whatever
   // descriptor later took that number.
   TestGuest t;
-  uint64_t fds = t.str("");
-  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
   int pfd[2];
-  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  REQUIRE(t.pipe(pfd));
   REQUIRE(t.call(72, pfd[0], F_SETFL, O_ASYNC) == 0);
   REQUIRE(t.g.async_fds.size() == 1);
   CHECK(t.call(436 /* close_range */, pfd[0], pfd[0], 0) == 0);
@@ -334,10 +328,8 @@ TEST_CASE("close_range forgets the O_ASYNC descriptors it closes, as close does"
 
 TEST_CASE("close_range: flags and bounds as Linux; CLOEXEC closes nothing") {
   TestGuest t;
-  uint64_t fds = t.str("");
-  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
   int pfd[2];
-  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  REQUIRE(t.pipe(pfd));
   CHECK(t.call(436, pfd[0], ~0u, 4 /* CLOSE_RANGE_CLOEXEC */) == 0);
   CHECK(t.g.fds.host(pfd[0]) >= 0);
   CHECK(t.g.fds.host(pfd[1]) >= 0);
@@ -351,10 +343,8 @@ TEST_CASE("close_range: flags and bounds as Linux; CLOEXEC closes nothing") {
 
 TEST_CASE("sandpool batch: runs allowed calls in order, stops at the first failure, checks every pointer") {
   TestGuest t;
-  uint64_t fds = t.str("");
-  REQUIRE(t.call(293 /* pipe2 */, fds, 0) == 0);
   int pfd[2];
-  REQUIRE(t.g.mem.copy_in(pfd, fds, 8));
+  REQUIRE(t.pipe(pfd));
   int mem = memfd_create("batch", MFD_CLOEXEC);
   REQUIRE(t.g.fds.install_at(7, sp::UniqueFd(mem)).ok());
   const uint64_t rec = TestGuest::kScratch + 4096, buf = TestGuest::kScratch + 8192;

@@ -40,6 +40,11 @@ struct TestGuest {
     g.mem.copy_out(at, s, __builtin_strlen(s) + 1);
     return at;
   }
+  // A pipe made by the guest's pipe2 (its ends are guest descriptors); false when that failed.
+  bool pipe(int pfd[2]) {
+    uint64_t at = str("");
+    return call(293 /* pipe2 */, at, 0) == 0 && g.mem.copy_in(pfd, at, 2 * sizeof(int));
+  }
 };
 
 }  // namespace sp::vmm::testing
