@@ -220,11 +220,14 @@ void ContainerSpawner::Impl::destroy(Spawned& s) {
   if (s.proc.pidfd) {
     // SAFETY: pidfd_send_signal on our own child's pidfd; the pid cannot have been reused.
     syscall(SYS_pidfd_send_signal, s.proc.pidfd.get(), SIGKILL, nullptr, 0);
-    if (s.cgroup.valid()) (void)s.cgroup.kill();
+    // Our init is pid 1 of the sandbox's pid namespace: the kernel kills the rest of it and waits
+    // for them before init's exit completes. So wait for that first, then kill what the cgroup
+    // still lists (nothing, normally; on cgroup v1 that kill re-reads the list until it is empty).
     siginfo_t si;
     while (waitid(P_PIDFD, static_cast<id_t>(s.proc.pidfd.get()), &si, WEXITED) != 0 && errno == EINTR) {
     }
   }
+  if (s.cgroup.valid()) (void)s.cgroup.kill();
   if (s.cgroup.valid()) {
     // Tasks leave the cgroup shortly after their pid 1 is reaped (remove() waits ≈ 0.5 s for it);
     // one still busy then is tried again later, not held here.

@@ -96,12 +96,17 @@ void kick(int eventfd_fd) {
 void destroy_clone(ReadySandbox& sb, uint32_t cpu_weight, BusyCgroups& busy) {
   sb.agent_fd.reset();
   if (cpu_weight && sb.cgroup.valid()) (void)sb.cgroup.set_cpu_weight(cpu_weight);
-  if (sb.pidfd) syscall(SYS_pidfd_send_signal, sb.pidfd.get(), SIGKILL, nullptr, 0);
-  if (sb.cgroup.valid()) (void)sb.cgroup.kill();
   if (sb.pidfd) {
+    // The clone is pid 1 of its own pid namespace: the kernel kills the rest of the namespace
+    // when it dies and waits for them before pid 1's exit completes, which is when the pidfd
+    // polls readable. So sleep on that first; the cgroup's kill, which on cgroup v1 lists and
+    // kills tasks until none is left, then finds nothing (it ran first before, and re-read the
+    // list of the dying clone for milliseconds on the CPU the next fork needed).
+    syscall(SYS_pidfd_send_signal, sb.pidfd.get(), SIGKILL, nullptr, 0);
     pollfd p{sb.pidfd.get(), POLLIN, 0};
     poll(&p, 1, 1000);
   }
+  if (sb.cgroup.valid()) (void)sb.cgroup.kill();
   if (sb.cgroup.valid()) {
     Status st = sb.cgroup.remove();
     if (!st.ok() && st.error().code == EBUSY) {
