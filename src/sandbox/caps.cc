@@ -32,7 +32,7 @@ int apply_rlimits_in_child(const RlimitSet& set) {
   return 0;
 }
 
-int drop_bounding_set_in_child() {
+int clear_bounding_set() {
   int last = CAP_LAST_CAP;
   // The running kernel may know more capabilities than our headers.
   for (int cap = 0; cap <= 63; ++cap) {
@@ -41,6 +41,15 @@ int drop_bounding_set_in_child() {
       return errno;
     }
   }
+  return 0;
+}
+
+int drop_bounding_set_in_child() {
+  if (int err = clear_bounding_set()) return err;
+  return lock_securebits_in_child();
+}
+
+int lock_securebits_in_child() {
   // No privilege from uid 0 or from exec'ing setuid files, ever again.
   int bits = SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
              SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED;

@@ -25,7 +25,13 @@ RlimitSet default_rlimits(uint64_t max_file_bytes, uint32_t max_procs);
 
 int apply_rlimits_in_child(const RlimitSet& set);
 // Needs CAP_SETPCAP in the current user ns: call while still root there.
+// clear_bounding_set() then lock_securebits_in_child().
 int drop_bounding_set_in_child();
+// Empties the bounding set (≈ 41 prctl calls). It limits only what an execve can grant, not the
+// capabilities held, so a pool template clears its own once and its clones inherit it.
+int clear_bounding_set();
+// SECBIT_NOROOT and friends, locked: no privilege from uid 0 or setuid files again.
+int lock_securebits_in_child();
 // After the switch to the unprivileged user: clears every set incl. ambient.
 int clear_caps_in_child();
 int set_no_new_privs_in_child();

@@ -73,6 +73,9 @@ extern "C" int sp_tpl_init(int32_t parent_pid, uint64_t data_bytes, uint64_t tmp
   if (!scratch.ok()) return -scratch.error().code;
   g_plan = new MountPlan(std::move(scratch.value()));
   g_rlimits = default_rlimits(0, 0);
+  // Once here rather than in every clone (a syscall per capability; they inherit it): we keep
+  // the capabilities we hold, and we never execve.
+  if ((err = clear_bounding_set())) return -err;
   return 0;
 }
 
@@ -131,7 +134,8 @@ void isolate(const struct sp_clone_params* p) {
   if (sethostname("sandbox", 7) != 0) sp_child_fail(report, kStepHostname, errno);
   // 5. privileges.
   if ((err = apply_rlimits_in_child(g_rlimits))) sp_child_fail(report, kStepRlimits, err);
-  if ((err = drop_bounding_set_in_child())) sp_child_fail(report, kStepCapsBounding, err);
+  // The bounding set is already empty: the template cleared its own (sp_tpl_init).
+  if ((err = lock_securebits_in_child())) sp_child_fail(report, kStepCapsBounding, err);
   if (setgroups(0, nullptr) != 0) sp_child_fail(report, kStepUserIds, errno);
   if (setresgid(p->host_gid, p->host_gid, p->host_gid) != 0) sp_child_fail(report, kStepUserIds, errno);
   if (setresuid(p->host_uid, p->host_uid, p->host_uid) != 0) sp_child_fail(report, kStepUserIds, errno);

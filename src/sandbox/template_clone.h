@@ -3,7 +3,8 @@
 // Call order inside the template process (single-threaded, host root):
 //   sp_tpl_init(parent_pid, data_bytes, tmp_bytes, agent_path)   once, before any import: parent-death
 //       signal, own pid ns fd; enters its own mount namespace holding only the base layer of a
-//       sandbox root (runtime, /etc, /dev, agent_path read-only at /opt/sandpool/agent) and pivots into it
+//       sandbox root (runtime, /etc, /dev, agent_path read-only at /opt/sandpool/agent) and pivots
+//       into it; empties its capability bounding set, which its clones inherit
 //   sp_tpl_set_seccomp(bytes, len)                    once: the BPF program the spawner compiled
 //   sp_tpl_set_fork_hooks(0 or 1)                     once, after the imports: 0 when the template
 //       has one thread; its forks then skip Python's at-fork bookkeeping (template_clone.cc says why)
@@ -23,8 +24,8 @@
 // sp_clone_enter's steps (DESIGN.md §4, "root" variant of research §4): join the cgroups
 // (write 0 to each passed cgroup.procs fd), setns into its prepared netns (else unshare one),
 // unshare NS|IPC|UTS|CGROUP, mount the scratch
-// layer (own /mnt/data, /tmp, /dev/shm, /proc), lo up, hostname, rlimits, drop the bounding set
-// and lock securebits, setgroups(0) + setresgid/uid to the clone's unprivileged host ids,
+// layer (own /mnt/data, /tmp, /dev/shm, /proc), lo up, hostname, rlimits, lock securebits (the
+// bounding set is the template's, already empty), setgroups(0) + setresgid/uid to the clone's unprivileged host ids,
 // clear capabilities, NO_NEW_PRIVS, parent-death signal, stdio to /dev/null, close every fd
 // but the agent socket, load the precompiled seccomp filter, then write a ready record
 // (ChildReport{0,0}) to the report fd and close it. No libseccomp and no allocation in the child.

@@ -222,6 +222,12 @@ def pool_probes(r, helper):
         r.check(f"pool: host files unreachable from a clone ({got})", got == "[2, 2, 2, 2, 2]", got)
         got = ex(0, "import os; result = sorted(int(x) for x in os.listdir('/proc') if x.isdigit())")
         r.check(f"pool: a clone sees only itself as pid 1 ({got})", got == "[1]", got)
+        got = ex(0, "st = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
+                    "result = sorted((k, v.strip()) for k, v in st.items() if k.startswith('Cap') or k in ('NoNewPrivs', 'Seccomp'))")
+        want = str(sorted([(k, "0000000000000000") for k in ("CapAmb", "CapBnd", "CapEff", "CapInh", "CapPrm")] +
+                          [("NoNewPrivs", "1"), ("Seccomp", "2")]))
+        r.check(f"pool: a clone holds no capability, bounding set included, with no_new_privs and its filter ({got})",
+                got == want, got)
         got = ex(0, POOL_SYSCALLS)
         r.check(f"pool: privileged syscalls fail with EPERM in a clone (deviations: {got})", got == "[]", got)
         srv = socket.socket()
