@@ -68,8 +68,8 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
         "  --api-key KEY              accept 'Authorization: Bearer KEY' (repeatable); with none, any\n"
         "  --api-keys-file PATH       one key per line\n"
         "  --allow-unauthenticated    serve a non-loopback address without API keys\n"
-        "  --template-huge-pages      Python templates in huge pages: forks ~3x cheaper, but a slower\n"
-        "                             tail for new sessions' first executes (README, Configuration)\n"
+        "  --template-memory MODE     how Python templates hold their memory for forks: shared (a\n"
+        "                             sealed memfd, the default), huge (huge pages) or plain (README)\n"
         "  --agent-dir DIR            where sandpool_agent.py is (default: beside the binary)\n"
         "  --runtime-dir DIR          where template.py and libsandpool_clone.so are (default: beside the binary)\n"
         "  --image-store DIR          where custom-container images are unpacked (/var/lib/sandpool/images)\n";
@@ -114,10 +114,6 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
     }
     if (name == "--allow-unauthenticated") {
       c->allow_unauthenticated = true;
-      continue;
-    }
-    if (name == "--template-huge-pages") {
-      c->template_huge_pages = true;
       continue;
     }
     struct PoolFlag {
@@ -195,6 +191,16 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
       if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
       c->host = std::string(host);
       c->port = static_cast<int>(port);
+      continue;
+    }
+    if (name == "--template-memory") {
+      if (!take()) return false;
+      auto m = parse_template_memory(value);
+      if (!m) {
+        *error = "--template-memory wants shared, huge or plain, got '" + std::string(value) + "'";
+        return false;
+      }
+      c->template_memory = *m;
       continue;
     }
     if (name == "--port-file") {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "sandbox/template_memory.h"
 #include "util/log.h"
 
 namespace sp {
@@ -35,8 +36,8 @@ struct ServerConfig {
   // Auth.
   std::vector<std::string> api_keys;
   bool allow_unauthenticated = false;  // serve a non-loopback address without API keys
-  // Process-tier Python templates map their memory with huge pages (PoolTemplateConfig::huge_pages).
-  bool template_huge_pages = false;
+  // How process-tier Python templates lay out their memory (PoolTemplateConfig::memory).
+  TemplateMemory template_memory = TemplateMemory::kShared;
 };
 
 // Parses `serve` flags (argv[0] is "serve"). On error returns false with a message in *error;

@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 """Times a bare os.fork() of a warm Python laid out as the pool template lays itself out; not the clone's isolation.
 
-Usage: /usr/bin/python3 bench/sandbox/template_fork.py BUILD_DIR {plain|huge} [--n 60]
-  plain: imports numpy, pandas, matplotlib.pyplot, draws a figure, gc.freeze() (template.py
-         with --no-huge-pages);
-  huge:  the same with sp_tpl_arena_region before the imports and sp_tpl_collapse_thp after
-         (template.py's default).
+Usage: /usr/bin/python3 bench/sandbox/template_fork.py BUILD_DIR {plain|huge|shared} [--n 60]
+  plain:  imports numpy, pandas, matplotlib.pyplot, draws a figure, gc.freeze() (template.py
+          with --memory plain);
+  huge:   the same with sp_tpl_arena_region before the imports and sp_tpl_collapse_thp after
+          (--memory huge);
+  shared: the same with sp_tpl_share_memory after (--memory shared, the default).
 Prints one line: mode, mappings, anonymous MiB, MiB in huge pages, fork wall and CPU median/p90 (ms).
-Run the two modes alternately, under flock /tmp/sandpool-bench.lock, to compare them.
+Run the modes alternately, under flock /tmp/sandpool-bench.lock, to compare them.
 """
 import ctypes
 import gc
@@ -37,6 +38,11 @@ def main():
         lib.sp_tpl_collapse_thp.restype = ctypes.c_int64
         fails, first = ctypes.c_int32(0), ctypes.c_int32(0)
         lib.sp_tpl_collapse_thp(ctypes.byref(fails), ctypes.byref(first))
+    if mode == "shared":
+        lib.sp_tpl_share_memory.restype = ctypes.c_int64
+        ranges = ctypes.c_int32(0)
+        if lib.sp_tpl_share_memory(ctypes.byref(ranges)) < 0:
+            sys.exit("sp_tpl_share_memory failed")
     with open("/proc/self/maps") as f:
         vmas = sum(1 for _ in f)
     roll = {}

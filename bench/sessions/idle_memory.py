@@ -5,7 +5,10 @@ sandbox's processes (process tier: its init, supervisor and worker; micro-VM tie
 The micro-VM template's spare child (still in the template's cgroup) is not counted.
 Also what the sandbox's own memory cgroup charges (memory.usage_in_bytes on v1, memory.current on
 v2: its pages and kernel memory; not the page tables of pid 1, which its template's cgroup holds).
-Usage: bench/sessions/idle_memory.py BUILD_DIR [process|microvm ...]    (root)
+Private_Dirty alone is printed too: with the template's memory shared through a memfd (the
+default, --template-memory shared), a page of it that only this sandbox maps is Private_Clean
+though the template's cgroup holds it and every clone may map it.
+Usage: bench/sessions/idle_memory.py BUILD_DIR [process|microvm ...] [--server-arg=ARG ...]    (root)
 """
 import os
 import shutil
@@ -35,9 +38,9 @@ def children(pid):
     return out
 
 
-def private_kib(pid):
+def private_kib(pid, fields=("Private_Clean", "Private_Dirty")):
     with open("/proc/%d/smaps_rollup" % pid) as f:
-        return sum(int(l.split()[1]) for l in f if l.startswith(("Private_Clean", "Private_Dirty")))
+        return sum(int(l.split()[1]) for l in f if l.startswith(fields))
 
 
 def memory_cgroup(pid):
@@ -58,18 +61,18 @@ def memcg_kib(pid):
     return None
 
 
-def measure(build, tier):
+def measure(build, tier, server_args):
     tmp = tempfile.mkdtemp()
     port_file = os.path.join(tmp, "port")
     proc = subprocess.Popen([os.path.join(build, "src", "sandpool"), "serve", "--listen", "127.0.0.1:0",
                              "--port-file", port_file, "--log-level", "warn", "--pool-ready", str(READY),
-                             "--pool-isolation", tier])
+                             "--pool-isolation", tier] + server_args)
     try:
         while not os.path.exists(port_file):
             time.sleep(0.02)
         bs.wait_ready(int(open(port_file).read()), READY)
         time.sleep(3)  # let the last ones settle after their hello
-        values, charged = [], []
+        values, dirty, charged = [], [], []
         for tpl in children(proc.pid):
             for sandbox in children(tpl):
                 if "tpl-" in memory_cgroup(sandbox):
@@ -80,10 +83,11 @@ def measure(build, tier):
                     tree.append(p)
                     todo += children(p)
                 values.append(sum(private_kib(p) for p in tree))
+                dirty.append(sum(private_kib(p, ("Private_Dirty",)) for p in tree))
                 kib = memcg_kib(sandbox)
                 if kib is not None:
                     charged.append(kib)
-        return values, charged
+        return values, dirty, charged
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -92,13 +96,16 @@ def measure(build, tier):
 
 def main():
     build = sys.argv[1]
-    tiers = sys.argv[2:] or ["process", "microvm"]
+    server_args = [a.split("=", 1)[1] for a in sys.argv[2:] if a.startswith("--server-arg=")]
+    tiers = [a for a in sys.argv[2:] if not a.startswith("--server-arg=")] or ["process", "microvm"]
     print("# %s, load %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), open("/proc/loadavg").read().split()[0]))
     for tier in tiers:
-        v, c = measure(build, tier)
-        print("%-8s %d idle sandboxes: private KiB median %s (min %s, max %s); own memory cgroup KiB median %s (max %s)" %
+        v, d, c = measure(build, tier, server_args)
+        print("%-8s %d idle sandboxes: private KiB median %s (min %s, max %s), of which dirty %s; "
+              "own memory cgroup KiB median %s (max %s)%s" %
               (tier, len(v), statistics.median(v) if v else "-", min(v, default="-"), max(v, default="-"),
-               statistics.median(c) if c else "-", max(c, default="-")))
+               statistics.median(d) if d else "-", statistics.median(c) if c else "-", max(c, default="-"),
+               "  [" + " ".join(server_args) + "]" if server_args else ""))
 
 
 if __name__ == "__main__":

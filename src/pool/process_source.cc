@@ -54,7 +54,7 @@ Status ProcessSource::prepare() {
   cfg.prepare_next_during_clone = options_.prepare_next_during_clone;
   cfg.netns_ahead = options_.netns_ahead;
   cfg.direct_spares = options_.direct_spares;
-  cfg.huge_pages = options_.huge_pages;
+  cfg.memory = options_.template_memory;
   cfg.host_warms_up = options_.warm_up_execute;
   cfg.template_memory_bytes = template_memory_bytes(settings_);
   // Blocks until the template has imported its libraries (~0.5 s, seconds on a loaded machine).

@@ -36,7 +36,7 @@ struct ProcessSourceOptions {
   bool prepare_next_during_clone = true;  // PoolTemplateConfig's
   bool netns_ahead = true;                // PoolTemplateConfig's
   bool direct_spares = false;             // PoolTemplateConfig's
-  bool huge_pages = false;                // PoolTemplateConfig's (process tier only)
+  TemplateMemory template_memory = TemplateMemory::kShared;  // PoolTemplateConfig::memory (process tier only)
 };
 
 class ProcessSource : public SandboxSource {

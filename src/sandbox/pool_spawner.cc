@@ -225,7 +225,7 @@ Status PoolSpawner::Impl::start_template(Template& t) {
   args.insert(args.end(), {"--ctrl-fd", std::to_string(kTemplateCtrlFd), "--lib", lib, "--parent",
                            std::to_string(getpid()), "--data-bytes", std::to_string(cfg.data_bytes),
                            "--tmp-bytes", std::to_string(cfg.tmp_bytes), "--preload", cfg.preload});
-  if (!cfg.huge_pages && cfg.template_cmd.empty()) args.push_back("--no-huge-pages");
+  if (cfg.template_cmd.empty()) args.insert(args.end(), {"--memory", template_memory_name(cfg.memory)});
   if (cfg.host_warms_up && cfg.template_cmd.empty()) args.push_back("--host-warms-up");
   if (!cfg.agent_path.empty()) {
     args.push_back("--agent-path");

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "sandbox/cgroup.h"
+#include "sandbox/template_memory.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
 
@@ -63,12 +64,9 @@ struct PoolTemplateConfig {
   // 0: everything at the default weight.
   uint32_t spawn_cpu_weight = 1;
   bool reap_hold = true;                // teardowns wait (≤ 20 ms) for the forks under way to end
-  // The template maps its memory with transparent huge pages before serving forks (Python's
-  // arenas in one region, then MADV_COLLAPSE; template_memory.cc): fewer page-table entries
-  // for each fork to copy. Without THP (or on kernels before 6.1) it works the same, slower.
-  // Off by default: with it, the first execute of a new session had a slower tail while the
-  // refill ran (p99 8.6-13.3 vs 2.6-4.3 ms, bench/results/sessions-2026-11-29.md).
-  bool huge_pages = false;
+  // How the template lays out its memory before serving forks (template_memory.h): fewer
+  // page-table entries for each fork to copy. Where the kernel refuses, it works the same, slower.
+  TemplateMemory memory = TemplateMemory::kShared;
   uint32_t ring_capacity = 1024;        // both rings
   // The consumer sends each clone's agent a warm-up execute before it counts as ready
   // (ProcessSource::send_warm_up): the agent's first worker then skips its own hello-time

@@ -3,7 +3,7 @@
 Started by the C++ PoolSpawner (pool_spawner.cc) as
   /usr/bin/python3 -I template.py --ctrl-fd 3 --lib libsandpool_clone.so --parent PID
       --data-bytes N --tmp-bytes N [--agent-path DIR] [--preload numpy,pandas,matplotlib.pyplot]
-      [--no-huge-pages] [--host-warms-up]
+      [--memory shared|huge|plain] [--host-warms-up]
 Protocol on the SOCK_SEQPACKET control socket (little-endian):
   spawner -> template, first: the seccomp BPF program (raw bytes).
   template -> spawner: b"READY" once imports and warm-up are done.
@@ -61,6 +61,16 @@ def collapse_huge_pages(lib):
                          f"collapsed ({os.strerror(first.value)})\n")
 
 
+def share_memory(lib):
+    """Moves the template's anonymous memory into a sealed memfd mapped copy-on-write (forks copy no page-table entries for it)."""
+    lib.sp_tpl_share_memory.restype = ctypes.c_int64
+    ranges = ctypes.c_int32(0)
+    got = lib.sp_tpl_share_memory(ctypes.byref(ranges))
+    if got < 0:
+        sys.stderr.write(f"sandpool template: memory not shared ({os.strerror(-got)}) after {ranges.value} "
+                         "mappings; forks copy the page-table entries of the rest\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ctrl-fd", type=int, required=True)
@@ -70,12 +80,15 @@ def main():
     ap.add_argument("--tmp-bytes", type=int, required=True)
     ap.add_argument("--agent-path", default="")
     ap.add_argument("--preload", default="numpy,pandas,matplotlib.pyplot")
-    ap.add_argument("--no-huge-pages", action="store_true")
+    # pool_spawner.h, TemplateMemory: shared (memfd, the default), huge (THP) or plain.
+    ap.add_argument("--memory", choices=("shared", "huge", "plain"), default="shared")
     ap.add_argument("--host-warms-up", action="store_true")  # PoolTemplateConfig::host_warms_up
     a = ap.parse_args()
 
     lib = ctypes.PyDLL(a.lib)  # PyDLL: the GIL stays held, nothing else runs during a call
-    huge_pages = not a.no_huge_pages
+    huge_pages = a.memory == "huge"
+    if a.memory == "shared":
+        lib.sp_tpl_memory_open()  # before sp_tpl_init: /proc is not in the template's root
     if huge_pages:
         # Before sp_tpl_init (it reads the host's THP settings while /sys and /proc are visible) and
         # before the imports: their object arenas then sit in one mapping that can be collapsed
@@ -155,6 +168,12 @@ def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if huge_pages:
         collapse_huge_pages(lib)
+    elif a.memory == "shared" and single_thread:
+        # Last, once nothing else will be imported: later allocations stay anonymous, and the
+        # copy needs the one thread (a write by another thread during it would be lost).
+        share_memory(lib)
+    elif a.memory == "shared":
+        sys.stderr.write("sandpool template: more than one thread; memory not shared, forks copy its page tables\n")
 
     # The request loop runs in C (sp_tpl_serve): between forks the template must write as few
     # pages as possible, since each page written after a fork is copied once per clone.
@@ -175,7 +194,8 @@ def main():
         import random
         random.seed()
         if np is not None:
-            np.random.seed()
+            # As sandpool_agent.reseed(): the MT19937 state from the kernel, cheaper than np.random.seed().
+            np.random.set_state(("MT19937", np.frombuffer(os.urandom(624 * 4), dtype=np.uint32), 624, 0, 0.0))
     code = 1
     try:
         # --host-warms-up: the pool sends each clone a warm-up execute before it counts as ready

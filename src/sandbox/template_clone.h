@@ -55,10 +55,19 @@ void sp_tpl_set_fork_hooks(int on);
 int sp_pidfd_open(int32_t pid);
 int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out);
 
-// Template memory layout (template_memory.cc), both optional: a template that skips them or
-// whose kernel refuses works the same, its forks just copy more page-table entries.
-// sp_tpl_arena_region(bytes): before sp_tpl_init (it reads /sys and opens /proc/self/maps for
-//     sp_tpl_collapse_thp; the template's root has neither) and before the imports. CPython's object arenas (1 MiB each) come
+// Template memory layout (template_memory.cc), all optional: a template that skips them or
+// whose kernel refuses works the same, its forks just copy more page-table entries. One of
+// sp_tpl_share_memory or (sp_tpl_arena_region + sp_tpl_collapse_thp), not both.
+// sp_tpl_memory_open(): before sp_tpl_init (the template's root has no /proc): opens
+//     /proc/self/smaps and reads the host's THP settings for the calls below. 0 or -ENOENT.
+// sp_tpl_share_memory(&ranges): after the warm-up, before serving forks, with one thread: copies
+//     the resident pages of every private writable anonymous mapping (heap included; not the
+//     stack, nor locked, don't-dump, don't-copy or wipe-on-fork memory) into one memfd, maps it
+//     back MAP_PRIVATE at the same addresses, and seals the file against any change. Returns
+//     the bytes copied (ranges moved in the out-parameter) or -errno; on an error the ranges
+//     moved so far stay moved, the rest keep their anonymous memory. Closes the smaps fd.
+// sp_tpl_arena_region(bytes): before sp_tpl_init (it calls sp_tpl_memory_open) and before the
+//     imports. CPython's object arenas (1 MiB each) come
 //     from one reservation of `bytes` aligned to a huge page instead of one mmap each (the
 //     old allocator serves other sizes and what does not fit). 0, or -ENOSYS outside a Python
 //     process, -EALREADY, -errno of the reservation.
@@ -66,9 +75,11 @@ int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out);
 //     MADV_COLLAPSE on every huge-page-aligned, at least half-populated range of the private
 //     writable anonymous mappings. Returns the bytes now mapped by huge pages (failures and
 //     the errno of the first failure in the out-parameters: EINVAL on kernels before 6.1),
-//     or -EOPNOTSUPP without trying when THP is "never" or absent (-ENOENT: /proc/self/maps
-//     could not be opened). Closes the maps fd: call once. Clones copy-on-write a
+//     or -EOPNOTSUPP without trying when THP is "never" or absent (-ENOENT: /proc/self/smaps
+//     could not be opened). Closes the smaps fd: call once. Clones copy-on-write a
 //     shared huge page 4 KiB at a time (the kernel splits the PMD in the clone).
+int sp_tpl_memory_open(void);
+int64_t sp_tpl_share_memory(int32_t* ranges_out);
 int sp_tpl_arena_region(uint64_t bytes);
 int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno);
 

@@ -1,18 +1,26 @@
-// libsandpool_clone.so, memory layout of the template (its object arenas in one region, its anonymous memory in huge pages); not the clones' isolation.
+// libsandpool_clone.so, memory layout of the template (its anonymous memory in a sealed memfd, or in huge pages); not the clones' isolation.
 //
-// Why: a fork copies one page-table entry per 4 KiB page of anonymous memory (≈ 60 MiB here,
-// 15,000 entries) but one PMD per 2 MiB huge page, and a clone that later writes to a huge
-// page it shares splits the PMD in its own page table and copies only the 4 KiB it wrote.
-// MADV_COLLAPSE only builds huge pages over 2 MiB-aligned ranges inside one mapping, and
-// CPython maps each 1 MiB object arena on its own, between shared libraries (36 arenas after
-// numpy, pandas and pyplot), so almost none of them qualify; handing Python its arenas from
-// one 2 MiB-aligned reservation makes them one mapping that does.
+// Why: a fork copies one page-table entry per 4 KiB page of private anonymous memory (≈ 60 MiB
+// here, 15,000 entries, 4-6 ms on this VM). Two ways to copy fewer:
+// - Shared (the default): the template moves that memory into one memfd, sealed against writes,
+//   and maps it back MAP_PRIVATE at the same addresses. A fork copies no entries for a private
+//   file mapping the parent has not written since (the child faults pages in as it reads them,
+//   16 at a time), and a write still copies the page into the writer alone.
+// - Huge pages: one PMD per 2 MiB huge page instead of 512 entries; a clone that later writes
+//   to a huge page it shares splits the PMD in its own page table and copies only the 4 KiB it
+//   wrote. MADV_COLLAPSE only builds huge pages over 2 MiB-aligned ranges inside one mapping,
+//   and CPython maps each 1 MiB object arena on its own, between shared libraries (36 arenas
+//   after numpy, pandas and pyplot), so almost none of them qualify; handing Python its arenas
+//   from one 2 MiB-aligned reservation makes them one mapping that does.
 #include <errno.h>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -70,7 +78,7 @@ struct HostThp {
   bool read = false;
   bool disabled = true;        // THP "never" or absent from the kernel
   size_t huge_bytes = 2u << 20;
-  int maps_fd = -1;            // /proc/self/maps; read again (from offset 0) for the current mappings
+  int smaps_fd = -1;           // /proc/self/smaps; read again (from offset 0) for the current mappings
 };
 HostThp g_thp;
 
@@ -88,44 +96,169 @@ void read_host_thp() {
     if (std::fscanf(f, "%lu", &v) == 1 && v >= 4096 && (v & (v - 1)) == 0) g_thp.huge_bytes = v;
     std::fclose(f);
   }
-  g_thp.maps_fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  g_thp.smaps_fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC);
+}
+
+void close_smaps() {  // once done: clones must not inherit it
+  if (g_thp.smaps_fd >= 0) close(g_thp.smaps_fd);
+  g_thp.smaps_fd = -1;
 }
 
 struct Range {
   uintptr_t lo, hi;
+  bool resident;  // Rss above 0
+  bool plain;     // none of the VmFlags that sharing must keep away from (see anonymous_ranges)
 };
+
+bool has_flag(const char* flags, const char* two) {
+  for (const char* f = flags; *f;) {
+    while (*f == ' ') ++f;
+    if (f[0] == two[0] && f[1] == two[1] && (f[2] == ' ' || f[2] == '\0' || f[2] == '\n')) return true;
+    while (*f && *f != ' ') ++f;
+  }
+  return false;
+}
 
 // Private writable anonymous mappings (the heap included, the stack not): where the template's
 // objects live and what a fork copies entry by entry.
 std::vector<Range> anonymous_ranges() {
   std::vector<Range> out;
-  if (g_thp.maps_fd < 0) return out;
+  if (g_thp.smaps_fd < 0) return out;
   std::string text;
-  char buf[16384];
+  char buf[65536];
   off_t at = 0;
-  for (ssize_t n; (n = pread(g_thp.maps_fd, buf, sizeof buf, at)) > 0; at += n) text.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = pread(g_thp.smaps_fd, buf, sizeof buf, at)) > 0; at += n) text.append(buf, static_cast<size_t>(n));
+  bool in_range = false;  // the fields below a header line belong to out.back()
   size_t pos = 0;
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
     std::string line = text.substr(pos, end - pos);
     pos = end + 1;
-    unsigned long lo = 0, hi = 0, off = 0, inode = 0;
+    unsigned long lo = 0, hi = 0, off = 0, inode = 0, kib = 0;
     char perms[8] = {};
     unsigned dmaj = 0, dmin = 0;
     int path_at = 0;
     if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %x:%x %lu %n", &lo, &hi, perms, &off, &dmaj, &dmin, &inode,
-                    &path_at) < 7)
-      continue;
-    const char* path = line.c_str() + path_at;
-    if (std::strcmp(perms, "rw-p") != 0 || inode != 0) continue;
-    if (*path != '\0' && std::strcmp(path, "[heap]") != 0) continue;
-    out.push_back({lo, hi});
+                    &path_at) >= 7) {
+      const char* path = line.c_str() + path_at;
+      in_range = std::strcmp(perms, "rw-p") == 0 && inode == 0 && (*path == '\0' || std::strcmp(path, "[heap]") == 0);
+      if (in_range) out.push_back({lo, hi, false, false});
+    } else if (in_range && std::sscanf(line.c_str(), "Rss: %lu kB", &kib) == 1) {
+      out.back().resident = kib > 0;
+    } else if (in_range && line.compare(0, 8, "VmFlags:") == 0) {
+      // Left alone: don't-copy and wipe-on-fork memory (a fork must not hand it over), locked
+      // or don't-dump memory (secrets: OpenSSL's secure heap), a stack that grows down, device
+      // and userfaultfd mappings, sealed ones.
+      const char* flags = line.c_str() + 8;
+      out.back().plain = has_flag(flags, "rd") && has_flag(flags, "wr");
+      for (const char* no : {"sh", "dc", "wf", "lo", "dd", "gd", "io", "pf", "um", "uw", "sl", "ss"})
+        if (has_flag(flags, no)) out.back().plain = false;
+    }
   }
   return out;
 }
 
+// Room after the last range for mremap to grow a range into (glibc's realloc of a chunk it
+// mapped on its own): the file reads as zeros there instead of raising SIGBUS past its end.
+constexpr uint64_t kGrowthRoom = 64ull << 30;
+
+bool pwrite_all(int fd, const char* p, size_t n, off_t at) {
+  while (n > 0) {
+    ssize_t w = pwrite(fd, p, n, at);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+    at += w;
+  }
+  return true;
+}
+
 }  // namespace
+
+extern "C" int sp_tpl_memory_open(void) {
+  read_host_thp();
+  return g_thp.smaps_fd >= 0 ? 0 : -ENOENT;
+}
+
+extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
+  *ranges_out = 0;
+  read_host_thp();
+  if (g_thp.smaps_fd < 0) return -ENOENT;
+  std::vector<Range> all = anonymous_ranges();
+  close_smaps();
+  std::vector<Range> ranges;
+  uint64_t total = 0;
+  for (const Range& r : all) {
+    if (!r.resident || !r.plain) continue;
+    ranges.push_back(r);
+    total += r.hi - r.lo;
+  }
+  if (ranges.empty()) return 0;
+  int fd = memfd_create("sandpool-template", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return -errno;
+  if (ftruncate(fd, static_cast<off_t>(total + kGrowthRoom)) != 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  // From here until a range is mapped again, nothing may write to it: what is written after its
+  // copy would be lost. So no allocation (the list above is only read), the page list on the
+  // stack (never shared), and no signal handler running in between. The caller has one thread.
+  sigset_t all_signals, old;
+  sigfillset(&all_signals);
+  pthread_sigmask(SIG_SETMASK, &all_signals, &old);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  unsigned char resident[4096];
+  const size_t window = sizeof resident * page;
+  int64_t copied = 0, err = 0;
+  uint64_t file_at = 0;
+  for (const Range& r : ranges) {
+    // Only the resident pages are copied: the rest reads as zeros in the file as it did here.
+    for (uintptr_t a = r.lo; a < r.hi && err == 0; a += window) {
+      const size_t len = std::min<size_t>(window, r.hi - a);
+      // SAFETY: [a, a + len) lies inside one of our private anonymous mappings, which stays
+      // mapped and unwritten until the mmap below; mincore and pwrite only read it.
+      if (mincore(reinterpret_cast<void*>(a), len, resident) != 0) {
+        err = -errno;
+        break;
+      }
+      const size_t pages = len / page;
+      for (size_t i = 0; i < pages;) {
+        if (!(resident[i] & 1)) {
+          ++i;
+          continue;
+        }
+        size_t j = i;
+        while (j < pages && (resident[j] & 1)) ++j;
+        const off_t at = static_cast<off_t>(file_at + (a - r.lo) + i * page);
+        if (!pwrite_all(fd, reinterpret_cast<const char*>(a + i * page), (j - i) * page, at)) {
+          err = -(errno ? errno : EIO);
+          break;
+        }
+        copied += static_cast<int64_t>((j - i) * page);
+        i = j;
+      }
+    }
+    if (err != 0) break;  // this range keeps its anonymous memory; the ones before are shared
+    // SAFETY: replaces the range with the file holding its exact contents, at the same address
+    // and protection; private, so this process's later writes stay its own.
+    void* m = mmap(reinterpret_cast<void*>(r.lo), r.hi - r.lo, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
+                   static_cast<off_t>(file_at));
+    if (m == MAP_FAILED) {
+      err = -errno;
+      break;
+    }
+    file_at += r.hi - r.lo;
+    ++*ranges_out;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  // Nobody may change the pages from now on, whoever gets hold of the file.
+  if (err == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0) err = -errno;
+  close(fd);
+  return err != 0 ? err : copied;
+}
 
 extern "C" int sp_tpl_arena_region(uint64_t bytes) {
   using GetSet = void (*)(ArenaAllocator*);
@@ -162,11 +295,10 @@ extern "C" int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno) 
   *failures = 0;
   *first_errno = 0;
   read_host_thp();
-  const int maps_fd = g_thp.maps_fd;
-  if (g_thp.disabled || maps_fd < 0) {
-    if (maps_fd >= 0) close(maps_fd);
-    g_thp.maps_fd = -1;
-    return maps_fd < 0 ? -ENOENT : -EOPNOTSUPP;
+  const bool no_smaps = g_thp.smaps_fd < 0;
+  if (g_thp.disabled || no_smaps) {
+    close_smaps();
+    return no_smaps ? -ENOENT : -EOPNOTSUPP;
   }
   const size_t huge = g_thp.huge_bytes;
   const size_t small = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -191,7 +323,6 @@ extern "C" int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno) 
       }
     }
   }
-  close(g_thp.maps_fd);  // once: clones must not inherit it
-  g_thp.maps_fd = -1;
+  close_smaps();
   return collapsed;
 }

@@ -228,6 +228,15 @@ def pool_probes(r, helper):
                           [("NoNewPrivs", "1"), ("Seccomp", "2")]))
         r.check(f"pool: a clone holds no capability, bounding set included, with no_new_privs and its filter ({got})",
                 got == want, got)
+        # The template's memory, which every clone maps copy-on-write (template_memory.cc): a
+        # clone cannot reach the file behind it to change what the others see.
+        got = ex(0, "import os\nres = []\nfor l in open('/proc/self/maps'):\n"
+                    " if 'memfd:sandpool-template' in l:\n"
+                    "  lo, hi = (int(x, 16) for x in l.split()[0].split('-'))\n"
+                    "  try: os.open('/proc/self/map_files/%x-%x' % (lo, hi), os.O_RDWR); res.append('opened')\n"
+                    "  except OSError as e: res.append(e.errno)\nresult = sorted(set(res)) if res else 'no shared mappings'")
+        r.check(f"pool: a clone cannot open the template's memory file behind its mappings ({got})",
+                got in ("[1]", "[13]", "[1, 13]"), got)
         got = ex(0, POOL_SYSCALLS)
         r.check(f"pool: privileged syscalls fail with EPERM in a clone (deviations: {got})", got == "[]", got)
         srv = socket.socket()

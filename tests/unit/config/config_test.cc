@@ -31,16 +31,17 @@ TEST_CASE("serve flags: defaults") {
   CHECK(p.config.host == "127.0.0.1");
   CHECK(p.config.port == 8080);
   CHECK(p.config.default_pool);
-  CHECK_FALSE(p.config.template_huge_pages);  // opt-in (src/sandbox/README.md)
+  CHECK(p.config.template_memory == sp::TemplateMemory::kShared);
   CHECK(p.config.default_pool_json.empty());
   CHECK(p.config.container_log_rate == 100);
 }
 
 TEST_CASE("serve flags: switches, values and pool settings") {
-  Parsed p = parse({"--template-huge-pages", "--listen", "[::1]:9000", "--no-default-pool", "--pool-ready=2",
+  Parsed p = parse({"--template-memory", "huge", "--listen", "[::1]:9000", "--no-default-pool", "--pool-ready=2",
                     "--pool-isolation", "microvm", "--pool-memory", "1Gi", "--agent-dir", "/x", "--log-level", "warn"});
   REQUIRE_MESSAGE(p.ok, p.error);
-  CHECK(p.config.template_huge_pages);
+  CHECK(p.config.template_memory == sp::TemplateMemory::kHugePages);
+  CHECK(parse({"--template-memory=plain"}).config.template_memory == sp::TemplateMemory::kPlain);
   CHECK(p.config.host == "::1");
   CHECK(p.config.port == 9000);
   CHECK_FALSE(p.config.default_pool);
@@ -64,7 +65,8 @@ TEST_CASE("serve flags: errors name the flag") {
       {{"--api-key", ""}, "non-empty key"},
       {{"--log-level", "loud"}, "--log-level wants"},
       {{"--container-log-rate", "-1"}, "--container-log-rate wants a whole number from 0 to 100000"},
-      {{"--template-huge-page"}, "unknown option '--template-huge-page'"},
+      {{"--template-huge-pages"}, "unknown option '--template-huge-pages'"},
+      {{"--template-memory", "thp"}, "--template-memory wants shared, huge or plain, got 'thp'"},
   };
   for (const Bad& b : bad) {
     CAPTURE(b.says);
@@ -78,6 +80,6 @@ TEST_CASE("serve flags: --help gives the usage, which lists every switch") {
   Parsed p = parse({"--help"});
   CHECK_FALSE(p.ok);
   CHECK(p.error.empty());
-  for (const char* flag : {"--template-huge-pages", "--allow-unauthenticated", "--no-default-pool", "--pool-isolation"})
+  for (const char* flag : {"--template-memory", "--allow-unauthenticated", "--no-default-pool", "--pool-isolation"})
     CHECK(p.help.find(flag) != std::string::npos);
 }

@@ -1,5 +1,6 @@
 // Tests PoolSpawner end to end with a numpy-only template and the echo stand-in agent; passes with a message when not root.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -230,32 +231,72 @@ long anon_huge_kib(pid_t pid) {
   return kib;
 }
 
+// The "lo-hi" ranges of `pid`'s mappings whose path starts with `prefix`, with their permissions.
+std::vector<std::pair<std::string, std::string>> mappings_of(pid_t pid, const std::string& prefix) {
+  std::vector<std::pair<std::string, std::string>> out;
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/maps").c_str(), "r");
+  if (!f) return out;
+  char line[1024];
+  while (std::fgets(line, sizeof line, f)) {
+    char range[64] = {0}, perms[8] = {0};
+    int path_at = 0;
+    if (std::sscanf(line, "%63s %7s %*s %*s %*s %n", range, perms, &path_at) < 2 || path_at == 0) continue;
+    if (std::strncmp(line + path_at, prefix.c_str(), prefix.size()) == 0) out.emplace_back(range, perms);
+  }
+  std::fclose(f);
+  return out;
+}
+
 }  // namespace
 
-TEST_CASE("pool spawner: the template's huge pages are shared copy-on-write 4 KiB at a time, clones stay apart") {
+TEST_CASE("pool spawner: the template's memory (sealed memfd, huge pages or plain) is shared copy-on-write 4 KiB at a time, clones stay apart") {
   if (geteuid() != 0) {
     MESSAGE("skipped: needs root (cgroups, host uid ranges)");
     return;
   }
   const bool collapses = host_collapses();
   if (!collapses) MESSAGE("THP is off or the kernel is older than 6.1: the template runs without huge pages");
-  for (bool huge : {true, false}) {
-    CAPTURE(huge);
+  for (sp::TemplateMemory memory : {sp::TemplateMemory::kShared, sp::TemplateMemory::kHugePages, sp::TemplateMemory::kPlain}) {
+    const bool huge = memory == sp::TemplateMemory::kHugePages;
+    const std::string mode = sp::template_memory_name(memory);
+    CAPTURE(mode);
     int efd = eventfd(0, EFD_CLOEXEC);
     sp::PoolTemplateConfig cfg;
     cfg.pool = "unittest";
     cfg.preload = "numpy";
     cfg.ready_target = 2;
-    cfg.huge_pages = huge;
+    cfg.memory = memory;
     cfg.limits.memory_bytes = 128 << 20;
     auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
     REQUIRE_MESSAGE(ps.ok(), ps.error().message());
     auto sbs = take_n(**ps, efd, 2);
     REQUIRE(sbs.size() == 2);
     // The template (the clones' parent) maps its memory with huge pages, or not at all.
-    long huge_kib = anon_huge_kib(parent_of(sbs[0].pid));
+    const pid_t tpl = parent_of(sbs[0].pid);
+    long huge_kib = anon_huge_kib(tpl);
     if (huge && collapses) CHECK(huge_kib >= 2048);
     if (!huge) CHECK(huge_kib == 0);
+    // Shared: the template's objects live in its memfd, mapped privately by it and by the clones
+    // (they inherit the mappings), and the file cannot be changed, not even by host root.
+    const auto in_memfd = mappings_of(tpl, "/memfd:sandpool-template");
+    CHECK(in_memfd.empty() == (memory != sp::TemplateMemory::kShared));
+    for (const auto& [range, perms] : in_memfd) CHECK(perms == "rw-p");
+    CHECK(mappings_of(sbs[1].pid, "/memfd:sandpool-template").size() == in_memfd.size());
+    if (!in_memfd.empty()) {
+      unsigned long lo = 0, hi = 0;
+      REQUIRE(std::sscanf(in_memfd[0].first.c_str(), "%lx-%lx", &lo, &hi) == 2);
+      char name[64];
+      std::snprintf(name, sizeof name, "%lx-%lx", lo, hi);  // map_files names have no zero padding
+      std::string path = "/proc/" + std::to_string(tpl) + "/map_files/" + name;
+      int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+      const int open_errno = errno;
+      REQUIRE_MESSAGE(fd >= 0, path << ": " << std::string(std::strerror(open_errno)));
+      CHECK((fcntl(fd, F_GET_SEALS) & F_SEAL_WRITE) != 0);
+      char byte = 1;
+      CHECK(pwrite(fd, &byte, 1, 0) == -1);
+      CHECK(errno == EPERM);
+      close(fd);
+    }
     // A write to a shared object in one clone is not seen by the other.
     CHECK(ask(sbs[0].agent_fd.get(), "exec:import numpy, sys; numpy._sp_mark = 1; sys.modules['os'].sep2 = 1; "
                                      "result = numpy._sp_mark") == "1");
