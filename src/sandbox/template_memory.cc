@@ -5,7 +5,9 @@
 // - Shared (the default): the template moves that memory into one memfd, sealed against writes,
 //   and maps it back MAP_PRIVATE at the same addresses. A fork copies no entries for a private
 //   file mapping the parent has not written since (the child faults pages in as it reads them,
-//   16 at a time), and a write still copies the page into the writer alone.
+//   16 at a time), and a write still copies the page into the writer alone. (Moving the
+//   libraries' data and RELRO too made forks cheaper still but every execute slower:
+//   bench/results/sandbox-2026-11-29.md, 12:00-12:12.)
 // - Huge pages: one PMD per 2 MiB huge page instead of 512 entries; a clone that later writes
 //   to a huge page it shares splits the PMD in its own page table and copies only the 4 KiB it
 //   wrote. MADV_COLLAPSE only builds huge pages over 2 MiB-aligned ranges inside one mapping,
@@ -214,6 +216,7 @@ extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
   const size_t window = sizeof resident * page;
   int64_t copied = 0, err = 0;
   uint64_t file_at = 0;
+  int32_t moved = 0;  // *ranges_out is the caller's memory, perhaps in a range being moved: set after
   for (const Range& r : ranges) {
     // Only the resident pages are copied: the rest reads as zeros in the file as it did here.
     for (uintptr_t a = r.lo; a < r.hi && err == 0; a += window) {
@@ -251,9 +254,10 @@ extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
       break;
     }
     file_at += r.hi - r.lo;
-    ++*ranges_out;
+    ++moved;
   }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  *ranges_out = moved;
   // Nobody may change the pages from now on, whoever gets hold of the file.
   if (err == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0) err = -errno;
   close(fd);
