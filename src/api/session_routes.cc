@@ -503,10 +503,13 @@ void handle_session_delete(Ctx& ctx, http::Exchange& ex, const RouteParams& para
   }
 }
 
-size_t skip_param(http::Exchange& ex) {
+// ?skip=N: how many sessions of the listing to leave out (0 when absent); nullopt, with the
+// error answered, when it is not a whole number.
+std::optional<uint64_t> skip_param(http::Exchange& ex) {
   auto skip = query_param(ex.request().query, "skip");
-  size_t n = 0;
-  if (skip) std::from_chars(skip->data(), skip->data() + skip->size(), n);
+  if (!skip) return 0;
+  auto n = parse_whole_number(*skip);
+  if (!n) respond_error(ex, 400, "InvalidQueryParameter", "skip must be a whole number, got '" + *skip + "'");
   return n;
 }
 
@@ -514,14 +517,17 @@ void handle_list_sessions(Ctx& ctx, http::Exchange& ex, const RouteParams& param
   if (!authorized(ctx, ex)) return;
   Pool* p = pool_of(ctx, ex, params, where);
   if (!p) return;
-  size_t skip = skip_param(ex);
+  std::optional<uint64_t> skip = skip_param(ex);
+  if (!skip) return;
   std::vector<Session*> all = p->sessions_by_age();
-  size_t end = management ? std::min(all.size(), skip + kManagementPageSize) : all.size();
+  // Past the end is an empty page, never a wrap-around (skip + page size near 2^64).
+  const size_t start = static_cast<size_t>(std::min<uint64_t>(*skip, all.size()));
+  const size_t end = management ? start + std::min(all.size() - start, kManagementPageSize) : all.size();
   std::string body;
   JsonWriter w(body);
   w.begin_object();
   w.key(management ? "value" : "sessions").begin_array();
-  for (size_t i = skip; i < end; ++i) write_session_object(w, *all[i]);
+  for (size_t i = start; i < end; ++i) write_session_object(w, *all[i]);
   w.end_array();
   if (management) {
     w.key("count").number_u(all.size());

@@ -263,6 +263,16 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertIsNone(j["nextLink"])
         r, j = self.srv.json("POST", "/.management/listSessions")
         self.assertEqual(j["count"], len(j["value"]))
+        count = j["count"]
+        # skip: past the end is an empty last page (never a wrap-around near 2^64); not a whole number is 400.
+        r, j = self.srv.json("POST", "/.management/listSessions?skip=18446744073709551615")
+        self.assertEqual((r.status, j["value"], j["count"], j["nextLink"]), (200, [], count, None))
+        r, j = self.srv.json("GET", "/listSessions?skip=%d" % count)
+        self.assertEqual((r.status, j["sessions"]), (200, []))
+        for bad in ("abc", "-1", "1.5", "18446744073709551616", ""):
+            for method, path in (("GET", "/listSessions"), ("POST", "/.management/listSessions")):
+                r, _ = self.srv.json(method, path + "?skip=" + bad)
+                self.assertAzureError(r, 400, "InvalidQueryParameter")
         r = self.srv.request("DELETE", "/session?identifier=life-1")
         self.assertEqual(r.status, 204)
         r, _ = self.srv.json("GET", "/session?identifier=life-1")
