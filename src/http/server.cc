@@ -161,6 +161,11 @@ void HttpServer::shutdown(uint64_t timeout_ms, void (*on_closed)(void*), void* a
     c->shutdown_server();
     c = next;
   }
+  // A head still arriving gets a short grace, not the whole header timeout (10 s by default), to
+  // hold the shutdown for: complete by then, it is answered (with Connection: close); else 408.
+  // The list is ordered by deadline, and taking the minimum with one value keeps it so.
+  const uint64_t grace_end = uv_now(loop_) + kShutdownHeadGraceMs;
+  for (Connection* c = head_.head; c; c = c->next_) c->deadline_ms_ = std::min(c->deadline_ms_, grace_end);
   if (handles_open_ > 1) {
     uv_timer_start(&shutdown_timer_, on_shutdown_deadline, timeout_ms, 0);
   }

@@ -70,6 +70,9 @@ class HttpServer {
   void list_remove(Connection* c);
   void list_push(ConnList* list, Connection* c, uint64_t deadline_ms);
 
+  // How long a request head still arriving when shutdown() begins may take to complete.
+  static constexpr uint64_t kShutdownHeadGraceMs = 1000;
+
   uv_loop_t* loop_;
   HttpLimits limits_;
   RequestHandler* handler_;

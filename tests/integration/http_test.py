@@ -372,6 +372,28 @@ class Shutdown(unittest.TestCase):
             self.assertNotIn("did not close cleanly", srv.log())
             c.close()
 
+    def test_half_sent_head_gets_a_short_grace_at_shutdown(self):
+        # The default shutdown timeout and header timeout are both 10 s: a head still arriving
+        # gets 1 s to complete, then 408, instead of holding the exit for 10 s.
+        with Server() as srv:
+            stalled = srv.connect()
+            stalled.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            finishing = srv.connect()
+            finishing.send(b"GET /healthz HTTP/1.1\r\n")
+            time.sleep(0.05)
+            start = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            time.sleep(0.2)
+            finishing.send(b"Host: x\r\n\r\n")  # completed within the grace: answered, then closed
+            r = finishing.read_response()
+            self.assertEqual((r.status, r.body, r.header("Connection")), (200, b"ok\n", "close"))
+            r = stalled.read_response()
+            self.assertEqual(r.status, 408)
+            self.assertEqual(srv.proc.wait(timeout=10), 0)
+            self.assertLess(time.monotonic() - start, 4)
+            stalled.close()
+            finishing.close()
+
     def test_partial_request_at_shutdown(self):
         with Server("--shutdown-timeout-ms", "300") as srv:
             c = srv.connect()
