@@ -139,11 +139,16 @@ int64_t sys_futex(Guest& g, const SyscallArgs& a) {
   switch (op) {
     case FUTEX_WAIT:
     case FUTEX_WAIT_BITSET: {
+      // As Linux, before the value is compared: an empty bitset or an invalid timeout is EINVAL
+      // (the timeout used to be slept on as given: clock_nanosleep refused it, and that was
+      // answered ETIMEDOUT).
+      if (op == FUTEX_WAIT_BITSET && static_cast<uint32_t>(a.a[5]) == 0) return -EINVAL;
+      timespec ts{};
+      if (a.a[3] && !g.mem.read(a.a[3], &ts)) return -EFAULT;
+      if (a.a[3] && !timeout_ok(ts)) return -EINVAL;
       uint32_t cur;
       if (!g.mem.read(uaddr, &cur)) return -EFAULT;
       if (cur != static_cast<uint32_t>(a.a[2])) return -EAGAIN;
-      timespec ts;
-      if (a.a[3] && !g.mem.read(a.a[3], &ts)) return -EFAULT;
       if (!a.a[3]) return sys_pause(g, a);  // no other thread exists to wake us
       if (op == FUTEX_WAIT_BITSET) {        // absolute deadline
         clockid_t c = (a.a[1] & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
@@ -153,8 +158,10 @@ int64_t sys_futex(Guest& g, const SyscallArgs& a) {
       int rc = clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
       return rc == EINTR ? -EINTR : -ETIMEDOUT;
     }
-    case FUTEX_WAKE:
     case FUTEX_WAKE_BITSET:
+      if (static_cast<uint32_t>(a.a[5]) == 0) return -EINVAL;
+      return 0;  // nobody waits
+    case FUTEX_WAKE:
     case FUTEX_WAKE_OP:
     case FUTEX_REQUEUE: return 0;  // nobody waits
     case FUTEX_CMP_REQUEUE: {

@@ -178,6 +178,16 @@ TEST_CASE("poll, futex and time with hostile arguments") {
   t.g.mem.write(TestGuest::kScratch + 4008, ts);
   CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAIT, 3, TestGuest::kScratch + 4008) == -ETIMEDOUT);
   CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAKE, 1) == 0);
+  // Linux's EINVALs, before the value is compared: invalid timeouts, an empty bitset.
+  for (timespec bad : {timespec{-1, 0}, timespec{0, -1}, timespec{0, 1000000000}}) {
+    REQUIRE(t.g.mem.write(TestGuest::kScratch + 4008, bad));
+    CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAIT, 3, TestGuest::kScratch + 4008) == -EINVAL);
+    CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAIT, 4, TestGuest::kScratch + 4008) == -EINVAL);
+    CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAIT_BITSET, 3, TestGuest::kScratch + 4008, 0, ~0u) == -EINVAL);
+  }
+  CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAIT_BITSET, 3, 0, 0, 0) == -EINVAL);
+  CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAKE_BITSET, 1, 0, 0, 0) == -EINVAL);
+  CHECK(t.call(202, TestGuest::kScratch + 4000, FUTEX_WAKE_BITSET, 1, 0, 0, 1) == 0);
   CHECK(t.call(228, 0, kSys) == -EFAULT);
   CHECK(t.call(228, 99, TestGuest::kScratch) == -EINVAL);
   CHECK(t.call(228, 1, TestGuest::kScratch) == 0);
