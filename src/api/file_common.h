@@ -51,6 +51,8 @@ struct FileError {
 };
 
 inline FileError file_error_of(const agent::Frame* f, const Error* err, std::string_view name) {
+  if (err && err->code == ECANCELED)
+    return {kSessionEndedStatus, kSessionEnded, "the session ended (deleted or stopped) before this request was answered"};
   if (err) return {500, "SessionLost", "the session's sandbox did not answer: " + err->message()};
   int code = 0;
   std::string message = "unexpected answer from the agent";

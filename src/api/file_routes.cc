@@ -121,7 +121,7 @@ struct Download : std::enable_shared_from_this<Download> {
     Session* s = session();
     if (!s) {
       if (started) return fail_midway();
-      return respond_error(*ex, 500, "SessionLost", "the session ended");
+      return respond_error(*ex, kSessionEndedStatus, kSessionEnded, "the session ended");
     }
     std::string frame;
     agent::FrameEncoder enc(&frame);

@@ -142,7 +142,7 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   void pump() {
     if (err_status || !session_ready) return flow_control();
     Session* s = session();
-    if (!s) return fail(500, "SessionLost", "the session ended during the upload");
+    if (!s) return fail(kSessionEndedStatus, kSessionEnded, "the session ended during the upload");
     auto self = shared_from_this();
     if (file != FilePart::kNone && !open_sent) {
       open_sent = true;
@@ -200,7 +200,7 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
 
   void stat_and_answer(uint64_t size) {
     Session* s = session();
-    if (!s) return fail(500, "SessionLost", "the session ended during the upload");
+    if (!s) return fail(kSessionEndedStatus, kSessionEnded, "the session ended during the upload");
     auto self = shared_from_this();
     std::string frame;
     agent::FrameEncoder enc(&frame);

@@ -376,6 +376,11 @@ void respond_lost(http::Exchange& ex, const ExecOutcome& o) {
     respond_error(ex, 500, "ExecutionRefused", "the session's agent refused the execution (" + o.error.message() + ")");
     return;
   }
+  if (o.error.code == ECANCELED) {
+    respond_error(ex, kSessionEndedStatus, kSessionEnded,
+                  "the session ended (deleted or stopped) before this execution was answered");
+    return;
+  }
   respond_error(ex, 500, "SessionLost", "the session's sandbox ended before answering (" + o.error.message() + ")");
 }
 

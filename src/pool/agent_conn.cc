@@ -133,20 +133,20 @@ void AgentConn::on_write(uv_write_t* req, int status) {
 void AgentConn::fail(const Error& why) {
   if (closing_) return;
   Listener* l = listener_;
-  close();
+  // The requests in flight learn what happened (not ECANCELED, which means we closed it).
+  close_with(why.code == ECANCELED ? Error{EPIPE, why.where} : why);
   if (l) l->on_agent_lost(why);
 }
 
-void AgentConn::close() {
+void AgentConn::close_with(const Error& pending_error) {
   if (closing_) return;
   closing_ = true;
   listener_ = nullptr;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
   auto pending = std::move(pending_);
   pending_.clear();
-  Error e{ECANCELED, "agent connection closed"};
   for (auto& [id, fn] : pending) {
-    if (fn) fn(nullptr, &e);
+    if (fn) fn(nullptr, &pending_error);
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), [](uv_handle_t* h) { delete static_cast<AgentConn*>(h->data); });
 }

@@ -3,7 +3,8 @@
 //
 // Threading: loop thread only. Lifetime: created with new, ended with close(); the object deletes
 // itself in the handle's close callback (libuv rule), after failing every pending request with
-// ECANCELED. Callbacks never fire synchronously from request().
+// ECANCELED (closed by us: the session ended) or with the failure itself (the agent was lost).
+// Callbacks never fire synchronously from request().
 // Errors: EOF, a read error or a protocol violation by the agent calls Listener::on_agent_lost once
 // and closes the connection; the sandbox behind it is then considered broken.
 #pragma once
@@ -41,10 +42,11 @@ class AgentConn {
   size_t pending_output_bytes() const { return out_.size() + writing_.size(); }
   bool open() const { return !closing_; }
   // Stops everything; pending replies get ECANCELED; the object is freed afterwards.
-  void close();
+  void close() { close_with(Error{ECANCELED, "agent connection closed"}); }
 
  private:
   AgentConn(Listener* listener) : listener_(listener) {}
+  void close_with(const Error& pending_error);
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
   static void on_write(uv_write_t* req, int status);

@@ -132,6 +132,8 @@ ANY_ROUTE = set().union(*ALLOWED.values()) | PROTO | UNROUTED | BAD_METHOD
 # 500s the fuzzer provokes on purpose: allowed only for requests marked with the matching reason.
 #  SessionLost: README, "a sandbox that dies outright answers 500 SessionLost" (code that kills its sandbox's init).
 HOSTILE_500 = {(500, "SessionLost")}
+# A request in flight when its session is deleted or stopped, or its pool deleted: README, 409 SessionEnded.
+SESSION_ENDED = {(409, "SessionEnded")}
 
 # Known deviations (documented; they do not fail the run): (route key, status, code) → why.
 KNOWN = {}  # (route, status, code): why; none at present (a missing image was one: now 400 InvalidPoolSettings)
@@ -1402,10 +1404,16 @@ class Fuzzer:
             extra = rng.choice(["", "skip=0", "skip=1", "skip=100", "skip=-1", "skip=abc", "skip=99999999999999999999",
                                 "skip=18446744073709551615", "skip=18446744073709551516", "skip=1&skip=2", "skip="])
             if rng.random() < 0.5:
-                return self.make(rng.choice(["GET", "HEAD"]), self.target(pool, "listSessions", extra_query=extra),
-                                 check=lambda r: check_session_list(load_json(r.body), False))
-            return self.make("POST", self.target(pool, ".management/listSessions", extra_query=extra),
-                             check=lambda r: check_session_list(load_json(r.body), True))
+                req = self.make(rng.choice(["GET", "HEAD"]), self.target(pool, "listSessions", extra_query=extra),
+                                check=lambda r: check_session_list(load_json(r.body), False))
+            else:
+                req = self.make("POST", self.target(pool, ".management/listSessions", extra_query=extra),
+                                check=lambda r: check_session_list(load_json(r.body), True))
+            # README: a skip (the first one) that is not a whole number below 2^64 is 400 InvalidQueryParameter.
+            first = extra.split("&")[0][len("skip="):] if extra else "0"
+            if not (first.isdigit() and first.isascii() and int(first) < 1 << 64):
+                req.allowed = (req.allowed - {(200, None)}) | {(400, "InvalidQueryParameter")}
+            return req
         if choice == "mgmt":
             ident = self.pick_id(pool)
             if rng.random() < 0.7:
@@ -2342,7 +2350,7 @@ class Fuzzer:
             ex = self.make("POST", self.target(pool, "code/execute", ident), self.json_headers(), json.dumps(body).encode(),
                            body_ok=True, note="interleaved with DELETE of its pool")
             # README: sessions end when their pool is deleted; a request waiting for the pool answers 503.
-            ex.allowed |= HOSTILE_500 | {(503, "ServiceUnavailable"), (404, "PoolNotFound")}
+            ex.allowed |= HOSTILE_500 | SESSION_ENDED | {(503, "ServiceUnavailable"), (404, "PoolNotFound")}
             s = self.connect()
             try:
                 self.send(s, ex.raw())
@@ -2391,7 +2399,7 @@ class Fuzzer:
             boundary, body = multipart(rng, [(disposition(b"file", b"slow.bin"), data)])
             up = self.make("POST", self.target(pool, "files", ident), [("Content-Type", "multipart/form-data; boundary=" + boundary)],
                            body, name_ok=True, body_ok=True, note="interleaved with a session delete")
-            up.allowed |= HOSTILE_500 | {(404, "FileNotFound")}
+            up.allowed |= HOSTILE_500 | SESSION_ENDED | {(404, "FileNotFound")}
             raw = up.raw()
             cut = rng.randint(len(raw) // 4, len(raw) - 1)
             s = self.connect()
@@ -2414,7 +2422,7 @@ class Fuzzer:
         body = {"code": "import time\ntime.sleep(0.3)\n1", "timeoutInSeconds": 5}
         ex = self.make("POST", self.target(pool, "code/execute", ident), self.json_headers(), json.dumps(body).encode(),
                        body_ok=True, note="interleaved with stopSession")
-        ex.allowed |= HOSTILE_500
+        ex.allowed |= HOSTILE_500 | SESSION_ENDED
         s = self.connect()
         try:
             self.send(s, ex.raw())

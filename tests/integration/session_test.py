@@ -283,6 +283,23 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.body, b"Session life-1 in session pool default stopped.")
 
+    def test_session_ended_mid_request_is_409_and_a_lost_sandbox_500(self):
+        # Deleted while an execution runs: the execution's answer says the session ended (not a
+        # server fault); the identifier gets a fresh sandbox afterwards.
+        execute(self.srv, "mid-del", "x = 1")
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=execute(self.srv, "mid-del", "import time\ntime.sleep(5)")[0]))
+        t.start()
+        time.sleep(0.5)
+        self.assertEqual(self.srv.request("DELETE", "/session?identifier=mid-del").status, 204)
+        t.join(10)
+        self.assertAzureError(out["r"], 409, "SessionEnded")
+        r, j = execute(self.srv, "mid-del", "'x' in globals()")
+        self.assertEqual(j["properties"]["result"], False)
+        # The sandbox's agent gone (its supervisor, pid 1, told to stop by the cell): 500 SessionLost.
+        r, _ = execute(self.srv, "mid-lost", "import os, signal, time\nos.kill(1, signal.SIGTERM)\ntime.sleep(5)")
+        self.assertAzureError(r, 500, "SessionLost")
+
     def test_sessions_do_not_see_each_other(self):
         execute(self.srv, "iso-a", "secret = 'a'\nopen('/mnt/data/a.txt', 'w').write('a')")
         r, j = execute(self.srv, "iso-b", "import os\n('secret' in globals(), sorted(os.listdir('/mnt/data')))")
