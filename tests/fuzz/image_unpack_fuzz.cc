@@ -78,7 +78,8 @@ std::string enter_own_root() {
 }
 
 // Whether the relative symlink target `target`, in a directory `depth` levels below the root,
-// climbs above the root.
+// climbs above the root. Written apart from unpack.cc's symlink_stays_inside on purpose: the
+// check must not share the code it checks.
 bool climbs_out(const std::string& target, int depth) {
   if (!target.empty() && target[0] == '/') return false;  // resolved in the container's root
   size_t pos = 0;
