@@ -80,7 +80,7 @@ def main():
     ap.add_argument("--tmp-bytes", type=int, required=True)
     ap.add_argument("--agent-path", default="")
     ap.add_argument("--preload", default="numpy,pandas,matplotlib.pyplot")
-    # pool_spawner.h, TemplateMemory: shared (memfd, the default), huge (THP) or plain.
+    # template_memory.h, TemplateMemory: shared (memfd, the default), huge (THP) or plain.
     ap.add_argument("--memory", choices=("shared", "huge", "plain"), default="shared")
     ap.add_argument("--host-warms-up", action="store_true")  # PoolTemplateConfig::host_warms_up
     a = ap.parse_args()
