@@ -48,6 +48,8 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
       {{"--backlog", 1, 65535, "listen backlog (1024)"}, [&](uint64_t v) { c->backlog = static_cast<int>(v); }},
       {{"--container-log-rate", 0, 100000, "lines/s of each container's stdout+stderr logged; 0: discard (100)"},
        [&](uint64_t v) { c->container_log_rate = static_cast<uint32_t>(v); }},
+      {{"--templates-per-pool", 1, 8, "Python templates forking each process-tier pool's sandboxes (1)"},
+       [&](uint64_t v) { c->templates_per_pool = static_cast<uint32_t>(v); }},
   };
   auto usage = [&] {
     std::string u =

@@ -81,6 +81,7 @@ Server::Server(const ServerConfig& config)
         o.agent_dir = find_agent_dir(config_.agent_dir);
         o.runtime_dir = config_.runtime_dir;
         o.template_memory = config_.template_memory;
+        o.templates = config_.templates_per_pool;
         if (o.agent_dir.empty()) return Error{ENOENT, "sandpool_agent.py not found (use --agent-dir)"};
         // Shell pools run commands as subprocesses, which a micro-VM guest cannot start.
         const bool shell = s.container_type == pool::ContainerType::kShell;

@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -55,6 +56,8 @@ Status ProcessSource::prepare() {
   cfg.netns_ahead = options_.netns_ahead;
   cfg.direct_spares = options_.direct_spares;
   cfg.memory = options_.template_memory;
+  cfg.templates = std::max<uint32_t>(1, options_.templates);
+  cfg.max_pending = std::max<uint32_t>(cfg.max_pending, 2 * cfg.templates);
   cfg.host_warms_up = options_.warm_up_execute;
   cfg.template_memory_bytes = template_memory_bytes(settings_);
   // Blocks until the template has imported its libraries (~0.5 s, seconds on a loaded machine).

@@ -37,6 +37,7 @@ struct ProcessSourceOptions {
   bool netns_ahead = true;                // PoolTemplateConfig's
   bool direct_spares = false;             // PoolTemplateConfig's
   TemplateMemory template_memory = TemplateMemory::kShared;  // PoolTemplateConfig::memory (process tier only)
+  uint32_t templates = 1;  // PoolTemplateConfig::templates; each may have two clones isolating at once
 };
 
 class ProcessSource : public SandboxSource {

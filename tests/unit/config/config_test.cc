@@ -42,6 +42,9 @@ TEST_CASE("serve flags: switches, values and pool settings") {
   REQUIRE_MESSAGE(p.ok, p.error);
   CHECK(p.config.template_memory == sp::TemplateMemory::kHugePages);
   CHECK(parse({"--template-memory=plain"}).config.template_memory == sp::TemplateMemory::kPlain);
+  CHECK(parse({}).config.templates_per_pool == 1);
+  CHECK(parse({"--templates-per-pool", "2"}).config.templates_per_pool == 2);
+  CHECK_FALSE(parse({"--templates-per-pool", "9"}).ok);
   CHECK(p.config.host == "::1");
   CHECK(p.config.port == 9000);
   CHECK_FALSE(p.config.default_pool);

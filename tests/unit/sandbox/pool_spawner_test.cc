@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/utsname.h>
@@ -309,6 +310,42 @@ TEST_CASE("pool spawner: the template's memory (sealed memfd, huge pages or plai
     ps->reset();
     close(efd);
   }
+}
+
+TEST_CASE("pool spawner: with two templates both fork clones, and the refill goes on when one is killed") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
+    return;
+  }
+  int efd = eventfd(0, EFD_CLOEXEC);
+  sp::PoolTemplateConfig cfg;
+  cfg.pool = "unittest2t";
+  cfg.preload = "";
+  cfg.templates = 2;
+  cfg.max_pending = 4;
+  cfg.ready_target = 6;
+  cfg.limits.memory_bytes = 128 << 20;
+  auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
+  REQUIRE_MESSAGE(ps.ok(), ps.error().message());
+  auto sbs = take_n(**ps, efd, 6);
+  REQUIRE(sbs.size() == 6);
+  std::set<pid_t> parents;
+  for (auto& sb : sbs) parents.insert(parent_of(sb.pid));
+  CHECK(parents.size() == 2);
+  for (auto& sb : sbs) CHECK(ask(sb.agent_fd.get(), "exec:result = 6 * 7") == "42");
+  // One template dies (its clones with it): the other keeps serving, and the refill goes on.
+  const pid_t dead = *parents.begin();
+  REQUIRE(kill(dead, SIGKILL) == 0);
+  for (auto& sb : sbs) CHECK((*ps)->give_back(std::move(sb)));
+  auto more = take_n(**ps, efd, 4);
+  CHECK(more.size() == 4);
+  for (auto& sb : more) {
+    CHECK(parent_of(sb.pid) != dead);
+    CHECK(ask(sb.agent_fd.get(), "exec:result = 1 + 1") == "2");
+  }
+  for (auto& sb : more) CHECK((*ps)->give_back(std::move(sb)));
+  ps->reset();
+  close(efd);
 }
 
 namespace {
