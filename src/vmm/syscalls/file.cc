@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "vmm/syscalls/async_io.h"
@@ -138,16 +139,27 @@ int64_t sys_getdents64(Guest& g, const SyscallArgs& a) {
   return host_ret(syscall(SYS_getdents64, hfd, p, a.a[2]));  // SAFETY: p..p+len checked above.
 }
 
-int64_t dup_to(Guest& g, int hfd, long min_fd) {
+// O_ASYNC belongs to the open file, which a dup shares: the copy is listed in async_fds when the
+// original is (so SIGIO still comes after the original is closed), and a descriptor a dup2
+// replaced is forgotten as close() forgets it.
+void note_dup(Guest& g, long oldfd, long newfd) {
+  std::erase(g.async_fds, static_cast<int>(newfd));
+  if (std::find(g.async_fds.begin(), g.async_fds.end(), static_cast<int>(oldfd)) != g.async_fds.end())
+    g.async_fds.push_back(static_cast<int>(newfd));
+}
+
+int64_t dup_to(Guest& g, long oldfd, int hfd, long min_fd) {
   UniqueFd copy(fcntl(hfd, F_DUPFD_CLOEXEC, 3));
   if (!copy) return -errno;
   auto r = g.fds.install(std::move(copy), min_fd);
-  return r.ok() ? r.value() : -r.error().code;
+  if (!r.ok()) return -r.error().code;
+  note_dup(g, oldfd, r.value());
+  return r.value();
 }
 
 int64_t sys_dup(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
-  return dup_to(g, hfd, 0);
+  return dup_to(g, static_cast<long>(a.a[0]), hfd, 0);
 }
 
 int64_t dup_at(Guest& g, long oldfd, long newfd) {
@@ -156,6 +168,7 @@ int64_t dup_at(Guest& g, long oldfd, long newfd) {
   UniqueFd copy(fcntl(hfd, F_DUPFD_CLOEXEC, 3));
   if (!copy) return -errno;
   (void)g.fds.install_at(newfd, std::move(copy));
+  note_dup(g, oldfd, newfd);
   return newfd;
 }
 
@@ -176,7 +189,7 @@ int64_t sys_fcntl(Guest& g, const SyscallArgs& a) {
   int cmd = static_cast<int>(a.a[1]);
   switch (cmd) {
     case F_DUPFD:
-    case F_DUPFD_CLOEXEC: return dup_to(g, hfd, static_cast<long>(a.a[2]));
+    case F_DUPFD_CLOEXEC: return dup_to(g, static_cast<long>(a.a[0]), hfd, static_cast<long>(a.a[2]));
     case F_GETFD: return FD_CLOEXEC;  // no exec in the guest: close-on-exec has no effect
     case F_SETFD: return 0;
     case F_GETFL: return host_ret(fcntl(hfd, F_GETFL));

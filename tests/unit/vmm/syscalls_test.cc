@@ -336,6 +336,31 @@ TEST_CASE("close_range forgets the O_ASYNC descriptors it closes, as close does"
   CHECK(t.g.async_fds.empty());
 }
 
+TEST_CASE("a dup of an O_ASYNC descriptor is listed too; a dup2 over one forgets it") {
+  // O_ASYNC belongs to the open file, which dups share: with only the original listed, closing
+  // it left the dup signalling with nothing listed (no SIGIO injected), and a dup2 over a listed
+  // number kept a stale entry (found by the syscall fuzz target's author).
+  TestGuest t;
+  int pfd[2];
+  REQUIRE(t.pipe(pfd));
+  REQUIRE(t.call(72, pfd[0], F_SETFL, O_ASYNC) == 0);
+  const int64_t d = t.call(32 /* dup */, pfd[0]);
+  REQUIRE(d >= 0);
+  const int64_t f = t.call(72, pfd[0], F_DUPFD, 20);
+  REQUIRE(f >= 20);
+  CHECK(t.g.async_fds.size() == 3);
+  CHECK(t.call(3, pfd[0]) == 0);
+  CHECK(t.g.async_fds.size() == 2);  // the dups still signal
+  CHECK((t.call(72, d, F_GETFL) & O_ASYNC) != 0);
+  CHECK(t.call(33 /* dup2 */, pfd[1], d) == d);  // d now names the write end, not async
+  CHECK(t.g.async_fds.size() == 1);
+  CHECK(t.call(292 /* dup3 */, f, 40, 0) == 40);
+  CHECK(t.g.async_fds.size() == 2);
+  CHECK(t.call(33, pfd[1], 40) == 40);
+  CHECK(t.call(3, f) == 0);
+  CHECK(t.g.async_fds.empty());
+}
+
 TEST_CASE("close_range: flags and bounds as Linux; CLOEXEC closes nothing") {
   TestGuest t;
   int pfd[2];
