@@ -36,7 +36,14 @@ int64_t sys_epoll_ctl(Guest& g, const SyscallArgs& a) {
   if (ep < 0 || fd < 0) return -EBADF;
   auto* ev = reinterpret_cast<epoll_event*>(g.mem.user_ptr(a.a[3], sizeof(epoll_event)));
   if (!ev && a.a[1] != EPOLL_CTL_DEL) return -EFAULT;
-  return host_ret(epoll_ctl(ep, static_cast<int>(a.a[1]), fd, ev));
+  // EPOLLWAKEUP makes a wakeup source that holds off system suspend; Linux drops the flag for a
+  // caller without CAP_BLOCK_SUSPEND, which a guest never has, even when the VMM runs as root.
+  epoll_event copy{};
+  if (ev) {
+    copy = *ev;
+    copy.events &= ~static_cast<uint32_t>(EPOLLWAKEUP);
+  }
+  return host_ret(epoll_ctl(ep, static_cast<int>(a.a[1]), fd, ev ? &copy : nullptr));
 }
 
 int64_t do_wait(Guest& g, uint64_t epfd, uint64_t events, uint64_t max, int timeout_ms) {
