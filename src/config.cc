@@ -1,10 +1,12 @@
 // Flag parsing for `sandpool serve`: one table of flags, each with its range and help text.
 #include "config.h"
 
-#include <charconv>
 #include <cctype>
 #include <cstring>
 #include <functional>
+#include <optional>
+
+#include "util/numbers.h"
 
 namespace sp {
 namespace {
@@ -16,11 +18,6 @@ struct UintFlag {
   const char* help;
 };
 
-bool parse_u64(std::string_view s, uint64_t* out) {
-  if (s.empty()) return false;
-  auto r = std::from_chars(s.data(), s.data() + s.size(), *out);
-  return r.ec == std::errc() && r.ptr == s.data() + s.size();
-}
 
 }  // namespace
 
@@ -184,15 +181,16 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
     if (name == "--listen") {
       if (!take()) return false;
       size_t colon = value.rfind(':');
-      uint64_t port = 0;
-      if (colon == std::string_view::npos || !parse_u64(value.substr(colon + 1), &port) || port > 65535) {
+      std::optional<uint64_t> port;
+      if (colon != std::string_view::npos) port = parse_whole<uint64_t>(value.substr(colon + 1));
+      if (!port || *port > 65535) {
         *error = "--listen wants HOST:PORT, got '" + std::string(value) + "'";
         return false;
       }
       std::string_view host = value.substr(0, colon);
       if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
       c->host = std::string(host);
-      c->port = static_cast<int>(port);
+      c->port = static_cast<int>(*port);
       continue;
     }
     if (name == "--template-memory") {
@@ -228,13 +226,13 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
       if (name != n.flag.name) continue;
       known = true;
       if (!take()) return false;
-      uint64_t v = 0;
-      if (!parse_u64(value, &v) || v < n.flag.min || v > n.flag.max) {
+      std::optional<uint64_t> v = parse_whole<uint64_t>(value);
+      if (!v || *v < n.flag.min || *v > n.flag.max) {
         *error = name + " wants a whole number from " + std::to_string(n.flag.min) + " to " +
                  std::to_string(n.flag.max) + ", got '" + std::string(value) + "'";
         return false;
       }
-      n.set(v);
+      n.set(*v);
     }
     if (!known) {
       *error = "unknown option '" + std::string(arg) + "' (see sandpool serve --help)";

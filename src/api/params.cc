@@ -1,8 +1,6 @@
 // Percent-decoding, query lookup and the identifier alphabet.
 #include "api/params.h"
 
-#include <charconv>
-
 namespace sp::api {
 namespace {
 
@@ -46,14 +44,6 @@ std::optional<std::string> query_param(std::string_view query, std::string_view 
     query.remove_prefix(amp + 1);
   }
   return std::nullopt;
-}
-
-std::optional<uint64_t> parse_whole_number(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  uint64_t n = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
-  return n;
 }
 
 bool valid_identifier(std::string_view id) {

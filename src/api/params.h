@@ -1,7 +1,6 @@
 // Query-string and identifier handling for the session API (shared/API.md §1); pure functions.
 #pragma once
 
-#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,10 +13,6 @@ std::optional<std::string> percent_decode(std::string_view in);
 
 // The decoded value of the first `name=` parameter of `query`; nullopt when absent or malformed.
 std::optional<std::string> query_param(std::string_view query, std::string_view name);
-
-// A whole number written in decimal digits only (no sign, no space), at most UINT64_MAX;
-// nullopt for anything else ("", "-1", "1.0", "0x10", "1 ", 2^64 and above).
-std::optional<uint64_t> parse_whole_number(std::string_view s);
 
 // API.md §1: 4 to 128 characters from A-Z a-z 0-9 and | - & ^ % $ # ( ) { } [ ] ; < > _ : . @ ~
 bool valid_identifier(std::string_view id);

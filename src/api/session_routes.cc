@@ -3,12 +3,12 @@
 
 #include <simdjson.h>
 
-#include <charconv>
 #include <memory>
 
 #include "api/errors.h"
 #include "api/json.h"
 #include "api/params.h"
+#include "util/numbers.h"
 
 namespace sp::api {
 namespace {
@@ -513,7 +513,7 @@ void handle_session_delete(Ctx& ctx, http::Exchange& ex, const RouteParams& para
 std::optional<uint64_t> skip_param(http::Exchange& ex) {
   auto skip = query_param(ex.request().query, "skip");
   if (!skip) return 0;
-  auto n = parse_whole_number(*skip);
+  auto n = parse_whole<uint64_t>(*skip);
   if (!n) respond_error(ex, 400, "InvalidQueryParameter", "skip must be a whole number, got '" + *skip + "'");
   return n;
 }

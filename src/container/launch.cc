@@ -7,9 +7,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <optional>
 
+#include "util/numbers.h"
 #include "util/unique_fd.h"
 
 namespace sp::container {
@@ -18,13 +18,7 @@ namespace {
 // The importer refuses files owned by ids the sandboxes cannot map.
 static_assert(image::UnpackLimits{}.max_owner_id + uint64_t{1} == kContainerIdRange);
 
-std::optional<uint32_t> parse_id(std::string_view s) {
-  uint32_t v = 0;
-  if (s.empty()) return std::nullopt;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
+std::optional<uint32_t> parse_id(std::string_view s) { return parse_whole<uint32_t>(s); }
 
 std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;

@@ -27,16 +27,6 @@ TEST_CASE("query parameters") {
   CHECK_FALSE(query_param("identifier=%G1", "identifier").has_value());
 }
 
-TEST_CASE("whole numbers") {
-  CHECK(parse_whole_number("0").value() == 0);
-  CHECK(parse_whole_number("300").value() == 300);
-  CHECK(parse_whole_number("007").value() == 7);
-  CHECK(parse_whole_number("18446744073709551615").value() == UINT64_MAX);
-  for (const char* bad : {"", "-1", "+1", "1.0", "0x10", " 1", "1 ", "1e3", "abc", "18446744073709551616",
-                          "99999999999999999999999"})
-    CHECK_MESSAGE(!parse_whole_number(bad).has_value(), bad);
-}
-
 TEST_CASE("identifiers") {
   CHECK(valid_identifier("abcd"));
   CHECK(valid_identifier("a|-&^%$#(){}[];<>_:.@~"));
