@@ -6,6 +6,9 @@ set -eu
 build=${1:-build}
 n=${2:-20000}
 rtt=$build/bench/agent/agent_rtt
+# The agent's supervisor lives in the template's library (sandpool_agent.serve).
+SANDPOOL_AGENT_LIB=$(cd "$build" && pwd)/src/sandbox/libsandpool_clone.so
+export SANDPOOL_AGENT_LIB
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) $(uname -r) nproc=$(nproc)"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for agent in src/agent/python/sandpool_agent.py bench/agent/baseline_agent.py; do

@@ -13,8 +13,9 @@ Protocol on the SOCK_SEQPACKET control socket (little-endian):
       [pidfd] on success.
 The template runs as host root but never runs user code; the request loop (sp_tpl_serve)
 and all isolation happen in C (libsandpool_clone.so); the forked child, once isolated,
-returns to Python and calls sandpool_agent.serve(fd) (or an echo loop when the agent is
-not importable).
+becomes the agent's supervisor (src/agent/supervisor.cc, also in libsandpool_clone.so), and its
+workers return to Python and call sandpool_agent.serve_worker (or, when the agent is not
+importable, the clone runs an echo loop).
 """
 import argparse
 import ctypes
@@ -24,6 +25,8 @@ import os
 import signal
 import socket
 import sys
+
+AGENT_GRACE_MS = 2000  # how long a timed-out cell may take to stop before its worker is killed
 
 
 def echo_loop(fd):
@@ -146,7 +149,7 @@ def main():
         sys.path.insert(0, "/opt/sandpool/agent")  # where sp_tpl_init bound agent_path
     try:
         import sandpool_agent
-        serve = sandpool_agent.serve
+        serve = sandpool_agent.serve_worker
     except ImportError:
         serve = None
     gc.collect()
@@ -181,12 +184,17 @@ def main():
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     ctrl.send(b"READY")
     agent_fd = ctypes.c_int32(-1)
-    rc = lib.sp_tpl_serve(ctrl.fileno(), ctypes.byref(agent_fd))
+    # With the agent, each clone becomes its supervisor in C at once (sp_tpl_serve); what
+    # returns below is then the supervisor's first worker (or a later one).
+    worker = sandpool_agent.SupervisedWorker() if serve is not None else None
+    rc = lib.sp_tpl_serve(ctrl.fileno(), ctypes.byref(agent_fd), AGENT_GRACE_MS,
+                          ctypes.byref(worker) if worker is not None else None)
     if rc <= 0:
         if rc < 0:
             sys.stderr.write(f"sandpool template: control socket: {os.strerror(-rc)}\n")
         return 0 if rc == 0 else 1
-    # The clone, isolated. The C side closed every fd but the agent socket; detach Python objects from them.
+    # The clone (with the agent: its supervisor's worker), isolated. The C side closed every fd but the
+    # agent socket; detach Python objects from them.
     ctrl.detach()
     if serve is None:
         # The echo stand-in runs code here: fresh random state for it. (The agent reseeds in each
@@ -201,7 +209,7 @@ def main():
         # --host-warms-up: the pool sends each clone a warm-up execute before it counts as ready
         # (ProcessSource::send_warm_up), which warms the whole request path; the agent's own
         # hello-time cell would only add pages (≈ 120-180 KiB per sandbox, bench/results/sandbox-2026-11-29.md).
-        code = serve(agent_fd.value, first_warm_up=not a.host_warms_up) if serve is not None else echo_loop(agent_fd.value)
+        code = serve(agent_fd.value, worker, first_warm_up=not a.host_warms_up) if serve is not None else echo_loop(agent_fd.value)
     finally:
         os._exit(code or 0)
 

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "agent/supervisor.h"
 #include "sandbox/caps.h"
 #include "sandbox/child_report.h"
 #include "sandbox/mounts.h"
@@ -267,7 +268,7 @@ void reap_clones() {
 
 }  // namespace
 
-extern "C" int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out) {
+extern "C" int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out, uint32_t grace_ms, struct sp_agent_worker* worker) {
   // Between forks the template runs only this loop: every page it writes after a fork is
   // copied (the clone shares the old one) and charged to the template, once per clone, so a
   // Python loop here cost ~0.3 MiB and ~0.5 ms per clone; this one touches a stack page or two.
@@ -328,6 +329,9 @@ extern "C" int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out) {
     if (pid == 0) {
       // The clone, isolated; finish() closed every fd but the agent socket (ctrl_fd too).
       *agent_fd_out = params.agent_fd;
+      // The supervisor forks its first worker before any Python runs here: a page the clone wrote
+      // first and its worker then wrote again would be held twice (≈ 270 KiB per sandbox).
+      if (worker && sp_agent_supervise(params.agent_fd, grace_ms, worker) != 0) _exit(SP_CHILD_SETUP_FAILED);
       return 1;
     }
     reply.fork_ns = monotonic_ns() - t0;

@@ -15,10 +15,13 @@
 //                                         first, then PyOS_AfterFork_Child, and returns 0 when isolated)
 //     parent: sp_pidfd_open(pid)       (before any waitpid, so the pid cannot be reused)
 //   or, instead of that per-clone sequence, the whole request loop in C:
-//     rc = sp_tpl_serve(ctrl_fd, &agent_fd)   (ctypes.PyDLL, GIL held) reads spawn requests,
-//         forks and replies as template.py's docstring says; returns 1 in a clone (isolated,
-//         agent_fd set, every other fd closed), 0 when the spawner closed the socket, -errno
-//         on a socket error. The parent reaps clones itself (SIGCHLD must not be ignored).
+//     rc = sp_tpl_serve(ctrl_fd, &agent_fd, grace_ms, &worker)   (ctypes.PyDLL, GIL held) reads
+//         spawn requests, forks and replies as template.py's docstring says; returns 1 in a clone
+//         (isolated, agent_fd set, every other fd closed), 0 when the spawner closed the socket,
+//         -errno on a socket error. The parent reaps clones itself (SIGCHLD must not be ignored).
+//         With `worker` (not NULL), each clone becomes the agent's supervisor at once, before any
+//         Python runs in it (src/agent/supervisor.h, grace_ms its grace period), and the 1 is
+//         returned in its workers instead, `worker` filled in.
 //   (sp_clone_enter can also be called after a plain os.fork(); it then runs after
 //   Python's after-fork work.)
 // sp_clone_enter's steps (DESIGN.md §4, "root" variant of research §4): join the cgroups
@@ -53,7 +56,8 @@ int sp_clone_enter(const struct sp_clone_params* p);
 int sp_tpl_fork_clone(const struct sp_clone_params* p);
 void sp_tpl_set_fork_hooks(int on);
 int sp_pidfd_open(int32_t pid);
-int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out);
+struct sp_agent_worker;
+int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out, uint32_t grace_ms, struct sp_agent_worker* worker);
 
 // Template memory layout (template_memory.cc), all optional: a template that skips them or
 // whose kernel refuses works the same, its forks just copy more page-table entries. One of

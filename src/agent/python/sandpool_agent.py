@@ -2,13 +2,13 @@
 agent protocol (src/agent/PROTOCOL.md) on one connected socket; not a sandbox itself.
 
 Process shape (see PROTOCOL.md "Restart contract"):
-  supervisor (main(), small, preloads libraries)  --fork-->  worker (serve())
+  supervisor (serve() calls into C and stays there)  --fork-->  worker (Python, Worker.serve())
 The worker owns the socket while alive: it reads requests and writes replies. The
-supervisor enforces execution deadlines (SIGINT at the deadline, SIGKILL after the grace
-period), and when the worker dies it answers the in-flight request itself (Timeout /
-OutOfMemory / Crashed, variables lost), then forks a fresh worker, which sends a Hello.
-In a sandbox the supervisor is pid 1 of the session's pid namespace; it reaps every
-child (a subreaper outside one).
+supervisor (src/agent/supervisor.cc, in libsandpool_clone.so) enforces execution deadlines
+(SIGINT at the deadline, SIGKILL after the grace period), and when the worker dies it answers
+the in-flight request itself (Timeout / OutOfMemory / Crashed, variables lost), then forks a
+fresh worker, which sends a Hello. In a sandbox the supervisor is pid 1 of the session's pid
+namespace; it reaps every child (a subreaper outside one).
 
 Runs on Debian's /usr/bin/python3 (3.11), stdlib only; numpy/matplotlib are optional.
 Deliberately one file (longer than our usual ~600-line split): it is copied beside the
@@ -17,13 +17,14 @@ where sibling modules would not be on sys.path. Sections, in order: wire encodin
 results (API.md §3), process helpers (VmBatch: the micro-VM's batched calls), file names
 (API.md §4), Worker (socket I/O,
 supervisor handshake, capture, execution, file operations, main loop), worker start-up,
-Supervisor, serve()/main().
+serve()/main().
 """
 
 import ast
 import base64
 import builtins
 import collections
+import ctypes
 import errno
 import fcntl
 import io
@@ -340,57 +341,14 @@ _caps = None
 
 
 def libc():
-    """The C library through ctypes (loaded once, in the supervisor), or None."""
+    """The C library through ctypes (loaded once per process), or None."""
     global _libc
     if _libc is None:
         try:
-            import ctypes
             _libc = ctypes.CDLL(None)
         except Exception:
             _libc = False
     return _libc or None
-
-
-_raw_fork = None
-
-
-def fork_worker_process():
-    """os.fork(), without the interpreter's at-fork callbacks when this process has one thread.
-
-    Those callbacks (random's reseed, threading's and logging's lock resets, what libraries
-    registered) run Python code in the child, and every object it touches is a page copied from
-    the parent: ≈ 245 copy-on-write faults (≈ 1 MiB) per worker with numpy, pandas and
-    matplotlib loaded. With one thread no lock can be held by another thread, threading's idea
-    of the current thread stays right (its ident; only main_thread().native_id keeps the
-    parent's value), and the worker reseeds itself (reseed()), so they have nothing to do.
-    libc's fork() still runs the C libraries' own pthread_atfork handlers. The GIL stays held
-    across the call (ctypes.pythonapi is a PyDLL), as os.fork() holds it.
-
-    os.fork() also forgets, in the child, signals whose Python handler has not run yet; here
-    every signal is blocked around the fork instead: the mask change runs pending handlers in
-    the parent first, and none can arrive between it and the fork (the child gets the old
-    mask back, and no pending signal, from the kernel)."""
-    global _raw_fork
-    if _raw_fork is None:
-        try:
-            import ctypes
-            f = ctypes.pythonapi.fork
-            f.restype, f.argtypes = ctypes.c_int, []
-            _raw_fork = f
-        except Exception:
-            _raw_fork = False
-    try:
-        alone = len(os.listdir("/proc/self/task")) == 1  # every thread, Python's or a library's
-    except OSError:
-        alone = False
-    if not _raw_fork or not alone:
-        return os.fork()
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-    try:
-        pid = _raw_fork()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-    return pid if pid >= 0 else os.fork()  # (os.fork raises the error, or succeeds on a retry)
 
 
 class VmBatch:
@@ -419,7 +377,6 @@ class VmBatch:
         return None
 
     def __init__(self):
-        import ctypes
         self._ct = ctypes
         self.ibuf_len = self.ibuf_addr = 0
         self.recs = (ctypes.c_uint64 * (8 * self.MAX))()
@@ -581,7 +538,7 @@ class Worker:
         self.sock = sock
         self.root = root
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.shared = shared          # mmap page shared with the supervisor, or None
+        self.shared = shared          # page shared with the supervisor (ctypes array), or None
         self.nudge_fd = nudge_fd      # pipe to wake the supervisor, or -1
         self.out_fd, self.err_fd, self.log_fd = out_fd, err_fd, log_fd
         self.base = {out_fd: 0, err_fd: 0}  # where the current cell's output starts
@@ -1376,187 +1333,55 @@ def _run_worker(sock, root, shared, nudge_fd, out_fd, err_fd, log_fd, restarts, 
         os._exit(code)
 
 
-class Supervisor:
-    """Forks workers, enforces deadlines, answers for a worker that died mid-cell."""
-
-    IDLE_WAKE_NS = 60 * 1_000_000_000
-
-    def __init__(self, sock, root, grace_ms, first_warm_up=True):
-        self.sock, self.root, self.grace_ns = sock, root, grace_ms * 1_000_000
-        self.first_warm_up = first_warm_up
-        self.shared = mmap.mmap(-1, SHARED.size)  # anonymous MAP_SHARED: survives fork
-        self.nudge_r, self.nudge_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.out_fd = os.memfd_create("sandpool-stdout", os.MFD_CLOEXEC)
-        self.err_fd = os.memfd_create("sandpool-stderr", os.MFD_CLOEXEC)
-        try:  # agent diagnostics go where our stderr went before the worker took fd 2
-            self.log_fd = os.dup(2)
-        except OSError:
-            self.log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        self.pid = -1
-        # In a sandbox the supervisor is pid 1 of its pid namespace: orphans of the cell's
-        # processes become its children, so it reaps every child, on SIGCHLD.
-        self.chld_r, chld_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(chld_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        if libc():  # outside a pid namespace too, orphans of the session come to us
-            libc().prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-        libc()          # loaded once here, not in every worker
-        capabilities()
-
-    def fork_worker(self, restarts, reason):
-        SHARED.pack_into(self.shared, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        pid = fork_worker_process()
-        if pid == 0:
-            _run_worker(self.sock, self.root, self.shared, self.nudge_w, self.out_fd,
-                        self.err_fd, self.log_fd, restarts, reason,
-                        warm_up=restarts > 0 or self.first_warm_up)
-        self.pid = pid
-        return pid
-
-    def watch(self, pid):
-        """Waits for the worker to exit; returns (wait status, killed for timeout)."""
-        poller = select.poll()
-        poller.register(self.chld_r, select.POLLIN)
-        poller.register(self.nudge_r, select.POLLIN)
-        cur_seq, hard_ns, killed = None, None, False
-        while True:
-            seq, running = struct.unpack_from("<QQ", self.shared, 0)
-            deadline = struct.unpack_from("<q", self.shared, 24)[0]
-            now = time.monotonic_ns()
-            wake = now + self.IDLE_WAKE_NS
-            if running == RUN_CELL and not killed:
-                if seq != cur_seq:
-                    cur_seq, hard_ns = seq, None
-                if hard_ns is None and now >= deadline:
-                    os.kill(pid, signal.SIGINT)  # KeyboardInterrupt in the cell
-                    hard_ns = now + self.grace_ns
-                if hard_ns is not None and now >= hard_ns:
-                    os.kill(pid, signal.SIGKILL)  # it did not stop: restart
-                    killed = True
-                elif hard_ns is not None:
-                    wake = hard_ns
-                else:
-                    wake = deadline
-            # Publish the wake-up time, then look again: a worker starting a cell
-            # nudges us only when our wake-up is later than its deadline. Python
-            # has no memory fences, so in a rare interleaving both sides may miss
-            # each other; IDLE_WAKE_NS bounds how late a deadline can then be seen.
-            struct.pack_into("<q", self.shared, ARMED_OFFSET, wake)
-            if struct.unpack_from("<QQ", self.shared, 0) != (seq, running):
-                continue  # a cell began while we decided: decide again
-            ready = dict(poller.poll(max(0, -(-(wake - now) // 1_000_000))))
-            if self.nudge_r in ready:
-                try:
-                    os.read(self.nudge_r, 4096)
-                except BlockingIOError:
-                    pass
-            if self.chld_r in ready:
-                status = self.reap(pid)
-                if status is not None:
-                    return status, killed
-
-    def reap(self, worker_pid):
-        """Reaps every exited child; returns the worker's wait status if it was one."""
-        try:
-            while os.read(self.chld_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-        status = None
-        while True:
-            try:
-                pid, st = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            if pid == worker_pid:
-                status = st
-        return status
-
-    def answer_for_dead_worker(self, status, killed):
-        """Sends the reply of the cell the worker died in, if any; returns the reason."""
-        if killed:
-            reason, st = R_TIMEOUT, S_TIMEOUT
-            note = ("sandpool: the code did not stop within %d ms after the timeout; the "
-                    "interpreter was restarted and its variables were lost\n" %
-                    (self.grace_ns // 1_000_000))
-        elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
-            reason, st = R_OOM, S_OOM
-            note = "sandpool: the interpreter was killed (out of memory); variables were lost\n"
-        else:
-            reason, st = R_CRASHED, S_CRASHED
-            how = ("signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status)
-                   else "exit code %d" % os.WEXITSTATUS(status))
-            note = "sandpool: the interpreter crashed (%s); variables were lost\n" % how
-        seq, running, rid, deadline, start = WORKER_PART.unpack_from(self.shared, 0)
-        limit, out_base, err_base = OUTPUT_PART.unpack_from(self.shared, OUTPUT_OFFSET)
-        if running:
-            exit_code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            out, out_cut = self._take(self.out_fd, out_base, limit)
-            err, err_cut = self._take(self.err_fd, err_base, limit)
-            err, more_cut = clip(err + note.encode(), limit)
-            flags = F_VARS_LOST | (F_STDOUT_TRUNC if out_cut else 0) | \
-                (F_STDERR_TRUNC if err_cut or more_cut else 0)
-            exec_us = (time.monotonic_ns() - start) // 1000
-            self.sock.sendall(encode_reply(rid, st, flags, exit_code, exec_us, out, err, '""'))
-        return reason
-
-    @staticmethod
-    def _take(fd, base, limit):
-        size = os.fstat(fd).st_size
-        data = os.pread(fd, max(0, min(size - base, limit + 4)), base)
-        return clip(data, limit)
-
-    def run(self):
-        restarts, reason, quick_deaths = 0, R_INITIAL, 0
-        while True:
-            pid = self.fork_worker(restarts, reason)
-            status, killed = self.watch(pid)
-            running = struct.unpack_from("<Q", self.shared, 8)[0]
-            # Exit codes mean something only when the worker chose them, outside a cell
-            # (a cell's os._exit(0) is a crash like any other).
-            if running == RUN_IDLE and os.WIFEXITED(status) and \
-                    os.WEXITSTATUS(status) in (EXIT_EOF, EXIT_PROTOCOL):
-                return os.WEXITSTATUS(status)
-            try:
-                reason = self.answer_for_dead_worker(status, killed)
-            except (BrokenPipeError, ConnectionResetError):
-                return EXIT_EOF
-            # A worker that dies before running any cell is broken, not killed by code.
-            cells_run = struct.unpack_from("<Q", self.shared, 0)[0]
-            quick_deaths = quick_deaths + 1 if cells_run == 0 else 0
-            if quick_deaths >= 5:
-                os.write(self.log_fd, b"sandpool agent: the worker keeps dying; giving up\n")
-                return EXIT_GAVE_UP
-            restarts += 1
-
-    def on_sigterm(self, signum, frm):
-        if self.pid > 0:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        os._exit(0)
+def take_capture(fd, base, limit):
+    """(the bytes of capture file `fd` from `base` on, cut to `limit`; truncated?)."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, max(0, min(size - base, limit + 4)), base)
+    return clip(data, limit)
 
 
-def serve(sock_fd, root="/mnt/data", grace_ms=2000, preload=(), first_warm_up=True):
-    """Runs the agent on the connected socket `sock_fd` until the host closes it.
-    Returns the process exit code (see EXIT_*). first_warm_up=False: the first worker skips its
-    hello-time warm-up cell, because the host sends a warm-up execute of its own before the first
-    request (a restarted worker, which gets none, still runs it)."""
+class SupervisedWorker(ctypes.Structure):
+    """struct sp_agent_worker (src/agent/supervisor.h): what the supervisor hands each worker."""
+    _fields_ = [("shared_addr", ctypes.c_uint64), ("nudge_fd", ctypes.c_int32),
+                ("out_fd", ctypes.c_int32), ("err_fd", ctypes.c_int32), ("log_fd", ctypes.c_int32),
+                ("restarts", ctypes.c_uint32), ("reason", ctypes.c_uint32)]
+
+
+def serve(sock_fd, lib, root="/mnt/data", grace_ms=2000, preload=(), first_warm_up=True):
+    """Runs the agent on the connected socket `sock_fd` until the host closes it: this process
+    becomes the supervisor (`lib`: libsandpool_clone.so, loaded with ctypes.PyDLL, or its path),
+    which never returns to Python and exits with the agent's exit code (EXIT_*); its workers
+    return from the call and serve (serve_worker). Returns 1 only when the supervisor could not
+    start. (A pool template's clone starts its supervisor in C instead, sp_tpl_serve.)"""
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in preload:
         try:
             __import__(name)
         except Exception as e:
             os.write(2, f"sandpool agent: preload {name}: {e}\n".encode())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker sets its own handler
+    libc()          # loaded once here, not in every worker
+    capabilities()
+    if isinstance(lib, (str, bytes)):
+        lib = ctypes.PyDLL(lib)  # PyDLL: the GIL stays held (the fork needs it)
+    w = SupervisedWorker()
+    rc = lib.sp_agent_supervise(sock_fd, grace_ms, ctypes.byref(w))
+    if rc != 0:
+        os.write(2, f"sandpool agent: supervisor: {os.strerror(-rc)}\n".encode())
+        return 1
+    serve_worker(sock_fd, w, root, first_warm_up)
+
+
+def serve_worker(sock_fd, w, root="/mnt/data", first_warm_up=True):
+    """Body of each worker the supervisor forks (`w`: its SupervisedWorker); never returns.
+    first_warm_up=False: the first worker skips its hello-time warm-up cell, because the host
+    sends a warm-up execute of its own before the first request (a restarted worker, which gets
+    none, still runs it)."""
     sock = socket.socket(fileno=sock_fd)
     sock.setblocking(True)
-    sup = Supervisor(sock, root, grace_ms, first_warm_up)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, sup.on_sigterm)
-    return sup.run()
+    shared = (ctypes.c_uint64 * (SHARED.size // 8)).from_address(w.shared_addr)
+    _run_worker(sock, root, shared, w.nudge_fd, w.out_fd, w.err_fd, w.log_fd, w.restarts, w.reason,
+                warm_up=w.restarts > 0 or first_warm_up)
 
 
 # ---- single-process mode (micro-VM tier, src/vmm/pool_template.cc)
@@ -1577,7 +1402,7 @@ GO_AHEAD = 1
 
 
 def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
-    """The reply of the cell a dead guest was running (Supervisor.answer_for_dead_worker)."""
+    """The reply of the cell a dead guest was running (as the supervisor's, supervisor.cc)."""
     seq, running, rid, deadline, start = WORKER_PART.unpack_from(page, 0)
     limit, out_base, err_base = OUTPUT_PART.unpack_from(page, OUTPUT_OFFSET)
     if not running:
@@ -1593,8 +1418,8 @@ def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
         st = S_CRASHED
         how = "signal %d" % term_signal if term_signal else "exit code %d" % exit_code
         note = "sandpool: the interpreter crashed (%s); variables were lost\n" % how
-    out, out_cut = Supervisor._take(1, out_base, limit)
-    err, err_cut = Supervisor._take(2, err_base, limit)
+    out, out_cut = take_capture(1, out_base, limit)
+    err, err_cut = take_capture(2, err_base, limit)
     err, more_cut = clip(err + note.encode(), limit)
     flags = F_VARS_LOST | (F_STDOUT_TRUNC if out_cut else 0) | \
         (F_STDERR_TRUNC if err_cut or more_cut else 0)
@@ -1606,7 +1431,6 @@ def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
 def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=()):
     """The agent in one process (no fork), for the micro-VM tier. Never returns in a clone:
     the guest exits with the worker's exit code."""
-    import ctypes
     import gc
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in preload:
@@ -1686,11 +1510,16 @@ def main(argv=None):
                     help="after a timeout, how long the cell may take to stop")
     ap.add_argument("--preload", default="",
                     help="comma-separated modules to import once, before forking workers")
+    ap.add_argument("--supervisor-lib", default=os.environ.get("SANDPOOL_AGENT_LIB", ""),
+                    help="libsandpool_clone.so, which holds the supervisor "
+                         "(default: $SANDPOOL_AGENT_LIB)")
     a = ap.parse_args(argv)
+    if not a.supervisor_lib:
+        ap.error("--supervisor-lib (or SANDPOOL_AGENT_LIB) is required")
     pre = [m for m in a.preload.split(",") if m]
     if "matplotlib" in pre and "matplotlib.pyplot" not in pre:
         pre.append("matplotlib.pyplot")
-    return serve(a.fd, a.root, a.grace_ms, pre)
+    return serve(a.fd, a.supervisor_lib, a.root, a.grace_ms, pre)
 
 
 if __name__ == "__main__":

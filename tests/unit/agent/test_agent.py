@@ -584,17 +584,17 @@ class OneWritePrintTest(unittest.TestCase):
 
 
 class WorkerForkTest(unittest.TestCase):
-    """fork_worker_process(): no interpreter at-fork callbacks with one thread, os.fork() otherwise."""
+    """The supervisor's fork (sp_agent_fork, src/agent/supervisor.cc): no interpreter at-fork
+    callbacks with one thread, os.fork()'s otherwise; no signal handled twice."""
 
     SCRIPT = r"""
-import os, sys, threading
-sys.path.insert(0, sys.argv[1])
-import sandpool_agent
+import ctypes, os, sys, threading
+fork = ctypes.PyDLL(os.environ["SANDPOOL_AGENT_LIB"]).sp_agent_fork
 ran = []
 os.register_at_fork(after_in_child=lambda: ran.append(1))
 def child_says():
     r, w = os.pipe()
-    pid = sandpool_agent.fork_worker_process()
+    pid = fork()
     if pid == 0:
         # The child runs Python (and starts a thread) normally, and reports whether the callback ran.
         t = threading.Thread(target=lambda: None)
@@ -619,9 +619,8 @@ t.join()
 """
 
     SIGNALS = r"""
-import os, signal, subprocess, sys
-sys.path.insert(0, sys.argv[1])
-import sandpool_agent
+import ctypes, os, signal, subprocess, sys
+fork = ctypes.PyDLL(os.environ["SANDPOOL_AGENT_LIB"]).sp_agent_fork
 parent = os.getpid()
 ran = []
 signal.signal(signal.SIGUSR1, lambda *_: ran.append(os.getpid()))
@@ -630,7 +629,7 @@ killer = subprocess.Popen(["/bin/sh", "-c", "while kill -USR1 %d 2>/dev/null; do
 inherited = 0
 for _ in range(300):
     r, w = os.pipe()
-    pid = sandpool_agent.fork_worker_process()
+    pid = fork()
     if pid == 0:
         x = 0
         for _ in range(2000):  # bytecode: a handler flagged before the fork would run here
@@ -649,16 +648,12 @@ print(inherited, len(ran) > 0)
     def test_a_signal_handled_by_the_parent_is_not_handled_again_in_the_child(self):
         # Without the signal mask around the raw fork, most children ran the parent's handler
         # (1384 of 1500 in a /tmp run); os.fork() forgets such signals in the child.
-        here = os.path.dirname(os.path.abspath(__file__))
-        agent_dir = os.path.join(here, "..", "..", "..", "src", "agent", "python")
-        r = subprocess.run(["/usr/bin/python3", "-c", self.SIGNALS, agent_dir], capture_output=True, text=True, timeout=120)
+        r = subprocess.run(["/usr/bin/python3", "-c", self.SIGNALS], capture_output=True, text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.split(), ["0", "True"], r.stderr)  # none inherited; the parent did get signals
 
     def test_callbacks_run_only_when_another_thread_exists(self):
-        here = os.path.dirname(os.path.abspath(__file__))
-        agent_dir = os.path.join(here, "..", "..", "..", "src", "agent", "python")
-        r = subprocess.run(["/usr/bin/python3", "-c", self.SCRIPT, agent_dir], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(["/usr/bin/python3", "-c", self.SCRIPT], capture_output=True, text=True, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.split(), ["callbacks=0", "callbacks=1"], r.stderr)
 
