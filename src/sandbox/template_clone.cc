@@ -330,7 +330,8 @@ extern "C" int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out, uint32_t gra
       // The clone, isolated; finish() closed every fd but the agent socket (ctrl_fd too).
       *agent_fd_out = params.agent_fd;
       // The supervisor forks its first worker before any Python runs here: a page the clone wrote
-      // first and its worker then wrote again would be held twice (≈ 270 KiB per sandbox).
+      // first and its worker then wrote again would be held twice (the supervisor held 836 KiB
+      // of its own when Python's serve() started it, 64 KiB now).
       if (worker && sp_agent_supervise(params.agent_fd, grace_ms, worker) != 0) _exit(SP_CHILD_SETUP_FAILED);
       return 1;
     }
