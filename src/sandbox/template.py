@@ -64,16 +64,6 @@ def collapse_huge_pages(lib):
                          f"collapsed ({os.strerror(first.value)})\n")
 
 
-def share_memory(lib):
-    """Moves the template's anonymous memory into a sealed memfd mapped copy-on-write (forks copy no page-table entries for it)."""
-    lib.sp_tpl_share_memory.restype = ctypes.c_int64
-    ranges = ctypes.c_int32(0)
-    got = lib.sp_tpl_share_memory(ctypes.byref(ranges))
-    if got < 0:
-        sys.stderr.write(f"sandpool template: memory not shared ({os.strerror(-got)}) after {ranges.value} "
-                         "mappings; forks copy the page-table entries of the rest\n")
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ctrl-fd", type=int, required=True)
@@ -172,9 +162,11 @@ def main():
     if huge_pages:
         collapse_huge_pages(lib)
     elif a.memory == "shared" and single_thread:
-        # Last, once nothing else will be imported: later allocations stay anonymous, and the
-        # copy needs the one thread (a write by another thread during it would be lost).
-        share_memory(lib)
+        # Moves the template's anonymous memory into a sealed memfd mapped copy-on-write, so that
+        # forks copy no page-table entries for it. Last, once nothing else will be imported: later
+        # allocations stay anonymous, and the copy needs the one thread (a write by another thread
+        # during it would be lost). Done by sp_tpl_serve as it starts: no Python runs after it.
+        lib.sp_tpl_share_memory_on_serve()
     elif a.memory == "shared":
         sys.stderr.write("sandpool template: more than one thread; memory not shared, forks copy its page tables\n")
 

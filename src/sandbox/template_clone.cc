@@ -17,6 +17,7 @@
 #include <grp.h>
 
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 
 #include "agent/supervisor.h"
@@ -268,7 +269,24 @@ void reap_clones() {
 
 }  // namespace
 
+namespace {
+bool g_share_on_serve = false;  // sp_tpl_share_memory_on_serve
+}  // namespace
+
+extern "C" void sp_tpl_share_memory_on_serve(void) { g_share_on_serve = true; }
+
 extern "C" int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out, uint32_t grace_ms, struct sp_agent_worker* worker) {
+  if (g_share_on_serve) {
+    // Here rather than from Python just before this call: that call itself (the attribute lookup,
+    // the argument objects, its frame) writes to Python's memory after the copy, and each range so
+    // written gets an anon_vma, whose page-table entries every fork then copies whole.
+    g_share_on_serve = false;
+    int32_t ranges = 0;
+    int64_t got = sp_tpl_share_memory(&ranges);
+    if (got < 0)
+      dprintf(2, "sandpool template: memory not shared (%s) after %d mappings; forks copy the page-table entries of the rest\n",
+              strerror(static_cast<int>(-got)), ranges);
+  }
   // Between forks the template runs only this loop: every page it writes after a fork is
   // copied (the clone shares the old one) and charged to the template, once per clone, so a
   // Python loop here cost ~0.3 MiB and ~0.5 ms per clone; this one touches a stack page or two.

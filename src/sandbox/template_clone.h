@@ -58,6 +58,9 @@ void sp_tpl_set_fork_hooks(int on);
 int sp_pidfd_open(int32_t pid);
 struct sp_agent_worker;
 int sp_tpl_serve(int32_t ctrl_fd, int32_t* agent_fd_out, uint32_t grace_ms, struct sp_agent_worker* worker);
+// sp_tpl_share_memory_on_serve(): the next sp_tpl_serve calls sp_tpl_share_memory first (reporting
+//     a failure on stderr), so that no Python runs between the copy and the first fork.
+void sp_tpl_share_memory_on_serve(void);
 
 // Template memory layout (template_memory.cc), all optional: a template that skips them or
 // whose kernel refuses works the same, its forks just copy more page-table entries. One of
