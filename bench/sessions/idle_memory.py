@@ -8,10 +8,15 @@ v2: its pages and kernel memory; not the page tables of pid 1, which its templat
 Private_Dirty alone is printed too: with the template's memory shared through a memfd (the
 default, --template-memory shared), a page of it that only this sandbox maps is Private_Clean
 though the template's cgroup holds it and every clone may map it.
+What a sandbox costs its template's cgroup (the page tables the fork copies for pid 1, its kernel
+structures) is measured too: the template cgroup's growth when the pool's ready target is raised by
+GROW, divided by GROW; the total per sandbox is the two added.
 Usage: bench/sessions/idle_memory.py BUILD_DIR [process|microvm ...] [--server-arg=ARG ...]    (root)
 """
+import json
 import os
 import shutil
+import socket
 import signal
 import statistics
 import subprocess
@@ -23,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_sessions as bs  # noqa: E402  (wait_ready)
 
 READY = 6
+GROW = 20
 
 
 def children(pid):
@@ -61,6 +67,32 @@ def memcg_kib(pid):
     return None
 
 
+def set_ready(port, n):
+    body = json.dumps({"readySessionInstances": n}).encode()
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"PATCH /pools/default HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nConnection: close\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    answer = b""
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        answer += d
+    c.close()
+    if not answer.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError("PATCH readySessionInstances: %r" % answer[:200])
+
+
+def template_growth_kib(port, templates, sandboxes_now):
+    """KiB the templates' memory cgroups grow by per sandbox when GROW more are made."""
+    before = sum(memcg_kib(t) or 0 for t in templates)
+    set_ready(port, sandboxes_now + GROW)
+    bs.wait_ready(port, sandboxes_now + GROW)
+    time.sleep(3)
+    after = sum(memcg_kib(t) or 0 for t in templates)
+    return (after - before) / GROW
+
+
 def measure(build, tier, server_args):
     tmp = tempfile.mkdtemp()
     port_file = os.path.join(tmp, "port")
@@ -70,7 +102,8 @@ def measure(build, tier, server_args):
     try:
         while not os.path.exists(port_file):
             time.sleep(0.02)
-        bs.wait_ready(int(open(port_file).read()), READY)
+        port = int(open(port_file).read())
+        bs.wait_ready(port, READY)
         time.sleep(3)  # let the last ones settle after their hello
         values, dirty, charged = [], [], []
         for tpl in children(proc.pid):
@@ -87,7 +120,8 @@ def measure(build, tier, server_args):
                 kib = memcg_kib(sandbox)
                 if kib is not None:
                     charged.append(kib)
-        return values, dirty, charged
+        growth = template_growth_kib(port, children(proc.pid), len(values))
+        return values, dirty, charged, growth
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -100,11 +134,13 @@ def main():
     tiers = [a for a in sys.argv[2:] if not a.startswith("--server-arg=")] or ["process", "microvm"]
     print("# %s, load %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), open("/proc/loadavg").read().split()[0]))
     for tier in tiers:
-        v, d, c = measure(build, tier, server_args)
+        v, d, c, g = measure(build, tier, server_args)
         print("%-8s %d idle sandboxes: private KiB median %s (min %s, max %s), of which dirty %s; "
-              "own memory cgroup KiB median %s (max %s)%s" %
+              "own memory cgroup KiB median %s (max %s); template cgroup +%.0f KiB per sandbox "
+              "(%d more made); total per sandbox %s KiB%s" %
               (tier, len(v), statistics.median(v) if v else "-", min(v, default="-"), max(v, default="-"),
                statistics.median(d) if d else "-", statistics.median(c) if c else "-", max(c, default="-"),
+               g, GROW, "%.0f" % (statistics.median(c) + g) if c else "-",
                "  [" + " ".join(server_args) + "]" if server_args else ""))
 
 

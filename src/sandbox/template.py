@@ -142,6 +142,9 @@ def main():
         serve = sandpool_agent.serve_worker
     except ImportError:
         serve = None
+    # The agent's Worker, made and warmed up here: its allocations and first writes stay shared
+    # with every clone, whose workers adopt it (sandpool_agent.prepare_worker).
+    prepared = sandpool_agent.prepare_worker() if serve is not None else None
     gc.collect()
     gc.freeze()  # everything so far stays in the shared, never-collected generation
     # One thread (the usual case: the thread pools above are at 1): forks skip the interpreter's
@@ -201,7 +204,8 @@ def main():
         # --host-warms-up: the pool sends each clone a warm-up execute before it counts as ready
         # (ProcessSource::send_warm_up), which warms the whole request path; the agent's own
         # hello-time cell would only add pages (≈ 120-180 KiB per sandbox, bench/results/sandbox-2026-11-29.md).
-        code = serve(agent_fd.value, worker, first_warm_up=not a.host_warms_up) if serve is not None else echo_loop(agent_fd.value)
+        code = serve(agent_fd.value, worker, first_warm_up=not a.host_warms_up, prepared=prepared) \
+            if serve is not None else echo_loop(agent_fd.value)
     finally:
         os._exit(code or 0)
 

@@ -580,7 +580,8 @@ class Worker:
         """In a micro-VM clone: this Worker was made in the template (serve_single) on the
         template's descriptors; take the clone's root and fresh capture offsets (and, with
         adopt_socket, its socket once it has one)."""
-        os.close(self.root_fd)
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
         self.root = root
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.base = {self.out_fd: 0, self.err_fd: 0}
@@ -588,6 +589,21 @@ class Worker:
         # memory (≈ 150 pages, each a shadow-MMU fault) would otherwise fall on the session's
         # first cell (+8 ms measured), for ≈ 600 KiB less idle memory.
         self.code_cache.clear()
+
+    def adopt_supervisor(self, sock, shared, nudge_fd, log_fd):
+        """In a process-tier clone: this Worker was made in the template (prepare_worker); take
+        the supervisor's page, nudge pipe and log, and the session's socket in place of the
+        placeholder. The placeholder's descriptors (socket, root) were closed by the clone's
+        isolation: their numbers may be reused, so they are never closed through these objects."""
+        self.shared, self.nudge_fd, self.log_fd = shared, nudge_fd, log_fd
+        # Set by our at-fork callback when a fork ran the interpreter's callbacks (a template or
+        # supervisor with more than one thread): this process is the agent all the same.
+        self.is_fork_child = False
+        self.sock.detach()
+        self.sock = sock
+        self.root_fd = -1
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
 
     def adopt_socket(self, sock, flags=None):
         """The session's socket (`flags`: its F_GETFL flags, when the caller has read them)."""
@@ -1372,16 +1388,18 @@ def serve(sock_fd, lib, root="/mnt/data", grace_ms=2000, preload=(), first_warm_
     serve_worker(sock_fd, w, root, first_warm_up)
 
 
-def serve_worker(sock_fd, w, root="/mnt/data", first_warm_up=True):
+def serve_worker(sock_fd, w, root="/mnt/data", first_warm_up=True, prepared=None):
     """Body of each worker the supervisor forks (`w`: its SupervisedWorker); never returns.
     first_warm_up=False: the first worker skips its hello-time warm-up cell, because the host
     sends a warm-up execute of its own before the first request (a restarted worker, which gets
-    none, still runs it)."""
+    none, still runs it). `prepared`: the template's Worker (prepare_worker), adopted."""
     sock = socket.socket(fileno=sock_fd)
     sock.setblocking(True)
     shared = (ctypes.c_uint64 * (SHARED.size // 8)).from_address(w.shared_addr)
+    if prepared is not None:
+        prepared.adopt_supervisor(sock, shared, w.nudge_fd, w.log_fd)
     _run_worker(sock, root, shared, w.nudge_fd, w.out_fd, w.err_fd, w.log_fd, w.restarts, w.reason,
-                warm_up=w.restarts > 0 or first_warm_up)
+                worker=prepared, warm_up=w.restarts > 0 or first_warm_up)
 
 
 # ---- single-process mode (micro-VM tier, src/vmm/pool_template.cc)
@@ -1428,6 +1446,39 @@ def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
     sock.sendall(encode_reply(rid, st, flags, code, exec_us, out, err, '""'))
 
 
+def _worker_made_ahead(sock, shared, nudge_fd, log_fd, vm_batch=None):
+    """A Worker made in a pool's template, its warm-up cell run there (its output to /dev/null),
+    or None when that failed (each worker then makes its own). Its capture files are fds 1 and 2."""
+    try:
+        worker = _make_worker(sock, "/", shared, nudge_fd, 1, 2, log_fd, vm_batch)
+        saved = os.dup(1), os.dup(2)
+        null = os.open(os.devnull, os.O_RDWR)  # readable too: the warm-up reads its output back
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        try:
+            worker.warm_up()
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in (*saved, null):
+                os.close(fd)
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        return worker
+    except Exception as e:  # never fatal
+        os.write(2, f"sandpool agent: worker made ahead: {e}\n".encode())
+        return None
+
+
+def prepare_worker():
+    """The Worker a process-tier pool's template makes before it serves forks (template.py): what
+    it allocates and first writes, and its warm-up cell's first writes, then stay shared with
+    every clone, whose workers adopt it (serve_worker). None when that failed. Its socket is a
+    placeholder, and so are its root and log descriptors: a clone closes them all (sp_clone_enter)."""
+    a, b = socket.socketpair()
+    b.detach()  # never closed by an object (in a clone the number means nothing)
+    return _worker_made_ahead(a, None, -1, 2)
+
+
 def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=()):
     """The agent in one process (no fork), for the micro-VM tier. Never returns in a clone:
     the guest exits with the worker's exit code."""
@@ -1463,24 +1514,7 @@ def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=(
     sock = socket.socket(fileno=sock_fd)
     sock.setblocking(True)
     log_fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-    worker = None
-    try:
-        worker = _make_worker(sock, "/", shared, ctl_fd, 1, 2, log_fd, vm_batch)
-        saved = os.dup(1), os.dup(2)
-        null = os.open(os.devnull, os.O_RDWR)  # readable too: the warm-up reads its output back
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        try:
-            worker.warm_up()
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in (*saved, null):
-                os.close(fd)
-            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    except Exception as e:  # never fatal: each clone then makes its own worker
-        os.write(2, f"sandpool agent: worker made ahead: {e}\n".encode())
-        worker = None
+    worker = _worker_made_ahead(sock, shared, ctl_fd, log_fd, vm_batch)
     gc.collect()
     gc.freeze()
     go = os.read(ctl_fd, 4096)  # the template VM is frozen here
