@@ -26,8 +26,8 @@ namespace sp::pool {
 
 // Makes the sandbox source for a pool's settings (the process tier's template spawner in the
 // server, something lighter in tests). Called on the loop thread; must be quick (the blocking
-// start-up is SandboxSource::prepare()). Each pool keeps a warm template (~90 MiB) and threads:
-// the number of pools is bounded.
+// start-up is SandboxSource::prepare()). Each pool keeps a warm template (its cgroup ≈ 68 MiB with
+// numpy, pandas and matplotlib) and threads: the number of pools is bounded.
 inline constexpr size_t kMaxPools = 32;
 
 using SourceFactory = std::function<Result<std::unique_ptr<SandboxSource>>(uv_loop_t* loop, const PoolSettings& s)>;
