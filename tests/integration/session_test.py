@@ -382,6 +382,21 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, j = execute(self.srv, "crash-1", "('v' in globals(), open('kept.txt').read())")
         self.assertEqual(j["properties"]["result"], "(False, 'k')")
 
+    @skip_in_microvm("the guest's maps are the VMM's")
+    def test_no_writable_shared_memory_between_sessions(self):
+        # Sessions are forks of one template (and adopt a Worker made there): a MAP_SHARED mapping
+        # made before the fork would be one memory for all of them (the agent's receive buffer was,
+        # for a while: each session read the others' requests).
+        code = ("sorted({' '.join(l.split()[3:5]) for l in open('/proc/self/maps')\n"
+                "        if l.split()[1][1] == 'w' and l.split()[1][3] == 's'})")
+        seen = []
+        for ident in ("shm-a", "shm-b"):
+            r, j = execute(self.srv, ident, code)
+            self.assertEqual(r.status, 200, j)
+            seen.append(set(eval(j["properties"]["result"])))
+        self.assertTrue(seen[0] and seen[1], seen)  # (the page each shares with its own supervisor)
+        self.assertEqual(seen[0] & seen[1], set())
+
     @skip_in_microvm("a micro-VM sandbox is one VMM process")
     def test_the_supervisor_writes_almost_none_of_the_templates_pages(self):
         # The supervisor is C, entered by the clone before any Python runs (sp_tpl_serve): 64 KiB

@@ -547,8 +547,10 @@ class Worker:
         self.poller.register(sock.fileno(), select.POLLIN)
         self.rbuf = bytearray()
         # recv_into: no 1 MiB allocation (mmap/mremap/munmap) per read; an anonymous mapping,
-        # so only the pages a read reaches cost memory.
-        self.ibuf = mmap.mmap(-1, 64 << 10)
+        # so only the pages a read reaches cost memory. Private: Python's default, MAP_SHARED,
+        # would be one buffer for every process forked after this (a template's clones, which
+        # adopt a Worker made in the template: each session would read the others' requests).
+        self.ibuf = mmap.mmap(-1, 64 << 10, flags=mmap.MAP_PRIVATE)
         self.ibuf_view = memoryview(self.ibuf)
         self.vm = None  # VmBatch in the micro-VM (serve_single)
         self.pending = collections.deque()  # frames read by the SIGIO handler
