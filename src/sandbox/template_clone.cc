@@ -16,8 +16,8 @@
 #include <unistd.h>
 #include <grp.h>
 
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "agent/supervisor.h"
