@@ -62,9 +62,10 @@ class Client:
         return (t1 - t0) / 1000.0
 
 
-def metric(port, name):
+def one_request(port, raw):
+    """Sends one whole request (with Connection: close) on a new connection; the answer, whole."""
     c = socket.create_connection(("127.0.0.1", port))
-    c.sendall(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+    c.sendall(raw)
     data = b""
     while True:
         d = c.recv(65536)
@@ -72,6 +73,11 @@ def metric(port, name):
             break
         data += d
     c.close()
+    return data
+
+
+def metric(port, name):
+    data = one_request(port, b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
     for line in data.decode().splitlines():
         if line.startswith(name):
             return float(line.split()[-1])

@@ -16,7 +16,6 @@ Usage: bench/sessions/idle_memory.py BUILD_DIR [process|microvm ...] [--server-a
 import json
 import os
 import shutil
-import socket
 import signal
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_sessions as bs  # noqa: E402  (wait_ready)
+import bench_sessions as bs  # noqa: E402  (wait_ready, one_request)
 
 READY = 6
 GROW = 20
@@ -69,16 +68,8 @@ def memcg_kib(pid):
 
 def set_ready(port, n):
     body = json.dumps({"readySessionInstances": n}).encode()
-    c = socket.create_connection(("127.0.0.1", port))
-    c.sendall(b"PATCH /pools/default HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nConnection: close\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    answer = b""
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        answer += d
-    c.close()
+    answer = bs.one_request(port, b"PATCH /pools/default HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+                            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     if not answer.startswith(b"HTTP/1.1 200"):
         raise RuntimeError("PATCH readySessionInstances: %r" % answer[:200])
 
