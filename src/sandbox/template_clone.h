@@ -69,10 +69,12 @@ void sp_tpl_share_memory_on_serve(void);
 //     /proc/self/smaps and reads the host's THP settings for the calls below. 0 or -ENOENT.
 // sp_tpl_share_memory(&ranges): after the warm-up, before serving forks, with one thread: copies
 //     the resident pages of every private writable anonymous mapping (heap included; not the
-//     stack, nor locked, don't-dump, don't-copy or wipe-on-fork memory) into one memfd, maps it
-//     back MAP_PRIVATE at the same addresses, and seals the file against any change. Returns
-//     the bytes copied (ranges moved in the out-parameter) or -errno; on an error the ranges
-//     moved so far stay moved, the rest keep their anonymous memory. Closes the smaps fd.
+//     stack, nor locked, don't-dump, don't-copy or wipe-on-fork memory), and the whole of every
+//     private non-executable file mapping holding copied-on-write pages (libraries' data and
+//     RELRO), into one memfd, maps each back MAP_PRIVATE at the same address with the same
+//     protection, and seals the file against any change. Returns the bytes copied (ranges moved
+//     in the out-parameter) or -errno; on an error the ranges moved so far stay moved, the rest
+//     keep their memory. Closes the smaps fd.
 // sp_tpl_arena_region(bytes): before sp_tpl_init (it calls sp_tpl_memory_open) and before the
 //     imports. CPython's object arenas (1 MiB each) come
 //     from one reservation of `bytes` aligned to a huge page instead of one mmap each (the

@@ -5,9 +5,12 @@
 // - Shared (the default): the template moves that memory into one memfd, sealed against writes,
 //   and maps it back MAP_PRIVATE at the same addresses. A fork copies no entries for a private
 //   file mapping the parent has not written since (the child faults pages in as it reads them,
-//   16 at a time), and a write still copies the page into the writer alone. (Moving the
-//   libraries' data and RELRO too made forks cheaper still but every execute slower:
-//   bench/results/sandbox-2026-11-29.md, 12:00-12:12.)
+//   16 at a time), and a write still copies the page into the writer alone. The libraries' data
+//   and RELRO mappings that hold pages the loader or the imports wrote (≈ 220 with numpy, pandas
+//   and matplotlib) move too, whole and with their protection: otherwise each fork copies their
+//   entries, ≈ 200 KiB of page tables per sandbox and half the fork's time
+//   (bench/results/sandbox-2026-11-29.md, 15:29-15:40; an earlier attempt at 12:00-12:12 saw
+//   executes slower with it, which the later A/B did not reproduce).
 // - Huge pages: one PMD per 2 MiB huge page instead of 512 entries; a clone that later writes
 //   to a huge page it shares splits the PMD in its own page table and copies only the 4 KiB it
 //   wrote. MADV_COLLAPSE only builds huge pages over 2 MiB-aligned ranges inside one mapping,
@@ -108,8 +111,10 @@ void close_smaps() {  // once done: clones must not inherit it
 
 struct Range {
   uintptr_t lo, hi;
-  bool resident;  // Rss above 0
-  bool plain;     // none of the VmFlags that sharing must keep away from (see anonymous_ranges)
+  bool resident;  // Rss above 0 (file mappings: Anonymous above 0, pages copied on write)
+  bool plain;     // none of the VmFlags that sharing must keep away from (see private_ranges)
+  bool file;      // a library's data or RELRO: copied whole (its absent pages are the file's)
+  bool writable;
 };
 
 bool has_flag(const char* flags, const char* two) {
@@ -122,8 +127,9 @@ bool has_flag(const char* flags, const char* two) {
 }
 
 // Private writable anonymous mappings (the heap included, the stack not): where the template's
-// objects live and what a fork copies entry by entry.
-std::vector<Range> anonymous_ranges() {
+// objects live and what a fork copies entry by entry; and the private, non-executable file
+// mappings (a library's data or RELRO), of which only those holding copied-on-write pages move.
+std::vector<Range> private_ranges() {
   std::vector<Range> out;
   if (g_thp.smaps_fd < 0) return out;
   std::string text;
@@ -144,16 +150,21 @@ std::vector<Range> anonymous_ranges() {
     if (std::sscanf(line.c_str(), "%lx-%lx %7s %lx %x:%x %lu %n", &lo, &hi, perms, &off, &dmaj, &dmin, &inode,
                     &path_at) >= 7) {
       const char* path = line.c_str() + path_at;
-      in_range = std::strcmp(perms, "rw-p") == 0 && inode == 0 && (*path == '\0' || std::strcmp(path, "[heap]") == 0);
-      if (in_range) out.push_back({lo, hi, false, false});
-    } else if (in_range && std::sscanf(line.c_str(), "Rss: %lu kB", &kib) == 1) {
+      const bool anon = std::strcmp(perms, "rw-p") == 0 && inode == 0 && (*path == '\0' || std::strcmp(path, "[heap]") == 0);
+      // A library's (or the interpreter's) data or RELRO, private and not executable.
+      const bool file = (std::strcmp(perms, "rw-p") == 0 || std::strcmp(perms, "r--p") == 0) && inode != 0 && *path == '/';
+      in_range = anon || file;
+      if (in_range) out.push_back({lo, hi, false, false, file, perms[1] == 'w'});
+    } else if (in_range && !out.back().file && std::sscanf(line.c_str(), "Rss: %lu kB", &kib) == 1) {
+      out.back().resident = kib > 0;
+    } else if (in_range && out.back().file && std::sscanf(line.c_str(), "Anonymous: %lu kB", &kib) == 1) {
       out.back().resident = kib > 0;
     } else if (in_range && line.compare(0, 8, "VmFlags:") == 0) {
       // Left alone: don't-copy and wipe-on-fork memory (a fork must not hand it over), locked
       // or don't-dump memory (secrets: OpenSSL's secure heap), a stack that grows down, device
       // and userfaultfd mappings, sealed ones.
       const char* flags = line.c_str() + 8;
-      out.back().plain = has_flag(flags, "rd") && has_flag(flags, "wr");
+      out.back().plain = has_flag(flags, "rd") && (has_flag(flags, "wr") || !out.back().writable);
       for (const char* no : {"sh", "dc", "wf", "lo", "dd", "gd", "io", "pf", "um", "uw", "sl", "ss"})
         if (has_flag(flags, no)) out.back().plain = false;
     }
@@ -188,7 +199,7 @@ extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
   *ranges_out = 0;
   read_host_thp();
   if (g_thp.smaps_fd < 0) return -ENOENT;
-  std::vector<Range> all = anonymous_ranges();
+  std::vector<Range> all = private_ranges();
   close_smaps();
   std::vector<Range> ranges;
   uint64_t total = 0;
@@ -218,8 +229,13 @@ extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
   uint64_t file_at = 0;
   int32_t moved = 0;  // *ranges_out is the caller's memory, perhaps in a range being moved: set after
   for (const Range& r : ranges) {
-    // Only the resident pages are copied: the rest reads as zeros in the file as it did here.
-    for (uintptr_t a = r.lo; a < r.hi && err == 0; a += window) {
+    if (r.file && !pwrite_all(fd, reinterpret_cast<const char*>(r.lo), r.hi - r.lo, static_cast<off_t>(file_at))) {
+      err = -(errno ? errno : EIO);
+      break;
+    }
+    if (r.file) copied += static_cast<int64_t>(r.hi - r.lo);
+    // Anonymous memory: only the resident pages are copied, the rest reads as zeros in the file as it did here.
+    for (uintptr_t a = r.lo; !r.file && a < r.hi && err == 0; a += window) {
       const size_t len = std::min<size_t>(window, r.hi - a);
       // SAFETY: [a, a + len) lies inside one of our private anonymous mappings, which stays
       // mapped and unwritten until the mmap below; mincore and pwrite only read it.
@@ -247,8 +263,8 @@ extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
     if (err != 0) break;  // this range keeps its anonymous memory; the ones before are shared
     // SAFETY: replaces the range with the file holding its exact contents, at the same address
     // and protection; private, so this process's later writes stay its own.
-    void* m = mmap(reinterpret_cast<void*>(r.lo), r.hi - r.lo, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd,
-                   static_cast<off_t>(file_at));
+    void* m = mmap(reinterpret_cast<void*>(r.lo), r.hi - r.lo, r.writable ? PROT_READ | PROT_WRITE : PROT_READ,
+                   MAP_PRIVATE | MAP_FIXED, fd, static_cast<off_t>(file_at));
     if (m == MAP_FAILED) {
       err = -errno;
       break;
@@ -308,7 +324,8 @@ extern "C" int64_t sp_tpl_collapse_thp(int32_t* failures, int32_t* first_errno) 
   const size_t small = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   std::vector<unsigned char> resident(huge / small);
   int64_t collapsed = 0;
-  for (const Range& r : anonymous_ranges()) {
+  for (const Range& r : private_ranges()) {
+    if (r.file) continue;
     for (uintptr_t a = (r.lo + huge - 1) & ~(huge - 1); a + huge <= r.hi; a += huge) {
       // SAFETY: [a, a + huge) lies inside one of our private anonymous mappings; mincore and
       // MADV_COLLAPSE neither change its contents nor its protection.
