@@ -9,8 +9,8 @@
 //   and RELRO mappings that hold pages the loader or the imports wrote (≈ 220 with numpy, pandas
 //   and matplotlib) move too, whole and with their protection: otherwise each fork copies their
 //   entries, ≈ 200 KiB of page tables per sandbox and half the fork's time
-//   (bench/results/sandbox-2026-11-29.md, 15:29-15:40; an earlier attempt at 12:00-12:12 saw
-//   executes slower with it, which the later A/B did not reproduce).
+//   (bench/results/sandbox-2026-11-29.md, 15:29-16:02; an earlier attempt at 12:00-12:12 saw
+//   executes slower with it, which two later series of A/B pairs did not reproduce).
 // - Huge pages: one PMD per 2 MiB huge page instead of 512 entries; a clone that later writes
 //   to a huge page it shares splits the PMD in its own page table and copies only the 4 KiB it
 //   wrote. MADV_COLLAPSE only builds huge pages over 2 MiB-aligned ranges inside one mapping,
