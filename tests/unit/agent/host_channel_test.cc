@@ -13,8 +13,20 @@ using namespace sp::agent;
 
 namespace {
 
+// In a sanitized build the agents we start (Debian's python3, loading the sanitized supervisor
+// module) need ASan's runtime preloaded and options of their own (tests/unit/agent/meson.build);
+// this process started with its own, leak checks included, and keeps them.
+void agent_sanitizer_env() {
+  const char* rt = std::getenv("SANDPOOL_TEST_AGENT_PRELOAD");
+  if (!rt) return;
+  const char* opts = std::getenv("SANDPOOL_TEST_AGENT_ASAN_OPTIONS");
+  setenv("LD_PRELOAD", rt, 1);
+  setenv("ASAN_OPTIONS", opts ? opts : "", 1);
+}
+
 struct Fixture {
   Fixture() {
+    agent_sanitizer_env();
     char tmpl[] = "/tmp/sandpool-host-test-XXXXXX";
     REQUIRE(mkdtemp(tmpl) != nullptr);
     root = tmpl;
