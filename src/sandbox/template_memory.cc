@@ -229,6 +229,9 @@ extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
   uint64_t file_at = 0;
   int32_t moved = 0;  // *ranges_out is the caller's memory, perhaps in a range being moved: set after
   for (const Range& r : ranges) {
+    // SAFETY: a file range is one of our private mappings of a library's (or the interpreter's)
+    // data or RELRO, which the loader maps only over the file's own pages (what lies past the file,
+    // .bss, is an anonymous mapping of its own), so reading it whole cannot fault past the end.
     if (r.file && !pwrite_all(fd, reinterpret_cast<const char*>(r.lo), r.hi - r.lo, static_cast<off_t>(file_at))) {
       err = -(errno ? errno : EIO);
       break;
