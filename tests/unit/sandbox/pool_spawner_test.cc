@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -63,22 +64,44 @@ std::vector<sp::ReadySandbox> take_n(sp::PoolSpawner& ps, int efd, size_t n) {
   return out;
 }
 
+// Root is needed for cgroups and host uid ranges; otherwise the test passes with a message.
+bool as_root() {
+  if (geteuid() == 0) return true;
+  MESSAGE("skipped: needs root (cgroups, host uid ranges)");
+  return false;
+}
+
+// A started spawner and the eventfd its ready callback kicks; stopped, then closed, at scope end.
+struct Started {
+  explicit Started(const sp::PoolTemplateConfig& cfg) {
+    auto r = sp::PoolSpawner::start(cfg, on_ready, &efd);
+    if (!r.ok()) close(efd);
+    REQUIRE_MESSAGE(r.ok(), r.error().message());
+    ps = std::move(r.value());
+  }
+  Started(const Started&) = delete;  // the spawner holds &efd
+  Started& operator=(const Started&) = delete;
+  ~Started() {
+    ps.reset();
+    close(efd);
+  }
+  std::vector<sp::ReadySandbox> take(size_t n) { return take_n(*ps, efd, n); }
+
+  int efd = eventfd(0, EFD_CLOEXEC);
+  std::unique_ptr<sp::PoolSpawner> ps;
+};
+
 }  // namespace
 
 TEST_CASE("pool spawner: clones are isolated from the host and from each other, and are reaped") {
-  if (geteuid() != 0) {
-    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
-    return;
-  }
-  int efd = eventfd(0, EFD_CLOEXEC);
+  if (!as_root()) return;
   sp::PoolTemplateConfig cfg;
   cfg.pool = "unittest";
   cfg.preload = "numpy";
   cfg.ready_target = 3;
   cfg.limits.memory_bytes = 128 << 20;
-  auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
-  REQUIRE_MESSAGE(ps.ok(), ps.error().message());
-  auto sbs = take_n(**ps, efd, 3);
+  Started s(cfg);
+  auto sbs = s.take(3);
   REQUIRE(sbs.size() == 3);
   std::set<std::string> uids, seeds;
   for (auto& sb : sbs) {
@@ -107,20 +130,18 @@ TEST_CASE("pool spawner: clones are isolated from the host and from each other, 
   // Files are private: what one clone writes in /mnt/data the next one does not see.
   CHECK(ask(sbs[0].agent_fd.get(), "exec:open('/mnt/data/mine','w').write('x'); result = 1") == "1");
   CHECK(ask(sbs[1].agent_fd.get(), "exec:import os; result = os.listdir('/mnt/data')") == "[]");
-  CHECK((*ps)->stats().spawned.load() >= 3);
+  CHECK(s.ps->stats().spawned.load() >= 3);
   // The refill kicked in after the takes; return everything and let the reaper work.
   std::vector<pid_t> pids;
   for (auto& sb : sbs) {
     pids.push_back(sb.pid);
-    CHECK((*ps)->give_back(std::move(sb)));
+    CHECK(s.ps->give_back(std::move(sb)));
   }
-  for (int spins = 0; (*ps)->stats().reaped.load() < 3 && spins < 2000000; ++spins) sched_yield();
-  CHECK((*ps)->stats().reaped.load() == 3);
+  for (int spins = 0; s.ps->stats().reaped.load() < 3 && spins < 2000000; ++spins) sched_yield();
+  CHECK(s.ps->stats().reaped.load() == 3);
   // Gone, or a zombie until the template's waitpid (the reaper waited for exit, not for that).
   for (pid_t pid : pids) CHECK(process_state(pid) != 'S');
   for (pid_t pid : pids) CHECK(process_state(pid) != 'R');
-  ps->reset();  // stops threads, kills the template and the refilled clones
-  close(efd);
 }
 
 namespace {
@@ -159,19 +180,14 @@ int cpu_weight_of(pid_t pid) {
 }  // namespace
 
 TEST_CASE("pool spawner: spawning runs at the background CPU weight until foreground()") {
-  if (geteuid() != 0) {
-    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
-    return;
-  }
-  int efd = eventfd(0, EFD_CLOEXEC);
+  if (!as_root()) return;
   sp::PoolTemplateConfig cfg;
   cfg.pool = "unitweight";
   cfg.preload = "";
   cfg.ready_target = 1;
   cfg.spawn_cpu_weight = 1;
-  auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
-  REQUIRE_MESSAGE(ps.ok(), ps.error().message());
-  auto sbs = take_n(**ps, efd, 1);
+  Started s(cfg);
+  auto sbs = s.take(1);
   REQUIRE(sbs.size() == 1);
   sp::ReadySandbox& sb = sbs[0];
   CHECK(sb.fork_ns > 0);
@@ -181,16 +197,14 @@ TEST_CASE("pool spawner: spawning runs at the background CPU weight until foregr
     MESSAGE("skipped: no cpu controller");
   } else {
     CHECK(before <= 1);  // shares 10 on v1 read back as weight 0
-    CHECK(cpu_weight_of((*ps)->template_pid()) <= 1);
+    CHECK(cpu_weight_of(s.ps->template_pid()) <= 1);
     CHECK(sb.background);
     sb.foreground();
     CHECK_FALSE(sb.background);
     CHECK(cpu_weight_of(sb.pid) == 100);
   }
   CHECK(ask(sb.agent_fd.get(), "pid").rfind("1 ", 0) == 0);
-  CHECK((*ps)->give_back(std::move(sb)));
-  ps->reset();
-  close(efd);
+  CHECK(s.ps->give_back(std::move(sb)));
 }
 
 namespace {
@@ -252,26 +266,21 @@ std::vector<std::pair<std::string, std::string>> mappings_of(pid_t pid, const st
 }  // namespace
 
 TEST_CASE("pool spawner: the template's memory (sealed memfd, huge pages or plain) is shared copy-on-write 4 KiB at a time, clones stay apart") {
-  if (geteuid() != 0) {
-    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
-    return;
-  }
+  if (!as_root()) return;
   const bool collapses = host_collapses();
   if (!collapses) MESSAGE("THP is off or the kernel is older than 6.1: the template runs without huge pages");
   for (sp::TemplateMemory memory : {sp::TemplateMemory::kShared, sp::TemplateMemory::kHugePages, sp::TemplateMemory::kPlain}) {
     const bool huge = memory == sp::TemplateMemory::kHugePages;
     const std::string mode = sp::template_memory_name(memory);
     CAPTURE(mode);
-    int efd = eventfd(0, EFD_CLOEXEC);
     sp::PoolTemplateConfig cfg;
     cfg.pool = "unittest";
     cfg.preload = "numpy";
     cfg.ready_target = 2;
     cfg.memory = memory;
     cfg.limits.memory_bytes = 128 << 20;
-    auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
-    REQUIRE_MESSAGE(ps.ok(), ps.error().message());
-    auto sbs = take_n(**ps, efd, 2);
+    Started s(cfg);
+    auto sbs = s.take(2);
     REQUIRE(sbs.size() == 2);
     // The template (the clones' parent) maps its memory with huge pages, or not at all.
     const pid_t tpl = parent_of(sbs[0].pid);
@@ -313,18 +322,12 @@ TEST_CASE("pool spawner: the template's memory (sealed memfd, huge pages or plai
     // Copy-on-write stays 4 KiB-grained: a clone's writes after the fork (hundreds of pages,
     // spread over most of the template's huge pages) cost it far less than one 2 MiB copy each.
     for (auto& sb : sbs) CHECK(sb.cgroup.memory_current() < (6ull << 20));
-    for (auto& sb : sbs) CHECK((*ps)->give_back(std::move(sb)));
-    ps->reset();
-    close(efd);
+    for (auto& sb : sbs) CHECK(s.ps->give_back(std::move(sb)));
   }
 }
 
 TEST_CASE("pool spawner: with two templates both fork clones, and the refill goes on when one is killed") {
-  if (geteuid() != 0) {
-    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
-    return;
-  }
-  int efd = eventfd(0, EFD_CLOEXEC);
+  if (!as_root()) return;
   sp::PoolTemplateConfig cfg;
   cfg.pool = "unittest2t";
   cfg.preload = "";
@@ -332,16 +335,15 @@ TEST_CASE("pool spawner: with two templates both fork clones, and the refill goe
   cfg.max_pending = 4;
   cfg.ready_target = 6;
   cfg.limits.memory_bytes = 128 << 20;
-  auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
-  REQUIRE_MESSAGE(ps.ok(), ps.error().message());
-  auto sbs = take_n(**ps, efd, 6);
+  Started s(cfg);
+  auto sbs = s.take(6);
   REQUIRE(sbs.size() == 6);
   std::set<pid_t> parents;
   for (auto& sb : sbs) parents.insert(parent_of(sb.pid));
   // The second template may still be starting when the first has made the first six (its forks
   // take about a millisecond): take more, the refill goes on, until clones of both have come.
   for (int more = 0; more < 60 && parents.size() < 2; ++more) {
-    auto got = take_n(**ps, efd, 1);
+    auto got = s.take(1);
     if (got.empty()) break;
     parents.insert(parent_of(got[0].pid));
     sbs.push_back(std::move(got[0]));
@@ -355,22 +357,20 @@ TEST_CASE("pool spawner: with two templates both fork clones, and the refill goe
   for (int i = 0; i < 500 && process_state(dead) != 'Z' && process_state(dead) != 'X'; ++i) usleep(10000);
   const char state = process_state(dead);
   REQUIRE((state == 'Z' || state == 'X'));
-  for (auto& sb : sbs) CHECK((*ps)->give_back(std::move(sb)));
+  for (auto& sb : sbs) CHECK(s.ps->give_back(std::move(sb)));
   // Clones the killed template made just before may still wait in the ready ring, dead now
   // (PDEATHSIG): a consumer finds out on first use. Four live ones must come all the same.
   int live = 0;
   for (int takes = 0; takes < 16 && live < 4; ++takes) {
-    auto got = take_n(**ps, efd, 1);
+    auto got = s.take(1);
     if (got.empty()) break;
     if (ask(got[0].agent_fd.get(), "exec:result = 1 + 1") == "2") {
       CHECK(parent_of(got[0].pid) != dead);
       ++live;
     }
-    CHECK((*ps)->give_back(std::move(got[0])));
+    CHECK(s.ps->give_back(std::move(got[0])));
   }
   CHECK(live == 4);
-  ps->reset();
-  close(efd);
 }
 
 namespace {
@@ -391,10 +391,7 @@ int clone_cgroups_of(const std::string& pool) {
 }  // namespace
 
 TEST_CASE("pool spawner: a stuck clone is killed and counted, a hung template restarted, and the refill goes on") {
-  if (geteuid() != 0) {
-    MESSAGE("skipped: needs root (cgroups, host uid ranges)");
-    return;
-  }
+  if (!as_root()) return;
   struct Case {
     const char* pool;
     uint32_t clone_ms, template_ms;
@@ -404,24 +401,21 @@ TEST_CASE("pool spawner: a stuck clone is killed and counted, a hung template re
   // between the spawner's waits: a clone whose pid and ready record arrive together passes).
   for (Case c : {Case{"unitstuck", 1, 30000, ETIMEDOUT}, Case{"unithung", 30000, 1, EPIPE}}) {
     CAPTURE(c.pool);
-    int efd = eventfd(0, EFD_CLOEXEC);
     sp::PoolTemplateConfig cfg;
     cfg.pool = c.pool;
     cfg.preload = "";
     cfg.ready_target = 50;  // keeps it spawning (a clone that reports with its pid at once may pass)
     cfg.clone_timeout_ms = c.clone_ms;
     cfg.template_answer_timeout_ms = c.template_ms;
-    auto ps = sp::PoolSpawner::start(cfg, on_ready, &efd);
-    REQUIRE_MESSAGE(ps.ok(), ps.error().message());
+    Started s(cfg);
     // Without the limits the first two clones would hold both pending slots until they were
     // ready; with them they fail and more are tried (max_pending is 2: more than 2 failures
     // means the slots came free again).
-    const sp::SpawnerStats& st = (*ps)->stats();
+    const sp::SpawnerStats& st = s.ps->stats();
     for (int i = 0; i < 400 && st.failed.load() < 4; ++i) usleep(50 * 1000);
     CHECK(st.failed.load() >= 4);
     CHECK(st.last_error.load() == c.error);
-    ps->reset();  // stops the spawner: its clones and their cgroups go
+    s.ps.reset();  // stops the spawner: its clones and their cgroups go
     CHECK(clone_cgroups_of(c.pool) == 0);
-    close(efd);
   }
 }
