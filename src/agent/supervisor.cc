@@ -52,6 +52,7 @@ constexpr int64_t kIdleWakeNs = 60'000'000'000;  // bounds how late a missed nud
 constexpr int kQuickDeathsToGiveUp = 5;           // in a row, each before running any cell
 constexpr int kExitEof = 0, kExitProtocol = 3, kExitGaveUp = 4;
 constexpr uint32_t kReasonTimeout = 1, kReasonCrashed = 2, kReasonOutOfMemory = 3;
+constexpr uint64_t kMaxOutputBytes = 1 << 20;  // per stream: sandpool_agent.MAX_OUTPUT_BYTES
 
 int64_t now_ns() {
   timespec ts;
@@ -277,7 +278,10 @@ uint32_t Supervisor::answer_for_dead_worker(int status, bool killed) {
                WEXITSTATUS(status));
   }
   if (load(page_, kRunning) == kRunIdle) return reason;  // between cells: nobody waits for an answer
+  // The page is the cell's to overwrite too: whatever it says, one stream is at most the agent's cap,
+  // so the reply fits in one frame and this process reads no more than that.
   uint64_t limit = load(page_, kLimit);
+  if (limit == 0 || limit > kMaxOutputBytes) limit = kMaxOutputBytes;
   std::string out, err;
   bool out_cut = take_capture(out_fd_, load(page_, kOutBase), limit, &out);
   bool err_cut = take_capture(err_fd_, load(page_, kErrBase), limit, &err);
@@ -295,7 +299,7 @@ uint32_t Supervisor::answer_for_dead_worker(int status, bool killed) {
   r.result_json = "\"\"";
   std::string frame;
   sp::agent::FrameEncoder enc(&frame);
-  // Both streams are cut to ≤ 1 MiB (the worker caps the limit it publishes): the frame fits.
+  // Both streams are cut to ≤ 1 MiB (kMaxOutputBytes): the frame fits.
   if (!sp::agent::encode_execute_reply(enc, load(page_, kRequestId), r).ok() || !send_all(sock_, frame))
     exit_now(kExitEof, -1);  // the host is gone
   return reason;

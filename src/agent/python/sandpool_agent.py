@@ -1427,6 +1427,8 @@ def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
     limit, out_base, err_base = OUTPUT_PART.unpack_from(page, OUTPUT_OFFSET)
     if not running:
         return
+    # The page is guest memory the cell could overwrite: at most the agent's cap per stream.
+    limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
     if reason == R_TIMEOUT:
         st = S_TIMEOUT
         note = ("sandpool: the code did not stop within %d ms after the timeout; the "

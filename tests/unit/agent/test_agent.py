@@ -271,6 +271,22 @@ class TimeoutTest(AgentCase):
         self.assertEqual(self.agent.hellos[-1].reason, A.R_OOM)
         self.assertEqual(self.agent.hellos[-1].restarts, 5)
 
+    def test_a_cell_that_rewrites_the_shared_page_cannot_inflate_the_dead_cells_answer(self):
+        # The page the worker shares with the supervisor is writable by the cell's own code: a
+        # huge output limit there must not make the supervisor read and send everything the
+        # capture file holds (10 MiB here: past one frame, the supervisor used to give up).
+        code = ("import ctypes, os, sys\n"
+                "page = [l for l in open('/proc/self/maps') if ' rw-s ' in l and '/dev/zero' in l][0]\n"
+                "addr = int(page.split('-')[0], 16)\n"
+                "ctypes.c_uint64.from_address(addr + 48).value = 1 << 62\n"
+                "sys.stdout.write('x' * (10 << 20))\n"
+                "os._exit(1)")
+        r = self.agent.execute(code, limit=1 << 20)
+        self.assertEqual(r.status, A.S_CRASHED)
+        self.assertTrue(r.flags & A.F_STDOUT_TRUNC)
+        self.assertEqual(len(r.stdout), 1 << 20)
+        self.assertEqual(self.ok("2 * 21").result, "42")
+
     def test_signal_handlers_are_restored_between_cells(self):
         self.ok("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nmine = 1")
         r = self.agent.execute("import time\ntime.sleep(30)", timeout_ms=300)
