@@ -26,8 +26,6 @@ import signal
 import socket
 import sys
 
-AGENT_GRACE_MS = 2000  # how long a timed-out cell may take to stop before its worker is killed
-
 
 def echo_loop(fd):
     """Stand-in agent for tests: echoes every chunk back; b'pid' answers our pid and uid."""
@@ -182,7 +180,8 @@ def main():
     # With the agent, each clone becomes its supervisor in C at once (sp_tpl_serve); what
     # returns below is then the supervisor's first worker (or a later one).
     worker = sandpool_agent.SupervisedWorker() if serve is not None else None
-    rc = lib.sp_tpl_serve(ctrl.fileno(), ctypes.byref(agent_fd), AGENT_GRACE_MS,
+    rc = lib.sp_tpl_serve(ctrl.fileno(), ctypes.byref(agent_fd),
+                          sandpool_agent.DEFAULT_GRACE_MS if serve is not None else 0,
                           ctypes.byref(worker) if worker is not None else None)
     if rc <= 0:
         if rc < 0:

@@ -80,6 +80,7 @@ EXIT_GAVE_UP = 4    # supervisor: 5 workers in a row died before running a cell
 UPLOAD_PREFIX = b".sandpool-upload-"
 MAX_UPLOADS = 16
 DEFAULT_TIMEOUT_MS = 120_000  # an execute request with timeout_ms = 0
+DEFAULT_GRACE_MS = 2000  # how long a timed-out cell may take to stop before its worker is killed
 MAX_CELL_SOURCES = 2048  # cells whose source tracebacks can still show
 
 RUN_IDLE, RUN_CELL, RUN_REPLYING = 0, 1, 2  # the "running" field of the shared page
@@ -1365,7 +1366,7 @@ class SupervisedWorker(ctypes.Structure):
                 ("restarts", ctypes.c_uint32), ("reason", ctypes.c_uint32)]
 
 
-def serve(sock_fd, lib, root="/mnt/data", grace_ms=2000, preload=(), first_warm_up=True):
+def serve(sock_fd, lib, root="/mnt/data", grace_ms=DEFAULT_GRACE_MS, preload=(), first_warm_up=True):
     """Runs the agent on the connected socket `sock_fd` until the host closes it: this process
     becomes the supervisor (`lib`: libsandpool_clone.so, loaded with ctypes.PyDLL, or its path),
     which never returns to Python and exits with the agent's exit code (EXIT_*); its workers
@@ -1483,7 +1484,7 @@ def prepare_worker():
     return _worker_made_ahead(a, None, -1, 2)
 
 
-def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=2000, preload=()):
+def serve_single(sock_fd=3, ctl_fd=4, root="/mnt/data", grace_ms=DEFAULT_GRACE_MS, preload=()):
     """The agent in one process (no fork), for the micro-VM tier. Never returns in a clone:
     the guest exits with the worker's exit code."""
     import gc
@@ -1544,7 +1545,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="sandpool code-interpreter agent")
     ap.add_argument("--fd", type=int, required=True, help="connected socket to the host")
     ap.add_argument("--root", default="/mnt/data", help="working directory and file root")
-    ap.add_argument("--grace-ms", type=int, default=2000,
+    ap.add_argument("--grace-ms", type=int, default=DEFAULT_GRACE_MS,
                     help="after a timeout, how long the cell may take to stop")
     ap.add_argument("--preload", default="",
                     help="comma-separated modules to import once, before forking workers")
