@@ -47,6 +47,8 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
        [&](uint64_t v) { c->container_log_rate = static_cast<uint32_t>(v); }},
       {{"--templates-per-pool", 1, 8, "Python templates forking each process-tier pool's sandboxes (1)"},
        [&](uint64_t v) { c->templates_per_pool = static_cast<uint32_t>(v); }},
+      {{"--busy-poll-us", 0, 10000, "after I/O, the loop polls this long before it sleeps; 0: never (100)"},
+       [&](uint64_t v) { c->busy_poll_us = v; }},
   };
   auto usage = [&] {
     std::string u =

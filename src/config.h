@@ -41,6 +41,8 @@ struct ServerConfig {
   // Python templates per process-tier pool, forking in parallel (PoolTemplateConfig::templates):
   // refill ≈ 1.4x faster with 2 on 2 cores, for one more template's memory (README, Configuration).
   uint32_t templates_per_pool = 1;
+  // After I/O the loop keeps polling this long before it sleeps (util/event_loop.h); 0: never.
+  uint64_t busy_poll_us = 100;
 };
 
 // Parses `serve` flags (argv[0] is "serve"). On error returns false with a message in *error;

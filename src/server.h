@@ -13,6 +13,7 @@
 #include "http/server.h"
 #include "pool/pool_manager.h"
 #include "proxy/proxy.h"
+#include "util/event_loop.h"
 #include "util/result.h"
 
 namespace sp {
@@ -52,6 +53,7 @@ class Server {
   api::TestRoutes test_routes_;
   pool::PoolManager pools_;
   std::shared_ptr<proxy::Proxy> proxy_;  // custom-container forwarding (also held by its route)
+  BusyPollStats busy_poll_;  // run_loop's, shown in /metrics
   bool draining_ = false;
 };
 

@@ -6,6 +6,7 @@
 # connections, also inside that namespace); alternating rounds in one run. Prints per-round
 # figures, medians, ratios and sandpool's CPU time per proxied request. Loopback only.
 # Usage: bench/proxy/run.sh [BUILD_DIR] [ROUNDS] [SECONDS] [CONNECTIONS]
+#        (SERVE_ARGS="--busy-poll-us 0 ..." adds arguments to `sandpool serve`)
 set -euo pipefail
 build=${1:-build}
 rounds=${2:-5}
@@ -29,7 +30,7 @@ cat > "$work/pools.json" <<JSON
   "readySessionInstances":1,"maxConcurrentSessions":4,"env":[{"name":"QUIET","value":"1"}]}]}
 JSON
 "$bin" serve --listen 127.0.0.1:0 --port-file "$work/port" --no-default-pool --pools-file "$work/pools.json" \
-  --image-store "$work/store" --log-level warn &
+  --image-store "$work/store" --log-level warn ${SERVE_ARGS:-} &
 pids+=($!)
 sp_pid=$!
 for _ in $(seq 200); do [[ -s "$work/port" ]] && break; sleep 0.05; done

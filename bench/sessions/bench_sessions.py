@@ -184,7 +184,7 @@ def main():
     ap.add_argument("--first-quiet", type=int, default=50)
     ap.add_argument("--warm", type=int, default=2000)
     ap.add_argument("--jupyter", type=int, default=500)
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=5, help="length of the wrk throughput run; 0: none")
     ap.add_argument("--pace-ms", type=int, default=50)
     ap.add_argument("--server-arg", action="append", default=[],
                     help="one more argument for `sandpool serve` (repeatable), e.g. --server-arg=--agent-dir=DIR")
@@ -230,7 +230,7 @@ def main():
                   (pct(jt, 50) / pct(warm, 50), pct(jt, 50) / pct(first, 50)))
         elif jt is None:
             print("jupyter: jupyter_client not installed (tools/install-deps.sh bench)")
-        if shutil.which("wrk"):
+        if a.seconds > 0 and shutil.which("wrk"):
             env = dict(os.environ, SESSIONS="64")
             script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "execute.lua")
             # warm the 64 sessions first

@@ -204,6 +204,8 @@ class Basics(harness.ServerTestCase, unittest.TestCase):
         self.assertRegex(text, r'sandpool_http_requests_total\{route="GET /healthz",code="200"\} \d+')
         self.assertRegex(text, r"sandpool_http_connections_open \d+")
         self.assertRegex(text, r"sandpool_http_connections_total \d+")
+        self.assertRegex(text, r"sandpool_loop_busy_poll_hits_total \d+")
+        self.assertRegex(text, r"sandpool_loop_busy_poll_seconds_total [0-9.e+-]+")
         self.assertRegex(text, r'sandpool_http_request_duration_seconds_bucket\{route="GET /healthz",le="\+Inf"\} \d+')
         for line in text.splitlines():
             self.assertRegex(line, r'^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [-+0-9.e]+|\w+\{[^}]*\} \d+)$')

@@ -45,6 +45,10 @@ TEST_CASE("serve flags: switches, values and pool settings") {
   CHECK(parse({}).config.templates_per_pool == 1);
   CHECK(parse({"--templates-per-pool", "2"}).config.templates_per_pool == 2);
   CHECK_FALSE(parse({"--templates-per-pool", "9"}).ok);
+  CHECK(parse({}).config.busy_poll_us == 100);
+  CHECK(parse({"--busy-poll-us", "0"}).config.busy_poll_us == 0);
+  CHECK(parse({"--busy-poll-us=250"}).config.busy_poll_us == 250);
+  CHECK_FALSE(parse({"--busy-poll-us", "10001"}).ok);
   CHECK(p.config.host == "::1");
   CHECK(p.config.port == 9000);
   CHECK_FALSE(p.config.default_pool);
