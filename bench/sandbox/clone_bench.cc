@@ -1,6 +1,6 @@
 // End-to-end benchmark of the process tier's warm-template cloning, with bubblewrap as the peer; not a microbenchmark.
 //
-// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--no-netns-ahead] [--spawn-weight 1] [--no-reap-hold] [--memory shared|huge|plain] [--preload numpy,pandas,matplotlib.pyplot]
+// Usage: clone_bench [--n 200] [--refill 300] [--pending 2] [--templates 1] [--bwrap 20] [--favordynmods] [--no-netns-ahead] [--spawn-weight 1] [--no-reap-hold] [--prepare-during-clone] [--memory shared|huge|plain] [--preload numpy,pandas,matplotlib.pyplot]
 // Prints a markdown report on stdout. Needs root (cgroups). Measures, in one run:
 //  1. clone-to-ready: request sent to the template → the clone's "isolated" record read by
 //     the spawner, one clone at a time (target 1), n samples; plus ready → first echo round trip;
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   std::string preload = "numpy,pandas,matplotlib.pyplot";
   std::string sandpool;  // --sandpool PATH: also time our exec path (sandbox-run), cold
   std::string agent;     // --agent DIR: clones run the real sandpool_agent (no echo round trip then)
-  bool favor = false, netns_ahead = true, reap_hold = true;
+  bool favor = false, netns_ahead = true, reap_hold = true, prepare_during = false;
   sp::TemplateMemory memory = sp::TemplateMemory::kShared;  // the server's default (--template-memory)
   for (int i = 1; i < argc; ++i) {
     const char* a = argv[i];
@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(a, "--favordynmods")) { favor = true; continue; }
     if (!std::strcmp(a, "--no-netns-ahead")) { netns_ahead = false; continue; }
     if (!std::strcmp(a, "--no-reap-hold")) { reap_hold = false; continue; }
+    if (!std::strcmp(a, "--prepare-during-clone")) { prepare_during = true; continue; }
     if (!std::strcmp(a, "--n")) n = std::atoi(v);
     else if (!std::strcmp(a, "--memory")) {
       auto m = sp::parse_template_memory(v);
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
   cfg.agent_path = agent;
   cfg.netns_ahead = netns_ahead;
   cfg.reap_hold = reap_hold;
+  cfg.prepare_next_during_clone = prepare_during;
   cfg.memory = memory;
   if (spawn_weight >= 0) cfg.spawn_cpu_weight = static_cast<uint32_t>(spawn_weight);
   double t_start = now_ms();
@@ -215,9 +217,10 @@ int main(int argc, char** argv) {
 
   double med = pct(ready_ms, 50);
   std::printf("## Process tier: warm-template clones (preload: %s; cgroup2 favordynmods %s; netns made ahead: %s; "
-              "spawn cpu weight %u; teardown waits for forks: %s; template memory: %s; agent: %s)\n\n",
+              "spawn cpu weight %u; teardown waits for forks: %s; next clone prepared: %s; template memory: %s; agent: %s)\n\n",
               preload.c_str(), favor ? "on for this run" : "off", netns_ahead ? "yes" : "no", cfg.spawn_cpu_weight,
-              reap_hold ? "yes" : "no", sp::template_memory_name(memory),
+              reap_hold ? "yes" : "no", prepare_during ? "during the clone" : "after its ready record",
+              sp::template_memory_name(memory),
               agent.empty() ? "echo stand-in" : "sandpool_agent.serve (supervisor + forked worker)");
   std::printf("template start (import + warm-up, once per pool): %.0f ms\n\n", template_start_ms);
   std::printf("| measure | n | median | p90 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---|\n");

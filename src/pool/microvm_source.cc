@@ -32,9 +32,6 @@ ProcessSourceOptions microvm_source_options(const PoolSettings& settings, Proces
   // wrote while it ran ahead to its warm-up (≈ 2.5 MiB; src/vmm/README.md "Pools"): 3.7–4.2 MiB
   // measured per idle session (bench/vmm/pool_bench.cc).
   base.template_memory_per_session_bytes = 6ull << 20;
-  // A clone is ready ≈ 1 ms after its request: the next one's cgroup and descriptors are made
-  // after its ready record, not while the spawner waits for it.
-  base.prepare_next_during_clone = false;
   // Each VMM child makes its own network namespace before its request (pool_template.cc).
   base.netns_ahead = false;
   // Requests go straight to the VMM child the template made ahead (one hop less).

@@ -33,7 +33,7 @@ struct ProcessSourceOptions {
   // clone made ahead leaves its KVM kernel memory (≈ 1.1-1.5 MiB) charged there while it lives;
   // without the room a large pool would push the template into its cgroup's OOM killer.
   uint64_t template_memory_per_session_bytes = 0;
-  bool prepare_next_during_clone = true;  // PoolTemplateConfig's
+  bool prepare_next_during_clone = false;  // PoolTemplateConfig's
   bool netns_ahead = true;                // PoolTemplateConfig's
   bool direct_spares = false;             // PoolTemplateConfig's
   TemplateMemory template_memory = TemplateMemory::kShared;  // PoolTemplateConfig::memory (process tier only)

@@ -47,11 +47,12 @@ struct PoolTemplateConfig {
   uint32_t max_pending = 2;             // clones isolating themselves at once
   uint32_t templates = 1;               // template processes forking in parallel (≈ cores for refill rate)
   bool netns_ahead = true;              // make each clone's network namespace ahead, in the spawner
-  // When the next clone's cgroup and network namespace (≈ 0.7-1.2 ms) are made: true, right after
-  // a request is sent, while the template forks (a process-tier clone takes ≈ 10 ms to be ready);
-  // false, after its ready record (a micro-VM clone is ready in ≈ 1 ms, and that work would delay
-  // the spawner's reading of its reply and report).
-  bool prepare_next_during_clone = true;
+  // When the next clone's cgroup and network namespace (≈ 0.7-1.2 ms) are made: false, after the
+  // ready record; true, right after a request is sent, while the template forks. Made during the
+  // clone, they delayed the template's wake-up to read the request (median 30 → 400-490 µs) and
+  // the spawner's reading of the report: a process-tier clone-to-ready took 1.37-1.51 ms after
+  // and 2.06-2.21 ms during (11-29, 17:31–17:33), a micro-VM clone ≈ 1 ms more.
+  bool prepare_next_during_clone = false;
   // Required by `sandpool vmm-template` and only for it (passed on as --offer-spares): the template offers each
   // child it forks ahead (a reply with generation 0: pid, pidfd, the template's end of the child's
   // socket) and each request goes straight to the offered child, one process hop less than
