@@ -51,7 +51,7 @@ struct PoolTemplateConfig {
   // ready record; true, right after a request is sent, while the template forks. Made during the
   // clone, they delayed the template's wake-up to read the request (median 30 → 400-490 µs) and
   // the spawner's reading of the report: a process-tier clone-to-ready took 1.37-1.51 ms after
-  // and 2.06-2.21 ms during (11-29, 17:31–17:33), a micro-VM clone ≈ 1 ms more.
+  // and 2.06-2.21 ms during (11-29, 17:31–17:33; bench/results/sandbox-2026-11-29.md).
   bool prepare_next_during_clone = false;
   // Required by `sandpool vmm-template` and only for it (passed on as --offer-spares): the template offers each
   // child it forks ahead (a reply with generation 0: pid, pidfd, the template's end of the child's
