@@ -367,6 +367,34 @@ class Lifecycles(unittest.TestCase):
         finally:
             self.stop(srv)
 
+    def test_liveness_failures_replace_ready_sandboxes_and_end_sessions(self):
+        # Both pools' startup probes pass (TCP on 8080); "sick" answers its liveness probe with 404.
+        sick = pool("sick", probes=[{"type": "Liveness", "httpGet": {"path": "/no-such-path", "port": 8080},
+                                     "periodSeconds": 1, "failureThreshold": 2}])
+        well = pool("well", probes=[{"type": "Liveness", "httpGet": {"path": "/healthz", "port": 8080},
+                                     "periodSeconds": 1, "failureThreshold": 3}])
+        srv = start_server(self.tmp.name, sick, well)
+        ends = 'sandpool_pool_container_ends_total{pool="%s"}'
+        try:
+            self.assertEqual(srv.request("PUT", "/pools/sick/file/f?identifier=lv-1", b"x").status, 201)
+            self.assertEqual(srv.request("PUT", "/pools/well/file/f?identifier=ok-1", b"x").status, 201)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (
+                    metric(srv, ends % "sick") < 1 or "a ready container was replaced" not in srv.log()):
+                time.sleep(0.2)
+            # The allocated session ended with its container; a ready sandbox was replaced.
+            self.assertGreaterEqual(metric(srv, ends % "sick"), 1)
+            self.assertIn("ended: liveness probe failed: HTTP status 404", srv.log())
+            self.assertIn("a ready container was replaced: liveness probe failed", srv.log())
+            # The identifier gets a fresh sandbox: the file is gone.
+            self.assertEqual(srv.request("GET", "/pools/sick/file/f?identifier=lv-1").status, 404)
+            # A container that passes its liveness probes keeps its session.
+            self.assertEqual(srv.request("GET", "/pools/well/file/f?identifier=ok-1").body, b"x")
+            self.assertEqual(metric(srv, ends % "well"), 0)
+            self.assertNotIn("pool well: a ready container was replaced", srv.log())
+        finally:
+            self.stop(srv)
+
     def test_timed_cooldown_and_probe_failure(self):
         never = pool("never", command=["/usr/bin/python3", "-c", "import time; time.sleep(60)"],
                      probes=[{"type": "Startup", "tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 2}],
