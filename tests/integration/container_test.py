@@ -5,6 +5,7 @@ real sandboxes. Exit 77 (skip) when this machine cannot make sandboxes.
 Usage: container_test.py PATH_TO_SANDPOOL PATH_TO_MAKE_TEST_IMAGES
 """
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -393,6 +394,36 @@ class Lifecycles(unittest.TestCase):
             self.assertEqual(metric(srv, ends % "well"), 0)
             self.assertNotIn("pool well: a ready container was replaced", srv.log())
         finally:
+            self.stop(srv)
+
+    def test_no_egress_and_the_cpu_and_memory_limits(self):
+        srv = start_server(self.tmp.name, pool("small", resources={"cpu": 0.5, "memory": "256Mi"}))
+        host = socket.socket()
+        try:
+            # A listener on the host's loopback: the container's 127.0.0.1 is its own, and it has no
+            # other interface to reach anything through.
+            host.bind(("127.0.0.1", 0))
+            host.listen(1)
+            r = srv.request("GET", "/pools/small/net?connect=127.0.0.1:%d&identifier=net-1" % host.getsockname()[1])
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(json.loads(r.body), {"interfaces": ["lo"], "connect_errno": errno.ECONNREFUSED})
+            # resources.cpu 0.5: a second of spinning gets at most about half a second of CPU.
+            got = json.loads(srv.request("GET", "/pools/small/burn?ms=1000&identifier=net-1").body)
+            self.assertGreaterEqual(got["wall_s"], 1.0)
+            self.assertLess(got["cpu_s"] / got["wall_s"], 0.65, got)
+            # Within resources.memory an allocation works; over it the container is killed, the
+            # request gets 502 and the session ends, reported as out of memory.
+            self.assertEqual(srv.request("GET", "/pools/small/alloc?mb=64&identifier=mem-1").status, 200)
+            r = srv.request("GET", "/pools/small/alloc?mb=512&identifier=mem-2")
+            self.assertEqual(r.status, 502, r)
+            deadline = time.monotonic() + 10
+            while metric(srv, "sandpool_pool_container_ends_total") < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(metric(srv, "sandpool_pool_container_ends_total"), 1)
+            self.assertIn("killed: out of memory", srv.log())
+            self.assertEqual(srv.request("GET", "/pools/small/healthz?identifier=mem-1").status, 200)
+        finally:
+            host.close()
             self.stop(srv)
 
     def test_timed_cooldown_and_probe_failure(self):

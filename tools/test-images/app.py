@@ -6,7 +6,7 @@ as its first stdout line. One stderr line per request unless QUIET=1.
 
 Routes (see README.md, "Other scripts"): ANY /echo..., GET /bytes, POST /upload, GET /sse,
 GET /ws (websocket echo), GET /slow, GET /reset, GET /exit, PUT|GET /file/NAME,
-GET /healthz, GET /env, GET /whoami.
+GET /healthz, GET /env, GET /whoami, GET /net, GET /alloc, GET /burn.
 """
 import base64
 import hashlib
@@ -252,6 +252,39 @@ class Handler(BaseHTTPRequestHandler):
         self.answer_json(200, {"uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd(),
                                "hostname": socket.gethostname()})
 
+    def net(self):
+        """The network as the app sees it: its interfaces, and the errno of a TCP connect to
+        ?connect=HOST:PORT (0 when it connected)."""
+        with open("/proc/net/dev") as f:  # if_nameindex() would need a netlink socket
+            out = {"interfaces": sorted(line.split(":")[0].strip() for line in f.readlines()[2:])}
+        target = self.query.get("connect")
+        if target:
+            host, _, port = target.rpartition(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=2):
+                    out["connect_errno"] = 0
+            except OSError as e:
+                out["connect_errno"] = e.errno if e.errno is not None else -1
+            except ValueError:
+                raise BadRequest("connect wants HOST:PORT")
+        self.answer_json(200, out)
+
+    def alloc(self):
+        """Allocates and touches ?mb=N MiB, then answers: a memory limit below that kills the app."""
+        n = self.int_arg("mb", 0)
+        block = bytearray(n << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        self.answer_json(200, {"allocated_mb": n})
+
+    def burn(self):
+        """Spins for ?ms=N of wall time; answers the CPU time that got (a CPU limit caps it)."""
+        wall = self.int_arg("ms", 0) / 1000
+        t0, c0 = time.monotonic(), time.process_time()
+        while time.monotonic() - t0 < wall:
+            pass
+        self.answer_json(200, {"wall_s": time.monotonic() - t0, "cpu_s": time.process_time() - c0})
+
     def ws(self):
         key = self.headers.get("Sec-WebSocket-Key")
         if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
@@ -270,7 +303,8 @@ class Handler(BaseHTTPRequestHandler):
 kGetRoutes = {
     "/bytes": Handler.bytes_, "/sse": Handler.sse, "/ws": Handler.ws, "/slow": Handler.slow,
     "/reset": Handler.reset, "/exit": Handler.exit_, "/healthz": Handler.healthz,
-    "/env": Handler.env, "/whoami": Handler.whoami,
+    "/env": Handler.env, "/whoami": Handler.whoami, "/net": Handler.net, "/alloc": Handler.alloc,
+    "/burn": Handler.burn,
 }
 
 
