@@ -450,6 +450,15 @@ def test_app_env_whoami(app):
     check(os.path.realpath(who["cwd"]) == os.path.realpath(app.cwd) and who["hostname"] == socket.gethostname(), "cwd/hostname")
 
 
+def test_app_net_alloc_burn(app):
+    net = json.loads(get(app.port, "/net?connect=127.0.0.1:%d" % app.port)[1])
+    check("lo" in net["interfaces"] and net["connect_errno"] == 0, "net: interfaces and a connect to itself")
+    check(get(app.port, "/net?connect=nonsense")[0] == 400, "net: a bad target → 400")
+    check(json.loads(get(app.port, "/alloc?mb=8")[1]) == {"allocated_mb": 8}, "alloc")
+    burn = json.loads(get(app.port, "/burn?ms=50")[1])
+    check(burn["wall_s"] >= 0.05 and 0 < burn["cpu_s"] <= burn["wall_s"] + 0.01, "burn: wall and CPU time")
+
+
 def test_app_exit():
     app = start_app()
     try:
@@ -480,7 +489,7 @@ def main():
     try:
         for fn in [test_app_echo_and_keepalive, test_app_raw_chunked_upload, test_app_upload_large, test_app_bytes,
                    test_app_sse_timing, test_app_websocket, test_app_slow, test_app_reset, test_app_files,
-                   test_app_env_whoami]:
+                   test_app_env_whoami, test_app_net_alloc_burn]:
             run_test(bound(fn, app))
         check(app.proc.poll() is None, "app died")
     finally:
