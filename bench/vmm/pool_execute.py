@@ -4,7 +4,7 @@
 One `sandpool serve` with two pools (`vm`: isolation microvm, `proc`: isolation process); one
 session in each, warmed with a few executes, then N executes of print(1) alternating between
 the two (so machine noise hits both alike), each over a kept-alive loopback connection.
-Usage: pool_execute.py BUILD_DIR [--n 300]
+Usage: pool_execute.py BUILD_DIR [--n 300] [--server-arg=--busy-poll-us=0 ...]
 """
 import argparse
 import json
@@ -61,6 +61,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--server-arg", action="append", default=[], help="one more argument for `sandpool serve` (repeatable)")
     a = ap.parse_args()
     binary = os.path.join(a.build, "src", "sandpool")
     d = tempfile.mkdtemp(prefix="sp-vmbench-")
@@ -71,7 +72,7 @@ def main():
                              {"name": "proc", "isolation": "process", "readySessionInstances": 1}]}, f)
     log = open(os.path.join(d, "stderr"), "wb")
     srv = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--port-file", port_file, "--no-default-pool",
-                            "--pools-file", pools], stdout=subprocess.DEVNULL, stderr=log)
+                            "--pools-file", pools] + a.server_arg, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 120
         while not (os.path.exists(port_file) and open(port_file).read().strip()):
