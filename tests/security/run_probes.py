@@ -463,14 +463,22 @@ def main():
             out, res = r.run(["--cpu", "1"], probe=["latency", "150"])
             m = re.search(r"median_us (\d+)", out)
             return int(m.group(1)) if m else None
-        idle = latency()
-        burner = start_background(r, ["--cpu", "1"], ["/probes/probes", "burn", "4"], "burning")
-        try:
-            loaded = min(latency(), latency())
-        finally:
-            stop_background(burner)
-        r.check(f"CPU burn in one sandbox (4 spinners, --cpu 1): another's latency {loaded} µs vs idle {idle} µs (≤ 2×)",
-                idle and loaded and loaded <= 2 * idle, "")
+        # Idle and loaded runs alternate, three of each, and their medians are compared: on a VM
+        # one run's median moves by 1.5x with the machine (190-390 µs idle here), so a single idle
+        # run against the best of two loaded ones failed now and then at 2.1x.
+        idle, loaded = [], []
+        for _ in range(3):
+            idle.append(latency())
+            burner = start_background(r, ["--cpu", "1"], ["/probes/probes", "burn", "4"], "burning")
+            try:
+                loaded.append(latency())
+            finally:
+                stop_background(burner)
+        ok = None not in idle and None not in loaded
+        idle_us = sorted(idle)[1] if ok else None
+        loaded_us = sorted(loaded)[1] if ok else None
+        r.check(f"CPU burn in one sandbox (4 spinners, --cpu 1): another's latency {loaded_us} µs vs idle {idle_us} µs "
+                f"(medians of {loaded} and {idle}; ≤ 2×)", ok and loaded_us <= 2 * idle_us, "")
 
     if want("die-with-parent"):
         p = start_background(r, [], ["/bin/sh", "-c", "sleep 1000 & sleep 1000 & echo ready; wait"], "ready")

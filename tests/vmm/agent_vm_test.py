@@ -146,10 +146,13 @@ class ExitCountTest(unittest.TestCase):
         # With the batch call: reply+next read+O_ASYNC on+poll, print's one write (one_write_print;
         # the builtin makes two), O_ASYNC off+captures; plus the nudge here (no VMM watcher arms
         # the page under vm-run). 14 without the batch call.
+        # Allowed up to 4.5: an asynchronous exit (a host signal interrupting KVM_RUN) now and then
+        # falls inside the 20 cells measured (4.1 once in twelve runs on 11-29's slower-exit
+        # machine instance); one more exit per cell would still fail.
         few, many = self.run_cells(5), self.run_cells(25)
         self.assertIsNotNone(few)
         per_cell = (many - few) / 20
-        self.assertLessEqual(per_cell, 4, (few, many))
+        self.assertLessEqual(per_cell, 4.5, (few, many))
 
 
 def main():

@@ -759,6 +759,12 @@ class Worker:
         except OSError:  # full pipe: already nudged
             pass
 
+    def stopped_status(self):
+        """What a cell stopped by KeyboardInterrupt reports: S_INTERRUPTED when the host asked
+        (T_INTERRUPT) before its deadline, else S_TIMEOUT."""
+        timed_out = time.monotonic_ns() >= self.deadline_ns
+        return S_INTERRUPTED if self.host_interrupt and not timed_out else S_TIMEOUT
+
     def end(self, state):
         """RUN_REPLYING once the cell is over (no more signals; a death from here on is
         still answered by the supervisor), RUN_IDLE once the reply is sent."""
@@ -861,8 +867,7 @@ class Worker:
             status, tb = S_SUCCESS, ""
         except KeyboardInterrupt as e:
             self.executing = False
-            timed_out = time.monotonic_ns() >= self.deadline_ns
-            status = S_INTERRUPTED if self.host_interrupt and not timed_out else S_TIMEOUT
+            status = self.stopped_status()
             result, tb = '""', self.format_exception(e)
         except BaseException as e:  # SystemExit included: the interpreter stays
             self.executing = False
@@ -890,8 +895,7 @@ class Worker:
             finally:
                 self.executing = False
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            timed_out = time.monotonic_ns() >= self.deadline_ns
-            status = S_INTERRUPTED if self.host_interrupt and not timed_out else S_TIMEOUT
+            status = self.stopped_status()
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -962,8 +966,8 @@ class Worker:
                     status, result, tb = S_FAILURE, '""', f"SyntaxError: {e}\n"
                 else:
                     status, result, tb = self.run_python(text)
-        except KeyboardInterrupt:  # landed between our own lines
-            status, exit_code, result, tb = S_TIMEOUT, 0, '""', "KeyboardInterrupt\n"
+        except KeyboardInterrupt:  # landed between our own lines (or while the cell compiled)
+            status, exit_code, result, tb = self.stopped_status(), 0, '""', "KeyboardInterrupt\n"
         finally:
             if self.vm is None:  # else collect_output's batch does it
                 fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
