@@ -70,4 +70,6 @@ void detach_async_io() { t_run = nullptr; }
 
 bool take_io_ready() { return t_io_ready.exchange(false, std::memory_order_relaxed); }
 
+bool io_ready_pending() { return t_io_ready.load(std::memory_order_relaxed); }
+
 }  // namespace sp::vmm

@@ -24,5 +24,8 @@ void detach_async_io();
 
 // After a trap: true once per host notification since the last call (then raise SIGIO).
 bool take_io_ready();
+// Whether a host notification waits for take_io_ready(), without taking it (a blocking call
+// about to start looks, with the io signal blocked: time.cc's sleeps).
+bool io_ready_pending();
 
 }  // namespace sp::vmm

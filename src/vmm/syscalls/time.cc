@@ -1,10 +1,14 @@
 // Time and randomness syscalls: clock_gettime/getres, gettimeofday, time, nanosleep,
 // clock_nanosleep, getrandom, all answered from the host's clocks and entropy.
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <sys/time.h>
 
 #include <ctime>
 
+#include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
 
 namespace sp::vmm {
@@ -44,13 +48,45 @@ int64_t sys_time(Guest& g, const SyscallArgs& a) {
   return t;
 }
 
-// Sleeps on the host; a kick (SIGINT injection) interrupts it with EINTR like a signal would.
+int64_t ns_of(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+timespec ts_of(int64_t ns) { return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)}; }
+
+// Sleeps on the host; a kick (SIGINT injection) or the guest's SIGIO interrupts it with EINTR,
+// as a signal would. The host's io signal can come between the guest's trap and the sleep: its
+// handler then only sets the flag the run loop reads after the call, and a plain clock_nanosleep
+// would sleep on (a host interrupt of a cell in time.sleep(30) once waited for the cell's
+// deadline). So the io signal is blocked while the flag is looked at, and ppoll unblocks it
+// atomically for the wait itself.
 int64_t do_sleep(Guest& g, clockid_t clock, int flags, uint64_t req_p, uint64_t rem_p) {
-  timespec req, rem{};
+  timespec req;
   if (!g.mem.read(req_p, &req)) return -EFAULT;
   if (req.tv_nsec < 0 || req.tv_nsec >= 1000000000 || req.tv_sec < 0) return -EINVAL;
-  int rc = clock_nanosleep(clock, flags, &req, &rem);
-  if (rc == EINTR && rem_p && !(flags & TIMER_ABSTIME)) g.mem.write(rem_p, rem);
+  timespec now;
+  clock_gettime(clock, &now);
+  const int64_t end = (flags & TIMER_ABSTIME) ? ns_of(req) : ns_of(now) + ns_of(req);
+  sigset_t io, old;
+  sigemptyset(&io);
+  sigaddset(&io, io_signal());
+  pthread_sigmask(SIG_BLOCK, &io, &old);
+  int rc = 0;
+  if (io_ready_pending() && !g.async_fds.empty()) {
+    rc = EINTR;  // the run loop raises SIGIO after this call
+  } else {
+    for (;;) {
+      clock_gettime(clock, &now);
+      if (ns_of(now) >= end) break;
+      timespec left = ts_of(end - ns_of(now));
+      if (ppoll(nullptr, 0, &left, &old) < 0) {
+        rc = errno == EINTR ? EINTR : 0;  // ppoll's other errors (ENOMEM) end the sleep early
+        break;
+      }
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (rc == EINTR && rem_p && !(flags & TIMER_ABSTIME)) {
+    clock_gettime(clock, &now);
+    g.mem.write(rem_p, ts_of(end > ns_of(now) ? end - ns_of(now) : 0));
+  }
   return -rc;
 }
 
