@@ -50,6 +50,14 @@ def metric(srv, name):
     return total
 
 
+def wait_for_metric(srv, name, at_least, timeout=10):
+    """The metric's value once it reaches `at_least`, or when `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while metric(srv, name) < at_least and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return metric(srv, name)
+
+
 def read_chunked(conn):
     out = bytearray()
     while True:
@@ -342,10 +350,7 @@ class Lifecycles(unittest.TestCase):
             self.assertEqual(srv.request("PUT", "/pools/exit/file/f?identifier=ex-1", b"x").status, 201)
             r = srv.request("GET", "/pools/exit/exit?code=3&identifier=ex-1")
             self.assertEqual(r.body, b"bye")
-            deadline = time.monotonic() + 10
-            while metric(srv, "sandpool_pool_container_ends_total") < 1 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            self.assertEqual(metric(srv, "sandpool_pool_container_ends_total"), 1)
+            self.assertEqual(wait_for_metric(srv, "sandpool_pool_container_ends_total", 1), 1)
             self.assertIn("exited with status 3", srv.log())
             # The identifier gets a fresh sandbox: the file is gone.
             self.assertEqual(srv.request("GET", "/pools/exit/file/f?identifier=ex-1").status, 404)
@@ -416,10 +421,7 @@ class Lifecycles(unittest.TestCase):
             self.assertEqual(srv.request("GET", "/pools/small/alloc?mb=64&identifier=mem-1").status, 200)
             r = srv.request("GET", "/pools/small/alloc?mb=512&identifier=mem-2")
             self.assertEqual(r.status, 502, r)
-            deadline = time.monotonic() + 10
-            while metric(srv, "sandpool_pool_container_ends_total") < 1 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            self.assertEqual(metric(srv, "sandpool_pool_container_ends_total"), 1)
+            self.assertEqual(wait_for_metric(srv, "sandpool_pool_container_ends_total", 1), 1)
             self.assertIn("killed: out of memory", srv.log())
             self.assertEqual(srv.request("GET", "/pools/small/healthz?identifier=mem-1").status, 200)
         finally:
