@@ -48,7 +48,12 @@ int64_t sys_time(Guest& g, const SyscallArgs& a) {
   return t;
 }
 
-int64_t ns_of(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; }
+// Nanoseconds of a timespec, its seconds capped at 2^32 (136 years) so that a guest's huge
+// request cannot overflow (a clock's now plus the cap still fits in 63 bits).
+int64_t ns_of(const timespec& t) {
+  const int64_t s = t.tv_sec < (int64_t{1} << 32) ? static_cast<int64_t>(t.tv_sec) : int64_t{1} << 32;
+  return s * 1000000000 + t.tv_nsec;
+}
 timespec ts_of(int64_t ns) { return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)}; }
 
 // Sleeps on the host; a kick (SIGINT injection) or the guest's SIGIO interrupts it with EINTR,
@@ -77,7 +82,7 @@ int64_t do_sleep(Guest& g, clockid_t clock, int flags, uint64_t req_p, uint64_t 
       if (ns_of(now) >= end) break;
       timespec left = ts_of(end - ns_of(now));
       if (ppoll(nullptr, 0, &left, &old) < 0) {
-        rc = errno == EINTR ? EINTR : 0;  // ppoll's other errors (ENOMEM) end the sleep early
+        rc = EINTR;  // a signal; any other failure (ENOMEM) too: the guest sleeps on with `rem`
         break;
       }
     }
