@@ -229,9 +229,11 @@ extern "C" int64_t sp_tpl_share_memory(int32_t* ranges_out) {
   uint64_t file_at = 0;
   int32_t moved = 0;  // *ranges_out is the caller's memory, perhaps in a range being moved: set after
   for (const Range& r : ranges) {
-    // SAFETY: a file range is one of our private mappings of a library's (or the interpreter's)
-    // data or RELRO, which the loader maps only over the file's own pages (what lies past the file,
-    // .bss, is an anonymous mapping of its own), so reading it whole cannot fault past the end.
+    // SAFETY: a file range is one of our private, readable file mappings with copied-on-write
+    // pages (a library's data or RELRO: the loader maps them only over the file's own pages, .bss
+    // past the file being an anonymous mapping of its own). pwrite reads it in the kernel, so a
+    // page that could not be read (a mapping past its file's end, were one ever here) fails the
+    // write with EFAULT instead of raising SIGBUS: the range then keeps its memory, as below.
     if (r.file && !pwrite_all(fd, reinterpret_cast<const char*>(r.lo), r.hi - r.lo, static_cast<off_t>(file_at))) {
       err = -(errno ? errno : EIO);
       break;

@@ -324,6 +324,12 @@ def reseed():
         np.random.set_state(("MT19937", key, 624, 0, 0.0))
 
 
+
+def output_cap(limit):
+    """The bytes one stream of a cell may return: the host's `limit` (0: none asked), at most
+    MAX_OUTPUT_BYTES. (The C supervisor caps the limit it reads the same way, supervisor.cc.)"""
+    return min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
+
 def clip(data, limit):
     """(data cut to `limit` bytes, never inside a UTF-8 sequence; truncated?)."""
     if limit <= 0 or len(data) <= limit:
@@ -922,7 +928,7 @@ class Worker:
             argv = [r.bytes() for _ in range(argc)] if argc else []
             stdin = r.bytes()
             r.done()
-        limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
+        limit = output_cap(limit)
         self.host_interrupt = False
         self.sigint_pending = False  # one deferred in an on_sigio that then raised belongs to an earlier cell
         self.result_cut = False
@@ -1432,8 +1438,7 @@ def _answer_dead_cell(sock, page, reason, term_signal, exit_code, grace_ms):
     limit, out_base, err_base = OUTPUT_PART.unpack_from(page, OUTPUT_OFFSET)
     if not running:
         return
-    # The page is guest memory the cell could overwrite: at most the agent's cap per stream.
-    limit = min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
+    limit = output_cap(limit)  # the page is guest memory the cell could overwrite
     if reason == R_TIMEOUT:
         st = S_TIMEOUT
         note = ("sandpool: the code did not stop within %d ms after the timeout; the "

@@ -278,9 +278,9 @@ class TimeoutTest(AgentCase):
         code = ("import ctypes, os, sys\n"
                 "page = [l for l in open('/proc/self/maps') if ' rw-s ' in l and '/dev/zero' in l][0]\n"
                 "addr = int(page.split('-')[0], 16)\n"
-                "ctypes.c_uint64.from_address(addr + 48).value = 1 << 62\n"
+                "ctypes.c_uint64.from_address(addr + %d).value = 1 << 62\n"  # the output limit
                 "sys.stdout.write('x' * (10 << 20))\n"
-                "os._exit(1)")
+                "os._exit(1)") % A.OUTPUT_OFFSET
         r = self.agent.execute(code, limit=1 << 20)
         self.assertEqual(r.status, A.S_CRASHED)
         self.assertTrue(r.flags & A.F_STDOUT_TRUNC)
