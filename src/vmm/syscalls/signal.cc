@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "util/log.h"
+#include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
 
 namespace sp::vmm {
@@ -122,6 +123,10 @@ void deliver_signal(Guest& g, const SignalInfo& info) {
   r.rax = 0;
   r.rflags &= ~uint64_t{0x500};  // TF, DF
   global_counters().signals_delivered.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool signal_waiting(const Guest& g) {
+  return (g.sig.pending & ~g.sig.blocked) != 0 || (io_ready_pending() && !g.async_fds.empty());
 }
 
 void deliver_pending(Guest& g) {

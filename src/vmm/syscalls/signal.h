@@ -28,4 +28,10 @@ void deliver_signal(Guest& g, const SignalInfo& info);
 // Delivers the lowest pending, unblocked asynchronous signal, if any.
 void deliver_pending(Guest& g);
 
+// Whether a signal waits for the guest: a pending, unblocked one (a host signal that stopped the
+// guest as it entered a syscall is delivered after that syscall), or the host's notification of
+// a guest O_ASYNC descriptor not yet turned into SIGIO. A syscall about to block returns EINTR
+// instead, as Linux does with a signal pending (time.cc's sleeps).
+bool signal_waiting(const Guest& g);
+
 }  // namespace sp::vmm

@@ -9,7 +9,10 @@
 
 #include <doctest/doctest.h>
 
+#include <csignal>
 #include <cstddef>
+#include <ctime>
+#include <utility>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -193,6 +196,46 @@ TEST_CASE("poll, futex and time with hostile arguments") {
   CHECK(t.call(228, 1, TestGuest::kScratch) == 0);
   CHECK(t.call(318, t.g.mem.size() - 16, 1ull << 40, 0) == -EFAULT);
   CHECK(t.call(318, TestGuest::kScratch, 16, 0) == 16);
+}
+
+TEST_CASE("sleeps: a signal already waiting for the guest makes them return EINTR at once; huge ones do not overflow") {
+  TestGuest t;
+  const uint64_t req = TestGuest::kScratch + 512, rem = TestGuest::kScratch + 768;
+  REQUIRE(t.g.mem.write(req, timespec{30, 0}));
+  auto timed = [&](auto&& call) {
+    timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int64_t r = call();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return std::pair<int64_t, double>(r, (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+  };
+  // A signal that stopped the guest as it entered the syscall waits, pending, until after it:
+  // the 30 s sleep must not start (it once did, and a host interrupt waited for the cell's deadline).
+  t.g.sig.pending = 1ull << (SIGINT - 1);
+  auto [r1, s1] = timed([&] { return t.call(35 /* nanosleep */, req, rem); });
+  CHECK(r1 == -EINTR);
+  CHECK(s1 < 5);
+  timespec left{};
+  REQUIRE(t.g.mem.read(rem, &left));
+  CHECK(left.tv_sec >= 25);  // what was left of the 30 s
+  auto [r2, s2] = timed([&] { return t.call(230 /* clock_nanosleep */, CLOCK_MONOTONIC, 0, req, rem); });
+  CHECK(r2 == -EINTR);
+  CHECK(s2 < 5);
+  // Blocked, it waits: the sleep runs (a short one here).
+  t.g.sig.blocked = 1ull << (SIGINT - 1);
+  REQUIRE(t.g.mem.write(req, timespec{0, 2000000}));
+  auto [r3, s3] = timed([&] { return t.call(35, req, 0); });
+  CHECK(r3 == 0);
+  CHECK(s3 >= 0.002);
+  // An absolute time in the past returns at once; a huge request is refused by nothing but the
+  // pending signal (no overflow on the way).
+  t.g.sig.pending = t.g.sig.blocked = 0;
+  REQUIRE(t.g.mem.write(req, timespec{1, 0}));
+  CHECK(t.call(230, CLOCK_MONOTONIC, TIMER_ABSTIME, req, 0) == 0);
+  REQUIRE(t.g.mem.write(req, timespec{INT64_MAX, 999999999}));
+  t.g.sig.pending = 1ull << (SIGIO - 1);
+  CHECK(t.call(35, req, rem) == -EINTR);
+  CHECK(t.call(230, CLOCK_REALTIME, TIMER_ABSTIME, req, 0) == -EINTR);
 }
 
 TEST_CASE("ppoll and pselect6 refuse invalid timeouts at once; huge timeouts do not overflow") {
