@@ -61,6 +61,11 @@ struct Guest {
   kvm_run* run = nullptr;
   KvmVcpu* vcpu = nullptr;
 
+  // The Vm's interrupt and kill requests (set from other threads; the run loop turns them into
+  // SIGINT or the end after the current trap): a blocking call sees them (signal_waiting).
+  const std::atomic<bool>* host_interrupt = nullptr;
+  const std::atomic<bool>* host_kill = nullptr;
+
   // Exit: set by exit_group or a fatal signal; the run loop stops when `exited` is set.
   bool exited = false;
   int exit_code = 0;

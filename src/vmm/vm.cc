@@ -124,7 +124,7 @@ namespace {
 void on_kick_signal(int) {}  // only there to make KVM_RUN and blocking calls return EINTR
 }  // namespace
 
-int Vm::kick_signal() { return SIGRTMIN + 3; }
+int Vm::kick_signal() { return kick_signal_number(); }
 
 // Once per process: the kick handler (no SA_RESTART, so interrupted calls return EINTR), and
 // SIGPIPE / SIGXFSZ ignored: a guest writing to a closed pipe or past RLIMIT_FSIZE (which also
@@ -250,6 +250,8 @@ Result<VmExit> Vm::run() {
   kvm_regs& user = user_regs_;
   Guest& g = guest_;
   g.run = run;
+  g.host_interrupt = &interrupt_requested_;  // set here: a clone's Guest came from its template's
+  g.host_kill = &kill_requested_;
   g.vcpu = &vcpu_;
   g.regs = &user_regs_;
   if (frozen_) return Error{EINVAL, "run of a frozen VM"};

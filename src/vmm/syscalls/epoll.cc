@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 
 #include "vmm/syscalls/dispatch.h"
+#include "vmm/syscalls/signal.h"
 
 namespace sp::vmm {
 namespace {
@@ -52,7 +53,14 @@ int64_t do_wait(Guest& g, uint64_t epfd, uint64_t events, uint64_t max, int time
   if (max == 0 || max > kMaxEvents) return -EINVAL;
   auto* ev = reinterpret_cast<epoll_event*>(g.mem.user_ptr(events, max * sizeof(epoll_event)));
   if (!ev) return -EFAULT;
-  return host_ret(epoll_wait(ep, ev, static_cast<int>(max), timeout_ms));
+  if (timeout_ms == 0) return host_ret(epoll_wait(ep, ev, static_cast<int>(max), 0));
+  // A wait ends with EINTR when a signal for the guest arrives, or already waits and nothing is ready.
+  GuestWait w(g);
+  if (w.interrupted()) {
+    int rc = epoll_wait(ep, ev, static_cast<int>(max), 0);
+    return rc == 0 ? -EINTR : host_ret(rc);
+  }
+  return host_ret(epoll_pwait(ep, ev, static_cast<int>(max), timeout_ms, w.mask()));
 }
 
 int64_t sys_epoll_wait(Guest& g, const SyscallArgs& a) {

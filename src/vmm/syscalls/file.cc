@@ -17,6 +17,7 @@
 
 #include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
+#include "vmm/syscalls/signal.h"
 
 namespace sp::vmm {
 namespace {
@@ -37,10 +38,15 @@ int64_t write_ret(Guest& g, long rc) {
   return host_ret(rc);
 }
 
+// A read that would block waits in wait_readable() first, so that a signal for the guest ends it
+// with EINTR (one arriving during the wait, or one already waiting), as on Linux.
 int64_t sys_read(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
+  if (a.a[2]) {
+    if (int64_t w = wait_readable(g, hfd); w < 0) return w;
+  }
   return host_ret(read(hfd, p, a.a[2]));
 }
 
@@ -82,6 +88,11 @@ int64_t sys_readv(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   iovec iov[IOV_MAX];
   if (int64_t r = load_iov(g, a.a[1], a.a[2], iov); r < 0) return r;
+  bool any = false;  // Linux answers an all-empty readv at once
+  for (uint64_t i = 0; i < a.a[2]; ++i) any |= iov[i].iov_len != 0;
+  if (any) {
+    if (int64_t w = wait_readable(g, hfd); w < 0) return w;  // as sys_read
+  }
   return host_ret(readv(hfd, iov, static_cast<int>(a.a[2])));
 }
 

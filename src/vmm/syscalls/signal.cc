@@ -3,6 +3,11 @@
 // (KVM_GET_XSAVE) across a handler, not in the guest frame.
 #include "vmm/syscalls/signal.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <memory>
@@ -126,7 +131,61 @@ void deliver_signal(Guest& g, const SignalInfo& info) {
 }
 
 bool signal_waiting(const Guest& g) {
-  return (g.sig.pending & ~g.sig.blocked) != 0 || (io_ready_pending() && !g.async_fds.empty());
+  if ((g.sig.pending & ~g.sig.blocked) != 0 || (io_ready_pending() && !g.async_fds.empty())) return true;
+  if (g.host_kill && g.host_kill->load(std::memory_order_acquire)) return true;
+  return g.host_interrupt && !(g.sig.blocked & bit(SIGINT)) && g.host_interrupt->load(std::memory_order_acquire);
+}
+
+int kick_signal_number() { return SIGRTMIN + 3; }
+
+GuestWait::GuestWait(const Guest& g) {
+  sigset_t host;
+  sigemptyset(&host);
+  sigaddset(&host, io_signal());
+  sigaddset(&host, kick_signal_number());
+  sigaddset(&host, SIGINT);   // vm-run's Ctrl-C and timeout call Vm::interrupt() from handlers
+  sigaddset(&host, SIGALRM);
+  pthread_sigmask(SIG_BLOCK, &host, &old_);
+  interrupted_ = signal_waiting(g);
+}
+
+GuestWait::~GuestWait() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+
+int GuestWait::poll(pollfd* fds, nfds_t n, const timespec* timeout) const {
+  int rc = ppoll(fds, n, timeout, &old_);
+  return rc < 0 ? -errno : rc;
+}
+
+int64_t ns_of(const timespec& t) {
+  const int64_t s = t.tv_sec < (int64_t{1} << 32) ? static_cast<int64_t>(t.tv_sec) : int64_t{1} << 32;
+  return s * 1000000000 + t.tv_nsec;
+}
+
+timespec ts_of(int64_t ns) { return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)}; }
+
+int64_t wait_until(const Guest& g, clockid_t clock, int64_t end_ns) {
+  GuestWait w(g);
+  if (w.interrupted()) return -EINTR;  // the run loop delivers it after this call
+  for (;;) {
+    timespec now;
+    clock_gettime(clock, &now);
+    if (ns_of(now) >= end_ns) return 0;
+    timespec left = ts_of(end_ns - ns_of(now));
+    // A signal; any other failure (ENOMEM) too: the guest's caller sees EINTR and may retry.
+    if (w.poll(nullptr, 0, &left) < 0) return -EINTR;
+  }
+}
+
+int64_t wait_readable(const Guest& g, int hfd, int flags) {
+  pollfd p{hfd, POLLIN, 0};
+  if (::poll(&p, 1, 0) != 0) return 0;  // readable, an end or an error: the read answers at once
+  if (flags & MSG_DONTWAIT) return 0;
+  int fl = fcntl(hfd, F_GETFL);
+  if (fl < 0 || (fl & O_NONBLOCK)) return 0;
+  GuestWait w(g);
+  if (w.interrupted()) return -EINTR;
+  int rc = w.poll(&p, 1, nullptr);
+  return rc < 0 ? rc : 0;
 }
 
 void deliver_pending(Guest& g) {

@@ -7,6 +7,7 @@
 #include <csignal>
 
 #include "vmm/syscalls/dispatch.h"
+#include "vmm/syscalls/signal.h"
 
 namespace sp::vmm {
 namespace {
@@ -91,6 +92,9 @@ int64_t sys_recvfrom(Guest& g, const SyscallArgs& a) {
   if (!p && a.a[2]) return -EFAULT;
   if (a.a[4] && a.a[5]) {  // report an empty source address
     if (!g.mem.write<uint32_t>(a.a[5], 0)) return -EFAULT;
+  }
+  if (a.a[2]) {  // as sys_read: a signal for the guest ends a wait with EINTR
+    if (int64_t w = wait_readable(g, hfd, static_cast<int>(a.a[3])); w < 0) return w;
   }
   return host_ret(recv(hfd, p, a.a[2], static_cast<int>(a.a[3])));
 }

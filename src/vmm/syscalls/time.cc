@@ -1,14 +1,10 @@
 // Time and randomness syscalls: clock_gettime/getres, gettimeofday, time, nanosleep,
 // clock_nanosleep, getrandom, all answered from the host's clocks and entropy.
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/random.h>
 #include <sys/time.h>
 
 #include <ctime>
 
-#include "vmm/syscalls/async_io.h"
 #include "vmm/syscalls/dispatch.h"
 #include "vmm/syscalls/signal.h"
 
@@ -49,21 +45,11 @@ int64_t sys_time(Guest& g, const SyscallArgs& a) {
   return t;
 }
 
-// Nanoseconds of a timespec, its seconds capped at 2^32 (136 years) so that a guest's huge
-// request cannot overflow (a clock's now plus the cap still fits in 63 bits).
-int64_t ns_of(const timespec& t) {
-  const int64_t s = t.tv_sec < (int64_t{1} << 32) ? static_cast<int64_t>(t.tv_sec) : int64_t{1} << 32;
-  return s * 1000000000 + t.tv_nsec;
-}
-timespec ts_of(int64_t ns) { return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)}; }
-
 // Sleeps on the host; a kick (SIGINT injection) or the guest's SIGIO interrupts it with EINTR,
-// as a signal would. A signal may already wait for the guest when the sleep begins: one that
-// stopped the guest as it entered this syscall (pending, delivered after it), or the host's io
-// signal that came after the trap (its handler only sets the flag the run loop reads after the
-// call). A plain clock_nanosleep then slept on: a host interrupt of a cell in time.sleep(30)
-// waited for the cell's deadline, in about 1 of 20 runs of tests/vmm/agent_vm_test.py. So the io
-// signal is blocked while signal_waiting() looks, and ppoll unblocks it atomically for the wait.
+// as a signal would, and so does a signal that already waits when the sleep begins (wait_until):
+// a plain clock_nanosleep slept on, and a host interrupt of a cell in time.sleep(30) waited for
+// the cell's deadline in about 1 of 20 runs of tests/vmm/agent_vm_test.py. An interrupted
+// relative sleep writes what was left to `rem`.
 int64_t do_sleep(Guest& g, clockid_t clock, int flags, uint64_t req_p, uint64_t rem_p) {
   timespec req;
   if (!g.mem.read(req_p, &req)) return -EFAULT;
@@ -71,30 +57,12 @@ int64_t do_sleep(Guest& g, clockid_t clock, int flags, uint64_t req_p, uint64_t 
   timespec now;
   clock_gettime(clock, &now);
   const int64_t end = (flags & TIMER_ABSTIME) ? ns_of(req) : ns_of(now) + ns_of(req);
-  sigset_t io, old;
-  sigemptyset(&io);
-  sigaddset(&io, io_signal());
-  pthread_sigmask(SIG_BLOCK, &io, &old);
-  int rc = 0;
-  if (signal_waiting(g)) {
-    rc = EINTR;  // the run loop delivers it after this call
-  } else {
-    for (;;) {
-      clock_gettime(clock, &now);
-      if (ns_of(now) >= end) break;
-      timespec left = ts_of(end - ns_of(now));
-      if (ppoll(nullptr, 0, &left, &old) < 0) {
-        rc = EINTR;  // a signal; any other failure (ENOMEM) too: the guest sleeps on with `rem`
-        break;
-      }
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (rc == EINTR && rem_p && !(flags & TIMER_ABSTIME)) {
+  int64_t rc = wait_until(g, clock, end);
+  if (rc == -EINTR && rem_p && !(flags & TIMER_ABSTIME)) {
     clock_gettime(clock, &now);
     g.mem.write(rem_p, ts_of(end > ns_of(now) ? end - ns_of(now) : 0));
   }
-  return -rc;
+  return rc;
 }
 
 int64_t sys_nanosleep(Guest& g, const SyscallArgs& a) { return do_sleep(g, CLOCK_MONOTONIC, 0, a.a[0], a.a[1]); }

@@ -1,6 +1,7 @@
 // Waiting syscalls for a single-threaded guest: futex (no other thread can wake a waiter, so a
 // wait ends only by timeout or an injected signal), poll/ppoll, select/pselect6 and pause, performed
-// with host poll() on the descriptors behind the guest's fds.
+// with host ppoll() on the descriptors behind the guest's fds. Each ends with EINTR when a signal
+// for the guest arrives or already waits (GuestWait), as on Linux.
 #include <linux/futex.h>
 #include <poll.h>
 #include <sys/select.h>
@@ -10,6 +11,7 @@
 #include <ctime>
 
 #include "vmm/syscalls/dispatch.h"
+#include "vmm/syscalls/signal.h"
 
 namespace sp::vmm {
 namespace {
@@ -31,7 +33,8 @@ int timeout_ms(const timespec* ts) {
   return ms > kMaxMs ? kMaxMs : static_cast<int>(ms);
 }
 
-// Waits on translated pollfds; returns the host result or -errno (EINTR when kicked).
+// Waits on translated pollfds; returns the host result or -errno (EINTR: a signal for the guest
+// arrived or already waited, and nothing was ready).
 int64_t host_poll(Guest& g, pollfd* pfd, uint64_t n, int ms) {
   bool nval[kMaxPollFds] = {};
   for (uint64_t i = 0; i < n; ++i) {
@@ -40,8 +43,22 @@ int64_t host_poll(Guest& g, pollfd* pfd, uint64_t n, int ms) {
     if (h < 0) nval[i] = true;
     pfd[i].fd = h;
   }
-  int rc = poll(pfd, n, ms);
-  if (rc < 0) return -errno;
+  int rc;
+  if (ms == 0) {  // no wait, so no EINTR either
+    rc = ::poll(pfd, n, 0);
+    if (rc < 0) return -errno;
+  } else {
+    GuestWait w(g);
+    if (w.interrupted()) {
+      rc = ::poll(pfd, n, 0);  // what is ready now is still reported, as Linux does
+      if (rc == 0) return -EINTR;
+      if (rc < 0) return -errno;
+    } else {
+      const timespec ts{ms / 1000, (ms % 1000) * 1000000L};
+      rc = w.poll(pfd, n, ms < 0 ? nullptr : &ts);
+      if (rc < 0) return rc;
+    }
+  }
   for (uint64_t i = 0; i < n; ++i) {
     if (nval[i]) pfd[i].revents = POLLNVAL, ++rc;
   }
@@ -127,9 +144,10 @@ int64_t sys_pselect6(Guest& g, const SyscallArgs& a) {
   return do_select(g, a.a[0], sets, timeout_ms(a.a[4] ? &ts : nullptr));
 }
 
-int64_t sys_pause(Guest&, const SyscallArgs&) {
-  int rc = poll(nullptr, 0, -1);  // only a kick (injected signal) ends it
-  return rc < 0 ? -errno : -EINTR;
+int64_t sys_pause(Guest& g, const SyscallArgs&) {
+  GuestWait w(g);
+  if (!w.interrupted()) (void)w.poll(nullptr, 0, nullptr);  // only a signal for the guest ends it
+  return -EINTR;
 }
 
 int64_t sys_futex(Guest& g, const SyscallArgs& a) {
@@ -150,13 +168,17 @@ int64_t sys_futex(Guest& g, const SyscallArgs& a) {
       if (!g.mem.read(uaddr, &cur)) return -EFAULT;
       if (cur != static_cast<uint32_t>(a.a[2])) return -EAGAIN;
       if (!a.a[3]) return sys_pause(g, a);  // no other thread exists to wake us
-      if (op == FUTEX_WAIT_BITSET) {        // absolute deadline
-        clockid_t c = (a.a[1] & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
-        int rc = clock_nanosleep(c, TIMER_ABSTIME, &ts, nullptr);
-        return rc == EINTR ? -EINTR : -ETIMEDOUT;
+      int64_t end;
+      clockid_t c = CLOCK_MONOTONIC;
+      if (op == FUTEX_WAIT_BITSET) {  // absolute deadline
+        if (a.a[1] & FUTEX_CLOCK_REALTIME) c = CLOCK_REALTIME;
+        end = ns_of(ts);
+      } else {
+        timespec now;
+        clock_gettime(c, &now);
+        end = ns_of(now) + ns_of(ts);
       }
-      int rc = clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, nullptr);
-      return rc == EINTR ? -EINTR : -ETIMEDOUT;
+      return wait_until(g, c, end) == -EINTR ? -EINTR : -ETIMEDOUT;
     }
     case FUTEX_WAKE_BITSET:
       if (static_cast<uint32_t>(a.a[5]) == 0) return -EINVAL;

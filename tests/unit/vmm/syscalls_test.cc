@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,11 +14,16 @@
 #include <cstddef>
 #include <ctime>
 #include <utility>
+#include <vector>
+#include <atomic>
+#include <thread>
 #include <cstdint>
 #include <cstring>
 #include <string>
 
 #include "test_guest.h"
+#include "vmm/syscalls/signal.h"
+#include "vmm/vm.h"
 
 using namespace sp::vmm;
 using sp::vmm::testing::TestGuest;
@@ -236,6 +242,122 @@ TEST_CASE("sleeps: a signal already waiting for the guest makes them return EINT
   t.g.sig.pending = 1ull << (SIGIO - 1);
   CHECK(t.call(35, req, rem) == -EINTR);
   CHECK(t.call(230, CLOCK_REALTIME, TIMER_ABSTIME, req, 0) == -EINTR);
+}
+
+TEST_CASE("blocking calls: a signal waiting for the guest ends them with EINTR at once, unless something is ready") {
+  TestGuest t;
+  int pfd[2];
+  REQUIRE(t.pipe(pfd));
+  const uint64_t buf = TestGuest::kScratch + 64, ts = TestGuest::kScratch + 256, fds = TestGuest::kScratch + 512,
+                 set = TestGuest::kScratch + 768, ev = TestGuest::kScratch + 1024, iov = TestGuest::kScratch + 1536;
+  REQUIRE(t.g.mem.write(ts, timespec{30, 0}));
+  const int64_t ep = t.call(291 /* epoll_create1 */, 0);
+  REQUIRE(ep >= 0);
+  uint32_t in = 1;  // EPOLLIN, then the packed data word
+  REQUIRE(t.g.mem.copy_out(ev, &in, 4));
+  REQUIRE(t.call(233 /* epoll_ctl */, ep, 1 /* ADD */, pfd[0], ev) == 0);
+  const uint64_t vec[2] = {buf, 16};
+  REQUIRE(t.g.mem.copy_out(iov, vec, sizeof vec));
+  auto pollfd_in = [&] {
+    pollfd p{pfd[0], POLLIN, 0};
+    REQUIRE(t.g.mem.copy_out(fds, &p, sizeof p));
+  };
+  auto read_set = [&] {
+    uint64_t bits = 1ull << pfd[0];
+    REQUIRE(t.g.mem.copy_out(set, &bits, 8));
+  };
+  uint32_t word = 7;
+  REQUIRE(t.g.mem.write(TestGuest::kScratch + 1200, word));
+  // Each of these would wait 30 s or for ever on the empty pipe; timed as a whole.
+  auto every_call = [&] {
+    std::vector<int64_t> r;
+    pollfd_in();
+    r.push_back(t.call(7 /* poll */, fds, 1, 30000));
+    pollfd_in();
+    r.push_back(t.call(271 /* ppoll */, fds, 1, 0, 0, 8));
+    read_set();
+    r.push_back(t.call(23 /* select */, pfd[0] + 1, set, 0, 0, 0));
+    read_set();
+    r.push_back(t.call(270 /* pselect6 */, pfd[0] + 1, set, 0, 0, ts, 0));
+    r.push_back(t.call(232 /* epoll_wait */, ep, ev, 1, -1));
+    r.push_back(t.call(281 /* epoll_pwait */, ep, ev, 1, 30000, 0, 8));
+    r.push_back(t.call(34 /* pause */));
+    r.push_back(t.call(202 /* futex */, TestGuest::kScratch + 1200, FUTEX_WAIT, 7, ts));
+    r.push_back(t.call(202, TestGuest::kScratch + 1200, FUTEX_WAIT, 7, 0));
+    r.push_back(t.call(0 /* read */, pfd[0], buf, 16));
+    r.push_back(t.call(19 /* readv */, pfd[0], iov, 1));
+    return r;
+  };
+  auto seconds = [](const timespec& a, const timespec& b) { return (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9; };
+  timespec a, b;
+  // A signal that stopped the guest as it entered the call is pending until after it.
+  t.g.sig.pending = 1ull << (SIGINT - 1);
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (int64_t r : every_call()) CHECK(r == -EINTR);
+  // The host's interrupt or kill, requested but not yet seen by the run loop, counts the same.
+  t.g.sig.pending = 0;
+  std::atomic<bool> interrupt{true}, kill{false};
+  t.g.host_interrupt = &interrupt;
+  t.g.host_kill = &kill;
+  for (int64_t r : every_call()) CHECK(r == -EINTR);
+  interrupt = false;
+  kill = true;
+  for (int64_t r : every_call()) CHECK(r == -EINTR);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  CHECK(seconds(a, b) < 5);
+  kill = false;
+  // An interrupt the guest blocks (SIGINT) does not end a wait: the futex times out.
+  interrupt = true;
+  t.g.sig.blocked = 1ull << (SIGINT - 1);
+  REQUIRE(t.g.mem.write(ts, timespec{0, 20000000}));
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  CHECK(t.call(202, TestGuest::kScratch + 1200, FUTEX_WAIT, 7, ts) == -ETIMEDOUT);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  CHECK(seconds(a, b) >= 0.02);
+  t.g.sig.blocked = 0;
+  // What is ready is reported, as Linux does: no EINTR then; and a call that does not wait
+  // (timeout 0, a non-blocking read) never answers EINTR.
+  REQUIRE(t.g.mem.copy_out(buf, "hello", 5));
+  REQUIRE(t.call(1 /* write */, pfd[1], buf, 5) == 5);
+  pollfd_in();
+  CHECK(t.call(7, fds, 1, 30000) == 1);
+  CHECK(t.call(232, ep, ev, 1, -1) == 1);
+  CHECK(t.call(0, pfd[0], buf, 16) == 5);
+  pollfd_in();
+  CHECK(t.call(7, fds, 1, 0) == 0);
+  CHECK(t.call(232, ep, ev, 1, 0) == 0);
+  REQUIRE(t.call(72 /* fcntl */, pfd[0], F_SETFL, O_NONBLOCK) == 0);
+  CHECK(t.call(0, pfd[0], buf, 16) == -EAGAIN);
+  t.g.host_interrupt = t.g.host_kill = nullptr;
+}
+
+TEST_CASE("blocking calls: the host's kick during the wait ends it with EINTR") {
+  install_process_signals();  // the kick's no-op handler (its default action would end the process)
+  TestGuest t;
+  int pfd[2];
+  REQUIRE(t.pipe(pfd));
+  const int write_end = t.g.fds.host(pfd[1]);
+  const uint64_t buf = TestGuest::kScratch + 64, ts = TestGuest::kScratch + 256;
+  REQUIRE(t.g.mem.write(ts, timespec{30, 0}));
+  const pthread_t self = pthread_self();
+  auto kicked = [&](auto&& call) {
+    std::atomic<bool> done{false};
+    std::thread kicker([&] {
+      usleep(50000);
+      pthread_kill(self, kick_signal_number());
+      for (int i = 0; i < 300 && !done; ++i) usleep(10000);
+      if (!done) (void)!write(write_end, "x", 1);  // a wait the kick missed ends here, failing the check
+    });
+    int64_t r = call();
+    done = true;
+    kicker.join();
+    return r;
+  };
+  CHECK(kicked([&] { return t.call(0 /* read */, pfd[0], buf, 16); }) == -EINTR);
+  CHECK(kicked([&] { return t.call(35 /* nanosleep */, ts, 0); }) == -EINTR);
+  pollfd p{pfd[0], POLLIN, 0};
+  REQUIRE(t.g.mem.copy_out(buf, &p, sizeof p));
+  CHECK(kicked([&] { return t.call(7 /* poll */, buf, 1, -1); }) == -EINTR);
 }
 
 TEST_CASE("ppoll and pselect6 refuse invalid timeouts at once; huge timeouts do not overflow") {
