@@ -1,6 +1,7 @@
 // The seccomp allowlist and its compilation with libseccomp to BPF; loading is seccomp_load.cc.
 #include "sandbox/seccomp_policy.h"
 
+#include <linux/netlink.h>
 #include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
@@ -233,7 +234,7 @@ constexpr SeccompEntry kPolicy[] = {
     {"eventfd", R::kAllow, "event loops"},
     {"eventfd2", R::kAllow, "event loops"},
     // Sockets (the network namespace holds only lo).
-    {"socket", R::kAllowSocket, "AF_UNIX / AF_INET / AF_INET6 only: no netlink, packet, vsock, alg"},
+    {"socket", R::kAllowSocket, "AF_UNIX / AF_INET / AF_INET6, and AF_NETLINK for NETLINK_ROUTE only (getifaddrs, if_nameindex; changes need CAP_NET_ADMIN): no packet, vsock, alg, other netlink"},
     {"socketpair", R::kAllowSocket, "multiprocessing pipes"},
     {"bind", R::kAllow, "local servers on the sandbox's own loopback"},
     {"listen", R::kAllow, "local servers"},
@@ -328,7 +329,11 @@ int add_rule(scmp_filter_ctx ctx, int nr, const SeccompEntry& e) {
         int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, family));
         if (rc != 0) return rc;
       }
-      return 0;
+      // Interface listings (glibc's getifaddrs, if_nameindex, AI_ADDRCONFIG; libuv's, Go's) read
+      // the sandbox's own network namespace over NETLINK_ROUTE; no sandbox holds CAP_NET_ADMIN,
+      // which every change asks for. socketpair() has no netlink (the kernel refuses it).
+      return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 2, SCMP_A0(SCMP_CMP_EQ, AF_NETLINK),
+                              SCMP_A2(SCMP_CMP_EQ, NETLINK_ROUTE));
     }
     case R::kAllowIoctl:
       return add_ioctl_rules(ctx, nr);

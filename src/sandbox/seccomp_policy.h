@@ -29,7 +29,7 @@ struct SeccompProgram {
 enum class SeccompRule {
   kAllow,          // always allowed
   kAllowNoNs,      // clone(2): allowed unless a CLONE_NEW* flag is set
-  kAllowSocket,    // socket(2)/socketpair(2): AF_UNIX, AF_INET, AF_INET6 only
+  kAllowSocket,    // socket(2)/socketpair(2): AF_UNIX, AF_INET, AF_INET6; AF_NETLINK with NETLINK_ROUTE
   kAllowIoctl,     // ioctl(2): everything but terminal injection (TIOCSTI, TIOCLINUX)
   kAllowPersona,   // personality(2): query or PER_LINUX only
   kEnosys,         // fail with ENOSYS so callers fall back

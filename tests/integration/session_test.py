@@ -307,6 +307,14 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, j = execute(self.srv, "iso-b", "import os\n('secret' in globals(), sorted(os.listdir('/mnt/data')))")
         self.assertEqual(j["properties"]["result"], "(False, [])")
 
+    def test_interfaces_are_listed_and_only_loopback(self):
+        # if_nameindex() asks over NETLINK_ROUTE, the one netlink family a sandbox may open.
+        code = ("import socket\ntry:\n    r = ','.join(n for _, n in socket.if_nameindex())\n"
+                "except OSError as e:\n    r = 'OSError'\nr")
+        r, j = execute(self.srv, "net-1", code)
+        # The micro-VM guest has no socket() at all (Unix socketpairs only).
+        self.assertEqual(j["properties"]["result"], "OSError" if ISOLATION == "microvm" else "lo")
+
     def test_concurrent_sessions_run_in_parallel(self):
         results = {}
 

@@ -14,6 +14,9 @@
 #include <grp.h>
 #include <sys/sysmacros.h>
 #include <linux/if_packet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
@@ -157,6 +160,40 @@ static int p_kernel(int argc, char** argv) {
   return g_escaped;
 }
 
+/* Sends one rtnetlink change request (`type` with `flags`, an ifaddrmsg or ifinfomsg body of
+ * `len` bytes) on a NETLINK_ROUTE socket and records the kernel's answer as an attempt: blocked
+ * when it answers an error, escaped when it acknowledges. */
+static void rtnl_change(const char* what, int type, int flags, const void* body, size_t len) {
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) {
+    printf("ESCAPED %s: no NETLINK_ROUTE socket to try it on (%s)\n", what, strerror(errno));
+    g_escaped = 1;
+    return;
+  }
+  struct {
+    struct nlmsghdr h;
+    char body[64];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.h.nlmsg_len = NLMSG_LENGTH(len);
+  req.h.nlmsg_type = (unsigned short)type;
+  req.h.nlmsg_flags = (unsigned short)(NLM_F_REQUEST | NLM_F_ACK | flags);
+  req.h.nlmsg_seq = 1;
+  memcpy(req.body, body, len);
+  char buf[4096];
+  long rc = send(s, &req, req.h.nlmsg_len, 0);
+  if (rc >= 0) rc = recv(s, buf, sizeof buf, 0);
+  close(s);
+  const struct nlmsghdr* h = (const struct nlmsghdr*)buf;
+  if (rc < (long)NLMSG_LENGTH(sizeof(struct nlmsgerr)) || h->nlmsg_type != NLMSG_ERROR) {
+    printf("ESCAPED %s: no error answer (%ld)\n", what, rc);
+    g_escaped = 1;
+    return;
+  }
+  const struct nlmsgerr* e = (const struct nlmsgerr*)NLMSG_DATA(h);
+  expect_errno(what, e->error < 0 ? -1 : 0, -e->error, EPERM);
+}
+
 static int p_devices(int argc, char** argv) {
   (void)argc; (void)argv;
   EXPECT("open /dev/mem", open("/dev/mem", O_RDONLY), ENOENT);
@@ -165,7 +202,24 @@ static int p_devices(int argc, char** argv) {
   EXPECT("open /dev/sda", open("/dev/sda", O_RDONLY), ENOENT);
   EXPECT("raw socket", socket(AF_INET, SOCK_RAW, IPPROTO_ICMP), EPERM);
   EXPECT("packet socket", socket(AF_PACKET, SOCK_RAW, htons(0x0003)), EPERM);
-  EXPECT("netlink socket", socket(AF_NETLINK, SOCK_RAW, 0), EPERM);
+  /* Of netlink, only NETLINK_ROUTE opens (getifaddrs and if_nameindex need it), and it only reads:
+   * every change needs CAP_NET_ADMIN, which no sandbox has. */
+  EXPECT("netlink audit socket", socket(AF_NETLINK, SOCK_RAW, NETLINK_AUDIT), EPERM);
+  EXPECT("netlink uevent socket", socket(AF_NETLINK, SOCK_RAW, NETLINK_KOBJECT_UEVENT), EPERM);
+  EXPECT("netlink sock_diag socket", socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG), EPERM);
+  EXPECT("netlink generic socket", socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC), EPERM);
+  EXPECT("netlink netfilter socket", socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER), EPERM);
+  EXPECT("netlink xfrm socket", socket(AF_NETLINK, SOCK_DGRAM, NETLINK_XFRM), EPERM);
+  struct {
+    struct ifaddrmsg ifa;
+    struct rtattr rta;
+    unsigned char addr[4];
+  } add = {{AF_INET, 8, 0, RT_SCOPE_HOST, if_nametoindex("lo")}, {RTA_LENGTH(4), IFA_LOCAL}, {10, 9, 9, 9}};
+  rtnl_change("netlink route: add an address to lo", RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &add, sizeof add);
+  struct ifinfomsg down = {.ifi_family = AF_UNSPEC, .ifi_index = (int)if_nametoindex("lo"), .ifi_change = IFF_UP};
+  rtnl_change("netlink route: set lo down", RTM_NEWLINK, 0, &down, sizeof down);
+  struct ifinfomsg dummy = {.ifi_family = AF_UNSPEC};
+  rtnl_change("netlink route: create a link", RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &dummy, sizeof dummy);
   char c = 'x';
   EXPECT("TIOCSTI on stdin", ioctl(0, TIOCSTI, &c), EPERM);
   EXPECT("TIOCSTI (high bits set)", syscall(SYS_ioctl, 0, 0x100000000ul | TIOCSTI, &c), EPERM);

@@ -388,7 +388,7 @@ def main():
         r.probe_blocked("kernel interfaces: modules, kexec, bpf, perf, userfaultfd, io_uring, keys, clock, reboot, swap,"
                         " personality, setuid", ["kernel"])
     if want("devices"):
-        r.probe_blocked("devices: /dev/mem, /dev/kvm, raw/packet/netlink sockets, TIOCSTI, /proc/sys writes", ["devices"])
+        r.probe_blocked("devices: /dev/mem, /dev/kvm, raw/packet sockets, netlink but route reads, TIOCSTI, /proc/sys writes", ["devices"])
     if want("readonly"):
         r.probe_blocked("read-only runtime and setuid tricks", ["readonly"])
     if want("symlink"):
