@@ -26,14 +26,17 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   // Failure, answered once the body has ended (only then may the exchange be answered).
   int err_status = 0;
   std::string err_code, err_message, err_headers;
-  // The session.
-  bool session_ready = false;
+  // The session: acquired once the body has shown a valid file part, so that a body that never
+  // does (not multipart, no part named 'file', a bad name) allocates nothing; one this upload
+  // allocated ends again when the body turns out bad later (cut short, too large).
+  bool acquiring = false, session_ready = false, created_session = false;
   uint64_t session_gen = 0;
   // The file part.
   enum class FilePart { kNone, kIn, kDone } file = FilePart::kNone;
   bool in_other_part = false;
   std::string path;
   bool open_sent = false, opened = false, close_sent = false, aborted = false, answered = false;
+  bool open_waiting = false;  // the open's reply has not come: an error answer waits for it
   uint64_t upload_id = 0;
   uint64_t received = 0;
   std::string pending;            // data not yet cut into a chunk
@@ -50,7 +53,7 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
       err_message = std::move(message);
       err_headers = std::move(headers);
     }
-    abort_upload();
+    if (!end_if_allocated_for_bad_input()) abort_upload();
     queue.clear();
     queued_bytes = 0;
     pending.clear();
@@ -59,6 +62,17 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
       ex->resume_body();
     }
     answer_if_done();
+  }
+
+  // Bad input allocates nothing: a session this upload allocated ends when the upload fails for
+  // its body (400, 413); the file being written goes with its sandbox. True when it did.
+  bool end_if_allocated_for_bad_input() {
+    if (!created_session || (err_status != 400 && err_status != 413)) return false;
+    created_session = false;
+    Session* s = session();
+    if (!s) return false;
+    s->destroy("its first request, an upload, was bad input");
+    return true;
   }
 
   Session* session() {
@@ -82,7 +96,9 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
   }
 
   void answer_if_done() {
-    if (!body_done || answered || err_status == 0) return;
+    // After the open's reply, so that the abort of what it opened goes to the agent before the
+    // client, answered, can send the session anything else.
+    if (!body_done || answered || err_status == 0 || open_waiting) return;
     answered = true;
     respond_error(*ex, err_status, err_code, err_message, err_headers);
   }
@@ -101,6 +117,26 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
     path = dir.empty() ? *name : dir + "/" + *name;
     file = FilePart::kIn;
     in_other_part = false;
+    acquire();
+  }
+
+  void acquire() {
+    if (acquiring || err_status) return;
+    acquiring = true;
+    Pool* p = files->pools.find(pool_name);
+    if (!p) return fail(404, "PoolNotFound", "no session pool named '" + pool_name + "'");
+    const bool is_new = p->find(identifier) == nullptr;
+    p->acquire(identifier, [self = shared_from_this(), is_new](Session* s, const AcquireError* e) {
+      if (e) return self->fail(e->status, e->code, e->message, e->retry_after_header());
+      self->session_gen = s->sandbox_id();
+      self->session_ready = true;
+      self->created_session = is_new;
+      if (self->err_status) {  // the body failed while the session was on its way
+        self->end_if_allocated_for_bad_input();
+        return;
+      }
+      self->pump();
+    });
   }
   void on_part_data(std::string_view data) override {
     if (file != FilePart::kIn || in_other_part || err_status) return;
@@ -152,12 +188,22 @@ struct StreamUpload : MultipartStream::Events, std::enable_shared_from_this<Stre
       if (!agent::encode_write_open(enc, id, agent::WriteOpen{path, 1}).ok()) {
         return fail(400, "InvalidFileName", "file name too long");
       }
+      open_waiting = true;
       s->agent_request(frame, id, [self](const agent::Frame* f, const Error* err) {
-        if (self->err_status) return;
-        if (err || f->header.type != agent::FrameType::kOk) return self->agent_failed(f, err);
-        auto ok = agent::decode_ok(*f);
-        self->upload_id = ok.ok() ? ok.value().value : 0;
-        self->opened = true;
+        self->open_waiting = false;
+        const bool ok_frame = !err && f->header.type == agent::FrameType::kOk;
+        if (ok_frame) {
+          auto ok = agent::decode_ok(*f);
+          self->upload_id = ok.ok() ? ok.value().value : 0;
+          self->opened = true;
+        }
+        // Failed while the open was on its way (the body cut short, the client gone): the agent's
+        // temporary file would stay in /mnt/data; abort it now that it has an id, then answer.
+        if (self->err_status) {
+          self->abort_upload();
+          return self->answer_if_done();
+        }
+        if (!ok_frame) return self->agent_failed(f, err);
         self->pump();
       });
       return flow_control();
@@ -262,12 +308,7 @@ void upload_head(Files& files, Uploads& uploads, http::Exchange& ex, const Route
   auto boundary = multipart_boundary(req.header("content-type"));
   if (!boundary.ok()) return u->fail(400, "InvalidRequestBody", "uploads are multipart/form-data with a part named 'file'");
   u->mp = std::make_unique<MultipartStream>(boundary.value(), u.get());
-  p->acquire(u->identifier, [u](Session* s, const AcquireError* e) {
-    if (e) return u->fail(e->status, e->code, e->message, e->retry_after_header());
-    u->session_gen = s->sandbox_id();
-    u->session_ready = true;
-    u->pump();
-  });
+  // The session is acquired when the body shows its file part (StreamUpload::acquire).
 }
 
 void upload_body(Uploads& uploads, http::Exchange& ex, std::string_view chunk) {

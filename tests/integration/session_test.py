@@ -486,6 +486,10 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
             r = self.srv.request("POST", "/pools/tiny/files/upload?identifier=full-3", body, headers)
             self.assertAzureError(r, 429, "SessionPoolFull")
             self.assertEqual(r.header("Retry-After"), "5")
+            # A body with no file part is bad input whatever the pool's state: 400, not 429.
+            body, headers = multipart("f.txt", b"data", field="notfile")
+            r = self.srv.request("POST", "/pools/tiny/files/upload?identifier=full-3", body, headers)
+            self.assertAzureError(r, 400, "InvalidRequestBody")
             self.assertEqual(self.session_count("tiny"), 2)
             self.srv.request("DELETE", "/pools/tiny/session?identifier=full-1")
             r, _ = execute(self.srv, "full-3", "1", path="/pools/tiny/code/execute")
@@ -730,6 +734,7 @@ class FilesApi(harness.ServerTestCase, unittest.TestCase):
             r, j = self.upload("files-lim", "big.bin", b"x" * 10000, pool="small")
             self.assertEqual(r.status, 413, r)
             self.assertEqual(j["error"]["code"], "FileTooLarge")
+            self.assertEqual(self.srv.request("GET", "/pools/small/session?identifier=files-lim").status, 404)
             code = ("f = open('fill.bin', 'wb')\ntry:\n    while True:\n        f.write(b'x' * 4096)\n        f.flush()\n"
                     "except OSError as e:\n    err = e.errno\nerr")
             r, j = execute(self.srv, "files-lim", code, path="/pools/small/code/execute")
@@ -751,6 +756,19 @@ class FilesApi(harness.ServerTestCase, unittest.TestCase):
         r = self.srv.request("POST", "/files/upload?identifier=files-mal", b"--B\r\nbroken",
                              {"Content-Type": "multipart/form-data; boundary=B"})
         self.assertEqual(r.status, 400)
+        # Bad input allocates nothing; nor does a body cut short after its file part began (the
+        # session it had allocated ends again), or one over the pool's upload limit.
+        cut = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nabc',
+               {"Content-Type": "multipart/form-data; boundary=B"})
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal", *cut)
+        self.assertEqual(r.status, 400)
+        self.assertEqual(self.srv.request("GET", "/session?identifier=files-mal").status, 404)
+        # A session that was there keeps its files, without the cut one.
+        execute(self.srv, "files-mal-2", "open('/mnt/data/keep.txt', 'w').write('k')")
+        r = self.srv.request("POST", "/files/upload?identifier=files-mal-2", *cut)
+        self.assertEqual(r.status, 400)
+        r, j = execute(self.srv, "files-mal-2", "import os\nsorted(os.listdir('/mnt/data'))")
+        self.assertEqual(j["properties"]["result"], "['keep.txt']")
 
 
 class Auth(unittest.TestCase):
