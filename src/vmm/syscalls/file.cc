@@ -3,6 +3,7 @@
 // descriptors behind the guest's fd table. Path-based calls are in fs.cc, socket calls in socket.cc.
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -38,14 +39,14 @@ int64_t write_ret(Guest& g, long rc) {
   return host_ret(rc);
 }
 
-// A read that would block waits in wait_readable() first, so that a signal for the guest ends it
-// with EINTR (one arriving during the wait, or one already waiting), as on Linux.
+// A read or write that would block waits in wait_ready() first, so that a signal for the guest
+// ends it with EINTR (one arriving during the wait, or one already waiting), as on Linux.
 int64_t sys_read(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
   if (a.a[2]) {
-    if (int64_t w = wait_readable(g, hfd); w < 0) return w;
+    if (int64_t w = wait_ready(g, hfd, POLLIN); w < 0) return w;
   }
   return host_ret(read(hfd, p, a.a[2]));
 }
@@ -54,6 +55,9 @@ int64_t sys_write(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
+  if (a.a[2]) {
+    if (int64_t w = wait_ready(g, hfd, POLLOUT); w < 0) return w;
+  }
   return write_ret(g, write(hfd, p, a.a[2]));
 }
 
@@ -91,7 +95,7 @@ int64_t sys_readv(Guest& g, const SyscallArgs& a) {
   bool any = false;  // Linux answers an all-empty readv at once
   for (uint64_t i = 0; i < a.a[2]; ++i) any |= iov[i].iov_len != 0;
   if (any) {
-    if (int64_t w = wait_readable(g, hfd); w < 0) return w;  // as sys_read
+    if (int64_t w = wait_ready(g, hfd, POLLIN); w < 0) return w;  // as sys_read
   }
   return host_ret(readv(hfd, iov, static_cast<int>(a.a[2])));
 }
@@ -100,6 +104,11 @@ int64_t sys_writev(Guest& g, const SyscallArgs& a) {
   HOST_FD(g, static_cast<long>(a.a[0]));
   iovec iov[IOV_MAX];
   if (int64_t r = load_iov(g, a.a[1], a.a[2], iov); r < 0) return r;
+  bool any = false;
+  for (uint64_t i = 0; i < a.a[2]; ++i) any |= iov[i].iov_len != 0;
+  if (any) {
+    if (int64_t w = wait_ready(g, hfd, POLLOUT); w < 0) return w;  // as sys_write
+  }
   return write_ret(g, writev(hfd, iov, static_cast<int>(a.a[2])));
 }
 

@@ -176,9 +176,9 @@ int64_t wait_until(const Guest& g, clockid_t clock, int64_t end_ns) {
   }
 }
 
-int64_t wait_readable(const Guest& g, int hfd, int flags) {
-  pollfd p{hfd, POLLIN, 0};
-  if (::poll(&p, 1, 0) != 0) return 0;  // readable, an end or an error: the read answers at once
+int64_t wait_ready(const Guest& g, int hfd, short events, int flags) {
+  pollfd p{hfd, events, 0};
+  if (::poll(&p, 1, 0) != 0) return 0;  // ready, an end or an error: the call answers at once
   if (flags & MSG_DONTWAIT) return 0;
   int fl = fcntl(hfd, F_GETFL);
   if (fl < 0 || (fl & O_NONBLOCK)) return 0;

@@ -77,9 +77,11 @@ int64_t wait_until(const Guest& g, clockid_t clock, int64_t end_ns);
 int64_t ns_of(const timespec& t);
 timespec ts_of(int64_t ns);
 
-// Before a read from host descriptor `hfd` that may block (`flags`: the call's MSG_DONTWAIT):
-// 0 when it will not (data or an end is there, or the descriptor does not block), -EINTR when a
-// signal for the guest waits or arrives first; then the caller reads.
-int64_t wait_readable(const Guest& g, int hfd, int flags = 0);
+// Before a read (`events` POLLIN) or write (POLLOUT) on host descriptor `hfd` that may block
+// (`flags`: the call's MSG_DONTWAIT): 0 when it will not (ready, an end or an error is there, or
+// the descriptor does not block), -EINTR when a signal for the guest waits or arrives first; then
+// the caller does its call. (A write may still block part-way, once what was ready is taken; a
+// signal then ends it with what it wrote, as on Linux.)
+int64_t wait_ready(const Guest& g, int hfd, short events, int flags = 0);
 
 }  // namespace sp::vmm

@@ -1,6 +1,7 @@
 // Socket syscalls on descriptors the guest was given (the agent channel): options, names and
 // shutdown; plus AF_UNIX socketpair (local only). No other new sockets: socket/connect/bind stay
 // ENOSYS, so the guest has no network of its own. send/recv work without addresses.
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -81,6 +82,9 @@ int64_t sys_sendto(Guest& g, const SyscallArgs& a) {
   if (a.a[4]) return -EISCONN;
   const uint8_t* p = g.mem.user_ptr(a.a[1], a.a[2]);
   if (!p && a.a[2]) return -EFAULT;
+  if (a.a[2]) {  // as sys_write
+    if (int64_t w = wait_ready(g, hfd, POLLOUT, static_cast<int>(a.a[3])); w < 0) return w;
+  }
   long rc = send(hfd, p, a.a[2], static_cast<int>(a.a[3]) | MSG_NOSIGNAL);  // our own SIGPIPE below
   if (rc < 0 && errno == EPIPE && !(a.a[3] & MSG_NOSIGNAL)) g.sig.pending |= 1ull << (SIGPIPE - 1);
   return host_ret(rc);
@@ -94,7 +98,7 @@ int64_t sys_recvfrom(Guest& g, const SyscallArgs& a) {
     if (!g.mem.write<uint32_t>(a.a[5], 0)) return -EFAULT;
   }
   if (a.a[2]) {  // as sys_read: a signal for the guest ends a wait with EINTR
-    if (int64_t w = wait_readable(g, hfd, static_cast<int>(a.a[3])); w < 0) return w;
+    if (int64_t w = wait_ready(g, hfd, POLLIN, static_cast<int>(a.a[3])); w < 0) return w;
   }
   return host_ret(recv(hfd, p, a.a[2], static_cast<int>(a.a[3])));
 }

@@ -328,6 +328,16 @@ TEST_CASE("blocking calls: a signal waiting for the guest ends them with EINTR a
   CHECK(t.call(232, ep, ev, 1, 0) == 0);
   REQUIRE(t.call(72 /* fcntl */, pfd[0], F_SETFL, O_NONBLOCK) == 0);
   CHECK(t.call(0, pfd[0], buf, 16) == -EAGAIN);
+  // Writes to a full pipe wait the same way.
+  REQUIRE(t.call(72, pfd[1], F_SETFL, O_NONBLOCK) == 0);
+  while (t.call(1, pfd[1], buf, 16) == 16) {
+  }
+  CHECK(t.call(1, pfd[1], buf, 16) == -EAGAIN);  // not blocking: never EINTR
+  REQUIRE(t.call(72, pfd[1], F_SETFL, 0) == 0);
+  t.g.sig.pending = 1ull << (SIGIO - 1);
+  CHECK(t.call(1 /* write */, pfd[1], buf, 16) == -EINTR);
+  CHECK(t.call(20 /* writev */, pfd[1], iov, 1) == -EINTR);
+  t.g.sig.pending = 0;
   t.g.host_interrupt = t.g.host_kill = nullptr;
 }
 
