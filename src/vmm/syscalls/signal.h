@@ -44,8 +44,8 @@ bool signal_waiting(const Guest& g);
 int kick_signal_number();
 
 // The host side of a guest call that may block (sleeps, poll, select, epoll_wait, pause, futex
-// waits, reads of a descriptor with nothing to read). Linux ends such a call with EINTR when a
-// signal for the caller arrives or already waits. While a GuestWait lives, the host's kick and io
+// waits, reads and writes of a descriptor that is not ready). Linux ends such a call with EINTR
+// when a signal for the caller arrives or already waits. While a GuestWait lives, the host's kick and io
 // signals (and SIGINT, SIGALRM: vm-run's) are blocked, so that none lands between interrupted()
 // and the wait, unseen; the wait passes mask() to ppoll or epoll_pwait, which unblock them for
 // its duration only.
