@@ -234,7 +234,7 @@ constexpr SeccompEntry kPolicy[] = {
     {"eventfd", R::kAllow, "event loops"},
     {"eventfd2", R::kAllow, "event loops"},
     // Sockets (the network namespace holds only lo).
-    {"socket", R::kAllowSocket, "AF_UNIX / AF_INET / AF_INET6, and AF_NETLINK for NETLINK_ROUTE only (getifaddrs, if_nameindex; changes need CAP_NET_ADMIN): no packet, vsock, alg, other netlink"},
+    {"socket", R::kAllowSocket, "AF_UNIX / AF_INET / AF_INET6; netlink: NETLINK_ROUTE only (interface lists)"},
     {"socketpair", R::kAllowSocket, "multiprocessing pipes"},
     {"bind", R::kAllow, "local servers on the sandbox's own loopback"},
     {"listen", R::kAllow, "local servers"},
