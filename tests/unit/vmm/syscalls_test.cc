@@ -1,6 +1,5 @@
 // Syscall handlers driven with ordinary and hostile arguments, without a vCPU.
 #include <fcntl.h>
-#include <sys/socket.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
@@ -10,16 +9,16 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstddef>
-#include <ctime>
-#include <utility>
-#include <vector>
-#include <atomic>
-#include <thread>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "test_guest.h"
 #include "vmm/syscalls/signal.h"
