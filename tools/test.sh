@@ -46,16 +46,17 @@ for kind in release asan; do
     continue
   fi
   # Under ASan/UBSan the suites that make real sandboxes are left out of the full run: the Python
-  # template loads a native module into Debian's python3 (which has no ASan runtime), and
-  # LeakSanitizer cannot run under the sandbox's seccomp filter (sandbox-run's probes), nor can a
-  # static sandpool-init be sanitized (custom containers). They run in the release build.
+  # template loads a native module into Debian's python3 (which has no ASan runtime), LeakSanitizer
+  # cannot run under the sandbox's seccomp filter, and there is no sanitized static sandpool-init
+  # (custom containers). They run in the release build.
   run_tests "$dir" --no-suite sandboxed
   # The sanitized server still meets real sandboxes here: its session suites (process tier and
-  # micro-VM), the isolation fallbacks, the micro-VM probes and the npm client run against it, with
-  # the release build's runtime directory (an unsanitized template module).
+  # micro-VM), the isolation fallbacks, the npm client and both probe suites run against it, with
+  # the release build's runtime directory (an unsanitized template module); run_probes.py turns
+  # LeakSanitizer off inside sandbox-run's sandboxes.
   SANDPOOL_RUNTIME_DIR="$PWD/$release_dir/src/sandbox" run_tests "$dir" --no-rebuild \
-    integration-sessions integration-sessions-microvm integration-isolation security-microvm-probes \
-    compat-llamaindex-azure
+    integration-sessions integration-sessions-microvm integration-isolation security-probes \
+    security-microvm-probes compat-llamaindex-azure
 done
 echo "$passed passed, $failed failed, $skipped skipped"
 exit $status
