@@ -4,7 +4,7 @@
 Client threads each loop: a new identifier, an execute that sets a variable, a file uploaded and
 read back byte for byte, an execute that reads the variable again (state kept), then the session
 is either deleted (DELETE session) or left to its short cooldown. Every --sample-s the server's
-resident memory, open descriptors and threads, the sandpool cgroup directories, the processes
+resident memory, open descriptors and threads, the server's cgroup directories, the processes
 under the server and the host mounts naming sandpool are recorded. After the load stops and the
 cooldowns have passed, each must be back near its level before the load (the ready pool only);
 the exit status is 1 when one is not, or when a request failed in a way the contract does not allow
@@ -27,12 +27,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sessions import descendants_cpu_s, metric, start_server  # noqa: E402
 
 
-def cgroup_dirs():
+def cgroup_dirs(pid):
+    """The cgroup directories of server `pid`: its owner directory sandpool/o<pid>_<start time> in
+    every hierarchy and all below (another sandpool on the host, a test run, is not counted)."""
     n = 0
     for ctrl in os.listdir("/sys/fs/cgroup"):
         top = os.path.join("/sys/fs/cgroup", ctrl, "sandpool")
-        for _, dirs, _ in os.walk(top):
-            n += len(dirs)
+        try:
+            owners = [d for d in os.listdir(top) if d.startswith("o%d_" % pid)]
+        except OSError:
+            continue
+        for owner in owners:
+            n += 1
+            for _, dirs, _ in os.walk(os.path.join(top, owner)):
+                n += len(dirs)
     return n
 
 
@@ -45,7 +53,7 @@ def sample(pid):
     with open("/proc/self/mountinfo") as f:
         mounts = sum("sandpool" in line for line in f)
     return {"rss_kib": int(status["VmRSS"].split()[0]), "fds": len(os.listdir("/proc/%d/fd" % pid)),
-            "threads": int(status["Threads"]), "cgroup_dirs": cgroup_dirs(), "processes": len(descendants_cpu_s(pid)),
+            "threads": int(status["Threads"]), "cgroup_dirs": cgroup_dirs(pid), "processes": len(descendants_cpu_s(pid)),
             "mounts": mounts}
 
 
