@@ -25,7 +25,7 @@ void detach_async_io();
 // After a trap: true once per host notification since the last call (then raise SIGIO).
 bool take_io_ready();
 // Whether a host notification waits for take_io_ready(), without taking it (a blocking call
-// about to start looks, with the io signal blocked: time.cc's sleeps).
+// about to start looks, with the io signal blocked: signal_waiting(), GuestWait).
 bool io_ready_pending();
 
 }  // namespace sp::vmm

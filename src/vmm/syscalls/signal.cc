@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <cerrno>
 #include <csignal>
@@ -177,15 +178,22 @@ int64_t wait_until(const Guest& g, clockid_t clock, int64_t end_ns) {
 }
 
 int64_t wait_ready(const Guest& g, int hfd, short events, int flags) {
+  if (flags & MSG_DONTWAIT) return 0;
   pollfd p{hfd, events, 0};
   if (::poll(&p, 1, 0) != 0) return 0;  // ready, an end or an error: the call answers at once
-  if (flags & MSG_DONTWAIT) return 0;
   int fl = fcntl(hfd, F_GETFL);
   if (fl < 0 || (fl & O_NONBLOCK)) return 0;
+  // A socket's SO_RCVTIMEO / SO_SNDTIMEO bound the wait as they bound the call: EAGAIN after it.
+  timeval tv{};
+  socklen_t len = sizeof tv;
+  timespec limit{};
+  const bool timed = getsockopt(hfd, SOL_SOCKET, events == POLLIN ? SO_RCVTIMEO : SO_SNDTIMEO, &tv, &len) == 0 &&
+                     (tv.tv_sec > 0 || tv.tv_usec > 0);
+  if (timed) limit = timespec{tv.tv_sec, tv.tv_usec * 1000};
   GuestWait w(g);
   if (w.interrupted()) return -EINTR;
-  int rc = w.poll(&p, 1, nullptr);
-  return rc < 0 ? rc : 0;
+  int rc = w.poll(&p, 1, timed ? &limit : nullptr);
+  return rc < 0 ? rc : rc == 0 ? -EAGAIN : 0;
 }
 
 void deliver_pending(Guest& g) {

@@ -79,9 +79,10 @@ timespec ts_of(int64_t ns);
 
 // Before a read (`events` POLLIN) or write (POLLOUT) on host descriptor `hfd` that may block
 // (`flags`: the call's MSG_DONTWAIT): 0 when it will not (ready, an end or an error is there, or
-// the descriptor does not block), -EINTR when a signal for the guest waits or arrives first; then
-// the caller does its call. (A write may still block part-way, once what was ready is taken; a
-// signal then ends it with what it wrote, as on Linux.)
+// the descriptor does not block), -EINTR when a signal for the guest waits or arrives first,
+// -EAGAIN when a socket's SO_RCVTIMEO / SO_SNDTIMEO passes first; on 0 the caller does its call.
+// (A write may still block part-way, once what was ready is taken; a signal then ends it with
+// what it wrote, as on Linux.)
 int64_t wait_ready(const Guest& g, int hfd, short events, int flags = 0);
 
 }  // namespace sp::vmm

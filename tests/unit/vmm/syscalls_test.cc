@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -367,6 +368,39 @@ TEST_CASE("blocking calls: the host's kick during the wait ends it with EINTR") 
   pollfd p{pfd[0], POLLIN, 0};
   REQUIRE(t.g.mem.copy_out(buf, &p, sizeof p));
   CHECK(kicked([&] { return t.call(7 /* poll */, buf, 1, -1); }) == -EINTR);
+}
+
+TEST_CASE("blocking calls: a socket's receive and send timeouts still bound the wait") {
+  TestGuest t;
+  const uint64_t sv = TestGuest::kScratch + 64, tv = TestGuest::kScratch + 128, buf = TestGuest::kScratch + 256;
+  REQUIRE(t.call(53 /* socketpair */, AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  int fds[2];
+  REQUIRE(t.g.mem.copy_in(fds, sv, sizeof fds));
+  const int peer = t.g.fds.host(fds[1]);
+  const timeval limit{0, 50000};
+  REQUIRE(t.g.mem.copy_out(tv, &limit, sizeof limit));
+  REQUIRE(t.call(54 /* setsockopt */, fds[0], SOL_SOCKET, SO_RCVTIMEO_OLD, tv, sizeof limit) == 0);
+  REQUIRE(t.call(54, fds[0], SOL_SOCKET, SO_SNDTIMEO_OLD, tv, sizeof limit) == 0);
+  // A wait that ignored the timeout would last until this thread's write, 3 s on (then fail).
+  std::atomic<bool> done{false};
+  std::thread rescue([&] {
+    for (int i = 0; i < 300 && !done; ++i) usleep(10000);
+    if (!done) (void)!write(peer, "x", 1);
+  });
+  timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  CHECK(t.call(0 /* read */, fds[0], buf, 16) == -EAGAIN);
+  CHECK(t.call(45 /* recvfrom */, fds[0], buf, 16, 0, 0, 0) == -EAGAIN);
+  // Fill the socket's send buffer (non-blocking), then a blocking send times out too.
+  REQUIRE(t.call(72 /* fcntl */, fds[0], F_SETFL, O_NONBLOCK) == 0);
+  while (t.call(1, fds[0], buf, 16) == 16) {
+  }
+  REQUIRE(t.call(72, fds[0], F_SETFL, 0) == 0);
+  CHECK(t.call(1 /* write */, fds[0], buf, 16) == -EAGAIN);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  done = true;
+  rescue.join();
+  CHECK((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9 < 2);
 }
 
 TEST_CASE("ppoll and pselect6 refuse invalid timeouts at once; huge timeouts do not overflow") {
