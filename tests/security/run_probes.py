@@ -36,10 +36,14 @@ class Runner:
         self.env_args = ["--env", "ASAN_OPTIONS=detect_leaks=0"] if sanitized else []
         self.sanitized = sanitized
 
+    def argv(self, args, cmd):
+        """sandbox-run's command line: the probes bound in, `args`, then `cmd`."""
+        return ([self.sandpool, "sandbox-run", "--report", "--ro-bind", self.probes + ":/probes/probes"] +
+                self.env_args + list(args) + ["--"] + list(cmd))
+
     def run(self, args, probe=None, cmd=None, timeout=60, stdin=subprocess.DEVNULL, pass_fds=()):
         """Runs one sandbox; returns (stdout, result dict from --report)."""
-        argv = [self.sandpool, "sandbox-run", "--report", "--ro-bind", self.probes + ":/probes/probes"] + self.env_args
-        argv += list(args) + ["--"] + (["/probes/probes"] + probe if probe else cmd)
+        argv = self.argv(args, ["/probes/probes"] + probe if probe else cmd)
         p = subprocess.run(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
                            pass_fds=pass_fds, text=True)
         m = re.search(r"sandpool-result (.*)", p.stderr)
@@ -103,9 +107,7 @@ def descendants(pid):
 
 def start_background(r, args, cmd, ready_word):
     """Starts a sandbox that prints ready_word when set up; returns the Popen."""
-    argv = [r.sandpool, "sandbox-run", "--report", "--ro-bind", r.probes + ":/probes/probes"] + r.env_args + args
-    argv += ["--"] + cmd
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(r.argv(args, cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()  # blocks until the sandbox speaks: no sleeping
     if ready_word not in line:
         p.kill()

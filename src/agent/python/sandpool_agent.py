@@ -324,11 +324,11 @@ def reseed():
         np.random.set_state(("MT19937", key, 624, 0, 0.0))
 
 
-
 def output_cap(limit):
     """The bytes one stream of a cell may return: the host's `limit` (0: none asked), at most
     MAX_OUTPUT_BYTES. (The C supervisor caps the limit it reads the same way, supervisor.cc.)"""
     return min(limit, MAX_OUTPUT_BYTES) if limit else MAX_OUTPUT_BYTES
+
 
 def clip(data, limit):
     """(data cut to `limit` bytes, never inside a UTF-8 sequence; truncated?)."""
