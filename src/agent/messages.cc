@@ -62,7 +62,7 @@ Status encode_empty(FrameEncoder& e, FrameType type, uint64_t id) {
 }
 
 Status encode_execute_request(FrameEncoder& e, uint64_t id, const ExecuteRequest& m) {
-  e.begin(FrameType::kExecuteRequest, id);
+  e.begin(FrameType::kExecuteRequest, id, m.warm_up ? kFrameWarmUp : 0);
   e.put_u8(static_cast<uint8_t>(m.mode));
   e.put_u32(m.timeout_ms);
   e.put_u32(m.output_limit_bytes);
@@ -77,6 +77,7 @@ Result<ExecuteRequest> decode_execute_request(const Frame& f) {
   SP_TRY(expect_type(f, FrameType::kExecuteRequest));
   PayloadReader r(f.payload);
   ExecuteRequest m;
+  m.warm_up = f.header.flags == kFrameWarmUp;
   SP_TRY_ASSIGN(uint8_t mode, r.get_u8());
   if (mode > 1) return Error{kEProtocol, "agent execute: bad mode"};
   m.mode = static_cast<ExecMode>(mode);

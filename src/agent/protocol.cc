@@ -73,7 +73,7 @@ Result<std::optional<Frame>> FrameDecoder::next() {
     error_ = Error{kEProtocol, "agent frame: unsupported version"};
   } else if (type == 0 || type > kMaxFrameType) {
     error_ = Error{kEProtocol, "agent frame: unknown type"};
-  } else if (h.flags != 0) {
+  } else if (h.flags != 0 && !(h.flags == kFrameWarmUp && type == static_cast<uint8_t>(FrameType::kExecuteRequest))) {
     error_ = Error{kEProtocol, "agent frame: reserved flags set"};
   } else if (h.payload_bytes > max_payload_bytes_) {
     error_ = Error{kETooLarge, "agent frame: payload over the limit"};
@@ -95,14 +95,14 @@ Result<std::optional<Frame>> FrameDecoder::next() {
 
 // ---- FrameEncoder ----
 
-void FrameEncoder::begin(FrameType type, uint64_t request_id) {
+void FrameEncoder::begin(FrameType type, uint64_t request_id, uint16_t flags) {
   start_ = out_->size();
   put_u32(kFrameMagic);
   put_u32(0);  // length, patched by finish()
   put_u8(kProtocolVersion);
   put_u8(static_cast<uint8_t>(type));
-  put_u8(0);
-  put_u8(0);
+  put_u8(static_cast<uint8_t>(flags));
+  put_u8(static_cast<uint8_t>(flags >> 8));
   put_u64(request_id);
 }
 

@@ -48,12 +48,16 @@ enum class FrameType : uint8_t {
   kReseed = 20,         // host -> agent, reply kOk
 };
 inline constexpr uint8_t kMaxFrameType = 20;
+// The one header flag: on an ExecuteRequest only, the host's own execute before the sandbox serves
+// a session. The agent runs it like any cell and keeps nothing from it that a session's cell could
+// reuse (its compiled code, cell number, source). Any other flags value is a protocol error.
+inline constexpr uint16_t kFrameWarmUp = 1;
 
 struct FrameHeader {
   uint32_t payload_bytes = 0;
   uint8_t version = kProtocolVersion;
   FrameType type = FrameType::kPing;
-  uint16_t flags = 0;  // reserved, must be 0
+  uint16_t flags = 0;  // 0, or kFrameWarmUp on an ExecuteRequest
   uint64_t request_id = 0;
 };
 
@@ -99,7 +103,7 @@ class FrameEncoder {
  public:
   explicit FrameEncoder(std::string* out, uint32_t max_payload_bytes = kDefaultMaxPayloadBytes)
       : out_(out), max_payload_bytes_(max_payload_bytes) {}
-  void begin(FrameType type, uint64_t request_id);
+  void begin(FrameType type, uint64_t request_id, uint16_t flags = 0);
   void put_u8(uint8_t v) { out_->push_back(static_cast<char>(v)); }
   void put_u32(uint32_t v);
   void put_i32(int32_t v) { put_u32(static_cast<uint32_t>(v)); }
@@ -157,6 +161,7 @@ struct ExecuteRequest {
   std::string_view code;               // python source, or the bash -c script
   std::vector<std::string_view> argv;  // shell: run argv directly when not empty
   std::string_view stdin_bytes;        // shell only
+  bool warm_up = false;                // the host's own execute (kFrameWarmUp)
 };
 
 enum class ExecStatus : uint8_t {

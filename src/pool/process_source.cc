@@ -148,7 +148,8 @@ void ProcessSource::take_from_spawner() {
 // After the hello, one real execute over the same socket: the agent's hello-time warm-up cell
 // runs inside the worker, but the request path itself (reading and decoding a frame, arming the
 // deadline, encoding and sending the reply) would otherwise take its copy-on-write faults and
-// cold caches on the first request of a session. The cell leaves no names behind; it still runs
+// cold caches on the first request of a session. The cell leaves no names behind, and with the
+// warm-up flag no compiled code either (a session's own print(1) is compiled anew); it still runs
 // at the spawn CPU weight. Not counted as an execution anywhere. Costs each idle sandbox the
 // pages it copied (≈ 150-200 KiB): ProcessSourceOptions::warm_up_execute.
 bool ProcessSource::send_warm_up(Warming* w) {
@@ -157,6 +158,7 @@ bool ProcessSource::send_warm_up(Warming* w) {
   agent::ExecuteRequest req;
   req.timeout_ms = 10'000;
   req.code = kWarmUpCell;
+  req.warm_up = true;
   if (!agent::encode_execute_request(e, kWarmUpRequestId, req).ok()) return false;
   // A few dozen bytes into an idle socket: one non-blocking send takes them all or fails.
   ssize_t n = ::send(w->sandbox.agent_fd.get(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -88,7 +88,8 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
 
     def test_new_session_is_clean_after_the_warm_up_execute(self):
         # Every clone runs one execute before it counts as ready (pool/process_source.cc): it must
-        # leave no names, no output and no execution count behind.
+        # leave no names, no output and no execution count behind, and no compiled cell either
+        # (the session's first cell is its cell 1, compiled anew).
         def successes():
             text = self.srv.request("GET", "/metrics").body.decode()
             m = re.search(r'sandpool_pool_executions_total\{pool="default",status="Success"\} (\d+)', text)
@@ -98,6 +99,8 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         self.assertEqual(r.status, 200)
         self.assertEqual((j["properties"]["stdout"], j["properties"]["stderr"]), ("[]\n", ""))
         self.assertEqual(successes(), before + 1)
+        r, j = execute(self.srv, "clean-2", "1 / 0")
+        self.assertIn('File "<cell-1>", line 1', j["properties"]["stderr"])
 
     def test_output_in_order_from_python_os_and_c_writes(self):
         # Python's streams, os.write and C code writing to fds 1 and 2 land in one order; a quiet

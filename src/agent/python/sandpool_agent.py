@@ -67,6 +67,9 @@ MAX_IMAGE_JSON_BYTES = 5 << 20
 (T_HELLO, T_PING, T_PONG, T_EXEC, T_EXEC_REPLY, T_INTERRUPT, T_LIST, T_LIST_REPLY,
  T_STAT, T_STAT_REPLY, T_READ, T_FILE_DATA, T_WRITE_OPEN, T_WRITE_CHUNK, T_WRITE_CLOSE,
  T_WRITE_ABORT, T_OK, T_DELETE, T_ERROR, T_RESEED) = range(1, 21)
+# Header flag of the one execute the host sends before the sandbox serves a session (PROTOCOL.md):
+# it runs like any cell, and the agent keeps nothing from it that a session's cell could reuse.
+F_WARM_UP = 1
 
 S_SUCCESS, S_FAILURE, S_TIMEOUT, S_OOM, S_CRASHED, S_INTERRUPTED = range(6)
 F_STDOUT_TRUNC, F_STDERR_TRUNC, F_VARS_LOST, F_RESULT_TRUNC = 1, 2, 4, 8
@@ -594,10 +597,10 @@ class Worker:
         self.root = root
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.base = {self.out_fd: 0, self.err_fd: 0}
-        # The clone's own warm-up then compiles its cell again: the first write of the compiler's
-        # memory (≈ 150 pages, each a shadow-MMU fault) would otherwise fall on the session's
-        # first cell (+8 ms measured), for ≈ 600 KiB less idle memory.
-        self.code_cache.clear()
+        # The template's warm-up forgot its cell (forget_cells), so the clone's own warm-up
+        # compiles it again: the first write of the compiler's memory (≈ 150 pages, each a
+        # shadow-MMU fault) would otherwise fall on the session's first cell (+8 ms measured), for
+        # ≈ 600 KiB less idle memory.
 
     def adopt_supervisor(self, sock, shared, nudge_fd, log_fd):
         """In a process-tier clone: this Worker was made in the template (prepare_worker); take
@@ -632,7 +635,8 @@ class Worker:
         if len(self.rbuf) < HEADER.size:
             return None
         magic, n, ver, ftype, flags, rid = HEADER.unpack_from(self.rbuf)
-        if magic != MAGIC or ver != PROTOCOL_VERSION or flags != 0 or not 1 <= ftype <= 20:
+        if magic != MAGIC or ver != PROTOCOL_VERSION or not 1 <= ftype <= 20 or \
+                (flags != 0 and (flags != F_WARM_UP or ftype != T_EXEC)):
             raise ProtocolError("bad frame header")
         if n > MAX_PAYLOAD:
             raise ProtocolError("frame over the limit")
@@ -640,7 +644,7 @@ class Worker:
             return None
         payload = bytes(self.rbuf[HEADER.size:HEADER.size + n])
         del self.rbuf[:HEADER.size + n]
-        return ftype, rid, payload
+        return ftype, rid, payload, flags
 
     def read_frame(self):
         if self.pending:
@@ -823,7 +827,7 @@ class Worker:
     # ---- code execution
 
     def compile_cell(self, code):
-        """(statements code object, last-expression code object or None), cached."""
+        """(statements code object or None, last-expression code object or None), cached."""
         hit = self.code_cache.get(code)
         if hit is not None:
             self.code_cache.move_to_end(code)
@@ -835,15 +839,34 @@ class Worker:
         self.cell_names.append(name)
         if len(self.cell_names) > MAX_CELL_SOURCES:
             linecache.cache.pop(self.cell_names.popleft(), None)
-        tree = ast.parse(code, name, "exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = compile(ast.Expression(tree.body.pop().value), name, "eval")
-        body = compile(tree, name, "exec")
+        body = last = None
+        if "\n" not in code.rstrip():
+            # A one-line cell is often one expression (print(x), df.head()): one compile, without
+            # the syntax tree's Python objects (126 against 197 µs cold, 11-29; a statement costs
+            # the failed try, which stops at its first token that no expression takes).
+            try:
+                last = compile(code, name, "eval")
+            except (SyntaxError, ValueError):
+                pass
+        if last is None:
+            tree = ast.parse(code, name, "exec")
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = compile(ast.Expression(tree.body.pop().value), name, "eval")
+            body = compile(tree, name, "exec")
         self.code_cache[code] = (body, last)
         if len(self.code_cache) > 256:
             self.code_cache.popitem(last=False)
         return body, last
+
+    def forget_cells(self):
+        """Forgets every cell compiled so far (code cache, cell numbers, sources): after a warm-up,
+        which goes through all of compile_cell so that its first writes are made, but must leave
+        nothing that a session's cell could reuse."""
+        self.code_cache.clear()
+        for name in self.cell_names:
+            linecache.cache.pop(name, None)
+        self.cell_names.clear()
+        self.cells = 0
 
     def format_exception(self, e):
         """The traceback without the agent's own frames (exec wrapper, signal handlers)."""
@@ -864,7 +887,8 @@ class Worker:
             try:
                 if self.host_interrupt:
                     raise KeyboardInterrupt
-                exec(body, self.globals)
+                if body is not None:
+                    exec(body, self.globals)
                 if last is not None:
                     value = eval(last, self.globals)
             finally:
@@ -912,7 +936,10 @@ class Worker:
             status = S_SUCCESS if rc == 0 else S_FAILURE
         return status, rc, ""
 
-    def execute(self, rid, payload):
+    def execute(self, rid, payload, warm_up=False):
+        """Runs one execute request and sends its reply. `warm_up`: the host's own execute before
+        the sandbox serves (F_WARM_UP): its compiled cell, cell number and source are forgotten, so
+        that a session's first cell never finds its code compiled already."""
         if len(payload) < EXEC_FIXED.size:
             raise ProtocolError("execute request truncated")
         mode, timeout_ms, limit, n = EXEC_FIXED.unpack_from(payload)
@@ -979,6 +1006,8 @@ class Worker:
                 fcntl.fcntl(self.sock.fileno(), fcntl.F_SETFL, fl)
             self.in_cell = False
             self.end(RUN_REPLYING)
+            if warm_up:
+                self.forget_cells()
         if self.is_fork_child:
             os._exit(0)  # a process the cell forked came back here: it is not the agent
         exec_us = (time.perf_counter_ns() - t0) // 1000
@@ -1045,6 +1074,7 @@ class Worker:
         finally:
             self.globals.clear()
             self.globals.update(saved)
+            self.forget_cells()
 
     # ---- file operations (API.md §4): every name is resolved under root_fd, no symlinks
 
@@ -1239,10 +1269,10 @@ class Worker:
             f = self.read_frame()
             if f is None:
                 return EXIT_EOF
-            ftype, rid, payload = f
+            ftype, rid, payload, flags = f
             try:
                 if ftype == T_EXEC:
-                    self.execute(rid, payload)
+                    self.execute(rid, payload, warm_up=flags == F_WARM_UP)
                 elif ftype == T_PING:
                     Reader(payload).done()
                     self.send(frame(T_PONG, rid))

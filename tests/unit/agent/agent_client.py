@@ -90,9 +90,10 @@ class Agent:
                 raise EOFError("agent closed the connection")
             self.buf += data
 
-    def send(self, ftype, payload=b""):
+    def send(self, ftype, payload=b"", flags=0):
         self.next_id += 1
-        self.sock.sendall(A.frame(ftype, self.next_id, payload))
+        self.sock.sendall(A.HEADER.pack(A.MAGIC, len(payload), A.PROTOCOL_VERSION, ftype, flags,
+                                        self.next_id) + payload)
         return self.next_id
 
     def wait(self, rid, timeout=30):
@@ -108,12 +109,12 @@ class Agent:
         return self.wait(self.send(ftype, payload), timeout)
 
     def execute(self, code, timeout_ms=10000, limit=65536, shell=False, argv=(), stdin=b"",
-                wait=True):
+                wait=True, warm_up=False):
         if isinstance(code, str):
             code = code.encode()
         p = struct.pack("<BII", 1 if shell else 0, timeout_ms, limit) + b(code) + \
             struct.pack("<I", len(argv)) + b"".join(b(a.encode()) for a in argv) + b(stdin)
-        rid = self.send(A.T_EXEC, p)
+        rid = self.send(A.T_EXEC, p, A.F_WARM_UP if warm_up else 0)
         return self.wait(rid, timeout=timeout_ms / 1000 + 30) if wait else rid
 
     def path_op(self, ftype, path, recursive=0):

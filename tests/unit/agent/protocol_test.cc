@@ -201,7 +201,41 @@ TEST_CASE("bad header fields are protocol errors") {
   b = good; b[8] = 9; check_bad(b);                      // version
   b = good; b[9] = 0; check_bad(b);                      // type 0
   b = good; b[9] = 99; check_bad(b);                     // unknown type
-  b = good; b[10] = 1; check_bad(b);                     // reserved flags
+  b = good; b[10] = 2; check_bad(b);                     // reserved flags
+  b = good; b[11] = 1; check_bad(b);
+  std::string ping;
+  FrameEncoder enc(&ping);
+  REQUIRE(encode_empty(enc, FrameType::kPing, 3).ok());
+  ping[10] = 1; check_bad(ping);                         // warm-up on anything but an execute
+}
+
+TEST_CASE("the warm-up flag round trips on an execute request") {
+  std::string out;
+  FrameEncoder enc(&out);
+  ExecuteRequest req;
+  req.code = "print(1)";
+  req.warm_up = true;
+  REQUIRE(encode_execute_request(enc, 5, req).ok());
+  CHECK(out[10] == 1);
+  CHECK(out[11] == 0);
+  FrameDecoder dec;
+  dec.feed(out);
+  auto f = dec.next();
+  REQUIRE(f.ok());
+  REQUIRE(f.value().has_value());
+  CHECK(f.value()->header.flags == kFrameWarmUp);
+  auto m = decode_execute_request(*f.value());
+  REQUIRE(m.ok());
+  CHECK(m->warm_up);
+  CHECK(m->code == "print(1)");
+  // and a plain one decodes without it
+  auto plain = one_execute(6, "x");
+  FrameDecoder dec2;
+  dec2.feed(plain);
+  auto g = dec2.next();
+  REQUIRE(g.ok());
+  REQUIRE(g.value().has_value());
+  CHECK_FALSE(decode_execute_request(*g.value())->warm_up);
 }
 
 TEST_CASE("malformed payloads are errors, not crashes") {

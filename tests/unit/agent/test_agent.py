@@ -92,6 +92,18 @@ class ExecuteTest(AgentCase):
         r = self.ok("class B:\n    def __repr__(self): raise RuntimeError('no')\nB()")
         self.assertIn("repr failed", r.result)
 
+    def test_one_line_expressions_and_other_cells_give_the_same_results(self):
+        # One-line cells try the expression-only compile first (Worker.compile_cell).
+        for code, result in (("6 * 7", "42"), ("6 * 7  # c\n\n", "42"), ("(6 *\n 7)", "42"),
+                             ("6 * 7;", "42"), ("x = 6 * 7", '""'), ("x; y = x", '""'), ("y", "42"),
+                             ("", '""'), ("# only a comment", '""'), ("'s'", '"s"')):
+            self.assertEqual(self.ok(code).result, result, repr(code))
+        r = self.agent.execute("[1][5]")
+        self.assertEqual(r.status, A.S_FAILURE)
+        self.assertIn("[1][5]", r.stderr.decode())  # the line is shown
+        r = self.agent.execute("  1")
+        self.assertIn(b"IndentationError", r.stderr)
+
     def test_exception_is_failure_with_traceback(self):
         r = self.agent.execute("x = 1\ndef g():\n    return 1 / 0\ng()")
         self.assertEqual(r.status, A.S_FAILURE)
@@ -352,6 +364,24 @@ class RequestDecodingTest(unittest.TestCase):
         self.assertEqual(r.status, A.S_FAILURE)
         self.assertIn(b"null bytes", r.stderr)
         self.assertEqual(self.agent.execute("6 * 7").result, "42")
+
+    def test_warm_up_execute_leaves_no_compiled_code(self):
+        # The host's warm-up (F_WARM_UP) runs like any cell, but the agent forgets it: a session's
+        # first cell with the same text is compiled anew, as its cell 1, with its source kept for
+        # the traceback (a cache hit would skip both, and the warm-up's source is gone).
+        r = self.agent.execute("print(2)\n1 / 0", warm_up=True)
+        self.assertEqual((r.status, r.stdout), (A.S_FAILURE, b"2\n"))
+        self.assertIn('File "<cell-1>", line 2', r.stderr.decode())
+        for _ in range(2):  # compiled, then from the cache
+            r = self.agent.execute("print(2)\n1 / 0")
+            self.assertIn('File "<cell-1>", line 2, in <module>\n    1 / 0', r.stderr.decode())
+        r = self.agent.execute("print(3)")
+        self.assertEqual(self.agent.execute("__import__('sys')._getframe().f_code.co_filename").result,
+                         '"<cell-3>"')
+
+    def test_warm_up_flag_on_another_frame_is_a_protocol_error(self):
+        self.agent.send(A.T_PING, b"", A.F_WARM_UP)
+        self.assertEqual(self.agent.proc.wait(timeout=10), A.EXIT_PROTOCOL)
 
     def test_bytes_after_stdin_are_a_protocol_error(self):
         self.agent.send(A.T_EXEC, struct.pack("<BII", 0, 10000, 65536) + b(b"1") +
