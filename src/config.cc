@@ -72,7 +72,8 @@ bool parse_serve_args(int argc, char** argv, ServerConfig* c, std::string* error
         "  --template-memory MODE     how Python templates hold their memory for forks: shared (a\n"
         "                             sealed memfd, the default), huge (huge pages) or plain (README)\n"
         "  --agent-dir DIR            where sandpool_agent.py is (default: beside the binary)\n"
-        "  --runtime-dir DIR          where template.py and libsandpool_clone.so are (default: beside the binary)\n"
+        "  --runtime-dir DIR          where template.py and libsandpool_clone.so are (default: beside the binary;\n"
+        "                             a sandpool-init there serves custom containers)\n"
         "  --image-store DIR          where custom-container images are unpacked (/var/lib/sandpool/images)\n";
     for (const Num& n : nums) {
       char line[160];

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "api/errors.h"
@@ -60,6 +61,20 @@ std::string find_agent_dir(const std::string& configured) {
   return "";
 }
 
+// The static sandpool-init of a runtime directory named by --runtime-dir or SANDPOOL_RUNTIME_DIR,
+// when it holds one (a build's src/sandbox/ does); else "" (Spawner: the one beside our binary).
+// A sanitized build has no static init (tools/test.sh points it at the release build's).
+std::string find_container_init(const std::string& configured_runtime_dir) {
+  std::string dir = configured_runtime_dir;
+  if (dir.empty()) {
+    const char* env = getenv("SANDPOOL_RUNTIME_DIR");
+    dir = env ? env : "";
+  }
+  if (dir.empty()) return "";
+  std::string init = dir + "/sandpool-init";
+  return access(init.c_str(), X_OK) == 0 ? init : "";
+}
+
 }  // namespace
 
 Server::Server(const ServerConfig& config)
@@ -71,6 +86,7 @@ Server::Server(const ServerConfig& config)
           container::ContainerSourceOptions co;
           co.image_store_dir = config_.image_store;
           co.log_lines_per_second = config_.container_log_rate;
+          co.init_path = find_container_init(config_.runtime_dir);
           // Its parents must exist (the importer makes one level); searchable by the sandboxes' ids.
           for (size_t slash = co.image_store_dir.find('/', 1); slash != std::string::npos;
                slash = co.image_store_dir.find('/', slash + 1)) {

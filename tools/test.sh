@@ -51,12 +51,13 @@ for kind in release asan; do
   # (custom containers). They run in the release build.
   run_tests "$dir" --no-suite sandboxed
   # The sanitized server still meets real sandboxes here: its session suites (process tier and
-  # micro-VM), the isolation fallbacks, the npm client and both probe suites run against it, with
-  # the release build's runtime directory (an unsanitized template module); run_probes.py turns
-  # LeakSanitizer off inside sandbox-run's sandboxes.
+  # micro-VM), the custom-container suite (the proxy included), the isolation fallbacks, the npm
+  # client and both probe suites run against it, with the release build's runtime directory (an
+  # unsanitized template module, and the static sandpool-init containers start with);
+  # run_probes.py turns LeakSanitizer off inside sandbox-run's sandboxes.
   SANDPOOL_RUNTIME_DIR="$PWD/$release_dir/src/sandbox" run_tests "$dir" --no-rebuild \
-    integration-sessions integration-sessions-microvm integration-isolation security-probes \
-    security-microvm-probes compat-llamaindex-azure
+    integration-sessions integration-sessions-microvm integration-containers integration-isolation \
+    security-probes security-microvm-probes compat-llamaindex-azure
 done
 echo "$passed passed, $failed failed, $skipped skipped"
 exit $status

@@ -476,8 +476,11 @@ class Lifecycles(unittest.TestCase):
             path = os.path.join(d, "pools.json")
             with open(path, "w") as f:
                 json.dump({"pools": [pool("noinit")]}, f)
+            # (no SANDPOOL_RUNTIME_DIR: a sandpool-init there would be found, as the sanitized run means it to)
+            env = {k: v for k, v in os.environ.items() if k != "SANDPOOL_RUNTIME_DIR"}
             p = subprocess.run([lone, "serve", "--listen", "127.0.0.1:0", "--no-default-pool", "--pools-file", path,
-                                "--image-store", os.path.join(d, "images")], capture_output=True, text=True, timeout=60)
+                                "--image-store", os.path.join(d, "images")], capture_output=True, text=True, timeout=60,
+                               env=env)
             self.assertNotEqual(p.returncode, 0)
             self.assertIn("need the static sandpool-init", p.stderr)
 
