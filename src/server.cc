@@ -210,6 +210,9 @@ Status Server::start() {
                        "WWW-Authenticate: Bearer\r\n");
     return false;
   };
+  api_.set_key_check([keys = config_.api_keys](const http::Request& r) {
+    return keys.empty() || api::token_matches(r.header("authorization"), keys);
+  });
   api::add_pool_routes(api_, pools_, authorize);
   api::add_file_routes(api_, pools_, authorize, config_.api_keys);
   proxy_ = api::add_proxy_routes(api_, pools_, &loop_, api::ProxyRouteOptions{config_.api_keys});

@@ -13,7 +13,7 @@ void Api::register_route(llhttp_method_t method, std::string pattern, RouteHandl
   routes_.push_back({std::move(label), std::move(handler),
                      options.max_body_bytes ? options.max_body_bytes : default_max_body_bytes_,
                      std::move(options.body_limit), options.too_large_code, std::move(options.stream_head),
-                     std::move(options.stream_body), std::move(options.stream_abort), {}, {}});
+                     std::move(options.stream_body), std::move(options.stream_abort), options.open, {}, {}});
   router_.add(method, std::move(pattern), id);
 }
 
@@ -24,7 +24,7 @@ void Api::register_fallback(std::string label, std::function<bool(const http::Re
   routes_.push_back({std::move(label), std::move(handler),
                      options.max_body_bytes ? options.max_body_bytes : default_max_body_bytes_,
                      std::move(options.body_limit), options.too_large_code, std::move(options.stream_head),
-                     std::move(options.stream_body), std::move(options.stream_abort), {}, {}});
+                     std::move(options.stream_body), std::move(options.stream_abort), options.open, {}, {}});
 }
 
 RouteParams Api::params_of(const http::Request& req) {
@@ -88,6 +88,11 @@ void Api::on_request(http::Exchange& ex) {
 
 void Api::on_protocol_error(http::Exchange& ex, int status, const char* reason) {
   int route = ex.request().route;
+  if (route >= 0 && !routes_[route].open && key_ok_ && !key_ok_(ex.request())) {
+    respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
+                  "WWW-Authenticate: Bearer\r\n");
+    return;
+  }
   if (status == 413 && route >= 0 && routes_[route].too_large_code) {
     respond_error(ex, status, routes_[route].too_large_code, reason);
     return;

@@ -28,6 +28,8 @@ struct RouteOptions {
   std::function<void(http::Exchange&, const RouteParams&)> stream_head;
   std::function<void(http::Exchange&, std::string_view)> stream_body;
   std::function<void(http::Exchange&)> stream_abort;
+  // Answers without an API key (health, readiness, metrics, the OpenAPI document).
+  bool open = false;
 };
 
 class Api : public http::RequestHandler {
@@ -44,6 +46,10 @@ class Api : public http::RequestHandler {
   void add_metrics(std::function<void(std::string& out)> render) { metric_sections_.push_back(std::move(render)); }
   void render_metrics(std::string& out) const;
   void set_access_log(AccessLog* log) { access_log_ = log; }
+  // Whether a request carries a valid API key (or none are configured). Set: a request to a route
+  // that is not `open` whose body the connection refuses (413 over the limit, a malformed or late
+  // body) is answered 401 without one, as its handler would: the key comes first (API.md §1).
+  void set_key_check(std::function<bool(const http::Request&)> ok) { key_ok_ = std::move(ok); }
   const Router& router() const { return router_; }
 
   // http::RequestHandler
@@ -64,6 +70,7 @@ class Api : public http::RequestHandler {
     std::function<void(http::Exchange&, const RouteParams&)> stream_head;
     std::function<void(http::Exchange&, std::string_view)> stream_body;
     std::function<void(http::Exchange&)> stream_abort;
+    bool open;
     std::vector<std::pair<int, uint64_t>> by_status;  // status → requests
     LatencyHistogram latency;
   };
@@ -77,7 +84,8 @@ class Api : public http::RequestHandler {
   std::vector<RouteEntry> routes_;
   std::function<bool(const http::Request&)> fallback_claims_;
   int fallback_id_ = -1;
-  RouteEntry unmatched_{"unmatched", {}, 0, {}, nullptr, {}, {}, {}, {}, {}};
+  std::function<bool(const http::Request&)> key_ok_;
+  RouteEntry unmatched_{"unmatched", {}, 0, {}, nullptr, {}, {}, {}, true, {}, {}};
   std::vector<std::function<void(std::string&)>> metric_sections_;
   AccessLog* access_log_ = nullptr;
 };

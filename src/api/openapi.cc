@@ -129,9 +129,11 @@ void add_openapi_route(Api& api) {
   }
   w.end_object();
   w.end_object();
+  RouteOptions open;
+  open.open = true;
   api.register_route(HTTP_GET, "/openapi.json", [doc](http::Exchange& ex, const RouteParams&) {
     ex.respond(200, "application/json; charset=utf-8", doc);
-  });
+  }, open);
 }
 
 }  // namespace sp::api

@@ -8,22 +8,24 @@
 namespace sp::api {
 
 void add_system_routes(Api& api, SystemState* state) {
+  RouteOptions open;
+  open.open = true;
   api.register_route(HTTP_GET, "/healthz", [](http::Exchange& ex, const RouteParams&) {
     ex.respond(200, "text/plain; charset=utf-8", "ok\n");
-  });
+  }, open);
   api.register_route(HTTP_GET, "/readyz", [state](http::Exchange& ex, const RouteParams&) {
     if (state->ready && !state->ready()) {
       respond_error(ex, 503, "NotReady", "the server is starting or draining");
       return;
     }
     ex.respond(200, "text/plain; charset=utf-8", "ready\n");
-  });
+  }, open);
   api.register_route(HTTP_GET, "/metrics", [&api](http::Exchange& ex, const RouteParams&) {
     std::string out;
     out.reserve(16 * 1024);
     api.render_metrics(out);
     ex.respond(200, "text/plain; version=0.0.4; charset=utf-8", out);
-  });
+  }, open);
 }
 
 struct TestRoutes::Sleep {
@@ -42,7 +44,7 @@ void TestRoutes::add(Api& api, uv_loop_t* loop) {
         std::string_view type = ex.request().header("content-type");
         ex.respond(200, type.empty() ? "application/octet-stream" : type, ex.request().body);
       },
-      RouteOptions{64ull << 20, {}, nullptr, {}, {}, {}});
+      RouteOptions{64ull << 20, {}, nullptr, {}, {}, {}, true});
   api.register_route(HTTP_GET, "/_test/sleep", [this](http::Exchange& ex, const RouteParams&) {
     uint64_t ms = 0;
     std::string_view q = ex.request().query;
@@ -57,7 +59,7 @@ void TestRoutes::add(Api& api, uv_loop_t* loop) {
     uv_timer_init(loop_, &s->timer);
     s->timer.data = s;
     uv_timer_start(&s->timer, on_sleep_done, ms, 0);
-  });
+  }, RouteOptions{0, {}, nullptr, {}, {}, {}, true});
 }
 
 void TestRoutes::on_sleep_done(uv_timer_t* t) {

@@ -789,6 +789,35 @@ class Auth(unittest.TestCase):
             self.assertEqual(r.status, 200)
             self.assertEqual(srv.request("GET", "/healthz").status, 200)  # server routes stay open
 
+    def test_the_key_comes_before_the_body_limit(self):
+        # A body the connection refuses (over the route's limit, here announced in the head) is
+        # answered 401 without a valid key, as the route would: an unauthenticated client learns
+        # nothing of the pool's limits. With the key it is the 413; open routes keep their 413.
+        with Server("--api-key", "k1", "--pool-ready", "1", "--max-body-bytes", "65536", *iso_flags(),
+                    pools=True) as srv:
+            def head_only(target, headers, method="POST"):
+                c = srv.connect()
+                try:
+                    hdrs = {"Content-Type": "application/json", "Content-Length": str(10 << 20)}
+                    hdrs.update(headers)
+                    return c.send_request(method, target, b"", hdrs).read_response()
+                finally:
+                    c.close()
+            upload = {"Content-Type": "multipart/form-data; boundary=b", "Content-Length": str(300 << 20)}
+            for target, extra in (("/code/execute?identifier=key-1", {}), ("/files/upload?identifier=key-1", upload),
+                                  ("/pools/default/files?identifier=key-1", upload)):
+                for auth, want in (({}, 401), ({"Authorization": "Bearer nope"}, 401),
+                                   ({"Authorization": "Bearer k1"}, 413)):
+                    r = head_only(target, dict(extra, **auth))
+                    self.assertEqual(r.status, want, (target, auth, r))
+                    if want == 401:
+                        self.assertEqual(r.header("WWW-Authenticate"), "Bearer")
+                        self.assertIn(b'"Unauthorized"', r.body)
+            for target, method in (("/healthz", "GET"), ("/openapi.json", "GET"), ("/code/nowhere", "POST")):
+                self.assertEqual(head_only(target, {}, method).status, 413, target)  # open, or no route
+            text = srv.request("GET", "/metrics").body.decode()
+            self.assertNotIn('state="Allocated"} 1', text)  # nothing was allocated
+
 
 if __name__ == "__main__":
     harness.BINARY = os.path.abspath(sys.argv.pop(1))
