@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <simdjson.h>
 #include <signal.h>
@@ -73,6 +74,27 @@ std::string find_container_init(const std::string& configured_runtime_dir) {
   if (dir.empty()) return "";
   std::string init = dir + "/sandpool-init";
   return access(init.c_str(), X_OK) == 0 ? init : "";
+}
+
+// Every session holds two descriptors (its agent's socket and its pidfd) and every connection one,
+// so the usual soft limit of 1024 open files (systemd's default for services and logins; the hard
+// limit is 524288) would cap a server near 450 sessions. Raised to the hard limit, as Go and nginx
+// do; the sandboxes set their own (4096, sandbox/caps.cc), so they do not inherit it.
+void raise_open_files_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  const rlim_t before = rl.rlim_cur;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = before;
+  }
+  if (rl.rlim_cur < 4096) {
+    LOG_WARN("open files limited to %llu (hard limit): about %llu sessions and connections in all",
+             static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_cur / 2));
+  } else if (rl.rlim_cur != before) {
+    LOG_DEBUG("open files limit raised from %llu to %llu", static_cast<unsigned long long>(before),
+              static_cast<unsigned long long>(rl.rlim_cur));
+  }
 }
 
 }  // namespace
@@ -299,6 +321,7 @@ int serve_main(int argc, char** argv) {
   }
   set_log_level(config.log_level);
   signal(SIGPIPE, SIG_IGN);
+  raise_open_files_limit();
   Server server(config);
   Status s = server.run();
   return s.ok() ? 0 : 1;

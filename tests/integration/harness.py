@@ -22,8 +22,9 @@ def sandboxes_work():
 class Server:
     """One sandpool process. Use as a context manager; stop() returns the exit code."""
 
-    def __init__(self, *flags, binary=None, pools=False):
+    def __init__(self, *flags, binary=None, pools=False, preexec_fn=None):
         self.binary = binary or BINARY
+        self.preexec_fn = preexec_fn  # run in the server's process before exec (e.g. setrlimit)
         if not pools:
             flags = ("--no-default-pool",) + flags
         self.dir = tempfile.TemporaryDirectory(prefix="sp-it-")
@@ -45,7 +46,7 @@ class Server:
     def start(self):
         args = [self.binary, "serve", "--listen", "127.0.0.1:0", "--port-file", self.port_file] + self.flags
         self.stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if os.path.exists(self.port_file):

@@ -5,6 +5,7 @@ Usage: http_test.py PATH_TO_SANDPOOL
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import sys
@@ -282,6 +283,27 @@ class ConnectionLimit(unittest.TestCase):
             self.assertEqual(third.read_response().status, 200)
             b.close()
             third.close()
+
+
+class OpenFilesLimit(unittest.TestCase):
+    # Each session holds two descriptors: the server raises its soft limit (often 1024) to the hard one.
+    @staticmethod
+    def limits(pid):
+        with open("/proc/%d/limits" % pid) as f:
+            line = [l for l in f if l.startswith("Max open files")][0]
+        return [int(v) for v in line.split()[3:5]]
+
+    def test_soft_limit_raised_to_the_hard_one(self):
+        with Server(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 8192))) as srv:
+            self.assertEqual(self.limits(srv.proc.pid), [8192, 8192])
+            self.assertEqual(srv.request("GET", "/healthz").status, 200)
+            self.assertNotIn("open files", srv.log())
+
+    def test_a_low_hard_limit_is_reported(self):
+        with Server(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))) as srv:
+            self.assertEqual(self.limits(srv.proc.pid), [512, 512])
+            self.assertEqual(srv.request("GET", "/healthz").status, 200)
+            self.assertIn("open files limited to 512 (hard limit)", srv.log())
 
 
 class AccessLog(unittest.TestCase):

@@ -102,6 +102,13 @@ class SessionApi(harness.ServerTestCase, unittest.TestCase):
         r, j = execute(self.srv, "clean-2", "1 / 0")
         self.assertIn('File "<cell-1>", line 1', j["properties"]["stderr"])
 
+    def test_sandbox_keeps_its_own_open_files_limit(self):
+        # Not the server's (raised to its hard limit, often 524288): sandbox/caps.cc's 4096, or the
+        # micro-VM's descriptor table.
+        want = [1024, 1024] if ISOLATION == "microvm" else [4096, 4096]
+        r, j = execute(self.srv, "nofile-1", "import resource; list(resource.getrlimit(resource.RLIMIT_NOFILE))")
+        self.assertEqual(j["properties"]["result"], str(want), j)  # (a list comes back as its repr)
+
     def test_output_in_order_from_python_os_and_c_writes(self):
         # Python's streams, os.write and C code writing to fds 1 and 2 land in one order; a quiet
         # cell after a loud one shows nothing; output and code bigger than one read of the agent.
