@@ -597,10 +597,6 @@ class Worker:
         self.root = root
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.base = {self.out_fd: 0, self.err_fd: 0}
-        # The template's warm-up forgot its cell (forget_cells), so the clone's own warm-up
-        # compiles it again: the first write of the compiler's memory (≈ 150 pages, each a
-        # shadow-MMU fault) would otherwise fall on the session's first cell (+8 ms measured), for
-        # ≈ 600 KiB less idle memory.
 
     def adopt_supervisor(self, sock, shared, nudge_fd, log_fd):
         """In a process-tier clone: this Worker was made in the template (prepare_worker); take
@@ -1074,6 +1070,10 @@ class Worker:
         finally:
             self.globals.clear()
             self.globals.update(saved)
+            # Forgotten, so a clone that runs its own warm-up (after adopt) compiles the cell again:
+            # the first write of the compiler's memory (≈ 150 pages, in a micro-VM each a
+            # shadow-MMU fault) would otherwise fall on the session's first cell (+8 ms measured
+            # there), for ≈ 600 KiB less idle memory.
             self.forget_cells()
 
     # ---- file operations (API.md §4): every name is resolved under root_fd, no symlinks
