@@ -89,8 +89,9 @@ void raise_open_files_limit() {
     if (setrlimit(RLIMIT_NOFILE, &rl) != 0) rl.rlim_cur = before;
   }
   if (rl.rlim_cur < 4096) {
-    LOG_WARN("open files limited to %llu (hard limit): about %llu sessions and connections in all",
-             static_cast<unsigned long long>(rl.rlim_cur), static_cast<unsigned long long>(rl.rlim_cur / 2));
+    // (Sandbox set-up puts descriptors at 200-255 and from 256 up: sandbox/mounts.h, process_spawn.cc.)
+    LOG_WARN("open files limited to %llu (hard limit): sandboxes need more than 264 to start, then each "
+             "session takes two and each connection one", static_cast<unsigned long long>(rl.rlim_cur));
   } else if (rl.rlim_cur != before) {
     LOG_DEBUG("open files limit raised from %llu to %llu", static_cast<unsigned long long>(before),
               static_cast<unsigned long long>(rl.rlim_cur));

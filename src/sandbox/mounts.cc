@@ -183,7 +183,8 @@ int open_mount_sources_in_child(const MountPlan& plan, uint32_t* failed) {
     if (fd < 0) return errno;
     int want = kSourceFdBase + static_cast<int>(i);
     if (fd != want) {
-      if (dup3(fd, want, O_CLOEXEC) < 0) return errno;
+      // EBADF: `want` is at or above RLIMIT_NOFILE; EMFILE names that cause.
+      if (dup3(fd, want, O_CLOEXEC) < 0) return errno == EBADF ? EMFILE : errno;
       close(fd);
     }
   }
