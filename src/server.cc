@@ -1,6 +1,7 @@
 // `sandpool serve`: start-up, signal handling and the ordered shutdown that ends with uv_loop_close() == 0.
 #include "server.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -96,6 +97,18 @@ void raise_open_files_limit() {
     LOG_DEBUG("open files limit raised from %llu to %llu", static_cast<unsigned long long>(before),
               static_cast<unsigned long long>(rl.rlim_cur));
   }
+}
+
+// Entries of /proc/self/fd, less the directory's own descriptor (one getdents pass per scrape).
+uint64_t count_open_fds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return 0;
+  uint64_t n = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  closedir(d);
+  return n > 0 ? n - 1 : 0;
 }
 
 }  // namespace
@@ -208,6 +221,14 @@ Status Server::start() {
   api::add_system_routes(api_, &system_);
   if (config_.test_routes) test_routes_.add(api_, &loop_);
   api_.add_metrics([this](std::string& out) {
+    // The usual names of a process's descriptor gauges: two per session, one per connection.
+    metric_header(out, "process_open_fds", "gauge", "Open file descriptors of the server process.");
+    metric_value(out, "process_open_fds", "", count_open_fds());
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+      metric_header(out, "process_max_fds", "gauge", "The server's open-files limit (RLIMIT_NOFILE, soft).");
+      metric_value(out, "process_max_fds", "", static_cast<uint64_t>(rl.rlim_cur));
+    }
     metric_header(out, "sandpool_http_connections_open", "gauge", "Open HTTP connections.");
     metric_value(out, "sandpool_http_connections_open", "", static_cast<uint64_t>(http_.open_connections()));
     metric_header(out, "sandpool_http_connections_total", "counter", "HTTP connections accepted.");

@@ -208,6 +208,10 @@ class Basics(harness.ServerTestCase, unittest.TestCase):
         self.assertRegex(text, r"sandpool_loop_busy_poll_hits_total \d+")
         self.assertRegex(text, r"sandpool_loop_busy_poll_seconds_total [0-9.e+-]+")
         self.assertRegex(text, r'sandpool_http_request_duration_seconds_bucket\{route="GET /healthz",le="\+Inf"\} \d+')
+        fds = int(re.search(r"^process_open_fds (\d+)$", text, re.M).group(1))
+        self.assertLessEqual(abs(fds - len(os.listdir("/proc/%d/fd" % self.srv.proc.pid))), 2)  # (the scrape's connection)
+        self.assertEqual(int(re.search(r"^process_max_fds (\d+)$", text, re.M).group(1)),
+                         OpenFilesLimit.limits(self.srv.proc.pid)[0])
         for line in text.splitlines():
             self.assertRegex(line, r'^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? [-+0-9.e]+|\w+\{[^}]*\} \d+)$')
 
