@@ -49,6 +49,9 @@ http::HeadDecision Api::on_head(http::Exchange& ex) {
     for (int i = 0; i < m.params.count; ++i) request.route_params[i] = m.params.values[i];
     const RouteEntry& e = routes_[m.id];
     uint64_t limit = e.body_limit ? e.body_limit(request) : e.max_body_bytes;
+    // Without a valid key no body is read: one is answered 401 at once (on_protocol_error), before
+    // a `100 Continue`; a request without one goes to its handler, which answers 401 too.
+    if (!e.open && key_ok_ && !key_ok_(request)) limit = 0;
     if (e.stream_head) {
       e.stream_head(ex, m.params);
       return {limit, false, true};

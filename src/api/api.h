@@ -47,8 +47,9 @@ class Api : public http::RequestHandler {
   void render_metrics(std::string& out) const;
   void set_access_log(AccessLog* log) { access_log_ = log; }
   // Whether a request carries a valid API key (or none are configured). Set: a request to a route
-  // that is not `open` whose body the connection refuses (413 over the limit, a malformed or late
-  // body) is answered 401 without one, as its handler would: the key comes first (API.md §1).
+  // that is not `open` gets no body read without one, and every refusal of its body by the
+  // connection (over the limit, malformed, late) is answered 401, as its handler would answer: the
+  // key comes first (API.md §1).
   void set_key_check(std::function<bool(const http::Request&)> ok) { key_ok_ = std::move(ok); }
   const Router& router() const { return router_; }
 

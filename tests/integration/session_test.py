@@ -824,6 +824,23 @@ class Auth(unittest.TestCase):
                 self.assertEqual(head_only(target, {}, method).status, 413, target)  # open, or no route
             text = srv.request("GET", "/metrics").body.decode()
             self.assertNotIn('state="Allocated"} 1', text)  # nothing was allocated
+            # Without the key no body is read at all: no `100 Continue`, the 401 comes at once.
+            body = json.dumps({"properties": {"code": "1"}}).encode()
+            for key, want in (("nope", b"HTTP/1.1 401 "), ("k1", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")):
+                c = srv.connect()
+                try:
+                    c.send(("POST /code/execute?identifier=key-2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                            "Content-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+                            % (key, len(body))).encode())
+                    c.sock.settimeout(10)
+                    got = c.sock.recv(len(want))
+                    while len(got) < len(want) and key == "k1":
+                        if got == b"HTTP/1.1 100 Continue\r\n\r\n":
+                            c.send(body)
+                        got += c.sock.recv(len(want) - len(got))
+                    self.assertEqual(got, want, key)
+                finally:
+                    c.close()
 
 
 if __name__ == "__main__":
