@@ -249,13 +249,13 @@ Status Server::start() {
   session_options.metadata_json = pool::collect_metadata_json();
   api::add_session_routes(api_, pools_, session_options);
   auto authorize = [keys = config_.api_keys](http::Exchange& ex) {
-    if (keys.empty() || api::token_matches(ex.request().header("authorization"), keys)) return true;
+    if (api::has_valid_key(ex.request(), keys)) return true;
     api::respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
                        "WWW-Authenticate: Bearer\r\n");
     return false;
   };
   api_.set_key_check([keys = config_.api_keys](const http::Request& r) {
-    return keys.empty() || api::token_matches(r.header("authorization"), keys);
+    return api::has_valid_key(r, keys);
   });
   api::add_pool_routes(api_, pools_, authorize);
   api::add_file_routes(api_, pools_, authorize, config_.api_keys);

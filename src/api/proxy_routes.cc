@@ -95,7 +95,7 @@ void stream_head(Ctx& ctx, http::Exchange& ex) {
   std::string_view rest;
   pool::Pool* pool = claimed_pool(ctx, req, &rest);
   ctx.claim = Claim{};
-  if (!ctx.options.api_keys.empty() && !token_matches(req.header("authorization"), ctx.options.api_keys)) {
+  if (!has_valid_key(req, ctx.options.api_keys)) {
     refuse(ctx, ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
            "WWW-Authenticate: Bearer\r\n");
     return;

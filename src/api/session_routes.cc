@@ -39,8 +39,7 @@ struct Where {
 };
 
 bool authorized(Ctx& ctx, http::Exchange& ex) {
-  if (ctx.options.api_keys.empty()) return true;
-  if (token_matches(ex.request().header("authorization"), ctx.options.api_keys)) return true;
+  if (has_valid_key(ex.request(), ctx.options.api_keys)) return true;
   respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
                 "WWW-Authenticate: Bearer\r\n");
   return false;

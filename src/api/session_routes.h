@@ -21,5 +21,9 @@ void add_session_routes(Api& api, pool::PoolManager& pools, const SessionApiOpti
 
 // Constant-time comparison of a presented bearer token with each configured key.
 bool token_matches(std::string_view authorization_header, const std::vector<std::string>& keys);
+// Whether `req` may use the routes that need a key: none are configured, or its bearer token is one.
+inline bool has_valid_key(const http::Request& req, const std::vector<std::string>& keys) {
+  return keys.empty() || token_matches(req.header("authorization"), keys);
+}
 
 }  // namespace sp::api
