@@ -520,6 +520,16 @@ class Lifecycles(unittest.TestCase):
         srv = start_server(self.tmp.name, pool("keyed"), flags=("--api-key", "k1"))
         try:
             self.assertEqual(srv.request("GET", "/pools/keyed/echo?identifier=key-1").status, 401)
+            # With a body too: one 401, answered before the body is read; the connection ends after it.
+            c = srv.connect()
+            try:
+                c.send_request("POST", "/pools/keyed/echo?identifier=key-1", b"x" * 100000,
+                               {"Authorization": "Bearer nope"})
+                r = c.read_response()
+                self.assertEqual(r.status, 401, r)
+                self.assertTrue(c.closed_by_peer())
+            finally:
+                c.close()
             r = srv.request("GET", "/pools/keyed/echo?identifier=key-1", headers={"Authorization": "Bearer k1"})
             self.assertEqual(r.status, 200, r)
             names = {k.lower() for k, _ in json.loads(r.body)["headers"]}
