@@ -245,21 +245,14 @@ Status Server::start() {
     return Error{EPERM, "authentication"};
   }
   api::SessionApiOptions session_options;
-  session_options.api_keys = config_.api_keys;
   session_options.metadata_json = pool::collect_metadata_json();
   api::add_session_routes(api_, pools_, session_options);
-  auto authorize = [keys = config_.api_keys](http::Exchange& ex) {
-    if (api::has_valid_key(ex.request(), keys)) return true;
-    api::respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
-                       "WWW-Authenticate: Bearer\r\n");
-    return false;
-  };
   api_.set_key_check([keys = config_.api_keys](const http::Request& r) {
     return api::has_valid_key(r, keys);
   });
-  api::add_pool_routes(api_, pools_, authorize);
-  api::add_file_routes(api_, pools_, authorize, config_.api_keys);
-  proxy_ = api::add_proxy_routes(api_, pools_, &loop_, api::ProxyRouteOptions{config_.api_keys});
+  api::add_pool_routes(api_, pools_);
+  api::add_file_routes(api_, pools_);
+  proxy_ = api::add_proxy_routes(api_, pools_, &loop_, api::ProxyRouteOptions{!config_.api_keys.empty()});
   api_.add_metrics([this](std::string& out) { pools_.render_metrics(out); });
   api::add_openapi_route(api_);
   if (!config_.access_log.empty()) {

@@ -27,6 +27,11 @@ void Api::register_fallback(std::string label, std::function<bool(const http::Re
                      std::move(options.stream_body), std::move(options.stream_abort), options.open, {}, {}});
 }
 
+void Api::respond_unauthorized(http::Exchange& ex) {
+  respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
+                "WWW-Authenticate: Bearer\r\n");
+}
+
 RouteParams Api::params_of(const http::Request& req) {
   RouteParams params;
   params.count = req.route_param_count;
@@ -48,10 +53,11 @@ http::HeadDecision Api::on_head(http::Exchange& ex) {
     request.route_param_count = m.params.count;
     for (int i = 0; i < m.params.count; ++i) request.route_params[i] = m.params.values[i];
     const RouteEntry& e = routes_[m.id];
+    // Without a valid key the route never sees the request and no body is read: a body is answered
+    // 401 at once (limit 0, on_protocol_error), before any `100 Continue`; none, in on_request.
+    request.key_ok = e.open || !key_ok_ || key_ok_(request);
+    if (!request.key_ok) return {0, true, false};
     uint64_t limit = e.body_limit ? e.body_limit(request) : e.max_body_bytes;
-    // Without a valid key no body is read: one is answered 401 at once (on_protocol_error), before
-    // a `100 Continue`; a request without one goes to its handler, which answers 401 too.
-    if (!e.open && key_ok_ && !key_ok_(request)) limit = 0;
     if (e.stream_head) {
       e.stream_head(ex, m.params);
       return {limit, false, true};
@@ -75,6 +81,7 @@ void Api::on_abort(http::Exchange& ex) {
 
 void Api::on_request(http::Exchange& ex) {
   http::Request& req = ex.request();
+  if (req.route >= 0 && !req.key_ok) return respond_unauthorized(ex);
   if (req.route >= 0) {
     routes_[req.route].handler(ex, params_of(req));
     return;
@@ -91,11 +98,7 @@ void Api::on_request(http::Exchange& ex) {
 
 void Api::on_protocol_error(http::Exchange& ex, int status, const char* reason) {
   int route = ex.request().route;
-  if (route >= 0 && !routes_[route].open && key_ok_ && !key_ok_(ex.request())) {
-    respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
-                  "WWW-Authenticate: Bearer\r\n");
-    return;
-  }
+  if (route >= 0 && !ex.request().key_ok) return respond_unauthorized(ex);
   if (status == 413 && route >= 0 && routes_[route].too_large_code) {
     respond_error(ex, status, routes_[route].too_large_code, reason);
     return;

@@ -46,10 +46,9 @@ class Api : public http::RequestHandler {
   void add_metrics(std::function<void(std::string& out)> render) { metric_sections_.push_back(std::move(render)); }
   void render_metrics(std::string& out) const;
   void set_access_log(AccessLog* log) { access_log_ = log; }
-  // Whether a request carries a valid API key (or none are configured). Set: a request to a route
-  // that is not `open` gets no body read without one, and every refusal of its body by the
-  // connection (over the limit, malformed, late) is answered 401, as its handler would answer: the
-  // key comes first (API.md §1).
+  // Whether a request carries a valid API key (or none are configured). The one key check: a
+  // request to a route that is not `open` without one is answered 401 here, before its route sees
+  // it and before any byte of its body is read (API.md §1: the key comes first).
   void set_key_check(std::function<bool(const http::Request&)> ok) { key_ok_ = std::move(ok); }
   const Router& router() const { return router_; }
 
@@ -80,6 +79,7 @@ class Api : public http::RequestHandler {
 
   RouteEntry& entry_for(int route);
   static RouteParams params_of(const http::Request& req);
+  static void respond_unauthorized(http::Exchange& ex);
   uint64_t default_max_body_bytes_;
   Router router_;
   std::vector<RouteEntry> routes_;

@@ -29,12 +29,6 @@ inline constexpr const char* kJson = "application/json; charset=utf-8";
 
 struct Files {
   pool::PoolManager& pools;
-  std::function<bool(http::Exchange&)> authorize;  // answers 401 itself
-  std::vector<std::string> api_keys;
-  // For heads of streamed requests, which cannot be answered yet: only checks.
-  bool authorize_quiet(http::Exchange& ex) const {
-    return has_valid_key(ex.request(), api_keys);
-  }
 };
 
 struct Where {
@@ -105,8 +99,8 @@ inline void write_item(JsonWriter& w, int* next_id, std::string_view path, const
   w.end_object();
 }
 
-// Runs `then(session)` with the request's session, or answers the error. The caller has authorized
-// the request first (API.md §1: a client without a valid token is told nothing else).
+// Runs `then(session)` with the request's session, or answers the error. (Api answered a request
+// without a valid key before any route saw it: API.md §1, such a client is told nothing else.)
 template <class Fn>
 void with_session(Files& f, http::Exchange& ex, const RouteParams& params, Where where, Fn then) {
   std::string_view name = where.pooled ? params.values[0] : std::string_view("default");

@@ -13,7 +13,6 @@ namespace {
 // ---- list, stat, delete ----
 
 void handle_list(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
-  if (!files.authorize(ex)) return;  // the token first (API.md §1); with_session does not check it again
   std::string dir;
   if (auto path = query_param(ex.request().query, "path")) {
     auto clean = clean_file_name(*path, true);
@@ -59,7 +58,6 @@ std::optional<std::string> name_param(http::Exchange& ex, std::string_view raw) 
 template <class OnOk>
 void path_request(Files& files, http::Exchange& ex, const RouteParams& params, Where where, agent::FrameType type,
                   agent::FrameType reply_type, OnOk on_ok) {
-  if (!files.authorize(ex)) return;  // before the name is judged, as in handle_list
   auto name = name_param(ex, params.values[where.pooled ? 1 : 0]);
   if (!name) return;
   with_session(files, ex, params, where, [&ex, path = *name, type, reply_type, on_ok](Session* s) {
@@ -162,7 +160,6 @@ struct Download : std::enable_shared_from_this<Download> {
 };
 
 void handle_content(Files& files, http::Exchange& ex, const RouteParams& params, Where where) {
-  if (!files.authorize(ex)) return;  // before the name is judged, as in handle_list
   auto name = name_param(ex, params.values[where.pooled ? 1 : 0]);
   if (!name) return;
   Files* fp = &files;
@@ -224,10 +221,9 @@ std::string_view content_type_for(std::string_view name) {
   return "application/octet-stream";
 }
 
-void add_file_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize,
-                     std::vector<std::string> api_keys) {
+void add_file_routes(Api& api, pool::PoolManager& pools) {
   using namespace files;
-  auto files = std::make_shared<Files>(Files{pools, std::move(authorize), std::move(api_keys)});
+  auto files = std::make_shared<Files>(Files{pools});
   std::shared_ptr<Uploads> uploads = make_uploads();
   for (Where where : {Where{true}, Where{false}}) {
     // The pool's upload limit plus room for the multipart framing, decided from the request head.

@@ -11,9 +11,7 @@
 
 namespace sp::api {
 
-// `authorize` answers 401 itself; `api_keys` lets streamed uploads check before they can answer.
-void add_file_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize,
-                     std::vector<std::string> api_keys);
+void add_file_routes(Api& api, pool::PoolManager& pools);
 
 // API.md §4 name rules: strips "/mnt/data/", refuses "..", NUL, absolute names and components
 // over 255 bytes. Empty result (the root) only when `allow_root`. nullopt when refused.

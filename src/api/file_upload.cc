@@ -290,9 +290,6 @@ void upload_head(Files& files, Uploads& uploads, http::Exchange& ex, const Route
   u->b_shape = b_shape;
   uploads.active[&ex] = u;
   const http::Request& req = ex.request();
-  if (!files.authorize_quiet(ex)) {
-    return u->fail(401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required");
-  }
   u->pool_name = std::string(where.pooled ? params.values[0] : std::string_view("default"));
   Pool* p = files.pools.find(u->pool_name);
   if (!p) return u->fail(404, "PoolNotFound", "no session pool named '" + u->pool_name + "'");

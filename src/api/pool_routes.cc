@@ -38,9 +38,8 @@ void respond_create_error(http::Exchange& ex, const Status& st, const std::strin
 
 }  // namespace
 
-void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize) {
-  api.register_route(HTTP_GET, "/pools", [&pools, authorize](http::Exchange& ex, const RouteParams&) {
-    if (!authorize(ex)) return;
+void add_pool_routes(Api& api, pool::PoolManager& pools) {
+  api.register_route(HTTP_GET, "/pools", [&pools](http::Exchange& ex, const RouteParams&) {
     std::string body;
     JsonWriter w(body);
     w.begin_object().key("value").begin_array();
@@ -49,8 +48,7 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     w.end_array().end_object();
     ex.respond(200, kJson, body);
   });
-  api.register_route(HTTP_POST, "/pools", [&pools, authorize](http::Exchange& ex, const RouteParams&) {
-    if (!authorize(ex)) return;
+  api.register_route(HTTP_POST, "/pools", [&pools](http::Exchange& ex, const RouteParams&) {
     pool::PoolSettings s;
     std::string msg;
     if (!pool::apply_settings_json(ex.request().body, &s, &msg).ok()) return respond_error(ex, 400, "InvalidPoolSettings", msg);
@@ -65,8 +63,7 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     });
     if (!st.ok()) respond_create_error(ex, st, msg);
   });
-  api.register_route(HTTP_GET, "/pools/{pool}", [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
-    if (!authorize(ex)) return;
+  api.register_route(HTTP_GET, "/pools/{pool}", [&pools](http::Exchange& ex, const RouteParams& p) {
     pool::Pool* pool = pools.find(p.values[0]);
     if (!pool) {
       if (const pool::PoolSettings* s = pools.creating_settings(p.values[0])) return ex.respond(200, kJson, creating_json(*s));
@@ -74,8 +71,7 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
     }
     ex.respond(200, kJson, pool_json(*pool));
   });
-  auto update = [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
-    if (!authorize(ex)) return;
+  auto update = [&pools](http::Exchange& ex, const RouteParams& p) {
     pool::Pool* pool = pools.find(p.values[0]);
     if (!pool && pools.creating_settings(p.values[0])) {
       return respond_error(ex, 409, "PoolBeingCreated",
@@ -110,8 +106,7 @@ void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http
   };
   api.register_route(HTTP_PUT, "/pools/{pool}", update);
   api.register_route(HTTP_PATCH, "/pools/{pool}", update);
-  api.register_route(HTTP_DELETE, "/pools/{pool}", [&pools, authorize](http::Exchange& ex, const RouteParams& p) {
-    if (!authorize(ex)) return;
+  api.register_route(HTTP_DELETE, "/pools/{pool}", [&pools](http::Exchange& ex, const RouteParams& p) {
     // Sessions end now; the pool's threads are joined and its sandboxes reaped in the background.
     // A creation still under way is cancelled (its POST gets 409 PoolDeleted).
     if (!pools.remove(p.values[0])) {

@@ -7,7 +7,6 @@
 
 namespace sp::api {
 
-// `authorize` answers 401 itself and returns false when the request lacks a valid key.
-void add_pool_routes(Api& api, pool::PoolManager& pools, std::function<bool(http::Exchange&)> authorize);
+void add_pool_routes(Api& api, pool::PoolManager& pools);
 
 }  // namespace sp::api

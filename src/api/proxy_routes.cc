@@ -95,11 +95,6 @@ void stream_head(Ctx& ctx, http::Exchange& ex) {
   std::string_view rest;
   pool::Pool* pool = claimed_pool(ctx, req, &rest);
   ctx.claim = Claim{};
-  if (!has_valid_key(req, ctx.options.api_keys)) {
-    refuse(ctx, ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
-           "WWW-Authenticate: Bearer\r\n");
-    return;
-  }
   auto id = query_param(req.query, "identifier");
   if (!pool) {
     refuse(ctx, ex, 404, "PoolNotFound", "the session pool went away");
@@ -198,7 +193,7 @@ void on_request(Ctx& ctx, http::Exchange& ex) {
 std::shared_ptr<proxy::Proxy> add_proxy_routes(Api& api, pool::PoolManager& pools, uv_loop_t* loop,
                                                const ProxyRouteOptions& options) {
   proxy::ProxyOptions po;
-  po.strip_authorization = !options.api_keys.empty();
+  po.strip_authorization = options.strip_authorization;
   auto ctx = std::make_shared<Ctx>(Ctx{pools, options, std::make_shared<proxy::Proxy>(loop, po), {}, 1, {}});
   RouteOptions o;
   o.body_limit = [ctx](const http::Request& req) -> uint64_t {

@@ -15,7 +15,8 @@
 namespace sp::api {
 
 struct ProxyRouteOptions {
-  std::vector<std::string> api_keys;  // empty: any token (or none) is accepted
+  // API keys are set (Api checks them): the Authorization header stays with us, not forwarded.
+  bool strip_authorization = false;
 };
 
 // Registers the fallback route and the proxy's metrics. The returned object must outlive `api`'s

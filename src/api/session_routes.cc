@@ -38,13 +38,6 @@ struct Where {
   int param_offset() const { return pooled ? 1 : 0; }
 };
 
-bool authorized(Ctx& ctx, http::Exchange& ex) {
-  if (has_valid_key(ex.request(), ctx.options.api_keys)) return true;
-  respond_error(ex, 401, "Unauthorized", "a valid 'Authorization: Bearer <key>' header is required",
-                "WWW-Authenticate: Bearer\r\n");
-  return false;
-}
-
 Pool* pool_of(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
   std::string_view name = where.pooled ? params.values[0] : std::string_view("default");
   Pool* p = ctx.pools.find(name);
@@ -66,10 +59,9 @@ std::optional<std::string> identifier_of(http::Exchange& ex) {
   return id;
 }
 
-// The common start of a per-session route: the key, the pool and the identifier, or an answer.
+// The common start of a per-session route: the pool and the identifier, or an answer.
 bool resolve(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where, Pool** pool,
              std::optional<std::string>* identifier) {
-  if (!authorized(ctx, ex)) return false;
   *pool = pool_of(ctx, ex, params, where);
   if (!*pool) return false;
   *identifier = identifier_of(ex);
@@ -518,7 +510,6 @@ std::optional<uint64_t> skip_param(http::Exchange& ex) {
 }
 
 void handle_list_sessions(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where, bool management) {
-  if (!authorized(ctx, ex)) return;
   Pool* p = pool_of(ctx, ex, params, where);
   if (!p) return;
   std::optional<uint64_t> skip = skip_param(ex);
@@ -549,7 +540,6 @@ void handle_list_sessions(Ctx& ctx, http::Exchange& ex, const RouteParams& param
 }
 
 void handle_metadata(Ctx& ctx, http::Exchange& ex, const RouteParams& params, Where where) {
-  if (!authorized(ctx, ex)) return;
   if (!pool_of(ctx, ex, params, where)) return;
   ex.respond(200, kJson, ctx.options.metadata_json);
 }

@@ -13,8 +13,7 @@
 namespace sp::api {
 
 struct SessionApiOptions {
-  std::vector<std::string> api_keys;  // empty: any token (or none) is accepted
-  std::string metadata_json;          // the body of GET metadata, computed at start-up
+  std::string metadata_json;  // the body of GET metadata, computed at start-up
 };
 
 void add_session_routes(Api& api, pool::PoolManager& pools, const SessionApiOptions& options);

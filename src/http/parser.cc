@@ -80,6 +80,7 @@ int RequestParser::on_message_begin(llhttp_t* p) {
   s->request_.body = {};
   s->request_.body_capacity = 0;
   s->request_.route = -1;
+  s->request_.key_ok = true;
   return 0;
 }
 

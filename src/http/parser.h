@@ -50,6 +50,7 @@ struct Request {
   int route = -1;
   std::string_view route_params[4];
   int route_param_count = 0;
+  bool key_ok = true;  // false: the route needs an API key the request lacks (answered 401)
   // The peer's address as text, for logs ("127.0.0.1:50312").
   std::string_view peer;
 };

@@ -364,6 +364,32 @@ class ApiKeys(unittest.TestCase):
             r = srv.request("GET", "/pools/p/files/..%2Fx?identifier=abcd", headers={"Authorization": "Bearer k1"})
             azure_error(self, r, 400, "InvalidFileName")
 
+    def test_every_route_but_the_open_ones_needs_the_key(self):
+        # One check in Api for all routes: every route /openapi.json describes answers 401 without a
+        # valid key (path parameters filled in; the pool does not exist), except the open ones and
+        # the custom-container proxy's /pools/{pool}/{path}, which claims only an existing container
+        # pool's paths (container_test.py checks its key).
+        open_routes = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"), ("get", "/openapi.json")}
+        with Server("--api-key", "k1") as srv:
+            doc = json.loads(srv.request("GET", "/openapi.json").body)
+            checked = 0
+            for path, ops in doc["paths"].items():
+                if path.endswith("/{path}"):
+                    continue
+                target = re.sub(r"\{[^}]+\}", "p1234", path) + "?identifier=abcd"
+                for method in ops:
+                    if method not in ("get", "post", "put", "patch", "delete"):
+                        continue
+                    r = srv.request(method.upper(), target, body=b"{}" if method != "get" else b"",
+                                    headers={"Authorization": "Bearer k2"})
+                    if (method, path) in open_routes:
+                        self.assertNotEqual(r.status, 401, (method, path))
+                    else:
+                        azure_error(self, r, 401, "Unauthorized")
+                        checked += 1
+            self.assertGreater(checked, 30)
+            self.assertTrue(all(p in doc["paths"] for _, p in open_routes))
+
 
 class Shutdown(unittest.TestCase):
     def test_in_flight_request_finishes_then_exit_0(self):
